@@ -1,0 +1,308 @@
+"""The ``distill`` command: run the graph, read receipts and drift reports.
+
+Errors a user can cause (unknown run id, missing output directory, bad arguments) print one line
+to stderr and exit non-zero; nothing here prints input text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import orjson
+
+from distill_assets.lib import constants as C
+from distill_assets.lib.layout import day_range
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+_DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def _output_root(arg: str | None) -> Path:
+    raw = arg or os.environ.get(C.ENV_OUTPUT_DIR) or str(PROJECT_ROOT / "out")
+    return Path(raw)
+
+
+def _source_root(arg: str | None) -> Path:
+    raw = arg or os.environ.get(C.ENV_SOURCE_DIR) or str(PROJECT_ROOT / "fixtures" / "evidence")
+    return Path(raw)
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME as set, or .dagster_home/ in the project with dagster.yaml linked into it."""
+    home = os.environ.get("DAGSTER_HOME")
+    path = Path(home) if home else PROJECT_ROOT / ".dagster_home"
+    path.mkdir(parents=True, exist_ok=True)
+    config = path / "dagster.yaml"
+    if not home and not config.exists():
+        config.symlink_to(PROJECT_ROOT / "dagster.yaml")
+    os.environ["DAGSTER_HOME"] = str(path)
+    return path
+
+
+def source_date_range(source: Path) -> tuple[date, date] | None:
+    """First and last created_at date in the sources, from a fast byte scan (no JSON parsing)."""
+    first = last = None
+    for path in sorted(source.rglob("*.jsonl")):
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    chunk += fh.readline()
+                    for match in _DATE_RE.finditer(chunk):
+                        try:
+                            found = date.fromisoformat(match.group(1).decode())
+                        except ValueError:
+                            continue
+                        first = found if first is None or found < first else first
+                        last = found if last is None or found > last else last
+        except OSError:
+            continue
+    return None if first is None or last is None else (first, last)
+
+
+def partition_range(source: Path) -> str:
+    """The partition range covering every day in the sources (a day either side for offsets)."""
+    earliest = date.fromisoformat(C.PARTITION_START)
+    latest = datetime.now(UTC).date() + timedelta(days=1)
+    found = source_date_range(source)
+    if found is None:
+        return f"{latest - timedelta(days=1)}...{latest - timedelta(days=1)}"
+    first = max(earliest, found[0] - timedelta(days=1))
+    last = min(latest, found[1] + timedelta(days=1))
+    if first > last:
+        first = last
+    return f"{first.isoformat()}...{last.isoformat()}"
+
+
+def cmd_materialize(args: argparse.Namespace) -> int:
+    source = _source_root(args.source)
+    out = _output_root(args.output)
+    if not source.is_dir():
+        raise UserError(f"source directory {source} does not exist (set {C.ENV_SOURCE_DIR})")
+    os.environ[C.ENV_SOURCE_DIR] = str(source.resolve())
+    os.environ[C.ENV_OUTPUT_DIR] = str(out.resolve())
+    ensure_dagster_home()
+    span = args.partition_range or partition_range(source)
+    command = [
+        sys.executable, "-m", "dagster", "asset", "materialize",
+        "-m", "distill_assets.definitions", "--select", args.select, "--partition-range", span,
+    ]
+    config = [orjson.loads(item) for item in args.config or []]
+    if not args.multiprocess:
+        config.append({"execution": {"config": {"in_process": {}}}})
+    if config:
+        merged: dict = {}
+        for item in config:
+            _deep_merge(merged, item)
+        command += ["--config-json", orjson.dumps(merged).decode()]
+    print(f"distill: materializing {args.select} for partitions {span}", flush=True)
+    print(f"distill: sources {source.resolve()} -> output {out.resolve()}", flush=True)
+    log_path = Path(os.environ["DAGSTER_HOME"]) / "last-materialize.log"
+    with open(log_path, "wb") as log:
+        sink = None if args.verbose else log
+        done = subprocess.run(command, cwd=PROJECT_ROOT, check=False, stdout=sink, stderr=sink)
+    runs = _run_ids(out)
+    if runs:
+        summary = out / C.REPORTS_DIR / runs[-1] / "summary.md"
+        if summary.exists():
+            print(summary.read_text(encoding="utf-8"))
+    print("distill: datasets:")
+    for rel in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH):
+        path = out / rel
+        state = f"{_lines(path)} rows" if path.exists() else "not written"
+        print(f"  {path}  ({state})")
+    print(f"  quarantine: {out / C.QUARANTINE_DIR}/")
+    if runs:
+        print(f"  receipts:   {out / C.REPORTS_DIR / runs[-1]}/")
+    if done.returncode != 0:
+        where = "above" if args.verbose else f"in {log_path}"
+        print(f"distill: materialization FAILED; Dagster's log is {where}", file=sys.stderr)
+    return done.returncode
+
+
+def _deep_merge(into: dict, extra: dict) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for _ in fh)
+
+
+def _run_ids(out: Path) -> list[str]:
+    from distill_assets.lib.reports import run_ids
+
+    return run_ids(out) if (out / C.RUN_INDEX_PATH).exists() else []
+
+
+def _require_reports(out: Path) -> None:
+    if not out.is_dir():
+        raise UserError(f"output directory {out} does not exist (set {C.ENV_OUTPUT_DIR} or --output)")
+    if not (out / C.REPORTS_DIR).is_dir():
+        raise UserError(f"no reports under {out}: nothing has been materialized there yet")
+
+
+def _require_run(out: Path, run_id: str) -> Path:
+    _require_reports(out)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id):
+        raise UserError(f"not a run id: {run_id!r}")
+    directory = out / C.REPORTS_DIR / run_id
+    if not directory.is_dir():
+        raise UserError(f"unknown run id {run_id} (see `distill receipts list`)")
+    return directory
+
+
+def _print_json(obj: object) -> None:
+    sys.stdout.write(orjson.dumps(obj, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def cmd_receipts_list(args: argparse.Namespace) -> int:
+    from distill_assets.lib.reports import load_summary
+
+    out = _output_root(args.output)
+    _require_reports(out)
+    rows = []
+    for run_id in _run_ids(out):
+        try:
+            summary = load_summary(out, run_id)
+        except (OSError, ValueError):
+            continue
+        rows.append({
+            "run_id": run_id,
+            "timestamp": summary.timestamp,
+            "overall_passed": summary.overall_passed,
+            "stages": [s.stage for s in summary.stages if s.ran],
+            "run_hash": summary.run_hash,
+        })
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print("no runs recorded")
+    for row in rows:
+        verdict = "passed" if row["overall_passed"] else "FAILED"
+        print(f"{row['run_id']}  {row['timestamp']}  {verdict:6}  {','.join(row['stages'])}")
+    return 0
+
+
+def cmd_receipts_show(args: argparse.Namespace) -> int:
+    from distill_assets.lib.receipts import load_receipt
+
+    out = _output_root(args.output)
+    directory = _require_run(out, args.run_id)
+    stages = [args.stage] if args.stage else [s for s in C.STAGES if (directory / f"{s}.json").exists()]
+    if args.stage and args.stage not in C.STAGES:
+        raise UserError(f"unknown stage {args.stage!r}; stages: {', '.join(C.STAGES)}")
+    receipts = []
+    for stage in stages:
+        path = directory / f"{stage}.json"
+        if not path.exists():
+            raise UserError(f"run {args.run_id} has no receipt for stage {stage}")
+        receipts.append(load_receipt(path))
+    if args.json:
+        payload = [r.model_dump(mode="json") for r in receipts]
+        _print_json(payload[0] if args.stage else payload)
+        return 0
+    for r in receipts:
+        s = r.stats
+        print(f"[{r.stage}] run {r.run_id} at {r.timestamp} ({r.duration_ms} ms) "
+              f"validation {'passed' if r.validation.passed else 'FAILED'}")
+        print(f"  in {s.records_in}  out {s.records_out}  accepted {s.accepted}  rejected "
+              f"{s.rejected}  quarantined {s.quarantined}  skipped {s.skipped}")
+        print(f"  input hash  {r.inputs.hash}  ({len(r.inputs.files)} files)")
+        print(f"  output hash {r.outputs.hash}  ({len(r.outputs.files)} files)")
+        for code, count in r.stats.reasons.items():
+            print(f"  reason {code}: {count}")
+        for error in r.validation.errors:
+            print(f"  error: {error}")
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from distill_assets.lib.reports import load_drift
+
+    out = _output_root(args.output)
+    directory = _require_run(out, args.run_id)
+    if not (directory / "drift.json").exists():
+        raise UserError(f"run {args.run_id} has no drift report")
+    report = load_drift(out, args.run_id)
+    if args.json:
+        _print_json(report.model_dump(mode="json"))
+        return 0
+    prior = report.prior_run_id or "none (baseline established)"
+    print(f"run {report.run_id}: drift {report.severity.upper()} against {prior}")
+    for stage, d in report.stages.items():
+        change = "n/a" if d.pct_change_out is None else f"{d.pct_change_out:+.1f}%"
+        print(f"  {stage}: {d.severity}  out {change}  input_hash_match={d.input_hash_match} "
+              f"output_hash_match={d.output_hash_match}"
+              + ("  DETERMINISTIC VIOLATION" if d.deterministic_violation else ""))
+        for flag in d.flags:
+            print(f"    - {flag}")
+    return 0 if report.severity != "alert" or not args.fail_on_alert else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--output", help=f"output directory (default ${C.ENV_OUTPUT_DIR} or out/)"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    mat = sub.add_parser(
+        "materialize", parents=[common], help="run the whole graph (dagster asset materialize)"
+    )
+    mat.add_argument("--source", help=f"evidence directory (default ${C.ENV_SOURCE_DIR} or fixtures)")
+    mat.add_argument("--select", default="*", help="Dagster asset selection (default '*')")
+    mat.add_argument("--partition-range", help="START...END days (default: the sources' days)")
+    mat.add_argument("--config-json", dest="config", action="append",
+                     help="Dagster run config as JSON (repeatable)")
+    mat.add_argument("-v", "--verbose", action="store_true", help="show Dagster's logs")
+    mat.add_argument("--multiprocess", action="store_true",
+                     help="run steps in subprocesses (parallel exports) instead of in-process")
+    mat.set_defaults(func=cmd_materialize)
+
+    receipts = sub.add_parser("receipts", help="read stage receipts")
+    rsub = receipts.add_subparsers(dest="receipts_command", required=True)
+    rlist = rsub.add_parser("list", parents=[common], help="list recorded runs")
+    rlist.add_argument("--json", action="store_true")
+    rlist.set_defaults(func=cmd_receipts_list)
+    rshow = rsub.add_parser("show", parents=[common], help="show a run's receipts")
+    rshow.add_argument("run_id")
+    rshow.add_argument("--stage", help="only this stage")
+    rshow.add_argument("--json", action="store_true")
+    rshow.set_defaults(func=cmd_receipts_show)
+
+    drift = sub.add_parser("drift", parents=[common], help="show a run's drift report")
+    drift.add_argument("run_id")
+    drift.add_argument("--json", action="store_true")
+    drift.add_argument("--fail-on-alert", action="store_true", help="exit 3 on an alert")
+    drift.set_defaults(func=cmd_drift)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"distill: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,36 @@
+from pathlib import Path
+
+import dagster as dg
+
+from distill_assets.lib import constants as C
+from distill_assets.lib.collect import collect, list_source_files
+from distill_assets.lib.layout import day_from_key
+from distill_assets.orchestration import (
+    DAILY,
+    SINGLE_RUN,
+    CollectConfig,
+    DistillResource,
+    run_stage,
+)
+
+
+@dg.asset(
+    name=C.ASSET_EVIDENCE_INDEX,
+    group_name=C.ASSET_GROUP,
+    partitions_def=DAILY,
+    backfill_policy=SINGLE_RUN,
+    kinds={"python", "jsonl"},
+    check_specs=[dg.AssetCheckSpec(C.CHECK_DRIFT, asset=C.ASSET_EVIDENCE_INDEX)],
+)
+def evidence_index(
+    context: dg.AssetExecutionContext, config: CollectConfig, distill: DistillResource
+) -> dg.MaterializeResult:
+    """Every usable evidence record of the day with provenance; bad lines skipped with a reason."""
+    settings = config.settings()
+    source_root = distill.source_root()
+    days = [day_from_key(key) for key in context.partition_keys]
+
+    def work(out_root: Path):
+        return collect(list_source_files(source_root), out_root, days, settings)
+
+    return run_stage(context, distill, C.STAGE_COLLECT, work, config.model_dump())

@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import dagster as dg
+
+from distill_assets.lib import constants as C
+from distill_assets.lib.exports import export_preference, export_rag, export_sft
+from distill_assets.orchestration import SINGLE_RUN, DistillResource, ExportConfig, run_stage
+
+
+def _spec(asset: str) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(C.CHECK_DRIFT, asset=asset)]
+
+
+@dg.asset(
+    name=C.ASSET_RAG_PLAYBOOKS,
+    group_name=C.ASSET_GROUP,
+    deps=[C.ASSET_SCORED_RUNS],
+    backfill_policy=SINGLE_RUN,
+    kinds={"python", "jsonl"},
+    check_specs=_spec(C.ASSET_RAG_PLAYBOOKS),
+)
+def rag_playbooks(
+    context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
+) -> dg.MaterializeResult:
+    """One retrieval playbook per task, from its best verified run."""
+    settings = config.settings()
+
+    def work(out_root: Path):
+        return export_rag(out_root, settings)
+
+    return run_stage(context, distill, C.STAGE_EXPORT_RAG, work, config.model_dump())
+
+
+@dg.asset(
+    name=C.ASSET_SFT_DATASET,
+    group_name=C.ASSET_GROUP,
+    deps=[C.ASSET_SCORED_RUNS],
+    backfill_policy=SINGLE_RUN,
+    kinds={"python", "jsonl"},
+    check_specs=_spec(C.ASSET_SFT_DATASET),
+)
+def sft_dataset(
+    context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
+) -> dg.MaterializeResult:
+    """Accepted runs as TRL conversational messages for supervised fine-tuning."""
+    settings = config.settings()
+
+    def work(out_root: Path):
+        return export_sft(out_root, settings)
+
+    return run_stage(context, distill, C.STAGE_EXPORT_SFT, work, config.model_dump())
+
+
+@dg.asset(
+    name=C.ASSET_PREFERENCE_PAIRS,
+    group_name=C.ASSET_GROUP,
+    deps=[C.ASSET_SCORED_RUNS],
+    backfill_policy=SINGLE_RUN,
+    kinds={"python", "jsonl"},
+    check_specs=_spec(C.ASSET_PREFERENCE_PAIRS),
+)
+def preference_pairs(
+    context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
+) -> dg.MaterializeResult:
+    """Chosen/rejected pairs within a task, chosen strictly better, for preference tuning."""
+    settings = config.settings()
+
+    def work(out_root: Path):
+        return export_preference(out_root, settings)
+
+    return run_stage(context, distill, C.STAGE_EXPORT_PREFERENCE, work, config.model_dump())

@@ -1,0 +1,96 @@
+import dagster as dg
+
+from distill_assets.lib import constants as C
+from distill_assets.lib.exports import ExportSettings
+from distill_assets.lib.firewall import FirewallReport, verify_preference, verify_rag, verify_sft
+from distill_assets.orchestration import (
+    DistillResource,
+    conservation_check,
+    report_check,
+    schema_check,
+    this_runs_receipt,
+)
+
+
+def _settings_used(receipt) -> ExportSettings:
+    """The export settings the checked run used, as its receipt recorded them."""
+    from distill_assets.orchestration import ExportConfig
+
+    return ExportConfig(**receipt.extra.get("settings", {})).settings()
+
+
+def _firewall_result(context, distill, asset: str, check: str, report: FirewallReport):
+    description = (
+        f"{report.rows} rows verified against the scored runs"
+        if report.passed
+        else f"{report.count} violation(s) in {report.rows} rows"
+    )
+    return report_check(
+        context, distill, asset, check, report.passed, True, report.count, description,
+        {"rows": report.rows, "violations": dg.MetadataValue.json(report.violations)},
+    )
+
+
+@dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_SCHEMA, blocking=True)
+def rag_playbooks_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Playbooks match RagPlaybookSchema."""
+    return schema_check(context, distill, C.ASSET_RAG_PLAYBOOKS, C.RAG_PATH)
+
+
+@dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_FIREWALL, blocking=True)
+def rag_playbooks_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Only accepted or partially accepted runs of the same task back a playbook."""
+    out_root, _receipt = this_runs_receipt(context, distill, C.ASSET_RAG_PLAYBOOKS)
+    return _firewall_result(
+        context, distill, C.ASSET_RAG_PLAYBOOKS, C.CHECK_FIREWALL, verify_rag(out_root)
+    )
+
+
+@dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_CONSERVATION, blocking=True)
+def rag_playbooks_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Every scored run backs a playbook or is quarantined with a reason."""
+    return conservation_check(context, distill, C.ASSET_RAG_PLAYBOOKS)
+
+
+@dg.asset_check(asset=C.ASSET_SFT_DATASET, name=C.CHECK_SCHEMA, blocking=True)
+def sft_dataset_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """SFT rows match SftExampleSchema (user first, assistant last)."""
+    return schema_check(context, distill, C.ASSET_SFT_DATASET, C.SFT_PATH)
+
+
+@dg.asset_check(asset=C.ASSET_SFT_DATASET, name=C.CHECK_FIREWALL, blocking=True)
+def sft_dataset_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Only accepted runs in allowed categories reach SFT."""
+    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_SFT_DATASET)
+    report = verify_sft(out_root, _settings_used(receipt))
+    return _firewall_result(context, distill, C.ASSET_SFT_DATASET, C.CHECK_FIREWALL, report)
+
+
+@dg.asset_check(asset=C.ASSET_SFT_DATASET, name=C.CHECK_CONSERVATION, blocking=True)
+def sft_dataset_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Every scored run is an SFT example or is quarantined with a reason."""
+    return conservation_check(context, distill, C.ASSET_SFT_DATASET)
+
+
+@dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_SCHEMA, blocking=True)
+def preference_pairs_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Pairs match PreferencePairSchema."""
+    return schema_check(context, distill, C.ASSET_PREFERENCE_PAIRS, C.PREFERENCE_PATH)
+
+
+@dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_FIREWALL, blocking=True)
+def preference_pairs_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Pairs obey the firewall and the pair rules, checked against the scored runs."""
+    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_PREFERENCE_PAIRS)
+    report = verify_preference(out_root, _settings_used(receipt))
+    return _firewall_result(
+        context, distill, C.ASSET_PREFERENCE_PAIRS, C.CHECK_FIREWALL, report
+    )
+
+
+@dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_CONSERVATION, blocking=True)
+def preference_pairs_conservation(
+    context: dg.AssetCheckExecutionContext, distill: DistillResource
+):
+    """Every scored run is in a pair or is quarantined with a reason."""
+    return conservation_check(context, distill, C.ASSET_PREFERENCE_PAIRS)

@@ -1,0 +1,8 @@
+import dagster as dg
+
+from distill_assets.orchestration import DistillResource
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources={"distill": DistillResource()})

@@ -1,0 +1,71 @@
+"""What a stage did, counted: records in and out, what was left out and why.
+
+Each stage returns a ``StageResult``; ``receipts.build_receipt`` turns it into a receipt and
+``conservation_errors`` states the invariant every stage must keep:
+records in = out + quarantined + skipped.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from distill_assets.lib.io import WrittenFile
+
+
+@dataclass
+class Tally:
+    """Counts records as they flow through a stage."""
+
+    records_in: int = 0
+    records_out: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    quarantined: int = 0
+    skipped: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def leave_out(self, disposition: str, reasons: tuple[str, ...] | list[str]) -> None:
+        if disposition == "skipped":
+            self.skipped += 1
+        else:
+            self.quarantined += 1
+        for reason in reasons:
+            self.reasons[reason] += 1
+
+    def merge(self, other: Tally) -> None:
+        self.records_in += other.records_in
+        self.records_out += other.records_out
+        self.accepted += other.accepted
+        self.rejected += other.rejected
+        self.quarantined += other.quarantined
+        self.skipped += other.skipped
+        self.reasons.update(other.reasons)
+
+
+@dataclass
+class StageResult:
+    """The accounting of one stage execution, before it becomes a receipt."""
+
+    stage: str
+    inputs: list[WrittenFile]
+    outputs: list[WrittenFile]
+    tally: Tally
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+    partitions: list[str] | None = None
+    # records each input file contributed (path -> producer run id), for the chain of custody
+    input_producers: dict[str, str | None] = field(default_factory=dict)
+
+
+def conservation_errors(tally: Tally) -> list[str]:
+    """Empty when records in = out + quarantined + skipped, else one message saying by how much."""
+    accounted = tally.records_out + tally.quarantined + tally.skipped
+    if tally.records_in == accounted:
+        return []
+    return [
+        f"conservation broken: {tally.records_in} records in, but {tally.records_out} out + "
+        f"{tally.quarantined} quarantined + {tally.skipped} skipped = {accounted}"
+    ]

@@ -1,0 +1,225 @@
+"""The closed vocabulary of distill: stage names, metadata keys, check names and reason codes.
+
+Everything a user or a tool can see by name (receipt stages, metadata keys, quarantine reason
+codes, asset check names, output paths) is defined here once, so the vocabulary stays closed.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+EVIDENCE_FORMAT_VERSION: Final = 1
+RECEIPT_SCHEMA_VERSION: Final = 1
+SUMMARY_SCHEMA_VERSION: Final = 1
+DRIFT_SCHEMA_VERSION: Final = 1
+
+# --- stages -------------------------------------------------------------------------------
+STAGE_COLLECT: Final = "collect"
+STAGE_SCORE: Final = "score"
+STAGE_EXPORT_RAG: Final = "export-rag"
+STAGE_EXPORT_SFT: Final = "export-sft"
+STAGE_EXPORT_PREFERENCE: Final = "export-preference"
+STAGES: Final = (
+    STAGE_COLLECT,
+    STAGE_SCORE,
+    STAGE_EXPORT_RAG,
+    STAGE_EXPORT_SFT,
+    STAGE_EXPORT_PREFERENCE,
+)
+# upstream stage of each stage: the chain of custody the run summary verifies
+STAGE_UPSTREAM: Final = {
+    STAGE_COLLECT: None,
+    STAGE_SCORE: STAGE_COLLECT,
+    STAGE_EXPORT_RAG: STAGE_SCORE,
+    STAGE_EXPORT_SFT: STAGE_SCORE,
+    STAGE_EXPORT_PREFERENCE: STAGE_SCORE,
+}
+
+# --- assets -------------------------------------------------------------------------------
+ASSET_EVIDENCE_INDEX: Final = "evidence_index"
+ASSET_SCORED_RUNS: Final = "scored_runs"
+ASSET_RAG_PLAYBOOKS: Final = "rag_playbooks"
+ASSET_SFT_DATASET: Final = "sft_dataset"
+ASSET_PREFERENCE_PAIRS: Final = "preference_pairs"
+ASSET_STAGE: Final = {
+    ASSET_EVIDENCE_INDEX: STAGE_COLLECT,
+    ASSET_SCORED_RUNS: STAGE_SCORE,
+    ASSET_RAG_PLAYBOOKS: STAGE_EXPORT_RAG,
+    ASSET_SFT_DATASET: STAGE_EXPORT_SFT,
+    ASSET_PREFERENCE_PAIRS: STAGE_EXPORT_PREFERENCE,
+}
+STAGE_ASSET: Final = {stage: asset for asset, stage in ASSET_STAGE.items()}
+ASSET_GROUP: Final = "distill"
+
+# --- output layout (relative to DISTILL_OUTPUT_DIR) ---------------------------------------
+EVIDENCE_DIR: Final = "evidence"
+SCORED_DIR: Final = "scored-runs"
+EXPORTS_DIR: Final = "exports"
+REPORTS_DIR: Final = "reports"
+RAG_PATH: Final = "exports/rag/playbooks.jsonl"
+SFT_PATH: Final = "exports/sft/instruction_response.jsonl"
+PREFERENCE_PATH: Final = "exports/preference/chosen_rejected.jsonl"
+QUARANTINE_DIR: Final = "exports/quarantine"
+ALERTS_PATH: Final = "reports/alerts.jsonl"
+RUN_INDEX_PATH: Final = "reports/runs.jsonl"
+UNDATED_BUCKET: Final = "undated"
+# per-partition file names
+RUNS_FILE: Final = "runs.jsonl"
+REVIEWS_FILE: Final = "reviews.jsonl"
+OUTCOMES_FILE: Final = "outcomes.jsonl"
+SCORED_FILE: Final = "scored_runs.jsonl"
+PART_QUARANTINE_FILE: Final = "quarantine.jsonl"
+
+
+def quarantine_path(stage: str) -> str:
+    """Relative path of a stage's merged quarantine file."""
+    return f"{QUARANTINE_DIR}/{stage}.jsonl"
+
+
+# --- evidence kinds and enumerations ------------------------------------------------------
+KIND_RUN: Final = "run"
+KIND_REVIEW: Final = "review"
+KIND_OUTCOME: Final = "outcome"
+KINDS: Final = (KIND_RUN, KIND_REVIEW, KIND_OUTCOME)
+VERDICTS: Final = ("approve", "request_changes", "reject")
+OUTCOMES: Final = ("success", "partial", "failure", "error")
+
+QUALITY_ACCEPTED: Final = "accepted"
+QUALITY_PARTIAL: Final = "partially_accepted"
+QUALITY_REJECTED: Final = "rejected"
+QUALITY_REVIEW: Final = "needs_human_review"
+QUALITIES: Final = (QUALITY_ACCEPTED, QUALITY_PARTIAL, QUALITY_REJECTED, QUALITY_REVIEW)
+# rank used to order runs: higher is better; needs_human_review is never ranked
+QUALITY_RANK: Final = {QUALITY_ACCEPTED: 2, QUALITY_PARTIAL: 1, QUALITY_REJECTED: 0}
+
+# --- dispositions of a left-out record ----------------------------------------------------
+DISPOSITION_SKIPPED: Final = "skipped"
+DISPOSITION_QUARANTINED: Final = "quarantined"
+
+# --- reason codes -------------------------------------------------------------------------
+# collect: lines that are not usable evidence (skipped)
+R_EMPTY_LINE: Final = "empty_line"
+R_EMPTY_FILE: Final = "empty_file"
+R_INVALID_UTF8: Final = "invalid_utf8"
+R_INVALID_JSON: Final = "invalid_json"
+R_NOT_AN_OBJECT: Final = "not_an_object"
+R_LINE_TOO_LONG: Final = "line_too_long"
+R_JSON_TOO_DEEP: Final = "json_too_deep"
+R_UNREADABLE_FILE: Final = "unreadable_file"
+R_OUTSIDE_SOURCE_DIR: Final = "outside_source_dir"
+R_DUPLICATE: Final = "duplicate_record"
+# collect: records that parse but break the format (quarantined)
+R_UNKNOWN_KIND: Final = "unknown_kind"
+R_MISSING_FIELD: Final = "missing_field"  # rendered as missing_field:<name>
+R_INVALID_VALUE: Final = "invalid_value"  # rendered as invalid_value:<field>
+R_INVALID_TYPE: Final = "invalid_type"  # rendered as invalid_type:<field>
+R_EMPTY_FIELD: Final = "empty_field"  # rendered as empty_field:<field>
+R_BAD_TIMESTAMP: Final = "bad_timestamp"
+R_FUTURE_TIMESTAMP: Final = "future_timestamp"
+R_TIMESTAMP_OUT_OF_RANGE: Final = "timestamp_out_of_range"
+R_MESSAGES_TOO_DEEP: Final = "messages_too_deep"
+R_MESSAGES_TOO_LARGE: Final = "messages_too_large"
+# score
+R_ORPHAN_EVIDENCE: Final = "orphan_evidence"
+R_CONFLICTING_DUPLICATE: Final = "conflicting_duplicate"
+R_APPROVED: Final = "approved"
+R_SUCCESS: Final = "success"
+R_REJECTED_BY_REVIEW: Final = "rejected_by_review"
+R_FAILED: Final = "failed"
+R_CHANGES_REQUESTED: Final = "changes_requested"
+R_PARTIAL_OUTCOME: Final = "partial_outcome"
+R_PARTIAL_REWARD: Final = "partial_reward"
+R_BELOW_ACCEPT_SCORE: Final = "below_accept_score"
+R_CONFLICTING_EVIDENCE: Final = "conflicting_evidence"
+R_OUTCOME_ERROR: Final = "outcome_error"
+R_NO_EVIDENCE: Final = "no_evidence"
+R_REVIEW_ONLY: Final = "review_only"
+R_OUTCOME_ONLY: Final = "outcome_only"
+R_INCOMPLETE: Final = "incomplete_evidence"
+R_OVERRULED: Final = "overruled_evidence"
+# exports
+R_QUALITY_REJECTED: Final = "quality_rejected"
+R_NEEDS_HUMAN_REVIEW: Final = "needs_human_review"
+R_PARTIALLY_ACCEPTED: Final = "quality_partially_accepted"
+R_CATEGORY_DISALLOWED: Final = "category_disallowed"
+R_UNSAFE_SFT_CATEGORY: Final = "unsafe_sft_category"
+R_MISSING_SOURCE_RUN_ID: Final = "missing_source_run_id"
+R_SELF_PAIR: Final = "self_pair"
+R_IDENTICAL_TEXT: Final = "identical_text"
+R_BELOW_MARGIN: Final = "below_margin"
+R_NO_PAIR: Final = "no_valid_pair"
+R_EMPTY_RESPONSE: Final = "empty_response"
+R_NOT_SFT_ELIGIBLE: Final = "not_sft_eligible"
+
+# categories kept out of SFT unless a configured deny-list replaces this one (docs/datasets.md)
+DEFAULT_UNSAFE_SFT_CATEGORIES: Final = (
+    "credential_access",
+    "exploit",
+    "harassment",
+    "malware",
+    "pii_extraction",
+    "self_harm",
+    "unsafe",
+    "weapons",
+)
+
+
+def missing_field(name: str) -> str:
+    return f"{R_MISSING_FIELD}:{name}"
+
+
+def invalid_value(field: str) -> str:
+    return f"{R_INVALID_VALUE}:{field}"
+
+
+def invalid_type(field: str) -> str:
+    return f"{R_INVALID_TYPE}:{field}"
+
+
+def empty_field(field: str) -> str:
+    return f"{R_EMPTY_FIELD}:{field}"
+
+
+# --- metadata keys on materializations ----------------------------------------------------
+MD_ROW_COUNT: Final = "dagster/row_count"
+MD_COLUMN_SCHEMA: Final = "dagster/column_schema"
+MD_INPUT_HASH: Final = "distill/input_hash"
+MD_OUTPUT_HASH: Final = "distill/output_hash"
+MD_RECORDS_IN: Final = "distill/records_in"
+MD_ACCEPTED: Final = "distill/accepted"
+MD_REJECTED: Final = "distill/rejected"
+MD_QUARANTINED: Final = "distill/quarantined"
+MD_SKIPPED: Final = "distill/skipped"
+MD_REASON_PREFIX: Final = "distill/reason/"
+MD_RECEIPT_PATH: Final = "distill/receipt_path"
+MD_DRIFT_SEVERITY: Final = "distill/drift_severity"
+MD_STAGE: Final = "distill/stage"
+MD_RUN_ID: Final = "distill/run_id"
+MD_PARTITIONS: Final = "distill/partitions"
+MD_DURATION_MS: Final = "distill/duration_ms"
+MD_VALIDATION_PASSED: Final = "distill/validation_passed"
+
+# --- asset check names --------------------------------------------------------------------
+CHECK_SCHEMA: Final = "schema_valid"
+CHECK_FIREWALL: Final = "contamination_firewall"
+CHECK_PAIR_RULES: Final = "pair_rules"
+CHECK_CONSERVATION: Final = "conservation"
+CHECK_DRIFT: Final = "drift"
+
+# --- drift --------------------------------------------------------------------------------
+SEVERITY_OK: Final = "ok"
+SEVERITY_WARN: Final = "warn"
+SEVERITY_ALERT: Final = "alert"
+SEVERITY_ORDER: Final = {SEVERITY_OK: 0, SEVERITY_WARN: 1, SEVERITY_ALERT: 2}
+
+# --- environment variables ----------------------------------------------------------------
+ENV_SOURCE_DIR: Final = "DISTILL_SOURCE_DIR"
+ENV_OUTPUT_DIR: Final = "DISTILL_OUTPUT_DIR"
+ENV_RECORDED_AT: Final = "DISTILL_RECORDED_AT"
+ENV_DRIFT_WARN: Final = "DISTILL_DRIFT_WARN_PCT"
+ENV_DRIFT_ALERT: Final = "DISTILL_DRIFT_ALERT_PCT"
+ENV_ALERT_WEBHOOK: Final = "DISTILL_ALERT_WEBHOOK_URL"
+ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
+
+# --- partitions ---------------------------------------------------------------------------
+PARTITION_START: Final = "2020-01-01"

@@ -1,0 +1,267 @@
+"""Evidence format v1: parse and validate one source line into an evidence record.
+
+A line becomes either a ``Record`` (usable evidence with its canonical bytes and evidence id)
+or a ``Rejected`` line carrying reason codes, a disposition (skipped: not a record at all;
+quarantined: a record that breaks the format) and, when its timestamp could be read, its day.
+See docs/evidence-format.md for the format and every reason code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from distill_assets.lib import constants as C
+
+_BOM = b"\xef\xbb\xbf"
+_MESSAGE_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    C.KIND_RUN: ("run_id", "task_id", "instruction", "response", "created_at"),
+    C.KIND_REVIEW: ("run_id", "verdict", "created_at"),
+    C.KIND_OUTCOME: ("run_id", "outcome", "created_at"),
+}
+# a run may have answered nothing: an empty response is evidence (of failure), not bad input
+_MAY_BE_EMPTY = frozenset({"response"})
+# optional fields that must be text when present (null is allowed and means absent)
+_OPTIONAL_TEXT: dict[str, tuple[str, ...]] = {
+    C.KIND_RUN: ("agent", "category"),
+    C.KIND_REVIEW: ("reviewer", "comment"),
+    C.KIND_OUTCOME: (),
+}
+_OPTIONAL_UNIT: dict[str, tuple[str, ...]] = {
+    C.KIND_RUN: (),
+    C.KIND_REVIEW: ("score",),
+    C.KIND_OUTCOME: ("reward",),
+}
+_ENUMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    C.KIND_REVIEW: ("verdict", C.VERDICTS),
+    C.KIND_OUTCOME: ("outcome", C.OUTCOMES),
+}
+
+
+@dataclass(frozen=True)
+class ParseSettings:
+    """Limits applied to every source line (see docs/evidence-format.md)."""
+
+    max_line_bytes: int = 8 * 1024 * 1024
+    future_horizon: timedelta = timedelta(days=1)
+    max_messages: int = 10_000
+    max_messages_depth: int = 32
+    earliest: date = date.fromisoformat(C.PARTITION_START)
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A usable evidence record."""
+
+    kind: str
+    run_id: str
+    created_at: str  # normalized: UTC, ISO 8601 with a Z
+    day: date
+    evidence_id: str
+    canonical: bytes
+    obj: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A line that did not become evidence, and why."""
+
+    disposition: str
+    reasons: tuple[str, ...]
+    day: date | None = None
+    kind: str | None = None
+    run_id: str | None = None
+    evidence_id: str | None = None
+
+
+def strip_line(raw: bytes, first: bool) -> bytes:
+    """Drop the line end (LF or CRLF) and, on a file's first line, a UTF-8 byte-order mark."""
+    if first and raw.startswith(_BOM):
+        raw = raw[3:]
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw
+
+
+def parse_timestamp(value: Any) -> datetime | None:
+    """ISO 8601 text to an aware UTC datetime; naive values are read as UTC; None if unreadable."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+
+
+def format_timestamp(moment: datetime) -> str:
+    text = moment.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, stopping early once it passes ``limit``."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    deepest = 0
+    while stack:
+        node, level = stack.pop()
+        if level > deepest:
+            deepest = level
+            if deepest > limit:
+                return deepest
+        if isinstance(node, dict):
+            stack.extend((child, level + 1) for child in node.values())
+        elif isinstance(node, list):
+            stack.extend((child, level + 1) for child in node)
+    return deepest
+
+
+def _check_messages(messages: Any, settings: ParseSettings) -> str | None:
+    if not isinstance(messages, list):
+        return C.invalid_type("messages")
+    if len(messages) > settings.max_messages:
+        return C.R_MESSAGES_TOO_LARGE
+    if _depth(messages, settings.max_messages_depth) > settings.max_messages_depth:
+        return C.R_MESSAGES_TOO_DEEP
+    for message in messages:
+        if not isinstance(message, dict):
+            return C.invalid_value("messages")
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _MESSAGE_ROLES:
+            return C.invalid_value("messages")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            return C.invalid_value("messages")
+        tool_calls = message.get("tool_calls")
+        if tool_calls is not None and not isinstance(tool_calls, list):
+            return C.invalid_value("messages")
+    return None
+
+
+def _is_unit_number(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value == value  # not NaN
+        and 0.0 <= value <= 1.0
+    )
+
+
+def parse_line(raw: bytes, settings: ParseSettings) -> Record | Rejected:
+    """Parse one stripped source line (see ``strip_line``) into a Record or a Rejected line."""
+    if not raw.strip():
+        return Rejected(C.DISPOSITION_SKIPPED, (C.R_EMPTY_LINE,))
+    if len(raw) > settings.max_line_bytes:
+        return Rejected(C.DISPOSITION_SKIPPED, (C.R_LINE_TOO_LONG,))
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return Rejected(C.DISPOSITION_SKIPPED, (C.R_INVALID_UTF8,))
+        if "recursion" in str(exc):
+            return Rejected(C.DISPOSITION_SKIPPED, (C.R_JSON_TOO_DEEP,))
+        return Rejected(C.DISPOSITION_SKIPPED, (C.R_INVALID_JSON,))
+    if not isinstance(obj, dict):
+        return Rejected(C.DISPOSITION_SKIPPED, (C.R_NOT_AN_OBJECT,))
+    return validate_object(obj, settings)
+
+
+def validate_object(obj: dict[str, Any], settings: ParseSettings) -> Record | Rejected:
+    """Validate a decoded JSON object against evidence format v1."""
+    reasons: list[str] = []
+    kind = obj.get("kind")
+    run_id = obj.get("run_id")
+    run_id_text = run_id if isinstance(run_id, str) and run_id.strip() else None
+    moment = None
+    if "created_at" in obj:
+        moment = parse_timestamp(obj["created_at"])
+    day = moment.date() if moment is not None else None
+
+    if kind is None:
+        return Rejected(
+            C.DISPOSITION_QUARANTINED, (C.missing_field("kind"),), day, None, run_id_text
+        )
+    if not isinstance(kind, str) or kind not in _REQUIRED:
+        return Rejected(C.DISPOSITION_QUARANTINED, (C.R_UNKNOWN_KIND,), day, None, run_id_text)
+
+    for name in _REQUIRED[kind]:
+        if name not in obj:
+            reasons.append(C.missing_field(name))
+            continue
+        value = obj[name]
+        if name == "created_at":
+            if not isinstance(value, str):
+                reasons.append(C.invalid_type(name))
+            elif moment is None:
+                reasons.append(C.R_BAD_TIMESTAMP)
+            continue
+        if not isinstance(value, str):
+            reasons.append(C.invalid_type(name))
+        elif name not in _MAY_BE_EMPTY and not value.strip():
+            reasons.append(C.empty_field(name))
+    for name in _OPTIONAL_TEXT[kind]:
+        value = obj.get(name)
+        if value is not None and not isinstance(value, str):
+            reasons.append(C.invalid_type(name))
+    for name in _OPTIONAL_UNIT[kind]:
+        value = obj.get(name)
+        if value is not None and not _is_unit_number(value):
+            reasons.append(C.invalid_value(name))
+    enum = _ENUMS.get(kind)
+    if enum is not None:
+        name, allowed = enum
+        value = obj.get(name)
+        if isinstance(value, str) and value.strip() and value not in allowed:
+            reasons.append(C.invalid_value(name))
+    if kind == C.KIND_RUN:
+        if "messages" in obj and obj["messages"] is not None:
+            problem = _check_messages(obj["messages"], settings)
+            if problem:
+                reasons.append(problem)
+        meta = obj.get("meta")
+        if meta is not None and not isinstance(meta, dict):
+            reasons.append(C.invalid_type("meta"))
+    if moment is not None:
+        if moment.date() < settings.earliest:
+            reasons.append(C.R_TIMESTAMP_OUT_OF_RANGE)
+        elif moment > settings.now + settings.future_horizon:
+            reasons.append(C.R_FUTURE_TIMESTAMP)
+
+    if reasons:
+        return Rejected(C.DISPOSITION_QUARANTINED, tuple(reasons), day, kind, run_id_text)
+    assert moment is not None and run_id_text is not None and day is not None
+    canonical = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    return Record(
+        kind=kind,
+        run_id=run_id_text,
+        created_at=format_timestamp(moment),
+        day=day,
+        evidence_id=hashlib.sha256(canonical).hexdigest(),
+        canonical=canonical,
+        obj=obj,
+    )
+
+
+def normalize_text(text: str) -> str:
+    """Whitespace-normalized text: the form used to call two texts identical."""
+    return " ".join(text.split())
+
+
+def text_hash(text: str) -> str:
+    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()

@@ -1,0 +1,464 @@
+"""Stages ``export-rag``, ``export-sft`` and ``export-preference``: scored runs → datasets.
+
+The exports read every scored-runs partition on disk, keep only keys, grades and text hashes in
+memory, decide what goes where (the contamination firewall is enforced here, and re-verified
+from the written files by blocking asset checks), and fetch each run's texts from the evidence
+index by byte offset only when writing its row. Every run an export leaves out gets a quarantine
+row saying why; preference candidate pairs that fail a rule get one too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from distill_assets.lib import constants as C
+from distill_assets.lib import layout
+from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
+from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """The configurable parts of the export rules (defaults documented in docs/datasets.md)."""
+
+    sft_allow_categories: tuple[str, ...] | None = None
+    sft_deny_categories: tuple[str, ...] = C.DEFAULT_UNSAFE_SFT_CATEGORIES
+    min_margin: float = 0.2
+    max_pairs_per_task: int | None = None
+    rag_include_partial: bool = True
+    title_chars: int = 80
+
+    def errors(self) -> list[str]:
+        problems = []
+        if not 0.0 <= self.min_margin <= 1.0:
+            problems.append(f"min_margin={self.min_margin!r} must be between 0 and 1")
+        if self.max_pairs_per_task is not None and self.max_pairs_per_task < 1:
+            problems.append(f"max_pairs_per_task={self.max_pairs_per_task!r} must be at least 1")
+        if self.title_chars < 8:
+            problems.append(f"title_chars={self.title_chars!r} must be at least 8")
+        return problems
+
+
+@dataclass(frozen=True, slots=True)
+class RunKey:
+    """What the exports keep in memory of a scored run: no texts."""
+
+    run_id: str
+    task_id: str
+    quality: str
+    score: float
+    created_at: str
+    category: str | None
+    run_file: str
+    run_offset: int
+    evidence_id: str
+    response_hash: str
+    response_empty: bool
+    sft_eligible: bool
+
+    @property
+    def rank(self) -> int:
+        return C.QUALITY_RANK.get(self.quality, -1)
+
+    def order(self) -> tuple[Any, ...]:
+        """Best first: quality, then score, then age, then id (deterministic)."""
+        return (-self.rank, -self.score, self.created_at, self.run_id)
+
+
+def scored_files(out_root: Path) -> list[str]:
+    return [layout.scored_runs(day) for day in layout.days_on_disk(out_root, C.SCORED_DIR,
+                                                                     C.SCORED_FILE)]
+
+
+def load_run_keys(out_root: Path) -> tuple[list[RunKey], list[WrittenFile]]:
+    """Every scored run on disk, slimmed to a RunKey, and the files read."""
+    keys: list[RunKey] = []
+    inputs: list[WrittenFile] = []
+    for relpath in scored_files(out_root):
+        count = 0
+        with open(out_root / relpath, "rb") as fh:
+            for raw in fh:
+                row = orjson.loads(raw)
+                count += 1
+                keys.append(
+                    RunKey(
+                        run_id=row["run_id"],
+                        task_id=row["task_id"],
+                        quality=row["quality_score"],
+                        score=row["score"],
+                        created_at=row["created_at"],
+                        category=row.get("category"),
+                        run_file=row["run_file"],
+                        run_offset=row["run_offset"],
+                        evidence_id=row["evidence_ids"][0],
+                        response_hash=row["response_hash"],
+                        response_empty=row.get("response_empty", False),
+                        sft_eligible=row.get("sft_eligible", True),
+                    )
+                )
+        inputs.append(WrittenFile(relpath, "", 0, count))
+    return keys, inputs
+
+
+def group_by_task(keys: list[RunKey]) -> list[tuple[str, list[RunKey]]]:
+    groups: dict[str, list[RunKey]] = defaultdict(list)
+    for key in keys:
+        groups[key.task_id].append(key)
+    return [(task, sorted(groups[task], key=RunKey.order)) for task in sorted(groups)]
+
+
+class TextStore:
+    """Fetches run records from the evidence index by (file, offset), checking their identity."""
+
+    def __init__(self, out_root: Path) -> None:
+        self.out_root = out_root
+        self._handles: dict[str, Any] = {}
+        self.files_read: set[str] = set()
+
+    def fetch(self, key: RunKey) -> dict[str, Any] | None:
+        handle = self._handles.get(key.run_file)
+        if handle is None:
+            try:
+                handle = open(layout.inside(self.out_root, key.run_file), "rb")
+            except (OSError, ValueError):
+                return None
+            self._handles[key.run_file] = handle
+            self.files_read.add(key.run_file)
+        try:
+            handle.seek(key.run_offset)
+            row = orjson.loads(handle.readline())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        if row.get("evidence_id") != key.evidence_id or row.get("run_id") != key.run_id:
+            return None
+        return row["record"]
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    def input_files(self) -> list[WrittenFile]:
+        return [WrittenFile(path, "", 0, 0) for path in sorted(self.files_read)]
+
+
+def stable_id(prefix: str, *parts: str) -> str:
+    digest = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:24]
+    return f"{prefix}-{digest}"
+
+
+def quarantine_row(
+    stage: str, reasons: list[str], key: RunKey | None = None, pair: tuple[RunKey, RunKey] | None = None
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "stage": stage,
+        "disposition": C.DISPOSITION_QUARANTINED,
+        "reasons": reasons,
+        "record_type": "pair" if pair else "run",
+    }
+    if pair is not None:
+        chosen, rejected = pair
+        row.update(
+            run_id=None,
+            task_id=chosen.task_id,
+            chosen_run_id=chosen.run_id,
+            rejected_run_id=rejected.run_id,
+            margin=round(chosen.score - rejected.score, 6),
+        )
+    elif key is not None:
+        row.update(
+            run_id=key.run_id,
+            task_id=key.task_id,
+            evidence_id=key.evidence_id,
+            quality_score=key.quality,
+        )
+    return row
+
+
+def sft_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """TRL conversational messages: the run's own chat without system turns, or user/assistant."""
+    messages = record.get("messages")
+    if not messages:
+        return [
+            {"role": "user", "content": record["instruction"]},
+            {"role": "assistant", "content": record["response"]},
+        ]
+    kept: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("role") in ("system", "developer"):
+            continue
+        clean: dict[str, Any] = {"role": message["role"], "content": message.get("content")}
+        for name in ("tool_calls", "tool_call_id", "name"):
+            if message.get(name) is not None:
+                clean[name] = message[name]
+        kept.append(clean)
+    last = kept[-1] if kept else None
+    if last is None or last["role"] != "assistant" or last.get("tool_calls"):
+        kept.append({"role": "assistant", "content": record["response"]})
+    if kept[0]["role"] != "user":
+        kept.insert(0, {"role": "user", "content": record["instruction"]})
+    return kept
+
+
+def playbook_title(instruction: str, limit: int) -> str:
+    first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
+    first = " ".join(first.split())
+    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+
+
+def playbook_text(title: str, record: dict[str, Any], best: RunKey) -> str:
+    return (
+        f"# {title}\n\n## Problem\n{record['instruction'].strip()}\n\n"
+        f"## Verified solution ({best.quality}, score {best.score:g})\n"
+        f"{record['response'].strip()}\n"
+    )
+
+
+class _Export:
+    """Shared skeleton: one dataset writer, one quarantine writer, a tally."""
+
+    def __init__(self, out_root: Path, stage: str, dataset_path: str) -> None:
+        self.stage = stage
+        self.tally = Tally()
+        self.dataset = AtomicJsonlWriter(out_root, dataset_path)
+        self.quarantine = AtomicJsonlWriter(out_root, C.quarantine_path(stage))
+        self.texts = TextStore(out_root)
+
+    def leave_out(self, key: RunKey, reasons: list[str]) -> None:
+        self.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
+        self.quarantine.write_row(quarantine_row(self.stage, reasons, key=key))
+
+    def finish(self, inputs: list[WrittenFile]) -> StageResult:
+        self.texts.close()
+        outputs = [self.dataset.commit(), self.quarantine.commit()]
+        result = StageResult(self.stage, inputs + self.texts.input_files(), outputs, self.tally)
+        result.extra["rows"] = self.dataset.lines
+        result.errors.extend(conservation_errors(self.tally))
+        return result
+
+    def abort(self) -> None:
+        self.texts.close()
+        self.dataset.abort()
+        self.quarantine.abort()
+
+
+def _common_reasons(key: RunKey) -> list[str] | None:
+    if key.quality == C.QUALITY_REVIEW:
+        return [C.R_NEEDS_HUMAN_REVIEW]
+    if key.quality == C.QUALITY_REJECTED:
+        return [C.R_QUALITY_REJECTED]
+    return None
+
+
+def export_rag(out_root: Path, settings: ExportSettings) -> StageResult:
+    keys, inputs = load_run_keys(out_root)
+    job = _Export(out_root, C.STAGE_EXPORT_RAG, C.RAG_PATH)
+    try:
+        for task_id, runs in group_by_task(keys):
+            eligible: list[RunKey] = []
+            for key in runs:
+                job.tally.records_in += 1
+                reasons = _common_reasons(key)
+                if reasons is None and key.quality == C.QUALITY_PARTIAL and not (
+                    settings.rag_include_partial
+                ):
+                    reasons = [C.R_PARTIALLY_ACCEPTED]
+                if reasons is None and key.response_empty:
+                    reasons = [C.R_EMPTY_RESPONSE]
+                if reasons:
+                    job.leave_out(key, reasons)
+                else:
+                    eligible.append(key)
+            record = None
+            while eligible and record is None:
+                record = job.texts.fetch(eligible[0])
+                if record is None:
+                    job.leave_out(eligible.pop(0), [C.R_MISSING_SOURCE_RUN_ID])
+            if not eligible or record is None:
+                continue
+            best = eligible[0]
+            title = playbook_title(record["instruction"], settings.title_chars)
+            job.dataset.write_row(
+                {
+                    "id": stable_id("pb", task_id),
+                    "task_id": task_id,
+                    "title": title,
+                    "text": playbook_text(title, record, best),
+                    "source_run_ids": [key.run_id for key in eligible],
+                    "quality": best.quality,
+                    "score": best.score,
+                }
+            )
+            job.tally.records_out += len(eligible)
+            job.tally.accepted += len(eligible)
+        result = job.finish(inputs)
+    except BaseException:
+        job.abort()
+        raise
+    result.extra["playbooks"] = job.dataset.lines
+    return result
+
+
+def _category_reason(category: str | None, settings: ExportSettings) -> str | None:
+    if category is None:
+        return None if settings.sft_allow_categories is None else C.R_CATEGORY_DISALLOWED
+    normalized = category.strip().lower()
+    if normalized in {c.lower() for c in settings.sft_deny_categories}:
+        return C.R_UNSAFE_SFT_CATEGORY
+    if settings.sft_allow_categories is not None and normalized not in {
+        c.lower() for c in settings.sft_allow_categories
+    }:
+        return C.R_CATEGORY_DISALLOWED
+    return None
+
+
+def export_sft(out_root: Path, settings: ExportSettings) -> StageResult:
+    keys, inputs = load_run_keys(out_root)
+    job = _Export(out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH)
+    try:
+        for _task_id, runs in group_by_task(keys):
+            for key in runs:
+                job.tally.records_in += 1
+                reasons = _common_reasons(key) or []
+                if key.quality == C.QUALITY_PARTIAL:
+                    reasons.append(C.R_PARTIALLY_ACCEPTED)
+                category_reason = _category_reason(key.category, settings)
+                if category_reason:
+                    reasons.append(category_reason)
+                if key.response_empty:
+                    reasons.append(C.R_EMPTY_RESPONSE)
+                if not key.sft_eligible:
+                    reasons.append(C.R_NOT_SFT_ELIGIBLE)
+                if reasons:
+                    job.leave_out(key, reasons)
+                    continue
+                record = job.texts.fetch(key)
+                if record is None:
+                    job.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
+                    continue
+                job.dataset.write_row(
+                    {
+                        "messages": sft_messages(record),
+                        "id": stable_id("sft", key.run_id),
+                        "source_run_id": key.run_id,
+                        "task_id": key.task_id,
+                        "category": key.category,
+                    }
+                )
+                job.tally.records_out += 1
+                job.tally.accepted += 1
+        return job.finish(inputs)
+    except BaseException:
+        job.abort()
+        raise
+
+
+def candidate_pairs(
+    runs: list[RunKey], settings: ExportSettings
+) -> Iterator[tuple[RunKey, RunKey, list[str]]]:
+    """Every ordered (chosen, rejected) pair in one task where chosen is strictly better.
+
+    ``runs`` are sorted best first and exclude needs_human_review. Yields the reasons a pair
+    breaks a rule (empty when it is valid). A rejected run is never on the chosen side.
+    """
+    for i, chosen in enumerate(runs):
+        if chosen.quality not in (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL):
+            continue
+        for rejected in runs[i + 1 :]:
+            if (chosen.rank, chosen.score) <= (rejected.rank, rejected.score):
+                continue
+            reasons = []
+            if chosen.run_id == rejected.run_id:
+                reasons.append(C.R_SELF_PAIR)
+            if chosen.response_hash == rejected.response_hash:
+                reasons.append(C.R_IDENTICAL_TEXT)
+            if chosen.score - rejected.score < settings.min_margin:
+                reasons.append(C.R_BELOW_MARGIN)
+            if chosen.response_empty:
+                reasons.append(C.R_EMPTY_RESPONSE)
+            yield chosen, rejected, reasons
+
+
+def export_preference(out_root: Path, settings: ExportSettings) -> StageResult:
+    keys, inputs = load_run_keys(out_root)
+    job = _Export(out_root, C.STAGE_EXPORT_PREFERENCE, C.PREFERENCE_PATH)
+    tasks_without_pair = 0
+    pairs_quarantined = 0
+    try:
+        for _task_id, runs in group_by_task(keys):
+            ranked: list[RunKey] = []
+            for key in runs:
+                job.tally.records_in += 1
+                if key.quality == C.QUALITY_REVIEW:
+                    job.leave_out(key, [C.R_NEEDS_HUMAN_REVIEW])
+                else:
+                    ranked.append(key)
+            valid: list[tuple[RunKey, RunKey]] = []
+            for chosen, rejected, reasons in candidate_pairs(ranked, settings):
+                if reasons:
+                    pairs_quarantined += 1
+                    for reason in reasons:
+                        job.tally.reasons[reason] += 1
+                    job.quarantine.write_row(
+                        quarantine_row(job.stage, reasons, pair=(chosen, rejected))
+                    )
+                else:
+                    valid.append((chosen, rejected))
+            if settings.max_pairs_per_task is not None:
+                valid.sort(key=lambda p: (-(p[0].score - p[1].score), p[0].order(), p[1].order()))
+                valid = valid[: settings.max_pairs_per_task]
+            written: list[tuple[RunKey, RunKey]] = []
+            for chosen, rejected in valid:
+                chosen_record = job.texts.fetch(chosen)
+                rejected_record = job.texts.fetch(rejected)
+                if chosen_record is None or rejected_record is None:
+                    pairs_quarantined += 1
+                    job.tally.reasons[C.R_MISSING_SOURCE_RUN_ID] += 1
+                    job.quarantine.write_row(
+                        quarantine_row(
+                            job.stage, [C.R_MISSING_SOURCE_RUN_ID], pair=(chosen, rejected)
+                        )
+                    )
+                    continue
+                job.dataset.write_row(
+                    {
+                        "id": stable_id("pair", chosen.run_id, rejected.run_id),
+                        "prompt": chosen_record["instruction"],
+                        "chosen": chosen_record["response"],
+                        "rejected": rejected_record["response"],
+                        "chosen_run_id": chosen.run_id,
+                        "rejected_run_id": rejected.run_id,
+                        "task_id": chosen.task_id,
+                        "margin": round(chosen.score - rejected.score, 6),
+                        "chosen_quality": chosen.quality,
+                        "rejected_quality": rejected.quality,
+                    }
+                )
+                written.append((chosen, rejected))
+            used = {key.run_id for pair in written for key in pair}
+            if ranked and not written:
+                tasks_without_pair += 1
+            for key in ranked:
+                if key.run_id in used:
+                    job.tally.records_out += 1
+                    if key.quality == C.QUALITY_REJECTED:
+                        job.tally.rejected += 1
+                    else:
+                        job.tally.accepted += 1
+                else:
+                    job.leave_out(key, [C.R_NO_PAIR])
+        result = job.finish(inputs)
+    except BaseException:
+        job.abort()
+        raise
+    result.extra["pairs"] = job.dataset.lines
+    result.extra["pairs_quarantined"] = pairs_quarantined
+    result.extra["tasks_without_pair"] = tasks_without_pair
+    return result

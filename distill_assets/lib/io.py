@@ -1,0 +1,239 @@
+"""File primitives every stage shares: canonical JSON, hashing, atomic JSONL writing, reading.
+
+Every output is written to a temporary file in its own directory, flushed, fsynced and renamed
+over the target, so a reader sees either the old file or the new one, never a torn one. Hashes
+are taken over the exact bytes written, so a receipt's sha256 is the file's sha256 on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import orjson
+
+_FLUSH_BYTES = 1 << 20
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Canonical bytes of a JSON value: sorted keys, compact separators, UTF-8."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def dumps_line(row: Any) -> bytes:
+    return orjson.dumps(row) + b"\n"
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A file as written: its path relative to a root, sha256, size and line count."""
+
+    path: str
+    sha256: str
+    bytes: int
+    record_count: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "record_count": self.record_count,
+        }
+
+
+class AtomicJsonlWriter:
+    """Writes JSON lines to a temporary sibling file and renames it into place on close.
+
+    Hashes and counts the bytes as they are written. On an exception inside the ``with`` block
+    the temporary file is removed and the target is left untouched.
+    """
+
+    def __init__(self, root: Path, relpath: str) -> None:
+        self.root = root
+        self.relpath = relpath
+        self.target = root / relpath
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
+        )
+        self._tmp = Path(tmp)
+        self._fh = os.fdopen(fd, "wb")
+        self._hash = hashlib.sha256()
+        self._buf: list[bytes] = []
+        self._buf_bytes = 0
+        self.bytes = 0
+        self.lines = 0
+        self.result: WrittenFile | None = None
+
+    @property
+    def position(self) -> int:
+        """Byte offset at which the next line will start."""
+        return self.bytes + self._buf_bytes
+
+    def write_row(self, row: Any) -> None:
+        self.write_raw(orjson.dumps(row) + b"\n")
+
+    def write_raw(self, line: bytes) -> None:
+        """Append one already-encoded line, which must end with a newline."""
+        self._buf.append(line)
+        self._buf_bytes += len(line)
+        self.lines += 1
+        if self._buf_bytes >= _FLUSH_BYTES:
+            self._flush()
+
+    def write_rows(self, rows: Iterable[Any]) -> None:
+        for row in rows:
+            self.write_row(row)
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        chunk = b"".join(self._buf)
+        self._hash.update(chunk)
+        self._fh.write(chunk)
+        self.bytes += len(chunk)
+        self._buf.clear()
+        self._buf_bytes = 0
+
+    def commit(self) -> WrittenFile:
+        self._flush()
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        os.chmod(self._tmp, 0o644)
+        os.replace(self._tmp, self.target)
+        _fsync_dir(self.target.parent)
+        self.result = WrittenFile(self.relpath, self._hash.hexdigest(), self.bytes, self.lines)
+        return self.result
+
+    def abort(self) -> None:
+        if not self._fh.closed:
+            self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicJsonlWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def write_jsonl(root: Path, relpath: str, rows: Iterable[Any]) -> WrittenFile:
+    with AtomicJsonlWriter(root, relpath) as writer:
+        writer.write_rows(rows)
+    assert writer.result is not None
+    return writer.result
+
+
+def concat_files(root: Path, parts: list[str], relpath: str) -> WrittenFile:
+    """Atomically write ``relpath`` as the concatenation of ``parts`` (all under ``root``)."""
+    with AtomicJsonlWriter(root, relpath) as writer:
+        for part in parts:
+            with open(root / part, "rb") as fh:
+                for line in fh:
+                    writer.write_raw(line if line.endswith(b"\n") else line + b"\n")
+    assert writer.result is not None
+    return writer.result
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> str:
+    """Atomically replace ``path`` with ``data``; returns the sha256 of the bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return sha256_bytes(data)
+
+
+def write_json_atomic(path: Path, obj: Any) -> str:
+    return write_bytes_atomic(
+        path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    )
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file this project wrote (trusted: a bad line is a bug, not input)."""
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                yield orjson.loads(raw)
+
+
+def iter_jsonl_with_offsets(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Rows of a JSONL file with the byte offset each line starts at."""
+    offset = 0
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                yield offset, orjson.loads(raw)
+            offset += len(raw)
+
+
+def read_line_at(fh: Any, offset: int) -> dict[str, Any]:
+    fh.seek(offset)
+    return orjson.loads(fh.readline())
+
+
+def count_lines(path: Path) -> int:
+    count = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            count += chunk.count(b"\n")
+    return count
+
+
+def file_info(root: Path, relpath: str, record_count: int | None = None) -> WrittenFile:
+    """Describe a file already on disk (used for inputs a stage read)."""
+    path = root / relpath
+    return WrittenFile(
+        relpath,
+        sha256_file(path),
+        path.stat().st_size,
+        count_lines(path) if record_count is None else record_count,
+    )

@@ -1,0 +1,258 @@
+"""Pandera models of every table distill writes, and lazy, chunked validation of JSONL files.
+
+Each model is strict: a column that is missing or unexpected fails, as does a value outside its
+domain. ``validate_jsonl`` reads a file in bounded chunks, validates each lazily and returns the
+number of failures with a capped sample of failure cases, ready for an asset check's metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from distill_assets.lib import constants as C
+
+HEX64 = r"^[0-9a-f]{64}$"
+TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
+TRAINABLE = [C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL]
+
+
+class EvidenceIndexSchema(pa.DataFrameModel):
+    """One row per usable evidence record (evidence/YYYY/MM/DD/index.jsonl)."""
+
+    evidence_id: Series[str] = pa.Field(str_matches=HEX64, unique=True,
+                                        description="sha256 of the record's canonical JSON")
+    kind: Series[str] = pa.Field(isin=list(C.KINDS), description="run, review or outcome")
+    run_id: Series[str] = pa.Field(str_length={"min_value": 1}, description="the run it is about")
+    created_at: Series[str] = pa.Field(str_matches=TIMESTAMP, description="UTC, ISO 8601")
+    offset: Series[int] = pa.Field(ge=0, description="byte offset of the record in records.jsonl")
+    task_id: Series[object] = pa.Field(nullable=True, description="runs only")
+    category: Series[object] = pa.Field(nullable=True, description="runs only, optional")
+    agent: Series[object] = pa.Field(nullable=True, description="runs only, optional")
+    instruction_hash: Series[object] = pa.Field(nullable=True, description="normalized text sha256")
+    response_hash: Series[object] = pa.Field(nullable=True, description="normalized text sha256")
+    response_empty: Series[object] = pa.Field(nullable=True, description="runs only")
+    has_messages: Series[object] = pa.Field(nullable=True, description="runs only")
+    sft_eligible: Series[object] = pa.Field(nullable=True, description="runs only")
+    verdict: Series[object] = pa.Field(nullable=True, isin=list(C.VERDICTS),
+                                       description="reviews only")
+    score: Series[float] = pa.Field(nullable=True, ge=0, le=1, description="reviews, optional")
+    outcome: Series[object] = pa.Field(nullable=True, isin=list(C.OUTCOMES),
+                                       description="outcomes only")
+    reward: Series[float] = pa.Field(nullable=True, ge=0, le=1, description="outcomes, optional")
+    signals: Series[object] = pa.Field(nullable=True, description="named partial signals")
+
+    class Config:
+        strict = True
+        coerce = True
+
+    @pa.dataframe_check(description="runs carry a task_id and text hashes")
+    def runs_complete(cls, df: pd.DataFrame) -> Series[bool]:
+        is_run = df["kind"] == C.KIND_RUN
+        return ~is_run | (df["task_id"].notna() & df["response_hash"].notna())
+
+
+class ScoredRunSchema(pa.DataFrameModel):
+    """One row per scored run (scored-runs/YYYY/MM/DD/scored_runs.jsonl)."""
+
+    run_id: Series[str] = pa.Field(str_length={"min_value": 1}, unique=True)
+    task_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    quality_score: Series[str] = pa.Field(isin=list(C.QUALITIES))
+    score: Series[float] = pa.Field(ge=0, le=1)
+    reasons: Series[object] = pa.Field(description="reason codes (list)")
+    evidence_ids: Series[object] = pa.Field(description="run record first, then its evidence")
+    created_at: Series[str] = pa.Field(str_matches=TIMESTAMP)
+    category: Series[object] = pa.Field(nullable=True)
+    agent: Series[object] = pa.Field(nullable=True)
+    run_file: Series[str] = pa.Field(str_startswith=f"{C.EVIDENCE_DIR}/")
+    run_offset: Series[int] = pa.Field(ge=0)
+    instruction_hash: Series[str] = pa.Field(str_matches=HEX64)
+    response_hash: Series[str] = pa.Field(str_matches=HEX64)
+    response_empty: Series[bool]
+    has_messages: Series[bool]
+    sft_eligible: Series[bool]
+    n_reviews: Series[int] = pa.Field(ge=0)
+    n_outcomes: Series[int] = pa.Field(ge=0)
+
+    class Config:
+        strict = True
+        coerce = True
+
+    @pa.check("evidence_ids", name="evidence_ids_are_hashes")
+    def evidence_ids_are_hashes(cls, s: Series[object]) -> Series[bool]:
+        return s.map(lambda ids: isinstance(ids, list) and len(ids) >= 1
+                     and all(isinstance(i, str) and len(i) == 64 for i in ids))
+
+    @pa.check("reasons", name="reasons_are_codes")
+    def reasons_are_codes(cls, s: Series[object]) -> Series[bool]:
+        return s.map(lambda rs: isinstance(rs, list) and len(rs) >= 1
+                     and all(isinstance(r, str) and r for r in rs))
+
+
+class RagPlaybookSchema(pa.DataFrameModel):
+    """One playbook per task (exports/rag/playbooks.jsonl)."""
+
+    id: Series[str] = pa.Field(unique=True, str_startswith="pb-")
+    task_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    title: Series[str] = pa.Field(str_length={"min_value": 1})
+    text: Series[str] = pa.Field(str_length={"min_value": 1})
+    source_run_ids: Series[object]
+    quality: Series[str] = pa.Field(isin=TRAINABLE)
+    score: Series[float] = pa.Field(ge=0, le=1)
+
+    class Config:
+        strict = True
+        coerce = True
+
+    @pa.check("source_run_ids", name="source_run_ids_nonempty")
+    def source_run_ids_nonempty(cls, s: Series[object]) -> Series[bool]:
+        return s.map(lambda ids: isinstance(ids, list) and len(ids) >= 1
+                     and len(set(ids)) == len(ids))
+
+
+_ROLES = {"user", "assistant", "tool", "function"}
+
+
+def _valid_messages(messages: Any) -> bool:
+    if not isinstance(messages, list) or len(messages) < 2:
+        return False
+    if not all(isinstance(m, dict) and m.get("role") in _ROLES for m in messages):
+        return False
+    return messages[0]["role"] == "user" and messages[-1]["role"] == "assistant"
+
+
+class SftExampleSchema(pa.DataFrameModel):
+    """One conversation per accepted run (exports/sft/instruction_response.jsonl)."""
+
+    messages: Series[object] = pa.Field(description="TRL conversational messages")
+    id: Series[str] = pa.Field(unique=True, str_startswith="sft-")
+    source_run_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    task_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    category: Series[object] = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+        coerce = True
+
+    @pa.check("messages", name="messages_user_to_assistant")
+    def messages_shape(cls, s: Series[object]) -> Series[bool]:
+        return s.map(_valid_messages)
+
+
+class PreferencePairSchema(pa.DataFrameModel):
+    """One chosen/rejected pair within a task (exports/preference/chosen_rejected.jsonl)."""
+
+    id: Series[str] = pa.Field(unique=True, str_startswith="pair-")
+    prompt: Series[str] = pa.Field(str_length={"min_value": 1})
+    chosen: Series[str] = pa.Field(str_length={"min_value": 1})
+    rejected: Series[str]
+    chosen_run_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    rejected_run_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    task_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    margin: Series[float] = pa.Field(ge=0, le=1)
+    chosen_quality: Series[str] = pa.Field(isin=TRAINABLE)
+    rejected_quality: Series[str] = pa.Field(isin=[*TRAINABLE, C.QUALITY_REJECTED])
+
+    class Config:
+        strict = True
+        coerce = True
+
+    @pa.dataframe_check(description="never a run paired with itself")
+    def distinct_runs(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["chosen_run_id"] != df["rejected_run_id"]
+
+    @pa.dataframe_check(description="chosen and rejected texts differ after whitespace folding")
+    def distinct_texts(cls, df: pd.DataFrame) -> Series[bool]:
+        fold = lambda s: s.map(lambda t: " ".join(str(t).split()))  # noqa: E731
+        return fold(df["chosen"]) != fold(df["rejected"])
+
+
+SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
+    C.ASSET_EVIDENCE_INDEX: EvidenceIndexSchema,
+    C.ASSET_SCORED_RUNS: ScoredRunSchema,
+    C.ASSET_RAG_PLAYBOOKS: RagPlaybookSchema,
+    C.ASSET_SFT_DATASET: SftExampleSchema,
+    C.ASSET_PREFERENCE_PAIRS: PreferencePairSchema,
+}
+
+
+@dataclass
+class ValidationOutcome:
+    rows: int = 0
+    num_failures: int = 0
+    failure_cases: list[dict[str, Any]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.num_failures == 0
+
+
+def _chunks(path: Path, size: int) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if not raw.strip():
+                continue
+            chunk.append(orjson.loads(raw))
+            if len(chunk) >= size:
+                yield chunk
+                chunk = []
+    if chunk:
+        yield chunk
+
+
+def validate_jsonl(
+    schema: type[pa.DataFrameModel],
+    paths: list[Path],
+    chunk_rows: int = 50_000,
+    sample: int = 20,
+    drop_columns: tuple[str, ...] = (),
+) -> ValidationOutcome:
+    """Validate JSONL files against ``schema`` lazily, chunk by chunk.
+
+    ``unique`` constraints hold within a chunk; files are expected to fit that (a partition) or
+    the caller checks global uniqueness separately.
+    """
+    outcome = ValidationOutcome()
+    for path in paths:
+        outcome.files.append(str(path))
+        offset = 0
+        for chunk in _chunks(path, chunk_rows):
+            frame = pd.DataFrame.from_records(chunk)
+            if drop_columns:
+                frame = frame.drop(columns=[c for c in drop_columns if c in frame.columns])
+            outcome.rows += len(frame)
+            try:
+                schema.validate(frame, lazy=True)
+            except pa.errors.SchemaErrors as exc:
+                cases = exc.failure_cases
+                outcome.num_failures += len(cases)
+                room = sample - len(outcome.failure_cases)
+                if room > 0:
+                    for case in cases.head(room).to_dict(orient="records"):
+                        index = case.get("index")
+                        outcome.failure_cases.append(
+                            {
+                                "file": path.name,
+                                "row": None if index is None or pd.isna(index)
+                                else int(index) + offset,
+                                "column": case.get("column"),
+                                "check": str(case.get("check")),
+                                "failure_case": _short(case.get("failure_case")),
+                            }
+                        )
+            offset += len(chunk)
+    return outcome
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,400 @@
+"""Glue between Dagster and the pure library: partitions, the resource, stage configs, and the one
+function every asset uses to run a stage and report it (receipt, drift, metadata, summary).
+
+Nothing here reads the environment at import time: paths and thresholds are resolved when a run
+starts, and a bad setting fails the run before anything is written, naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from distill_assets.lib import constants as C
+from distill_assets.lib.accounting import StageResult
+from distill_assets.lib.drift import DriftThresholds
+from distill_assets.lib.evidence import ParseSettings
+from distill_assets.lib.exports import ExportSettings
+from distill_assets.lib.receipts import StageReceipt, load_receipt, receipt_metadata, receipt_relpath
+from distill_assets.lib.reports import CheckRecord, record_check, record_failure, record_stage
+from distill_assets.lib.scoring import ScoringPolicy
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
+DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "out"
+
+DAILY = dg.DailyPartitionsDefinition(start_date=C.PARTITION_START, end_offset=1)
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+
+
+class ConfigError(dg.Failure):
+    """A setting is wrong; raised before the stage writes anything."""
+
+    def __init__(self, setting: str, value: object, problem: str) -> None:
+        super().__init__(description=f"invalid setting {setting}={value!r}: {problem}")
+
+
+class DistillResource(dg.ConfigurableResource):
+    """Where evidence is read from and datasets are written to, and the drift thresholds.
+
+    Unset fields fall back to the environment (DISTILL_SOURCE_DIR, DISTILL_OUTPUT_DIR,
+    DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT), then to the bundled fixtures and ``out/``.
+    """
+
+    source_dir: str | None = Field(
+        default=None, description="Evidence directory (default: $DISTILL_SOURCE_DIR or fixtures)."
+    )
+    output_dir: str | None = Field(
+        default=None, description="Output directory (default: $DISTILL_OUTPUT_DIR or out/)."
+    )
+    drift_warn_pct: float | None = Field(
+        default=None, description="Percent change that warns (default 20)."
+    )
+    drift_alert_pct: float | None = Field(
+        default=None, description="Percent change that alerts (default 50)."
+    )
+
+    def source_root(self) -> Path:
+        setting, raw = "source_dir", self.source_dir
+        if raw is None:
+            setting, raw = C.ENV_SOURCE_DIR, os.environ.get(C.ENV_SOURCE_DIR)
+        path = Path(raw) if raw else DEFAULT_SOURCE_DIR
+        if not path.exists():
+            raise ConfigError(setting, str(path), "the source directory does not exist")
+        if not path.is_dir():
+            raise ConfigError(setting, str(path), "the source path is not a directory")
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise ConfigError(setting, str(path), "the source directory is not readable")
+        return path
+
+    def output_root(self) -> Path:
+        setting, raw = "output_dir", self.output_dir
+        if raw is None:
+            setting, raw = C.ENV_OUTPUT_DIR, os.environ.get(C.ENV_OUTPUT_DIR)
+        path = Path(raw) if raw else DEFAULT_OUTPUT_DIR
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(setting, str(path), f"cannot create it ({exc.strerror})") from exc
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(setting, str(path), "the output directory is not writable")
+        return path
+
+    def thresholds(self) -> DriftThresholds:
+        try:
+            thresholds = DriftThresholds.from_env(self.drift_warn_pct, self.drift_alert_pct)
+        except ValueError as exc:
+            raise ConfigError("drift thresholds", None, str(exc)) from exc
+        problems = thresholds.errors()
+        if problems:
+            raise ConfigError("drift thresholds", (thresholds.warn_pct, thresholds.alert_pct),
+                              "; ".join(problems))
+        return thresholds
+
+
+def recorded_now() -> datetime:
+    """The moment future timestamps are judged against: DISTILL_RECORDED_AT when pinned."""
+    pinned = os.environ.get(C.ENV_RECORDED_AT)
+    if not pinned:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(pinned)
+    except ValueError as exc:
+        raise ConfigError(C.ENV_RECORDED_AT, pinned, "not an ISO 8601 timestamp") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class CollectConfig(dg.Config):
+    """Limits applied to source lines (docs/evidence-format.md)."""
+
+    max_line_bytes: int = Field(default=8 * 1024 * 1024, description="Longer lines are skipped.")
+    future_horizon_hours: float = Field(
+        default=24.0, description="Timestamps further ahead of now are quarantined."
+    )
+    max_messages: int = Field(default=10_000, description="Most chat messages one run may carry.")
+    max_messages_depth: int = Field(default=32, description="Deepest nesting of a messages list.")
+
+    def settings(self) -> ParseSettings:
+        for name in ("max_line_bytes", "max_messages", "max_messages_depth"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, getattr(self, name), "must be at least 1")
+        if self.future_horizon_hours < 0:
+            raise ConfigError("future_horizon_hours", self.future_horizon_hours,
+                              "must not be negative")
+        return ParseSettings(
+            max_line_bytes=self.max_line_bytes,
+            future_horizon=timedelta(hours=self.future_horizon_hours),
+            max_messages=self.max_messages,
+            max_messages_depth=self.max_messages_depth,
+            now=recorded_now(),
+        )
+
+
+class ScoringConfig(dg.Config):
+    """The scoring policy's thresholds and which evidence wins (docs/scoring.md)."""
+
+    accept_min_score: float = Field(default=0.8, description="Lowest score graded accepted.")
+    reward_success_min: float = Field(default=1.0, description="A success needs this reward.")
+    reward_failure_max: float = Field(default=0.0, description="Rewards up to this are failure.")
+    conflict_policy: str = Field(
+        default="human_review",
+        description="When reviews and outcomes disagree: human_review, review_wins, outcome_wins.",
+    )
+    require_review: bool = Field(default=False, description="Accept only with an approval.")
+    score_signals: list[str] = Field(
+        default_factory=list, description="Outcome meta.signals averaged into the score."
+    )
+    incomplete_outcome_needs_review: bool = Field(
+        default=True, description="An outcome flagged incomplete sends its run to review."
+    )
+    evidence_window_days: int = Field(
+        default=2, description="Days around a run's day searched for its reviews and outcomes."
+    )
+
+    def policy(self) -> ScoringPolicy:
+        policy = ScoringPolicy(
+            accept_min_score=self.accept_min_score,
+            reward_success_min=self.reward_success_min,
+            reward_failure_max=self.reward_failure_max,
+            conflict_policy=self.conflict_policy,  # type: ignore[arg-type]
+            require_review=self.require_review,
+            score_signals=tuple(self.score_signals),
+            incomplete_outcome_needs_review=self.incomplete_outcome_needs_review,
+            evidence_window_days=self.evidence_window_days,
+        )
+        problems = policy.errors()
+        if problems:
+            raise ConfigError("scoring policy", None, "; ".join(problems))
+        return policy
+
+
+class ExportConfig(dg.Config):
+    """Export rules (docs/datasets.md); each export reads the fields that concern it."""
+
+    sft_allow_categories: list[str] | None = Field(
+        default=None, description="When set, only these categories reach SFT."
+    )
+    sft_deny_categories: list[str] | None = Field(
+        default=None, description="Categories kept out of SFT (default: the unsafe list)."
+    )
+    min_margin: float = Field(default=0.2, description="Least score gap of a preference pair.")
+    max_pairs_per_task: int | None = Field(
+        default=None, description="Cap on pairs per task (widest margins kept)."
+    )
+    rag_include_partial: bool = Field(
+        default=True, description="Partially accepted runs may back a playbook."
+    )
+
+    def settings(self) -> ExportSettings:
+        settings = ExportSettings(
+            sft_allow_categories=None
+            if self.sft_allow_categories is None
+            else tuple(self.sft_allow_categories),
+            sft_deny_categories=C.DEFAULT_UNSAFE_SFT_CATEGORIES
+            if self.sft_deny_categories is None
+            else tuple(self.sft_deny_categories),
+            min_margin=self.min_margin,
+            max_pairs_per_task=self.max_pairs_per_task,
+            rag_include_partial=self.rag_include_partial,
+        )
+        problems = settings.errors()
+        if problems:
+            raise ConfigError("export settings", None, "; ".join(problems))
+        return settings
+
+
+def expected_stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
+    """Stages the current run was asked to materialize."""
+    selection = context.run.asset_selection
+    if not selection:
+        return list(C.STAGES)
+    names = {key.to_user_string() for key in selection}
+    return [stage for stage in C.STAGES if C.STAGE_ASSET[stage] in names]
+
+
+def run_stage(
+    context: dg.AssetExecutionContext,
+    distill: DistillResource,
+    stage: str,
+    work: Callable[[Path], StageResult],
+    settings: dict[str, object] | None = None,
+) -> dg.MaterializeResult:
+    """Run one stage and account for it: receipt, ledger, drift, summary and metadata."""
+    started = time.perf_counter()
+    out_root = distill.output_root()
+    thresholds = distill.thresholds()
+    expected = expected_stages(context)
+    try:
+        result = work(out_root)
+    except Exception as exc:
+        record_failure(out_root, context.run.run_id, stage, exc, expected)
+        raise
+    if settings:
+        result.extra["settings"] = settings
+    recorded = record_stage(out_root, context.run.run_id, result, started, expected, thresholds)
+    receipt = recorded.receipt
+    stats = receipt.stats
+    context.log.info(
+        f"{stage}: {stats.records_in} in, {stats.records_out} out, {stats.quarantined} "
+        f"quarantined, {stats.skipped} skipped; drift {recorded.drift.severity}; "
+        f"receipt {recorded.receipt_path}"
+    )
+    broken = [link for link in recorded.summary.chain if not link.ok and link.stage == stage]
+    if broken:
+        raise dg.Failure(
+            description=f"{stage}: chain of custody broken for {len(broken)} input file(s), "
+            f"first {broken[0].path}: {broken[0].problem}",
+            metadata={"receipt": str(recorded.receipt_path)},
+        )
+    if not receipt.validation.passed:
+        raise dg.Failure(
+            description=f"{stage}: validation failed: " + "; ".join(receipt.validation.errors),
+            metadata={"receipt": str(recorded.receipt_path)},
+        )
+    metadata = receipt_metadata(receipt, recorded.receipt_path, recorded.drift.severity)
+    if result.partitions:
+        metadata[C.MD_PARTITIONS] = f"{result.partitions[0]}..{result.partitions[-1]}"
+    drift = recorded.drift
+    severity = dg.AssetCheckSeverity.ERROR if drift.severity == "alert" else (
+        dg.AssetCheckSeverity.WARN
+    )
+    return dg.MaterializeResult(
+        metadata=metadata,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=C.CHECK_DRIFT,
+                passed=drift.severity == "ok",
+                severity=severity,
+                metadata={
+                    "severity": drift.severity,
+                    "prior_run_id": drift.prior_run_id or "",
+                    "flags": ", ".join(drift.flags) or "none",
+                },
+            )
+        ],
+    )
+
+
+def stage_receipt(out_root: Path, run_id: str, stage: str) -> StageReceipt | None:
+    path = out_root / receipt_relpath(run_id, stage)
+    return load_receipt(path) if path.exists() else None
+
+
+def report_check(
+    context: dg.AssetCheckExecutionContext,
+    distill: DistillResource,
+    asset: str,
+    check: str,
+    passed: bool,
+    blocking: bool,
+    num_failures: int,
+    description: str,
+    metadata: dict[str, object],
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> dg.AssetCheckResult:
+    """Record a check's verdict with the run's reports and return it to Dagster."""
+    record_check(
+        distill.output_root(),
+        context.run.run_id,
+        CheckRecord(
+            asset=asset,
+            stage=C.ASSET_STAGE[asset],
+            check=check,
+            passed=passed,
+            severity="ERROR" if severity == dg.AssetCheckSeverity.ERROR else "WARN",
+            blocking=blocking,
+            num_failures=num_failures,
+            description=description,
+        ),
+        expected_stages(context),
+    )
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=severity,
+        description=description,
+        metadata={"num_failures": num_failures, **metadata},
+    )
+
+
+def this_runs_receipt(
+    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
+) -> tuple[Path, StageReceipt]:
+    """The receipt the checked asset wrote in this run (checks verify what this run wrote)."""
+    out_root = distill.output_root()
+    receipt = stage_receipt(out_root, context.run.run_id, C.ASSET_STAGE[asset])
+    if receipt is None:
+        raise dg.Failure(
+            description=f"{asset}: no receipt for stage {C.ASSET_STAGE[asset]} in run "
+            f"{context.run.run_id}; the asset was not materialized in this run"
+        )
+    return out_root, receipt
+
+
+def schema_check(
+    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str,
+    file_suffix: str,
+) -> dg.AssetCheckResult:
+    """Validate every table file the asset wrote in this run against its Pandera model."""
+    from distill_assets.lib.schemas import SCHEMAS, validate_jsonl
+
+    out_root, receipt = this_runs_receipt(context, distill, asset)
+    paths = [out_root / f.path for f in receipt.outputs.files if f.path.endswith(file_suffix)]
+    outcome = validate_jsonl(SCHEMAS[asset], paths)
+    description = (
+        f"{outcome.rows} rows in {len(paths)} file(s) match {SCHEMAS[asset].__name__}"
+        if outcome.passed
+        else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows"
+    )
+    return report_check(
+        context, distill, asset, C.CHECK_SCHEMA, outcome.passed, True, outcome.num_failures,
+        description,
+        {
+            "rows": outcome.rows,
+            "failure_cases": dg.MetadataValue.json(outcome.failure_cases),
+        },
+    )
+
+
+def conservation_check(
+    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
+) -> dg.AssetCheckResult:
+    """records in = out + quarantined + skipped, and the quarantine files hold one row for each
+    record left out, re-counted from the files on disk."""
+    from distill_assets.lib.io import count_lines
+
+    out_root, receipt = this_runs_receipt(context, distill, asset)
+    stats = receipt.stats
+    problems = []
+    accounted = stats.records_out + stats.quarantined + stats.skipped
+    if stats.records_in != accounted:
+        problems.append(f"{stats.records_in} in != {accounted} out+quarantined+skipped")
+    quarantine_files = [
+        f for f in receipt.outputs.files
+        if f.path.endswith("quarantine.jsonl") and not f.path.startswith(C.QUARANTINE_DIR)
+    ] or [f for f in receipt.outputs.files if f.path.startswith(C.QUARANTINE_DIR)]
+    run_rows = 0
+    for entry in quarantine_files:
+        on_disk = count_lines(out_root / entry.path)
+        if on_disk != entry.record_count:
+            problems.append(f"{entry.path}: {on_disk} lines on disk, receipt says "
+                            f"{entry.record_count}")
+        run_rows += on_disk
+    pair_rows = int(receipt.extra.get("pairs_quarantined", 0))
+    if run_rows - pair_rows != stats.quarantined + stats.skipped:
+        problems.append(
+            f"quarantine files hold {run_rows - pair_rows} record rows, receipt counts "
+            f"{stats.quarantined + stats.skipped} left out"
+        )
+    passed = not problems
+    return report_check(
+        context, distill, asset, C.CHECK_CONSERVATION, passed, True, len(problems),
+        "records in = out + quarantined + skipped" if passed else "; ".join(problems),
+        {"records_in": stats.records_in, "records_out": stats.records_out,
+         "quarantined": stats.quarantined, "skipped": stats.skipped},
+    )
