@@ -17,7 +17,6 @@ from pathlib import Path
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.layout import day_range
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
@@ -93,8 +92,17 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     ensure_dagster_home()
     span = args.partition_range or partition_range(source)
     command = [
-        sys.executable, "-m", "dagster", "asset", "materialize",
-        "-m", "distill_assets.definitions", "--select", args.select, "--partition-range", span,
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "distill_assets.definitions",
+        "--select",
+        args.select,
+        "--partition-range",
+        span,
     ]
     config = [orjson.loads(item) for item in args.config or []]
     if not args.multiprocess:
@@ -150,7 +158,9 @@ def _run_ids(out: Path) -> list[str]:
 
 def _require_reports(out: Path) -> None:
     if not out.is_dir():
-        raise UserError(f"output directory {out} does not exist (set {C.ENV_OUTPUT_DIR} or --output)")
+        raise UserError(
+            f"output directory {out} does not exist (set {C.ENV_OUTPUT_DIR} or --output)"
+        )
     if not (out / C.REPORTS_DIR).is_dir():
         raise UserError(f"no reports under {out}: nothing has been materialized there yet")
 
@@ -180,13 +190,15 @@ def cmd_receipts_list(args: argparse.Namespace) -> int:
             summary = load_summary(out, run_id)
         except (OSError, ValueError):
             continue
-        rows.append({
-            "run_id": run_id,
-            "timestamp": summary.timestamp,
-            "overall_passed": summary.overall_passed,
-            "stages": [s.stage for s in summary.stages if s.ran],
-            "run_hash": summary.run_hash,
-        })
+        rows.append(
+            {
+                "run_id": run_id,
+                "timestamp": summary.timestamp,
+                "overall_passed": summary.overall_passed,
+                "stages": [s.stage for s in summary.stages if s.ran],
+                "run_hash": summary.run_hash,
+            }
+        )
     if args.json:
         _print_json(rows)
         return 0
@@ -203,7 +215,9 @@ def cmd_receipts_show(args: argparse.Namespace) -> int:
 
     out = _output_root(args.output)
     directory = _require_run(out, args.run_id)
-    stages = [args.stage] if args.stage else [s for s in C.STAGES if (directory / f"{s}.json").exists()]
+    stages = (
+        [args.stage] if args.stage else [s for s in C.STAGES if (directory / f"{s}.json").exists()]
+    )
     if args.stage and args.stage not in C.STAGES:
         raise UserError(f"unknown stage {args.stage!r}; stages: {', '.join(C.STAGES)}")
     receipts = []
@@ -218,10 +232,14 @@ def cmd_receipts_show(args: argparse.Namespace) -> int:
         return 0
     for r in receipts:
         s = r.stats
-        print(f"[{r.stage}] run {r.run_id} at {r.timestamp} ({r.duration_ms} ms) "
-              f"validation {'passed' if r.validation.passed else 'FAILED'}")
-        print(f"  in {s.records_in}  out {s.records_out}  accepted {s.accepted}  rejected "
-              f"{s.rejected}  quarantined {s.quarantined}  skipped {s.skipped}")
+        print(
+            f"[{r.stage}] run {r.run_id} at {r.timestamp} ({r.duration_ms} ms) "
+            f"validation {'passed' if r.validation.passed else 'FAILED'}"
+        )
+        print(
+            f"  in {s.records_in}  out {s.records_out}  accepted {s.accepted}  rejected "
+            f"{s.rejected}  quarantined {s.quarantined}  skipped {s.skipped}"
+        )
         print(f"  input hash  {r.inputs.hash}  ({len(r.inputs.files)} files)")
         print(f"  output hash {r.outputs.hash}  ({len(r.outputs.files)} files)")
         for code, count in r.stats.reasons.items():
@@ -246,9 +264,11 @@ def cmd_drift(args: argparse.Namespace) -> int:
     print(f"run {report.run_id}: drift {report.severity.upper()} against {prior}")
     for stage, d in report.stages.items():
         change = "n/a" if d.pct_change_out is None else f"{d.pct_change_out:+.1f}%"
-        print(f"  {stage}: {d.severity}  out {change}  input_hash_match={d.input_hash_match} "
-              f"output_hash_match={d.output_hash_match}"
-              + ("  DETERMINISTIC VIOLATION" if d.deterministic_violation else ""))
+        print(
+            f"  {stage}: {d.severity}  out {change}  input_hash_match={d.input_hash_match} "
+            f"output_hash_match={d.output_hash_match}"
+            + ("  DETERMINISTIC VIOLATION" if d.deterministic_violation else "")
+        )
         for flag in d.flags:
             print(f"    - {flag}")
     return 0 if report.severity != "alert" or not args.fail_on_alert else 3
@@ -257,22 +277,29 @@ def cmd_drift(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--output", help=f"output directory (default ${C.ENV_OUTPUT_DIR} or out/)"
-    )
+    common.add_argument("--output", help=f"output directory (default ${C.ENV_OUTPUT_DIR} or out/)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     mat = sub.add_parser(
         "materialize", parents=[common], help="run the whole graph (dagster asset materialize)"
     )
-    mat.add_argument("--source", help=f"evidence directory (default ${C.ENV_SOURCE_DIR} or fixtures)")
+    mat.add_argument(
+        "--source", help=f"evidence directory (default ${C.ENV_SOURCE_DIR} or fixtures)"
+    )
     mat.add_argument("--select", default="*", help="Dagster asset selection (default '*')")
     mat.add_argument("--partition-range", help="START...END days (default: the sources' days)")
-    mat.add_argument("--config-json", dest="config", action="append",
-                     help="Dagster run config as JSON (repeatable)")
+    mat.add_argument(
+        "--config-json",
+        dest="config",
+        action="append",
+        help="Dagster run config as JSON (repeatable)",
+    )
     mat.add_argument("-v", "--verbose", action="store_true", help="show Dagster's logs")
-    mat.add_argument("--multiprocess", action="store_true",
-                     help="run steps in subprocesses (parallel exports) instead of in-process")
+    mat.add_argument(
+        "--multiprocess",
+        action="store_true",
+        help="run steps in subprocesses (parallel exports) instead of in-process",
+    )
     mat.set_defaults(func=cmd_materialize)
 
     receipts = sub.add_parser("receipts", help="read stage receipts")

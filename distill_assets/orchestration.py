@@ -21,7 +21,12 @@ from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
-from distill_assets.lib.receipts import StageReceipt, load_receipt, receipt_metadata, receipt_relpath
+from distill_assets.lib.receipts import (
+    StageReceipt,
+    load_receipt,
+    receipt_metadata,
+    receipt_relpath,
+)
 from distill_assets.lib.reports import CheckRecord, record_check, record_failure, record_stage
 from distill_assets.lib.scoring import ScoringPolicy
 
@@ -93,8 +98,9 @@ class DistillResource(dg.ConfigurableResource):
             raise ConfigError("drift thresholds", None, str(exc)) from exc
         problems = thresholds.errors()
         if problems:
-            raise ConfigError("drift thresholds", (thresholds.warn_pct, thresholds.alert_pct),
-                              "; ".join(problems))
+            raise ConfigError(
+                "drift thresholds", (thresholds.warn_pct, thresholds.alert_pct), "; ".join(problems)
+            )
         return thresholds
 
 
@@ -125,8 +131,9 @@ class CollectConfig(dg.Config):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "must be at least 1")
         if self.future_horizon_hours < 0:
-            raise ConfigError("future_horizon_hours", self.future_horizon_hours,
-                              "must not be negative")
+            raise ConfigError(
+                "future_horizon_hours", self.future_horizon_hours, "must not be negative"
+            )
         return ParseSettings(
             max_line_bytes=self.max_line_bytes,
             future_horizon=timedelta(hours=self.future_horizon_hours),
@@ -261,8 +268,8 @@ def run_stage(
     if result.partitions:
         metadata[C.MD_PARTITIONS] = f"{result.partitions[0]}..{result.partitions[-1]}"
     drift = recorded.drift
-    severity = dg.AssetCheckSeverity.ERROR if drift.severity == "alert" else (
-        dg.AssetCheckSeverity.WARN
+    severity = (
+        dg.AssetCheckSeverity.ERROR if drift.severity == "alert" else (dg.AssetCheckSeverity.WARN)
     )
     return dg.MaterializeResult(
         metadata=metadata,
@@ -337,7 +344,9 @@ def this_runs_receipt(
 
 
 def schema_check(
-    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str,
+    context: dg.AssetCheckExecutionContext,
+    distill: DistillResource,
+    asset: str,
     file_suffix: str,
 ) -> dg.AssetCheckResult:
     """Validate every table file the asset wrote in this run against its Pandera model."""
@@ -352,7 +361,13 @@ def schema_check(
         else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows"
     )
     return report_check(
-        context, distill, asset, C.CHECK_SCHEMA, outcome.passed, True, outcome.num_failures,
+        context,
+        distill,
+        asset,
+        C.CHECK_SCHEMA,
+        outcome.passed,
+        True,
+        outcome.num_failures,
         description,
         {
             "rows": outcome.rows,
@@ -375,15 +390,17 @@ def conservation_check(
     if stats.records_in != accounted:
         problems.append(f"{stats.records_in} in != {accounted} out+quarantined+skipped")
     quarantine_files = [
-        f for f in receipt.outputs.files
+        f
+        for f in receipt.outputs.files
         if f.path.endswith("quarantine.jsonl") and not f.path.startswith(C.QUARANTINE_DIR)
     ] or [f for f in receipt.outputs.files if f.path.startswith(C.QUARANTINE_DIR)]
     run_rows = 0
     for entry in quarantine_files:
         on_disk = count_lines(out_root / entry.path)
         if on_disk != entry.record_count:
-            problems.append(f"{entry.path}: {on_disk} lines on disk, receipt says "
-                            f"{entry.record_count}")
+            problems.append(
+                f"{entry.path}: {on_disk} lines on disk, receipt says {entry.record_count}"
+            )
         run_rows += on_disk
     pair_rows = int(receipt.extra.get("pairs_quarantined", 0))
     if run_rows - pair_rows != stats.quarantined + stats.skipped:
@@ -393,8 +410,18 @@ def conservation_check(
         )
     passed = not problems
     return report_check(
-        context, distill, asset, C.CHECK_CONSERVATION, passed, True, len(problems),
+        context,
+        distill,
+        asset,
+        C.CHECK_CONSERVATION,
+        passed,
+        True,
+        len(problems),
         "records in = out + quarantined + skipped" if passed else "; ".join(problems),
-        {"records_in": stats.records_in, "records_out": stats.records_out,
-         "quarantined": stats.quarantined, "skipped": stats.skipped},
+        {
+            "records_in": stats.records_in,
+            "records_out": stats.records_out,
+            "quarantined": stats.quarantined,
+            "skipped": stats.skipped,
+        },
     )

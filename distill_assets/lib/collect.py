@@ -91,10 +91,24 @@ class _Bucket:
 
 
 INDEX_FIELDS = (
-    "evidence_id", "kind", "run_id", "created_at", "offset",
-    "task_id", "category", "agent", "instruction_hash", "response_hash",
-    "response_empty", "has_messages", "sft_eligible",
-    "verdict", "score", "outcome", "reward", "signals",
+    "evidence_id",
+    "kind",
+    "run_id",
+    "created_at",
+    "offset",
+    "task_id",
+    "category",
+    "agent",
+    "instruction_hash",
+    "response_hash",
+    "response_empty",
+    "has_messages",
+    "sft_eligible",
+    "verdict",
+    "score",
+    "outcome",
+    "reward",
+    "signals",
 )
 
 

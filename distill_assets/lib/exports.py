@@ -73,8 +73,10 @@ class RunKey:
 
 
 def scored_files(out_root: Path) -> list[str]:
-    return [layout.scored_runs(day) for day in layout.days_on_disk(out_root, C.SCORED_DIR,
-                                                                     C.SCORED_FILE)]
+    return [
+        layout.scored_runs(day)
+        for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE)
+    ]
 
 
 def load_run_keys(out_root: Path) -> tuple[list[RunKey], list[WrittenFile]]:
@@ -155,7 +157,10 @@ def stable_id(prefix: str, *parts: str) -> str:
 
 
 def quarantine_row(
-    stage: str, reasons: list[str], key: RunKey | None = None, pair: tuple[RunKey, RunKey] | None = None
+    stage: str,
+    reasons: list[str],
+    key: RunKey | None = None,
+    pair: tuple[RunKey, RunKey] | None = None,
 ) -> dict[str, Any]:
     row: dict[str, Any] = {
         "stage": stage,
@@ -266,8 +271,10 @@ def export_rag(out_root: Path, settings: ExportSettings) -> StageResult:
             for key in runs:
                 job.tally.records_in += 1
                 reasons = _common_reasons(key)
-                if reasons is None and key.quality == C.QUALITY_PARTIAL and not (
-                    settings.rag_include_partial
+                if (
+                    reasons is None
+                    and key.quality == C.QUALITY_PARTIAL
+                    and not (settings.rag_include_partial)
                 ):
                     reasons = [C.R_PARTIALLY_ACCEPTED]
                 if reasons is None and key.response_empty:

@@ -55,8 +55,11 @@ def _rows(path: Path):
                 yield number, orjson.loads(raw)
 
 
-def verify_sft(out_root: Path, settings: ExportSettings,
-               lookup: dict[str, tuple[str, str, float]] | None = None) -> FirewallReport:
+def verify_sft(
+    out_root: Path,
+    settings: ExportSettings,
+    lookup: dict[str, tuple[str, str, float]] | None = None,
+) -> FirewallReport:
     lookup = scored_lookup(out_root) if lookup is None else lookup
     report = FirewallReport()
     for number, row in _rows(out_root / C.SFT_PATH):
@@ -77,8 +80,9 @@ def verify_sft(out_root: Path, settings: ExportSettings,
     return report
 
 
-def verify_rag(out_root: Path,
-               lookup: dict[str, tuple[str, str, float]] | None = None) -> FirewallReport:
+def verify_rag(
+    out_root: Path, lookup: dict[str, tuple[str, str, float]] | None = None
+) -> FirewallReport:
     lookup = scored_lookup(out_root) if lookup is None else lookup
     report = FirewallReport()
     for number, row in _rows(out_root / C.RAG_PATH):
@@ -94,8 +98,11 @@ def verify_rag(out_root: Path,
     return report
 
 
-def verify_preference(out_root: Path, settings: ExportSettings,
-                      lookup: dict[str, tuple[str, str, float]] | None = None) -> FirewallReport:
+def verify_preference(
+    out_root: Path,
+    settings: ExportSettings,
+    lookup: dict[str, tuple[str, str, float]] | None = None,
+) -> FirewallReport:
     """Firewall and pair rules: trusted chosen side, no unreviewed run, distinct runs and texts,
     one task, chosen strictly better, margin at least the configured minimum."""
     lookup = scored_lookup(out_root) if lookup is None else lookup

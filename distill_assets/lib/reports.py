@@ -29,8 +29,8 @@ from distill_assets.lib.drift import (
 from distill_assets.lib.io import write_bytes_atomic, write_json_atomic
 from distill_assets.lib.receipts import (
     FileEntry,
-    aggregate_hash,
     StageReceipt,
+    aggregate_hash,
     build_receipt,
     load_receipt,
     receipt_relpath,
@@ -387,9 +387,18 @@ def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
                 not_run.append(NotRun(stage=stage, reason=reason))
                 rows.append(
                     StageRow(
-                        stage=stage, ran=False, records_in=0, records_out=0, accepted=0,
-                        rejected=0, quarantined=0, skipped=0, passed=False, output_hash=None,
-                        receipt_path=None, failed_checks=failed_checks,
+                        stage=stage,
+                        ran=False,
+                        records_in=0,
+                        records_out=0,
+                        accepted=0,
+                        rejected=0,
+                        quarantined=0,
+                        skipped=0,
+                        passed=False,
+                        output_hash=None,
+                        receipt_path=None,
+                        failed_checks=failed_checks,
                     )
                 )
             continue
@@ -465,7 +474,13 @@ def render_summary_md(summary: RunSummary) -> str:
         f"{t['rejected']} | {t['quarantined']} | {t['skipped']} | |"
     )
     if summary.datasets:
-        lines += ["", "## Datasets", "", "| dataset | path | records | bytes |", "|---|---|---:|---:|"]
+        lines += [
+            "",
+            "## Datasets",
+            "",
+            "| dataset | path | records | bytes |",
+            "|---|---|---:|---:|",
+        ]
         for name, size in summary.datasets.items():
             lines.append(f"| {name} | `{size.path}` | {size.records} | {size.bytes} |")
     if summary.not_run:

@@ -27,8 +27,9 @@ TRAINABLE = [C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL]
 class EvidenceIndexSchema(pa.DataFrameModel):
     """One row per usable evidence record (evidence/YYYY/MM/DD/index.jsonl)."""
 
-    evidence_id: Series[str] = pa.Field(str_matches=HEX64, unique=True,
-                                        description="sha256 of the record's canonical JSON")
+    evidence_id: Series[str] = pa.Field(
+        str_matches=HEX64, unique=True, description="sha256 of the record's canonical JSON"
+    )
     kind: Series[str] = pa.Field(isin=list(C.KINDS), description="run, review or outcome")
     run_id: Series[str] = pa.Field(str_length={"min_value": 1}, description="the run it is about")
     created_at: Series[str] = pa.Field(str_matches=TIMESTAMP, description="UTC, ISO 8601")
@@ -41,11 +42,13 @@ class EvidenceIndexSchema(pa.DataFrameModel):
     response_empty: Series[object] = pa.Field(nullable=True, description="runs only")
     has_messages: Series[object] = pa.Field(nullable=True, description="runs only")
     sft_eligible: Series[object] = pa.Field(nullable=True, description="runs only")
-    verdict: Series[object] = pa.Field(nullable=True, isin=list(C.VERDICTS),
-                                       description="reviews only")
+    verdict: Series[object] = pa.Field(
+        nullable=True, isin=list(C.VERDICTS), description="reviews only"
+    )
     score: Series[float] = pa.Field(nullable=True, ge=0, le=1, description="reviews, optional")
-    outcome: Series[object] = pa.Field(nullable=True, isin=list(C.OUTCOMES),
-                                       description="outcomes only")
+    outcome: Series[object] = pa.Field(
+        nullable=True, isin=list(C.OUTCOMES), description="outcomes only"
+    )
     reward: Series[float] = pa.Field(nullable=True, ge=0, le=1, description="outcomes, optional")
     signals: Series[object] = pa.Field(nullable=True, description="named partial signals")
 
@@ -87,13 +90,21 @@ class ScoredRunSchema(pa.DataFrameModel):
 
     @pa.check("evidence_ids", name="evidence_ids_are_hashes")
     def evidence_ids_are_hashes(cls, s: Series[object]) -> Series[bool]:
-        return s.map(lambda ids: isinstance(ids, list) and len(ids) >= 1
-                     and all(isinstance(i, str) and len(i) == 64 for i in ids))
+        return s.map(
+            lambda ids: (
+                isinstance(ids, list)
+                and len(ids) >= 1
+                and all(isinstance(i, str) and len(i) == 64 for i in ids)
+            )
+        )
 
     @pa.check("reasons", name="reasons_are_codes")
     def reasons_are_codes(cls, s: Series[object]) -> Series[bool]:
-        return s.map(lambda rs: isinstance(rs, list) and len(rs) >= 1
-                     and all(isinstance(r, str) and r for r in rs))
+        return s.map(
+            lambda rs: (
+                isinstance(rs, list) and len(rs) >= 1 and all(isinstance(r, str) and r for r in rs)
+            )
+        )
 
 
 class RagPlaybookSchema(pa.DataFrameModel):
@@ -113,8 +124,9 @@ class RagPlaybookSchema(pa.DataFrameModel):
 
     @pa.check("source_run_ids", name="source_run_ids_nonempty")
     def source_run_ids_nonempty(cls, s: Series[object]) -> Series[bool]:
-        return s.map(lambda ids: isinstance(ids, list) and len(ids) >= 1
-                     and len(set(ids)) == len(ids))
+        return s.map(
+            lambda ids: isinstance(ids, list) and len(ids) >= 1 and len(set(ids)) == len(ids)
+        )
 
 
 _ROLES = {"user", "assistant", "tool", "function"}
@@ -242,7 +254,8 @@ def validate_jsonl(
                         outcome.failure_cases.append(
                             {
                                 "file": path.name,
-                                "row": None if index is None or pd.isna(index)
+                                "row": None
+                                if index is None or pd.isna(index)
                                 else int(index) + offset,
                                 "column": case.get("column"),
                                 "check": str(case.get("check")),

@@ -26,7 +26,7 @@ ConflictPolicy = Literal["human_review", "review_wins", "outcome_wins"]
 
 @dataclass(frozen=True)
 class ScoringPolicy:
-    """The configurable parts of the scoring truth table (defaults documented in docs/scoring.md)."""
+    """The configurable parts of the scoring truth table (defaults in docs/scoring.md)."""
 
     accept_min_score: float = 0.8
     reward_success_min: float = 1.0
@@ -49,8 +49,10 @@ class ScoringPolicy:
                 f"reward_success_min={self.reward_success_min!r}"
             )
         if self.conflict_policy not in ("human_review", "review_wins", "outcome_wins"):
-            problems.append(f"conflict_policy={self.conflict_policy!r} is not one of "
-                            "human_review, review_wins, outcome_wins")
+            problems.append(
+                f"conflict_policy={self.conflict_policy!r} is not one of "
+                "human_review, review_wins, outcome_wins"
+            )
         if not 0 <= self.evidence_window_days <= 31:
             problems.append(
                 f"evidence_window_days={self.evidence_window_days!r} must be between 0 and 31"

@@ -26,7 +26,14 @@ def _firewall_result(context, distill, asset: str, check: str, report: FirewallR
         else f"{report.count} violation(s) in {report.rows} rows"
     )
     return report_check(
-        context, distill, asset, check, report.passed, True, report.count, description,
+        context,
+        distill,
+        asset,
+        check,
+        report.passed,
+        True,
+        report.count,
+        description,
         {"rows": report.rows, "violations": dg.MetadataValue.json(report.violations)},
     )
 
@@ -83,14 +90,10 @@ def preference_pairs_firewall(context: dg.AssetCheckExecutionContext, distill: D
     """Pairs obey the firewall and the pair rules, checked against the scored runs."""
     out_root, receipt = this_runs_receipt(context, distill, C.ASSET_PREFERENCE_PAIRS)
     report = verify_preference(out_root, _settings_used(receipt))
-    return _firewall_result(
-        context, distill, C.ASSET_PREFERENCE_PAIRS, C.CHECK_FIREWALL, report
-    )
+    return _firewall_result(context, distill, C.ASSET_PREFERENCE_PAIRS, C.CHECK_FIREWALL, report)
 
 
 @dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_CONSERVATION, blocking=True)
-def preference_pairs_conservation(
-    context: dg.AssetCheckExecutionContext, distill: DistillResource
-):
+def preference_pairs_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Every scored run is in a pair or is quarantined with a reason."""
     return conservation_check(context, distill, C.ASSET_PREFERENCE_PAIRS)
