@@ -274,6 +274,21 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 0 if report.severity != "alert" or not args.fail_on_alert else 3
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from distill_assets.lib.synth import SynthSpec, synthesize
+
+    spec = SynthSpec(runs=args.runs, days=args.days, seed=args.seed)
+    problems = spec.errors()
+    if problems:
+        raise UserError("; ".join(problems))
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty directory")
+    summary = synthesize(spec, out, workers=max(1, args.workers))
+    sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -301,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="run steps in subprocesses (parallel exports) instead of in-process",
     )
     mat.set_defaults(func=cmd_materialize)
+
+    synth = sub.add_parser("synth", help="write a seeded synthetic evidence corpus")
+    synth.add_argument("--runs", type=int, required=True, help="number of runs")
+    synth.add_argument("--days", type=int, default=30, help="days the corpus spans (default 30)")
+    synth.add_argument("--seed", type=int, default=1, help="seed: same seed, same bytes")
+    synth.add_argument("--out", required=True, help="directory to create (must be empty)")
+    synth.add_argument("--workers", type=int, default=1, help="generating processes")
+    synth.set_defaults(func=cmd_synth)
 
     receipts = sub.add_parser("receipts", help="read stage receipts")
     rsub = receipts.add_subparsers(dest="receipts_command", required=True)

@@ -1,0 +1,269 @@
+"""The benchmark: ``python -m distill_assets.bench --runs N [--days D]``.
+
+In one process it (1) makes or reuses a seeded synthetic corpus under ``.cache/bench/``,
+(2) measures the floor, which is reading every source file once, parsing each line with orjson
+and hashing it with sha256, (3) materializes the whole graph in-process on a temporary Dagster
+instance as a single run over every day of the corpus, and (4) prints one JSON line: ``runs``,
+``source_bytes``, ``floor_s``, ``total_s``, ``ratio`` (total_s / floor_s), per-stage seconds
+and records per second (from the receipts' ``duration_ms``), per-step seconds of the checks,
+and ``peak_rss_mib``, the most memory the process (with any worker processes it started) held at
+once. The source files are read once untimed before the floor, so both the floor and the run
+find them in the page cache. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+from distill_assets.lib import constants as C
+from distill_assets.lib.synth import SynthSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CACHE = PROJECT_ROOT / ".cache" / "bench"
+_MARKER = "synth.json"
+
+
+def corpus_dir(cache: Path, spec: SynthSpec) -> Path:
+    return cache / f"corpus-r{spec.runs}-d{spec.days}-s{spec.seed}"
+
+
+def ensure_corpus(spec: SynthSpec, cache: Path, workers: int) -> tuple[Path, dict[str, Any]]:
+    """The cached corpus of ``spec``, generated first when absent (or left incomplete)."""
+    target = corpus_dir(cache, spec)
+    marker = target / _MARKER
+    if marker.exists():
+        return target / "evidence", orjson.loads(marker.read_bytes())
+    if target.exists():
+        shutil.rmtree(target)
+    staging = cache / f".{target.name}.partial"
+    if staging.exists():
+        shutil.rmtree(staging)
+    # generated in a child process, so its memory never counts towards the benchmark's peak
+    started = time.perf_counter()
+    command = [sys.executable, "-m", "distill_assets.cli", "synth", "--runs", str(spec.runs)]
+    command += ["--days", str(spec.days), "--seed", str(spec.seed), "--workers", str(workers)]
+    command += ["--out", str(staging / "evidence")]
+    done = subprocess.run(command, check=False, stdout=subprocess.PIPE)
+    if done.returncode != 0:
+        raise SystemExit(f"bench: generating the corpus failed ({done.returncode})")
+    summary = orjson.loads(done.stdout.splitlines()[-1])
+    summary["synth_s"] = round(time.perf_counter() - started, 2)
+    (staging / _MARKER).write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    staging.rename(target)
+    return target / "evidence", summary
+
+
+def source_files(source: Path) -> list[Path]:
+    return sorted(p for p in source.rglob("*.jsonl") if p.is_file())
+
+
+def warm(paths: list[Path]) -> None:
+    """Read every file once so the floor and the run both start from the page cache."""
+    for path in paths:
+        with open(path, "rb") as fh:
+            while fh.read(1 << 24):
+                pass
+
+
+def measure_floor(paths: list[Path]) -> tuple[float, int, int]:
+    """Seconds to read each file once, parse each line with orjson and sha256 it."""
+    loads = orjson.loads
+    sha256 = hashlib.sha256
+    lines = 0
+    size = 0
+    started = time.perf_counter()
+    for path in paths:
+        with open(path, "rb", buffering=1 << 20) as fh:
+            for raw in fh:
+                size += len(raw)
+                lines += 1
+                sha256(raw).digest()
+                try:
+                    loads(raw)
+                except orjson.JSONDecodeError:
+                    pass
+    return time.perf_counter() - started, size, lines
+
+
+class PeakRss:
+    """Samples the resident memory of this process and its children; keeps the largest sum."""
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> int:
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._sample())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+
+def materialize(
+    source: Path, out: Path, instance_dir: Path, first: date, last: date
+) -> tuple[float, Any, Any]:
+    """Materialize every asset and check in-process as one run over ``first..last``."""
+    import dagster as dg
+
+    from distill_assets.definitions import defs
+    from distill_assets.orchestration import DistillResource
+
+    definitions = defs()
+    instance = dg.DagsterInstance.local_temp(str(instance_dir))
+    resources = {"distill": DistillResource(source_dir=str(source), output_dir=str(out))}
+    started = time.perf_counter()
+    result = dg.materialize(
+        [*definitions.assets, *definitions.asset_checks],  # type: ignore[list-item]
+        instance=instance,
+        resources=resources,
+        tags={
+            "dagster/asset_partition_range_start": first.isoformat(),
+            "dagster/asset_partition_range_end": last.isoformat(),
+        },
+        raise_on_error=False,
+    )
+    elapsed = time.perf_counter() - started
+    return elapsed, result, instance
+
+
+def stage_figures(out: Path, run_id: str) -> dict[str, dict[str, Any]]:
+    figures: dict[str, dict[str, Any]] = {}
+    for stage in C.STAGES:
+        path = out / C.REPORTS_DIR / run_id / f"{stage}.json"
+        if not path.exists():
+            continue
+        receipt = orjson.loads(path.read_bytes())
+        seconds = receipt["duration_ms"] / 1000
+        records = receipt["stats"]["records_in"]
+        figures[stage] = {
+            "seconds": round(seconds, 3),
+            "records_in": records,
+            "records_per_s": round(records / seconds) if seconds > 0 else None,
+        }
+    return figures
+
+
+def step_seconds(instance: Any, run_id: str) -> dict[str, float]:
+    seconds: dict[str, float] = {}
+    for stat in instance.get_run_step_stats(run_id):
+        if stat.start_time is not None and stat.end_time is not None:
+            seconds[stat.step_key] = round(stat.end_time - stat.start_time, 3)
+    return dict(sorted(seconds.items()))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    spec = SynthSpec(runs=args.runs, days=args.days, seed=args.seed)
+    problems = spec.errors()
+    if problems:
+        raise SystemExit("bench: " + "; ".join(problems))
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    source, summary = ensure_corpus(spec, cache, args.synth_workers)
+    with PeakRss() as rss:
+        paths = source_files(source)
+        warm(paths)
+        floor_s, source_bytes, source_lines = measure_floor(paths)
+        work = Path(tempfile.mkdtemp(prefix="run-", dir=cache))
+        try:
+            out = work / "out"
+            first = date.fromisoformat(summary["first_day"])
+            last = date.fromisoformat(summary["last_day"])
+            total_s, result, instance = materialize(source, out, work / "instance", first, last)
+            run_id = result.run_id
+            stages = stage_figures(out, run_id)
+            steps = step_seconds(instance, run_id)
+            summary_path = out / C.REPORTS_DIR / run_id / "summary.json"
+            overall = (
+                orjson.loads(summary_path.read_bytes())["overall_passed"]
+                if summary_path.exists()
+                else False
+            )
+        finally:
+            if args.keep_output:
+                print(f"bench: output kept in {work}", file=sys.stderr)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+    self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    check_steps = {k: v for k, v in steps.items() if k not in {C.STAGE_ASSET[s] for s in C.STAGES}}
+    return {
+        "runs": spec.runs,
+        "days": spec.days,
+        "seed": spec.seed,
+        "source_bytes": source_bytes,
+        "source_files": len(paths),
+        "source_lines": source_lines,
+        "floor_s": round(floor_s, 3),
+        "total_s": round(total_s, 3),
+        "ratio": round(total_s / floor_s, 2) if floor_s > 0 else None,
+        "success": bool(result.success) and bool(overall),
+        "stages": stages,
+        "checks_s": round(sum(check_steps.values()), 3),
+        "steps_s": steps,
+        "peak_rss_mib": round(max(rss.peak, self_peak) / 2**20, 1),
+        "peak_rss_self_mib": round(self_peak / 2**20, 1),
+        "cpus": os.cpu_count(),
+    }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m distill_assets.bench", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--runs", type=int, required=True, help="runs in the synthetic corpus")
+    parser.add_argument("--days", type=int, default=30, help="days the corpus spans (default 30)")
+    parser.add_argument("--seed", type=int, default=1, help="corpus seed (default 1)")
+    parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="corpus cache directory")
+    parser.add_argument(
+        "--synth-workers", type=int, default=2, help="processes generating a missing corpus"
+    )
+    parser.add_argument(
+        "--keep-output", action="store_true", help="keep the output directory and instance"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.days = min(args.days, args.runs)
+    figures = run(args)
+    sys.stdout.write(orjson.dumps(figures).decode() + "\n")
+    return 0 if figures["success"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
