@@ -144,6 +144,7 @@ def materialize(
     from distill_assets.orchestration import DistillResource
 
     definitions = defs()
+    instance_dir.mkdir(parents=True, exist_ok=True)
     instance = dg.DagsterInstance.local_temp(str(instance_dir))
     resources = {"distill": DistillResource(source_dir=str(source), output_dir=str(out))}
     started = time.perf_counter()

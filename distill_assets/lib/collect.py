@@ -1,10 +1,12 @@
 """Stage ``collect``: source JSONL files → the evidence index, one folder per day.
 
 Every source line is attributed to exactly one day bucket: its own ``created_at`` day when that
-can be read, otherwise the day of the nearest readable line before it in the same file (or after
-it, when none comes before); lines of a file with no readable day at all, and whole-file problems,
-go to the ``undated`` bucket, which every collect run reports. A run handles the buckets of the
-days it was asked for, so a single run over a date range and one run per day write the same bytes.
+can be read and lies in the partition range (a timestamp before it or in the future names a day
+no partition will ever cover), otherwise the day of the nearest such line before it in the same
+file (or after it, when none comes before); lines of a file with no such day at all, and
+whole-file problems, go to the ``undated`` bucket, which every collect run reports. A run
+handles the buckets of the days it was asked for, so a single run over a date range and one run
+per day write the same bytes.
 
 Per day it writes ``records.jsonl`` (each usable record with provenance), ``index.jsonl`` (a
 compact row per record with the fields scoring needs and the record's byte offset) and
@@ -194,6 +196,14 @@ def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, int]]:
             yield number, strip_line(raw, number == 1), len(raw)
 
 
+_OUT_OF_RANGE = frozenset({C.R_FUTURE_TIMESTAMP, C.R_TIMESTAMP_OUT_OF_RANGE})
+
+
+def _outside(rejected: Rejected) -> bool:
+    """Whether a rejected line's own day is one no partition covers."""
+    return not _OUT_OF_RANGE.isdisjoint(rejected.reasons)
+
+
 @dataclass
 class _Pending:
     line: int
@@ -293,6 +303,8 @@ class Collector:
                 lines = number
                 parsed = parse_line(raw, settings)
                 day = parsed.day
+                if day is not None and isinstance(parsed, Rejected) and _outside(parsed):
+                    day = None
                 if day is None:
                     if last_day is None:
                         assert isinstance(parsed, Rejected)

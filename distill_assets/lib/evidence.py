@@ -174,7 +174,9 @@ def parse_line(raw: bytes, settings: ParseSettings) -> Record | Rejected:
             raw.decode("utf-8")
         except UnicodeDecodeError:
             return Rejected(C.DISPOSITION_SKIPPED, (C.R_INVALID_UTF8,))
-        if "recursion" in str(exc):
+        message = str(exc)
+        # orjson says "recursion limit" in older releases and "depth limit exceeded" in newer ones
+        if "recursion" in message or "depth limit" in message:
             return Rejected(C.DISPOSITION_SKIPPED, (C.R_JSON_TOO_DEEP,))
         return Rejected(C.DISPOSITION_SKIPPED, (C.R_INVALID_JSON,))
     if not isinstance(obj, dict):

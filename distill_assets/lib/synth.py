@@ -397,6 +397,7 @@ def _generate_day(spec: SynthSpec, index: int, texts: _Texts) -> _DayOutput:
             bad[reason] += 1
 
     remaining = spec.runs_on(index)
+    last_run, last_moment = b"", day0
     task_no = 0
     while remaining > 0:
         task_no += 1
@@ -469,6 +470,7 @@ def _generate_day(spec: SynthSpec, index: int, texts: _Texts) -> _DayOutput:
             run["meta"] = meta
             data = orjson.dumps(run)
             emit("runs", moment, data)
+            last_run, last_moment = data, moment
             if rng.random() < 0.001:
                 emit("runs", moment, data, "duplicate_record")  # at-least-once delivery
             if rng.random() < 0.0005:
@@ -536,9 +538,21 @@ def _generate_day(spec: SynthSpec, index: int, texts: _Texts) -> _DayOutput:
                 where = rng.choice(("runs", "reviews", "outcomes"))
                 emit(where, moment, _bad_line(reason, rng, stamp, data), reason)
 
+    # every kind of bad line appears at least once, on a day the seed picks
     once_rng = random.Random(f"distill-synth:{spec.seed}:once")
-    once_days = {kind: once_rng.randrange(spec.days) for kind in _ONCE_KINDS}
+    guaranteed = (*_ONCE_KINDS, *(name for name, _ in _BAD_KINDS), "duplicate", "orphan")
+    once_days = {kind: once_rng.randrange(spec.days) for kind in guaranteed}
     noon = day0 + timedelta(hours=12)
+    for reason, _ in _BAD_KINDS:
+        if once_days[reason] == index:
+            where = rng.choice(("runs", "reviews", "outcomes"))
+            emit(where, noon, _bad_line(reason, rng, _stamp(noon, rng), last_run), reason)
+    if once_days["duplicate"] == index:
+        emit("runs", last_moment, last_run, "duplicate_record")
+    if once_days["orphan"] == index:
+        orphan = {"kind": "outcome", "run_id": "run-unknown", "outcome": "success"}
+        orphan["created_at"] = _stamp(noon, rng)
+        emit("outcomes", noon, orjson.dumps(orphan), "orphan_evidence")
     if once_days["line_too_long"] == index:
         blob = "x" * (8 * 1024 * 1024 + 1)
         line = orjson.dumps(
