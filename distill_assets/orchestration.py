@@ -125,6 +125,17 @@ class CollectConfig(dg.Config):
     )
     max_messages: int = Field(default=10_000, description="Most chat messages one run may carry.")
     max_messages_depth: int = Field(default=32, description="Deepest nesting of a messages list.")
+    workers: int = Field(
+        default=0,
+        description="Processes scanning source files (0: one per CPU, at most 4; 1: none).",
+    )
+
+    def worker_count(self) -> int:
+        from distill_assets.lib.collect import default_workers
+
+        if self.workers < 0:
+            raise ConfigError("workers", self.workers, "must not be negative")
+        return self.workers or default_workers()
 
     def settings(self) -> ParseSettings:
         for name in ("max_line_bytes", "max_messages", "max_messages_depth"):

@@ -15,9 +15,15 @@ compact row per record with the fields scoring needs and the record's byte offse
 
 from __future__ import annotations
 
+import hashlib
+import io
+import multiprocessing
 import os
+import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -79,17 +85,6 @@ def list_source_files(root: Path, prefix: str = "") -> list[SourceFile]:
                 found.append(SourceFile(root, rel, path))
     found.sort(key=lambda source: source.relpath)
     return found
-
-
-@dataclass
-class _Bucket:
-    """Writers and counters for one day (or the undated bucket)."""
-
-    records: AtomicJsonlWriter | None
-    index: AtomicJsonlWriter | None
-    quarantine: AtomicJsonlWriter
-    tally: Tally
-    seen: set[bytes]
 
 
 INDEX_FIELDS = (
@@ -189,14 +184,14 @@ def _quarantine_row(
     }
 
 
-def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, int]]:
-    """(line number, stripped line, raw length) for each line of a file."""
-    with open(path, "rb", buffering=1 << 20) as fh:
-        for number, raw in enumerate(fh, start=1):
-            yield number, strip_line(raw, number == 1), len(raw)
-
-
 _OUT_OF_RANGE = frozenset({C.R_FUTURE_TIMESTAMP, C.R_TIMESTAMP_OUT_OF_RANGE})
+_OFFSET_KEY = b',"offset":0,'
+# files up to this size are read whole and may go to a worker process; larger ones are streamed
+WHOLE_FILE_BYTES = 64 * 1024 * 1024
+# a streamed file hands what it scanned to the writers every this many bytes
+_STREAM_FLUSH_BYTES = 16 * 1024 * 1024
+# below this many source bytes a worker pool is not worth starting
+POOL_MIN_BYTES = 32 * 1024 * 1024
 
 
 def _outside(rejected: Rejected) -> bool:
@@ -205,14 +200,242 @@ def _outside(rejected: Rejected) -> bool:
 
 
 @dataclass
-class _Pending:
-    line: int
-    rejected: Rejected
-    size: int
+class DayPart:
+    """What a stretch of one source file contributes to one day bucket, in line order.
+
+    Kept records and left-out lines carry sequence numbers, so a record that turns out to
+    duplicate one from an earlier file can be put back among the left-out lines in order.
+    """
+
+    records: list[bytes] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)  # of each record within this part
+    index_heads: list[bytes] = field(default_factory=list)  # index line up to its offset
+    index_tails: list[bytes] = field(default_factory=list)  # index line after its offset
+    digests: list[bytes] = field(default_factory=list)
+    keep_seq: list[int] = field(default_factory=list)
+    keep_meta: list[tuple[str, str, int, int]] = field(default_factory=list)
+    quarantine: list[bytes] = field(default_factory=list)
+    quarantine_seq: list[int] = field(default_factory=list)
+    size: int = 0
+    seq: int = 0
+    tally: Tally = field(default_factory=Tally)
+
+
+@dataclass
+class FileScan:
+    """Day parts of (a stretch of) one source file; ``info`` is set once the file is done."""
+
+    relpath: str
+    parts: dict[date | None, DayPart]
+    info: WrittenFile | None = None
+
+
+class _Scanner:
+    """Turns the lines of one source file into day parts; touches no output file."""
+
+    def __init__(
+        self,
+        source: SourceFile,
+        sha: str,
+        days: frozenset[date] | None,
+        settings: ParseSettings,
+    ) -> None:
+        self.source = source
+        self.sha = sha
+        self.days = days
+        self.settings = settings
+        self.parts: dict[date | None, DayPart] = {}
+        self.seen: dict[date, set[bytes]] = {}
+        self.pending: list[tuple[int, Rejected, int]] = []
+        self.last_day: date | None = None
+        self.lines = 0
+        self.scanned = 0
+
+    def _part(self, day: date | None) -> DayPart | None:
+        if day is not None and self.days is not None and day not in self.days:
+            return None
+        part = self.parts.get(day)
+        if part is None:
+            part = self.parts[day] = DayPart()
+        return part
+
+    def leave(
+        self, day: date | None, rejected: Rejected, line: int | None, size: int | None
+    ) -> None:
+        part = self._part(day)
+        if part is None:
+            return
+        part.tally.records_in += 1
+        part.tally.leave_out(rejected.disposition, rejected.reasons)
+        row = _quarantine_row(rejected, self.source.relpath, line, size)
+        part.quarantine.append(orjson.dumps(row) + b"\n")
+        part.quarantine_seq.append(part.seq)
+        part.seq += 1
+
+    def keep(self, record: Record, line: int, size: int) -> None:
+        day = record.day
+        part = self._part(day)
+        if part is None:
+            return
+        digest = bytes.fromhex(record.evidence_id)
+        seen = self.seen.get(day)
+        if seen is None:
+            seen = self.seen[day] = set()
+        if digest in seen:
+            self.leave(day, _duplicate(record), line, size)
+            return
+        seen.add(digest)
+        tally = part.tally
+        tally.records_in += 1
+        tally.records_out += 1
+        tally.accepted += 1
+        rec = _records_line(record, self.source, line, self.sha)
+        part.offsets.append(part.size)
+        part.size += len(rec)
+        part.records.append(rec)
+        index_line = orjson.dumps(index_row(record, 0))
+        cut = index_line.index(_OFFSET_KEY)
+        part.index_heads.append(index_line[:cut])
+        part.index_tails.append(index_line[cut + len(_OFFSET_KEY) :] + b"\n")
+        part.digests.append(digest)
+        part.keep_seq.append(part.seq)
+        part.keep_meta.append((record.kind, record.run_id, line, size))
+        part.seq += 1
+
+    def scan(self, number: int, raw: bytes) -> None:
+        """One raw line of the file (line end included), numbered from 1."""
+        self.lines = number
+        size = len(raw)
+        self.scanned += size
+        parsed = parse_line(strip_line(raw, number == 1), self.settings)
+        day = parsed.day
+        if day is not None and type(parsed) is Rejected and _outside(parsed):
+            day = None
+        if day is None:
+            assert isinstance(parsed, Rejected)
+            if self.last_day is None:
+                self.pending.append((number, parsed, size))
+            else:
+                self.leave(self.last_day, parsed, number, size)
+            return
+        if self.last_day is None and self.pending:
+            for line, rejected, pending_size in self.pending:
+                self.leave(day, rejected, line, pending_size)
+            self.pending.clear()
+        self.last_day = day
+        if type(parsed) is Record:
+            self.keep(parsed, number, size)
+        else:
+            self.leave(day, parsed, number, size)
+
+    def take(self) -> dict[date | None, DayPart]:
+        """The parts scanned so far; scanning goes on into fresh ones."""
+        parts, self.parts = self.parts, {}
+        self.scanned = 0
+        return parts
+
+    def unreadable(self) -> None:
+        self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_UNREADABLE_FILE,)), None, None)
+
+    def finish(self, size: int) -> None:
+        """Lines that never found a day, and an empty file, go to the undated bucket."""
+        for line, rejected, pending_size in self.pending:
+            self.leave(None, rejected, line, pending_size)
+        self.pending.clear()
+        if size == 0:
+            self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_EMPTY_FILE,)), None, 0)
+
+
+def _duplicate(record: Record) -> Rejected:
+    return Rejected(
+        C.DISPOSITION_SKIPPED,
+        (C.R_DUPLICATE,),
+        record.day,
+        record.kind,
+        record.run_id,
+        record.evidence_id,
+    )
+
+
+def scan_file(
+    source: SourceFile,
+    days: frozenset[date] | None,
+    settings: ParseSettings,
+    whole_file_bytes: int = WHOLE_FILE_BYTES,
+) -> Iterator[FileScan]:
+    """Scan one source file, yielding its day parts in stretches (the last one has ``info``).
+
+    A file up to ``whole_file_bytes`` is read and hashed at once; a larger one is hashed first and
+    then streamed, handing its parts over every _STREAM_FLUSH_BYTES so memory stays bounded.
+    """
+    scanner = _Scanner(source, "", days, settings)
+    if source.problem is not None:
+        scanner.leave(None, Rejected(C.DISPOSITION_SKIPPED, (source.problem,)), None, None)
+        yield FileScan(source.relpath, scanner.take())
+        return
+    try:
+        size = source.path.stat().st_size
+        if size <= whole_file_bytes:
+            data = source.path.read_bytes()
+            size = len(data)
+            scanner.sha = hashlib.sha256(data).hexdigest()
+        else:
+            data = None
+            scanner.sha = sha256_file(source.path)
+    except OSError:
+        scanner.unreadable()
+        yield FileScan(source.relpath, scanner.take())
+        return
+    scan = scanner.scan
+    flush_bytes = min(_STREAM_FLUSH_BYTES, max(1, whole_file_bytes))
+    try:
+        if data is not None:
+            for number, raw in enumerate(io.BytesIO(data), start=1):
+                scan(number, raw)
+            del data
+        else:
+            with open(source.path, "rb", buffering=1 << 20) as fh:
+                for number, raw in enumerate(fh, start=1):
+                    scan(number, raw)
+                    if scanner.scanned >= flush_bytes:
+                        yield FileScan(source.relpath, scanner.take())
+    except OSError:
+        scanner.unreadable()
+    scanner.finish(size)
+    yield FileScan(
+        source.relpath,
+        scanner.take(),
+        WrittenFile(source.relpath, scanner.sha, size, scanner.lines),
+    )
+
+
+def scan_whole_file(
+    source: SourceFile,
+    days: frozenset[date] | None,
+    settings: ParseSettings,
+    whole_file_bytes: int,
+) -> list[FileScan]:
+    """``scan_file`` collected into a list: the unit of work of a worker process."""
+    return list(scan_file(source, days, settings, whole_file_bytes))
+
+
+@dataclass
+class _Bucket:
+    """Writers, counters and seen evidence ids for one day (or the undated bucket)."""
+
+    records: AtomicJsonlWriter | None
+    index: AtomicJsonlWriter | None
+    quarantine: AtomicJsonlWriter
+    tally: Tally
+    seen: set[bytes]
 
 
 class Collector:
-    """Runs the collect stage over a set of source files for a set of days."""
+    """Runs the collect stage over a set of source files for a set of days.
+
+    Source files are scanned (possibly in worker processes) into day parts, which are written
+    in source path order, so the output bytes do not depend on how many processes scanned.
+    """
 
     def __init__(
         self,
@@ -221,14 +444,12 @@ class Collector:
         settings: ParseSettings,
     ) -> None:
         self.out_root = out_root
-        self.days = None if days is None else set(days)
+        self.days = None if days is None else frozenset(days)
         self.settings = settings
         self.buckets: dict[date | None, _Bucket] = {}
         self.inputs: list[WrittenFile] = []
 
-    def _bucket(self, day: date | None) -> _Bucket | None:
-        if day is not None and self.days is not None and day not in self.days:
-            return None
+    def _bucket(self, day: date | None) -> _Bucket:
         bucket = self.buckets.get(day)
         if bucket is None:
             quarantine = AtomicJsonlWriter(self.out_root, layout.evidence_quarantine(day))
@@ -240,103 +461,76 @@ class Collector:
             self.buckets[day] = bucket
         return bucket
 
-    def _leave_out(
-        self, day: date | None, rejected: Rejected, source: str, line: int | None, size: int | None
-    ) -> None:
-        bucket = self._bucket(day)
-        if bucket is None:
-            return
-        bucket.tally.records_in += 1
-        bucket.tally.leave_out(rejected.disposition, rejected.reasons)
-        bucket.quarantine.write_row(_quarantine_row(rejected, source, line, size))
-
-    def _keep(self, record: Record, source: SourceFile, line: int, sha: str, size: int) -> None:
-        bucket = self._bucket(record.day)
-        if bucket is None:
-            return
-        bucket.tally.records_in += 1
-        digest = bytes.fromhex(record.evidence_id)
-        if digest in bucket.seen:
-            duplicate = Rejected(
-                C.DISPOSITION_SKIPPED,
-                (C.R_DUPLICATE,),
-                record.day,
-                record.kind,
-                record.run_id,
-                record.evidence_id,
-            )
-            bucket.tally.leave_out(duplicate.disposition, duplicate.reasons)
-            bucket.quarantine.write_row(_quarantine_row(duplicate, source.relpath, line, size))
-            return
-        bucket.seen.add(digest)
-        assert bucket.records is not None and bucket.index is not None
-        offset = bucket.records.position
-        bucket.records.write_raw(_records_line(record, source, line, sha))
-        bucket.index.write_row(index_row(record, offset))
-        bucket.tally.records_out += 1
-        bucket.tally.accepted += 1
-
     def read_file(self, source: SourceFile) -> None:
-        if source.problem is not None:
-            self._leave_out(
-                None, Rejected(C.DISPOSITION_SKIPPED, (source.problem,)), source.relpath, None, None
+        """Scan one source file in this process and write what it holds."""
+        for scan in scan_file(source, self.days, self.settings):
+            self.apply(scan)
+
+    def apply(self, scan: FileScan) -> None:
+        """Write one stretch of a scanned file into the day buckets."""
+        for day, part in scan.parts.items():
+            self._apply_part(self._bucket(day), part, scan.relpath)
+        if scan.info is not None:
+            self.inputs.append(scan.info)
+
+    def _apply_part(self, bucket: _Bucket, part: DayPart, relpath: str) -> None:
+        seen = bucket.seen
+        dup_at = [i for i, digest in enumerate(part.digests) if digest in seen]
+        if not dup_at:
+            kept = range(len(part.records))
+            records_data = b"".join(part.records)
+            offsets = part.offsets
+            quarantine_data = b"".join(part.quarantine)
+            quarantine_rows = len(part.quarantine)
+            bucket.tally.merge(part.tally)
+        else:
+            # records already seen in an earlier file: skipped as duplicates, in line order
+            dups = set(dup_at)
+            kept = [i for i in range(len(part.records)) if i not in dups]
+            records_data = b"".join(part.records[i] for i in kept)
+            offsets, position = [], 0
+            for i in kept:
+                offsets.append(position)
+                position += len(part.records[i])
+            rows = list(zip(part.quarantine_seq, part.quarantine, strict=True))
+            for i in dup_at:
+                kind, run_id, line, size = part.keep_meta[i]
+                rejected = Rejected(
+                    C.DISPOSITION_SKIPPED,
+                    (C.R_DUPLICATE,),
+                    None,
+                    kind,
+                    run_id,
+                    part.digests[i].hex(),
+                )
+                row = _quarantine_row(rejected, relpath, line, size)
+                rows.append((part.keep_seq[i], row))
+            rows.sort(key=lambda item: item[0])
+            quarantine_data = b"".join(
+                row if isinstance(row, bytes) else orjson.dumps(row) + b"\n" for _, row in rows
             )
-            return
-        try:
-            size = source.path.stat().st_size
-            sha = sha256_file(source.path)
-        except OSError:
-            self._leave_out(
-                None,
-                Rejected(C.DISPOSITION_SKIPPED, (C.R_UNREADABLE_FILE,)),
-                source.relpath,
-                None,
-                None,
+            quarantine_rows = len(rows)
+            tally = part.tally
+            tally.records_out -= len(dup_at)
+            tally.accepted -= len(dup_at)
+            tally.skipped += len(dup_at)
+            tally.reasons[C.R_DUPLICATE] += len(dup_at)
+            bucket.tally.merge(tally)
+        if kept:
+            assert bucket.records is not None and bucket.index is not None
+            base = bucket.records.position
+            heads, tails = part.index_heads, part.index_tails
+            index_data = b"".join(
+                [
+                    b'%b,"offset":%d,%b' % (heads[i], base + offset, tails[i])
+                    for i, offset in zip(kept, offsets, strict=True)
+                ]
             )
-            return
-        lines = 0
-        pending: list[_Pending] = []
-        last_day: date | None = None
-        settings = self.settings
-        try:
-            for number, raw, raw_len in _iter_lines(source.path):
-                lines = number
-                parsed = parse_line(raw, settings)
-                day = parsed.day
-                if day is not None and isinstance(parsed, Rejected) and _outside(parsed):
-                    day = None
-                if day is None:
-                    if last_day is None:
-                        assert isinstance(parsed, Rejected)
-                        pending.append(_Pending(number, parsed, raw_len))
-                    else:
-                        assert isinstance(parsed, Rejected)
-                        self._leave_out(last_day, parsed, source.relpath, number, raw_len)
-                    continue
-                if last_day is None and pending:
-                    for item in pending:
-                        self._leave_out(day, item.rejected, source.relpath, item.line, item.size)
-                    pending.clear()
-                last_day = day
-                if isinstance(parsed, Record):
-                    self._keep(parsed, source, number, sha, raw_len)
-                else:
-                    self._leave_out(day, parsed, source.relpath, number, raw_len)
-        except OSError:
-            self._leave_out(
-                None,
-                Rejected(C.DISPOSITION_SKIPPED, (C.R_UNREADABLE_FILE,)),
-                source.relpath,
-                None,
-                None,
-            )
-        for item in pending:
-            self._leave_out(None, item.rejected, source.relpath, item.line, item.size)
-        if size == 0:
-            self._leave_out(
-                None, Rejected(C.DISPOSITION_SKIPPED, (C.R_EMPTY_FILE,)), source.relpath, None, 0
-            )
-        self.inputs.append(WrittenFile(source.relpath, sha, size, lines))
+            bucket.records.write_block(records_data, len(kept))
+            bucket.index.write_block(index_data, len(kept))
+            seen.update(part.digests[i] for i in kept)
+        if quarantine_rows:
+            bucket.quarantine.write_block(quarantine_data, quarantine_rows)
 
     def finish(self) -> StageResult:
         """Write every bucket (empty files for asked-for days without data) and account."""
@@ -385,18 +579,102 @@ def merge_quarantine(out_root: Path) -> WrittenFile:
     return concat_files(out_root, existing, C.quarantine_path(C.STAGE_COLLECT))
 
 
+def default_workers() -> int:
+    """Worker processes for scanning: one per CPU, at most four."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _scans(
+    sources: list[SourceFile],
+    days: frozenset[date] | None,
+    settings: ParseSettings,
+    workers: int,
+    whole_file_bytes: int,
+    pool_min_bytes: int,
+) -> Iterator[FileScan]:
+    """Every source file's scans in path order; whole files go to ``workers`` processes.
+
+    At most ``workers + 1`` files are scanned ahead of the writer, which bounds memory.
+    """
+    sizes = [_size(source) for source in sources]
+    whole = [
+        source.problem is None and size <= whole_file_bytes
+        for source, size in zip(sources, sizes, strict=True)
+    ]
+    pooled_bytes = sum(size for size, w in zip(sizes, whole, strict=True) if w)
+    if workers <= 1 or pooled_bytes < pool_min_bytes or sum(whole) < 2:
+        for source in sources:
+            yield from scan_file(source, days, settings, whole_file_bytes)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+        ahead: deque[tuple[SourceFile, Future[list[FileScan]] | None]] = deque()
+        queue = iter(zip(sources, whole, strict=True))
+
+        def top_up() -> None:
+            while sum(future is not None for _, future in ahead) <= workers:
+                item = next(queue, None)
+                if item is None:
+                    return
+                source, is_whole = item
+                future = (
+                    pool.submit(scan_whole_file, source, days, settings, whole_file_bytes)
+                    if is_whole
+                    else None
+                )
+                ahead.append((source, future))
+
+        top_up()
+        while ahead:
+            source, future = ahead.popleft()
+            if future is None:
+                top_up()
+                yield from scan_file(source, days, settings, whole_file_bytes)
+            else:
+                scans = future.result()
+                top_up()
+                yield from scans
+                del scans
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Fork when this process runs a single thread (cheap, nothing to re-import); otherwise a
+    fork server, since forking a process whose other threads may hold locks is unsafe."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
+def _size(source: SourceFile) -> int:
+    try:
+        return source.path.stat().st_size
+    except OSError:
+        return 0
+
+
 def collect(
     sources: list[SourceFile],
     out_root: Path,
     days: Iterable[date] | None,
     settings: ParseSettings,
+    workers: int = 1,
+    whole_file_bytes: int = WHOLE_FILE_BYTES,
+    pool_min_bytes: int = POOL_MIN_BYTES,
 ) -> StageResult:
-    """Read ``sources`` and write the evidence buckets of ``days`` (all days when None)."""
+    """Read ``sources`` and write the evidence buckets of ``days`` (all days when None).
+
+    With ``workers`` > 1 and at least ``pool_min_bytes`` in files no larger than
+    ``whole_file_bytes``, those files are scanned in worker processes; the bytes written are
+    the same either way.
+    """
     collector = Collector(out_root, days, settings)
+    scans = _scans(sources, collector.days, settings, workers, whole_file_bytes, pool_min_bytes)
     try:
-        for source in sources:
-            collector.read_file(source)
+        for scan in scans:
+            collector.apply(scan)
         return collector.finish()
     except BaseException:
+        scans.close()
         collector.abort()
         raise

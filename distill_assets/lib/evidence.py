@@ -113,6 +113,26 @@ def format_timestamp(moment: datetime) -> str:
     return text + "Z"
 
 
+def _canonical_stamp(value: Any) -> datetime | None:
+    """The moment of a timestamp already spelled as ``format_timestamp`` writes it (the common
+    case, ``YYYY-MM-DDTHH:MM:SSZ``), else None; lets the parser skip reformatting it."""
+    if (
+        type(value) is str
+        and len(value) == 20
+        and value[19] == "Z"
+        and value[10] == "T"
+        and value[4] == "-"
+        and value[7] == "-"
+        and value[13] == ":"
+        and value[16] == ":"
+    ):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    return None
+
+
 def _depth(value: Any, limit: int) -> int:
     """Nesting depth of a JSON value, stopping early once it passes ``limit``."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -191,8 +211,14 @@ def validate_object(obj: dict[str, Any], settings: ParseSettings) -> Record | Re
     run_id = obj.get("run_id")
     run_id_text = run_id if isinstance(run_id, str) and run_id.strip() else None
     moment = None
+    stamp = None
     if "created_at" in obj:
-        moment = parse_timestamp(obj["created_at"])
+        raw_stamp = obj["created_at"]
+        moment = _canonical_stamp(raw_stamp)
+        if moment is not None:
+            stamp = raw_stamp
+        else:
+            moment = parse_timestamp(raw_stamp)
     day = moment.date() if moment is not None else None
 
     if kind is None:
@@ -252,7 +278,7 @@ def validate_object(obj: dict[str, Any], settings: ParseSettings) -> Record | Re
     return Record(
         kind=kind,
         run_id=run_id_text,
-        created_at=format_timestamp(moment),
+        created_at=stamp if stamp is not None else format_timestamp(moment),
         day=day,
         evidence_id=hashlib.sha256(canonical).hexdigest(),
         canonical=canonical,
@@ -265,5 +291,29 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
+# every character str.split() splits on, as UTF-8: ASCII ones are mapped to a space by one
+# translate(), the others (each a multi-byte sequence) are replaced one by one
+_SPACES = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+_ASCII_SPACES = bytes.maketrans(
+    "".join(c for c in _SPACES if c.isascii() and c != " ").encode(),
+    b" " * sum(1 for c in _SPACES if c.isascii() and c != " "),
+)
+_WIDE_SPACES = tuple(c.encode("utf-8") for c in _SPACES if not c.isascii())
+
+
+def normalized_bytes(text: str) -> bytes:
+    """``normalize_text(text)`` as UTF-8, computed on bytes (no list of words is built)."""
+    data = text.encode("utf-8")
+    if not text.isascii():
+        for space in _WIDE_SPACES:
+            if space in data:
+                data = data.replace(space, b" ")
+    data = data.translate(_ASCII_SPACES)
+    while b"  " in data:
+        data = data.replace(b"  ", b" ")
+    return data.strip(b" ")
+
+
 def text_hash(text: str) -> str:
-    return hashlib.sha256(normalize_text(text).encode("utf-8")).hexdigest()
+    """sha256 of the whitespace-normalized text (see ``normalize_text``)."""
+    return hashlib.sha256(normalized_bytes(text)).hexdigest()

@@ -97,6 +97,16 @@ class AtomicJsonlWriter:
         if self._buf_bytes >= _FLUSH_BYTES:
             self._flush()
 
+    def write_block(self, data: bytes, lines: int) -> None:
+        """Append ``lines`` already-encoded lines at once (``data`` ends with a newline)."""
+        if not data:
+            return
+        self._buf.append(data)
+        self._buf_bytes += len(data)
+        self.lines += lines
+        if self._buf_bytes >= _FLUSH_BYTES:
+            self._flush()
+
     def write_rows(self, rows: Iterable[Any]) -> None:
         for row in rows:
             self.write_row(row)

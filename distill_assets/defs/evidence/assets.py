@@ -27,10 +27,11 @@ def evidence_index(
 ) -> dg.MaterializeResult:
     """Every usable evidence record of the day with provenance; bad lines skipped with a reason."""
     settings = config.settings()
+    workers = config.worker_count()
     source_root = distill.source_root()
     days = [day_from_key(key) for key in context.partition_keys]
 
     def work(out_root: Path):
-        return collect(list_source_files(source_root), out_root, days, settings)
+        return collect(list_source_files(source_root), out_root, days, settings, workers)
 
     return run_stage(context, distill, C.STAGE_COLLECT, work, config.model_dump())
