@@ -21,6 +21,7 @@ from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
+from distill_assets.lib.parallel import default_workers
 from distill_assets.lib.receipts import (
     StageReceipt,
     load_receipt,
@@ -49,7 +50,8 @@ class DistillResource(dg.ConfigurableResource):
     """Where evidence is read from and datasets are written to, and the drift thresholds.
 
     Unset fields fall back to the environment (DISTILL_SOURCE_DIR, DISTILL_OUTPUT_DIR,
-    DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT), then to the bundled fixtures and ``out/``.
+    DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT, DISTILL_WORKERS), then to the bundled
+    fixtures, ``out/`` and one worker per CPU.
     """
 
     source_dir: str | None = Field(
@@ -63,6 +65,11 @@ class DistillResource(dg.ConfigurableResource):
     )
     drift_alert_pct: float | None = Field(
         default=None, description="Percent change that alerts (default 50)."
+    )
+    workers: int | None = Field(
+        default=None,
+        description="Processes a stage may use (default: $DISTILL_WORKERS, else one per CPU up "
+        "to 4; 1 keeps all work in the step's process). Outputs are the same for any value.",
     )
 
     def source_root(self) -> Path:
@@ -90,6 +97,20 @@ class DistillResource(dg.ConfigurableResource):
         if not os.access(path, os.W_OK | os.X_OK):
             raise ConfigError(setting, str(path), "the output directory is not writable")
         return path
+
+    def worker_count(self) -> int:
+        setting, raw = "workers", self.workers
+        if raw is None:
+            setting, text = C.ENV_WORKERS, os.environ.get(C.ENV_WORKERS)
+            if not text:
+                return default_workers()
+            try:
+                raw = int(text)
+            except ValueError as exc:
+                raise ConfigError(setting, text, "not a whole number") from exc
+        if raw < 1:
+            raise ConfigError(setting, raw, "must be at least 1")
+        return raw
 
     def thresholds(self) -> DriftThresholds:
         try:
@@ -125,17 +146,6 @@ class CollectConfig(dg.Config):
     )
     max_messages: int = Field(default=10_000, description="Most chat messages one run may carry.")
     max_messages_depth: int = Field(default=32, description="Deepest nesting of a messages list.")
-    workers: int = Field(
-        default=0,
-        description="Processes scanning source files (0: one per CPU, at most 4; 1: none).",
-    )
-
-    def worker_count(self) -> int:
-        from distill_assets.lib.collect import default_workers
-
-        if self.workers < 0:
-            raise ConfigError("workers", self.workers, "must not be negative")
-        return self.workers or default_workers()
 
     def settings(self) -> ParseSettings:
         for name in ("max_line_bytes", "max_messages", "max_messages_depth"):

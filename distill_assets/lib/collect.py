@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import io
-import multiprocessing
 import os
-import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -42,6 +40,7 @@ from distill_assets.lib.evidence import (
     text_hash,
 )
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, concat_files, sha256_file
+from distill_assets.lib.parallel import process_pool
 
 
 @dataclass(frozen=True)
@@ -579,11 +578,6 @@ def merge_quarantine(out_root: Path) -> WrittenFile:
     return concat_files(out_root, existing, C.quarantine_path(C.STAGE_COLLECT))
 
 
-def default_workers() -> int:
-    """Worker processes for scanning: one per CPU, at most four."""
-    return max(1, min(4, os.cpu_count() or 1))
-
-
 def _scans(
     sources: list[SourceFile],
     days: frozenset[date] | None,
@@ -606,7 +600,7 @@ def _scans(
         for source in sources:
             yield from scan_file(source, days, settings, whole_file_bytes)
         return
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
+    with process_pool(workers) as pool:
         ahead: deque[tuple[SourceFile, Future[list[FileScan]] | None]] = deque()
         queue = iter(zip(sources, whole, strict=True))
 
@@ -634,16 +628,6 @@ def _scans(
                 top_up()
                 yield from scans
                 del scans
-
-
-def _pool_context() -> multiprocessing.context.BaseContext:
-    """Fork when this process runs a single thread (cheap, nothing to re-import); otherwise a
-    fork server, since forking a process whose other threads may hold locks is unsafe."""
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("fork")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    return context
 
 
 def _size(source: SourceFile) -> int:

@@ -27,7 +27,7 @@ def evidence_index(
 ) -> dg.MaterializeResult:
     """Every usable evidence record of the day with provenance; bad lines skipped with a reason."""
     settings = config.settings()
-    workers = config.worker_count()
+    workers = distill.worker_count()
     source_root = distill.source_root()
     days = [day_from_key(key) for key in context.partition_keys]
 

@@ -35,9 +35,10 @@ def scored_runs(
 ) -> dg.MaterializeResult:
     """Each run of the day graded accepted, partially_accepted, rejected or needs_human_review."""
     policy = config.policy()
+    workers = distill.worker_count()
     days = [day_from_key(key) for key in context.partition_keys]
 
     def work(out_root: Path):
-        return score(out_root, days, policy)
+        return score(out_root, days, policy, workers)
 
     return run_stage(context, distill, C.STAGE_SCORE, work, config.model_dump())
