@@ -375,7 +375,7 @@ def schema_check(
 
     out_root, receipt = this_runs_receipt(context, distill, asset)
     paths = [out_root / f.path for f in receipt.outputs.files if f.path.endswith(file_suffix)]
-    outcome = validate_jsonl(SCHEMAS[asset], paths)
+    outcome = validate_jsonl(SCHEMAS[asset], paths, workers=distill.worker_count())
     description = (
         f"{outcome.rows} rows in {len(paths)} file(s) match {SCHEMAS[asset].__name__}"
         if outcome.passed
