@@ -63,6 +63,8 @@ QUARANTINE_DIR: Final = "exports/quarantine"
 ALERTS_PATH: Final = "reports/alerts.jsonl"
 RUN_INDEX_PATH: Final = "reports/runs.jsonl"
 UNDATED_BUCKET: Final = "undated"
+# scratch space of a running stage (sorted spills); removed when the stage ends
+SCRATCH_DIR: Final = ".scratch"
 # per-partition file names
 RUNS_FILE: Final = "runs.jsonl"
 REVIEWS_FILE: Final = "reviews.jsonl"

@@ -10,11 +10,15 @@ row saying why; preference candidate pairs that fail a rule get one too.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+import heapq
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -46,8 +50,7 @@ class ExportSettings:
         return problems
 
 
-@dataclass(frozen=True, slots=True)
-class RunKey:
+class RunKey(NamedTuple):
     """What the exports keep in memory of a scored run: no texts."""
 
     run_id: str
@@ -79,41 +82,113 @@ def scored_files(out_root: Path) -> list[str]:
     ]
 
 
-def load_run_keys(out_root: Path) -> tuple[list[RunKey], list[WrittenFile]]:
-    """Every scored run on disk, slimmed to a RunKey, and the files read."""
-    keys: list[RunKey] = []
-    inputs: list[WrittenFile] = []
-    for relpath in scored_files(out_root):
-        count = 0
-        with open(out_root / relpath, "rb") as fh:
-            for raw in fh:
-                row = orjson.loads(raw)
-                count += 1
-                keys.append(
-                    RunKey(
-                        run_id=row["run_id"],
-                        task_id=row["task_id"],
-                        quality=row["quality_score"],
-                        score=row["score"],
-                        created_at=row["created_at"],
-                        category=row.get("category"),
-                        run_file=row["run_file"],
-                        run_offset=row["run_offset"],
-                        evidence_id=row["evidence_ids"][0],
-                        response_hash=row["response_hash"],
-                        response_empty=row.get("response_empty", False),
-                        sft_eligible=row.get("sft_eligible", True),
-                    )
-                )
-        inputs.append(WrittenFile(relpath, "", 0, count))
-    return keys, inputs
+# A run as it is spilled and merged: its task and place within the task first, so plain list
+# comparison sorts runs by task, then best first; (run_file, run_offset) makes every entry unique.
+_SPILL_BLOCK = 2048  # entries per spilled line
 
 
-def group_by_task(keys: list[RunKey]) -> list[tuple[str, list[RunKey]]]:
-    groups: dict[str, list[RunKey]] = defaultdict(list)
-    for key in keys:
-        groups[key.task_id].append(key)
-    return [(task, sorted(groups[task], key=RunKey.order)) for task in sorted(groups)]
+def _entry(row: dict[str, Any]) -> list[Any]:
+    quality = row["quality_score"]
+    return [
+        row["task_id"],
+        -C.QUALITY_RANK.get(quality, -1),
+        -row["score"],
+        row["created_at"],
+        row["run_id"],
+        row["run_file"],
+        row["run_offset"],
+        quality,
+        row.get("category"),
+        row["evidence_ids"][0],
+        row["response_hash"],
+        row.get("response_empty", False),
+        row.get("sft_eligible", True),
+    ]
+
+
+_new = tuple.__new__
+
+
+def _run_key(entry: list[Any]) -> RunKey:
+    (task_id, _rank, neg_score, created_at, run_id, run_file, run_offset, quality, category,
+     evidence_id, response_hash, response_empty, sft_eligible) = entry  # fmt: skip
+    return _new(
+        RunKey,
+        (
+            run_id,
+            task_id,
+            quality,
+            -neg_score,
+            created_at,
+            category,
+            run_file,
+            run_offset,
+            evidence_id,
+            response_hash,
+            response_empty,
+            sft_eligible,
+        ),
+    )
+
+
+def _read_spill(path: Path) -> Iterator[list[Any]]:
+    loads = orjson.loads
+    with open(path, "rb") as fh:
+        for line in fh:
+            yield from loads(line)
+
+
+class TaskStream:
+    """Every scored run on disk, grouped by task in task order, each group best first.
+
+    Day by day, runs are slimmed, sorted and spilled to a scratch folder in the output
+    directory; the spills are then merged. Memory holds one day's runs plus a block of each
+    spill, never the whole corpus, and the order is the one an in-memory sort would give.
+    """
+
+    def __init__(self, out_root: Path) -> None:
+        self.out_root = out_root
+        self.inputs: list[WrittenFile] = []
+        self._scratch: Path | None = None
+
+    def __enter__(self) -> TaskStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            try:
+                self._scratch.parent.rmdir()  # unless another stage is using it
+            except OSError:
+                pass
+            self._scratch = None
+
+    def _spill(self, relpath: str, scratch: Path) -> Path | None:
+        loads = orjson.loads
+        with open(self.out_root / relpath, "rb") as fh:
+            entries = [_entry(loads(raw)) for raw in fh if raw.strip()]
+        self.inputs.append(WrittenFile(relpath, "", 0, len(entries)))
+        if not entries:
+            return None
+        entries.sort()
+        path = scratch / f"{len(self.inputs):06d}.spill"
+        with open(path, "wb") as out:
+            for start in range(0, len(entries), _SPILL_BLOCK):
+                out.write(orjson.dumps(entries[start : start + _SPILL_BLOCK]) + b"\n")
+        return path
+
+    def tasks(self) -> Iterator[tuple[str, list[RunKey]]]:
+        """(task_id, runs best first) for every task, in task order."""
+        scratch_root = self.out_root / C.SCRATCH_DIR
+        scratch_root.mkdir(parents=True, exist_ok=True)
+        self._scratch = Path(tempfile.mkdtemp(prefix="tasks-", dir=scratch_root))
+        spills = [self._spill(relpath, self._scratch) for relpath in scored_files(self.out_root)]
+        merged = heapq.merge(*(_read_spill(path) for path in spills if path is not None))
+        for task_id, entries in groupby(merged, key=itemgetter(0)):
+            yield task_id, [_run_key(entry) for entry in entries]
 
 
 class TextStore:
@@ -263,10 +338,10 @@ def _common_reasons(key: RunKey) -> list[str] | None:
 
 
 def export_rag(out_root: Path, settings: ExportSettings) -> StageResult:
-    keys, inputs = load_run_keys(out_root)
+    stream = TaskStream(out_root)
     job = _Export(out_root, C.STAGE_EXPORT_RAG, C.RAG_PATH)
     try:
-        for task_id, runs in group_by_task(keys):
+        for task_id, runs in stream.tasks():
             eligible: list[RunKey] = []
             for key in runs:
                 job.tally.records_in += 1
@@ -305,10 +380,12 @@ def export_rag(out_root: Path, settings: ExportSettings) -> StageResult:
             )
             job.tally.records_out += len(eligible)
             job.tally.accepted += len(eligible)
-        result = job.finish(inputs)
+        result = job.finish(stream.inputs)
     except BaseException:
         job.abort()
         raise
+    finally:
+        stream.close()
     result.extra["playbooks"] = job.dataset.lines
     return result
 
@@ -327,10 +404,10 @@ def _category_reason(category: str | None, settings: ExportSettings) -> str | No
 
 
 def export_sft(out_root: Path, settings: ExportSettings) -> StageResult:
-    keys, inputs = load_run_keys(out_root)
+    stream = TaskStream(out_root)
     job = _Export(out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH)
     try:
-        for _task_id, runs in group_by_task(keys):
+        for _task_id, runs in stream.tasks():
             for key in runs:
                 job.tally.records_in += 1
                 reasons = _common_reasons(key) or []
@@ -361,10 +438,12 @@ def export_sft(out_root: Path, settings: ExportSettings) -> StageResult:
                 )
                 job.tally.records_out += 1
                 job.tally.accepted += 1
-        return job.finish(inputs)
+        return job.finish(stream.inputs)
     except BaseException:
         job.abort()
         raise
+    finally:
+        stream.close()
 
 
 def candidate_pairs(
@@ -394,12 +473,12 @@ def candidate_pairs(
 
 
 def export_preference(out_root: Path, settings: ExportSettings) -> StageResult:
-    keys, inputs = load_run_keys(out_root)
+    stream = TaskStream(out_root)
     job = _Export(out_root, C.STAGE_EXPORT_PREFERENCE, C.PREFERENCE_PATH)
     tasks_without_pair = 0
     pairs_quarantined = 0
     try:
-        for _task_id, runs in group_by_task(keys):
+        for _task_id, runs in stream.tasks():
             ranked: list[RunKey] = []
             for key in runs:
                 job.tally.records_in += 1
@@ -422,9 +501,13 @@ def export_preference(out_root: Path, settings: ExportSettings) -> StageResult:
                 valid.sort(key=lambda p: (-(p[0].score - p[1].score), p[0].order(), p[1].order()))
                 valid = valid[: settings.max_pairs_per_task]
             written: list[tuple[RunKey, RunKey]] = []
+            fetched: dict[RunKey, dict[str, Any] | None] = {}
             for chosen, rejected in valid:
-                chosen_record = job.texts.fetch(chosen)
-                rejected_record = job.texts.fetch(rejected)
+                if chosen not in fetched:
+                    fetched[chosen] = job.texts.fetch(chosen)
+                if rejected not in fetched:
+                    fetched[rejected] = job.texts.fetch(rejected)
+                chosen_record, rejected_record = fetched[chosen], fetched[rejected]
                 if chosen_record is None or rejected_record is None:
                     pairs_quarantined += 1
                     job.tally.reasons[C.R_MISSING_SOURCE_RUN_ID] += 1
@@ -461,10 +544,12 @@ def export_preference(out_root: Path, settings: ExportSettings) -> StageResult:
                         job.tally.accepted += 1
                 else:
                     job.leave_out(key, [C.R_NO_PAIR])
-        result = job.finish(inputs)
+        result = job.finish(stream.inputs)
     except BaseException:
         job.abort()
         raise
+    finally:
+        stream.close()
     result.extra["pairs"] = job.dataset.lines
     result.extra["pairs_quarantined"] = pairs_quarantined
     result.extra["tasks_without_pair"] = tasks_without_pair
