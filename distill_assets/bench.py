@@ -14,14 +14,15 @@ find them in the page cache. See docs/performance.md.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
+import multiprocessing
 import os
 import resource
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -100,44 +101,86 @@ def measure_floor(paths: list[Path]) -> tuple[float, int, int]:
     return time.perf_counter() - started, size, lines
 
 
-class PeakRss:
-    """Samples the resident memory of this process and its children; keeps the largest sum."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _sample(self) -> int:
-        me = psutil.Process()
-        total = me.memory_info().rss
-        for child in me.children(recursive=True):
+def _watch(parent_pid: int, interval: float, stop: Any, peak: Any) -> None:
+    """Sample the proportional set size (PSS) of ``parent_pid`` and its other descendants."""
+    parent = psutil.Process(parent_pid)
+    me = os.getpid()
+    while True:
+        total = 0
+        for proc in [parent, *parent.children(recursive=True)]:
+            if proc.pid == me:
+                continue
             try:
-                total += child.memory_info().rss
+                total += proc.memory_full_info().pss
             except psutil.Error:
                 continue
-        return total
+        if total > peak.value:
+            peak.value = total
+        if stop.wait(interval):
+            return
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._sample())
-            self._stop.wait(self.interval)
 
-    def __enter__(self) -> PeakRss:
-        self._thread.start()
+class PeakMemory:
+    """The most memory this process and the workers it starts held at once.
+
+    A separate watcher process samples the PSS of the whole process tree, so pages a forked
+    worker shares with its parent count once; the watcher itself is left out. (A thread would
+    do, but the stages fork workers only when the process runs a single thread.)
+    """
+
+    def __init__(self, interval: float = 0.2) -> None:
+        context = multiprocessing.get_context("fork")
+        self._stop = context.Event()
+        self._peak = context.Value("Q", 0)
+        self._watcher = context.Process(
+            target=_watch, args=(os.getpid(), interval, self._stop, self._peak), daemon=True
+        )
+
+    @property
+    def peak(self) -> int:
+        return int(self._peak.value)
+
+    def __enter__(self) -> PeakMemory:
+        self._watcher.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._sample())
+        self._watcher.join()
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+class _GcClock:
+    """Time this process spends in the cyclic garbage collector."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+
+    def __enter__(self) -> _GcClock:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
 
 
 def materialize(
-    source: Path, out: Path, instance_dir: Path, first: date, last: date
+    source: Path, out: Path, instance_dir: Path, first: date, last: date, kind: str = "sqlite"
 ) -> tuple[float, Any, Any]:
-    """Materialize every asset and check in-process as one run over ``first..last``."""
+    """Materialize every asset and check in-process as one run over ``first..last``, on a
+    temporary instance: SQLite storage in ``instance_dir`` (the default) or in memory."""
     import dagster as dg
 
     from distill_assets.definitions import defs
@@ -145,7 +188,11 @@ def materialize(
 
     definitions = defs()
     instance_dir.mkdir(parents=True, exist_ok=True)
-    instance = dg.DagsterInstance.local_temp(str(instance_dir))
+    instance = (
+        dg.DagsterInstance.local_temp(str(instance_dir))
+        if kind == "sqlite"
+        else dg.DagsterInstance.ephemeral()
+    )
     resources = {"distill": DistillResource(source_dir=str(source), output_dir=str(out))}
     started = time.perf_counter()
     result = dg.materialize(
@@ -195,7 +242,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     source, summary = ensure_corpus(spec, cache, args.synth_workers)
-    with PeakRss() as rss:
+    with PeakMemory() as memory:
         paths = source_files(source)
         warm(paths)
         floor_s, source_bytes, source_lines = measure_floor(paths)
@@ -204,7 +251,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             out = work / "out"
             first = date.fromisoformat(summary["first_day"])
             last = date.fromisoformat(summary["last_day"])
-            total_s, result, instance = materialize(source, out, work / "instance", first, last)
+            load_before = os.getloadavg()[0]
+            cpu_before = _cpu_seconds()
+            gc_clock = _GcClock()
+            with gc_clock:
+                total_s, result, instance = materialize(
+                    source, out, work / "instance", first, last, args.instance
+                )
+            cpu_s = _cpu_seconds() - cpu_before
+            load_after = os.getloadavg()[0]
             run_id = result.run_id
             stages = stage_figures(out, run_id)
             steps = step_seconds(instance, run_id)
@@ -234,10 +289,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "success": bool(result.success) and bool(overall),
         "stages": stages,
         "checks_s": round(sum(check_steps.values()), 3),
+        "dagster_s": round(total_s - sum(steps.values()), 3),
+        "gc_s": round(gc_clock.seconds, 3),
+        "cpu_s": round(cpu_s, 2),
         "steps_s": steps,
-        "peak_rss_mib": round(max(rss.peak, self_peak) / 2**20, 1),
+        "peak_rss_mib": round(max(memory.peak, self_peak) / 2**20, 1),
+        "peak_tree_pss_mib": round(memory.peak / 2**20, 1),
         "peak_rss_self_mib": round(self_peak / 2**20, 1),
         "cpus": os.cpu_count(),
+        "instance": args.instance,
+        "loadavg": [round(load_before, 2), round(load_after, 2)],
     }
 
 
@@ -254,6 +315,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--keep-output", action="store_true", help="keep the output directory and instance"
+    )
+    parser.add_argument(
+        "--instance",
+        choices=("sqlite", "memory"),
+        default="sqlite",
+        help="temporary Dagster instance storage (default sqlite, as `distill materialize`)",
     )
     return parser
 

@@ -6,6 +6,7 @@ from distill_assets.lib.firewall import FirewallReport, verify_preference, verif
 from distill_assets.orchestration import (
     DistillResource,
     conservation_check,
+    frozen_gc,
     report_check,
     schema_check,
     this_runs_receipt,
@@ -48,9 +49,9 @@ def rag_playbooks_schema(context: dg.AssetCheckExecutionContext, distill: Distil
 def rag_playbooks_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Only accepted or partially accepted runs of the same task back a playbook."""
     out_root, _receipt = this_runs_receipt(context, distill, C.ASSET_RAG_PLAYBOOKS)
-    return _firewall_result(
-        context, distill, C.ASSET_RAG_PLAYBOOKS, C.CHECK_FIREWALL, verify_rag(out_root)
-    )
+    with frozen_gc():
+        report = verify_rag(out_root)
+    return _firewall_result(context, distill, C.ASSET_RAG_PLAYBOOKS, C.CHECK_FIREWALL, report)
 
 
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_CONSERVATION, blocking=True)
@@ -69,7 +70,8 @@ def sft_dataset_schema(context: dg.AssetCheckExecutionContext, distill: DistillR
 def sft_dataset_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Only accepted runs in allowed categories reach SFT."""
     out_root, receipt = this_runs_receipt(context, distill, C.ASSET_SFT_DATASET)
-    report = verify_sft(out_root, _settings_used(receipt))
+    with frozen_gc():
+        report = verify_sft(out_root, _settings_used(receipt))
     return _firewall_result(context, distill, C.ASSET_SFT_DATASET, C.CHECK_FIREWALL, report)
 
 
@@ -89,7 +91,8 @@ def preference_pairs_schema(context: dg.AssetCheckExecutionContext, distill: Dis
 def preference_pairs_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Pairs obey the firewall and the pair rules, checked against the scored runs."""
     out_root, receipt = this_runs_receipt(context, distill, C.ASSET_PREFERENCE_PAIRS)
-    report = verify_preference(out_root, _settings_used(receipt))
+    with frozen_gc():
+        report = verify_preference(out_root, _settings_used(receipt))
     return _firewall_result(context, distill, C.ASSET_PREFERENCE_PAIRS, C.CHECK_FIREWALL, report)
 
 
