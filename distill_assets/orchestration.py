@@ -39,6 +39,9 @@ DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "out"
 
 DAILY = dg.DailyPartitionsDefinition(start_date=C.PARTITION_START, end_offset=1)
 SINGLE_RUN = dg.BackfillPolicy.single_run()
+PER_DAY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+BACKFILL_SINGLE_RUN = "single_run"
+BACKFILL_PER_DAY = "per_day"
 
 
 class ConfigError(dg.Failure):
@@ -125,6 +128,39 @@ class DistillResource(dg.ConfigurableResource):
                 "drift thresholds", (thresholds.warn_pct, thresholds.alert_pct), "; ".join(problems)
             )
         return thresholds
+
+
+def backfill_mode() -> str:
+    """How a backfill of the daily assets is split into runs: DISTILL_BACKFILL, ``single_run``
+    (the default: one run over the whole range) or ``per_day`` (one run per day). The datasets
+    are byte-identical either way."""
+    mode = os.environ.get(C.ENV_BACKFILL) or BACKFILL_SINGLE_RUN
+    if mode not in (BACKFILL_SINGLE_RUN, BACKFILL_PER_DAY):
+        raise ConfigError(
+            C.ENV_BACKFILL, mode, f"must be {BACKFILL_SINGLE_RUN} or {BACKFILL_PER_DAY}"
+        )
+    return mode
+
+
+def per_day_backfill(loaded: dg.Definitions) -> dg.Definitions:
+    """``loaded`` with its daily-partitioned assets backfilled one run per day."""
+    assets = [
+        asset.with_attributes(backfill_policy=PER_DAY)
+        if isinstance(asset, dg.AssetsDefinition) and asset.partitions_def is not None
+        else asset
+        for asset in loaded.assets or []
+    ]
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=loaded.asset_checks,
+        schedules=loaded.schedules,
+        sensors=loaded.sensors,
+        jobs=loaded.jobs,
+        resources=loaded.resources,
+        executor=loaded.executor,
+        loggers=loaded.loggers,
+        metadata=loaded.metadata,
+    )
 
 
 def recorded_now() -> datetime:

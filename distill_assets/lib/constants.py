@@ -223,6 +223,7 @@ ENV_DRIFT_ALERT: Final = "DISTILL_DRIFT_ALERT_PCT"
 ENV_ALERT_WEBHOOK: Final = "DISTILL_ALERT_WEBHOOK_URL"
 ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
 ENV_WORKERS: Final = "DISTILL_WORKERS"
+ENV_BACKFILL: Final = "DISTILL_BACKFILL"
 
 # --- partitions ---------------------------------------------------------------------------
 PARTITION_START: Final = "2020-01-01"
