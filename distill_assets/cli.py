@@ -91,19 +91,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     os.environ[C.ENV_OUTPUT_DIR] = str(out.resolve())
     ensure_dagster_home()
     span = args.partition_range or partition_range(source)
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "distill_assets.definitions",
-        "--select",
-        args.select,
-        "--partition-range",
-        span,
-    ]
+    per_day = args.per_day or os.environ.get(C.ENV_BACKFILL) == "per_day"
+    if per_day and args.select != "*":
+        raise UserError("--per-day materializes the whole graph; leave out --select")
+    base = [sys.executable, "-m", "dagster", "asset", "materialize"]
+    base += ["-m", "distill_assets.definitions"]
     config = [orjson.loads(item) for item in args.config or []]
     if not args.multiprocess:
         config.append({"execution": {"config": {"in_process": {}}}})
@@ -111,13 +103,23 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         merged: dict = {}
         for item in config:
             _deep_merge(merged, item)
-        command += ["--config-json", orjson.dumps(merged).decode()]
-    print(f"distill: materializing {args.select} for partitions {span}", flush=True)
+        base += ["--config-json", orjson.dumps(merged).decode()]
+    if per_day:
+        commands = [base + step for step in per_day_steps(span)]
+        print(f"distill: materializing the graph one run per day for {span}", flush=True)
+    else:
+        # a single run over the range needs the single-run backfill policy
+        os.environ[C.ENV_BACKFILL] = "single_run"
+        commands = [base + ["--select", args.select, "--partition-range", span]]
+        print(f"distill: materializing {args.select} for partitions {span}", flush=True)
     print(f"distill: sources {source.resolve()} -> output {out.resolve()}", flush=True)
     log_path = Path(os.environ["DAGSTER_HOME"]) / "last-materialize.log"
     with open(log_path, "wb") as log:
         sink = None if args.verbose else log
-        done = subprocess.run(command, cwd=PROJECT_ROOT, check=False, stdout=sink, stderr=sink)
+        for command in commands:
+            done = subprocess.run(command, cwd=PROJECT_ROOT, check=False, stdout=sink, stderr=sink)
+            if done.returncode != 0:
+                break
     runs = _run_ids(out)
     if runs:
         summary = out / C.REPORTS_DIR / runs[-1] / "summary.md"
@@ -135,6 +137,24 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         where = "above" if args.verbose else f"in {log_path}"
         print(f"distill: materialization FAILED; Dagster's log is {where}", file=sys.stderr)
     return done.returncode
+
+
+def per_day_steps(span: str) -> list[list[str]]:
+    """Arguments of the runs of a per-day backfill over ``span``, in the order it needs: every
+    day's evidence index, then every day's scoring (a day reads the index of the days around
+    it), then the exports (which read every scored day)."""
+    first, _, last = span.partition("...")
+    days = [str(day) for day in _days(date.fromisoformat(first), date.fromisoformat(last))]
+    steps = []
+    for asset in (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS):
+        steps += [["--select", asset, "--partition", day] for day in days]
+    exports = (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS)
+    steps.append(["--select", ",".join(exports)])
+    return steps
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
 
 
 def _deep_merge(into: dict, extra: dict) -> None:
@@ -310,6 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Dagster run config as JSON (repeatable)",
     )
     mat.add_argument("-v", "--verbose", action="store_true", help="show Dagster's logs")
+    mat.add_argument(
+        "--per-day",
+        action="store_true",
+        help=f"one run per day instead of one run over the range (also ${C.ENV_BACKFILL}=per_day)",
+    )
     mat.add_argument(
         "--multiprocess",
         action="store_true",
