@@ -10,7 +10,7 @@ import pytest
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
-from distill_assets.lib.collect import collect, list_source_files
+from distill_assets.lib.collect import DigestSet, collect, list_source_files
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.synth import SynthSpec, synthesize
 
@@ -137,3 +137,15 @@ def test_workers_match_on_a_synthetic_corpus(tmp_path: Path) -> None:
     assert _tree(one) == _tree(two)
     assert first.tally == second.tally
     assert [f.as_dict() for f in first.inputs] == [f.as_dict() for f in second.inputs]
+
+
+def test_digest_set_confirms_prefix_matches_on_the_full_digest() -> None:
+    digests = [hashlib.sha256(str(i).encode()).digest() for i in range(300)]
+    seen = DigestSet()
+    seen.add(digests[:200])
+    seen.add(digests[200:250])
+    assert len(seen) == 250
+    assert seen.found(digests[150:300]) == list(range(100))
+    same_prefix = digests[7][:8] + bytes(24)
+    assert seen.found([same_prefix, digests[7]]) == [1]
+    assert DigestSet().found(digests) == []
