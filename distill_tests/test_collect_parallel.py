@@ -10,7 +10,8 @@ import pytest
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
-from distill_assets.lib.collect import DigestSet, collect, list_source_files
+from distill_assets.lib.collect import collect, list_source_files
+from distill_assets.lib.digests import DigestTable
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.synth import SynthSpec, synthesize
 
@@ -139,13 +140,15 @@ def test_workers_match_on_a_synthetic_corpus(tmp_path: Path) -> None:
     assert [f.as_dict() for f in first.inputs] == [f.as_dict() for f in second.inputs]
 
 
-def test_digest_set_confirms_prefix_matches_on_the_full_digest() -> None:
+def test_digest_table_confirms_prefix_matches_on_the_full_digest() -> None:
     digests = [hashlib.sha256(str(i).encode()).digest() for i in range(300)]
-    seen = DigestSet()
-    seen.add(digests[:200])
-    seen.add(digests[200:250])
-    assert len(seen) == 250
-    assert seen.found(digests[150:300]) == list(range(100))
+    table = DigestTable()
+    table.add(digests[:200])
+    table.add(digests[200:250])
+    assert len(table) == 250
+    assert table.find(digests[150:300]) == [*range(150, 250), *[-1] * 50]
     same_prefix = digests[7][:8] + bytes(24)
-    assert seen.found([same_prefix, digests[7]]) == [1]
-    assert DigestSet().found(digests) == []
+    assert table.find([same_prefix, digests[7]]) == [-1, 7]
+    table.add([digests[7]])  # added again: found at its latest position
+    assert table.find([digests[7]]) == [250]
+    assert DigestTable().find(digests[:2]) == [-1, -1]

@@ -26,12 +26,12 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
+from distill_assets.lib.digests import DigestTable
 from distill_assets.lib.evidence import (
     ParseSettings,
     Record,
@@ -419,48 +419,6 @@ def scan_whole_file(
     return list(scan_file(source, days, settings, whole_file_bytes))
 
 
-class DigestSet:
-    """The evidence ids (sha256 digests) already written to one day bucket.
-
-    Kept as a sorted array of 8-byte prefixes beside the full digests, 40 bytes an id rather
-    than about 90 for a set of bytes objects; a prefix match is confirmed on the full digest.
-    """
-
-    def __init__(self) -> None:
-        self.prefixes = np.empty(0, dtype=np.uint64)
-        self.digests = np.empty((0, 32), dtype=np.uint8)
-
-    def __len__(self) -> int:
-        return len(self.prefixes)
-
-    @staticmethod
-    def _arrays(digests: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        full = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)
-        return full[:, :8].copy().view(np.uint64).ravel(), full
-
-    def found(self, digests: list[bytes]) -> list[int]:
-        """Positions in ``digests`` of the ones already in the set."""
-        if not digests or not len(self.prefixes):
-            return []
-        prefixes, full = self._arrays(digests)
-        lo = np.searchsorted(self.prefixes, prefixes, side="left")
-        hi = np.searchsorted(self.prefixes, prefixes, side="right")
-        hits = []
-        for i in np.flatnonzero(hi > lo).tolist():
-            if (self.digests[lo[i] : hi[i]] == full[i]).all(axis=1).any():
-                hits.append(i)
-        return hits
-
-    def add(self, digests: list[bytes]) -> None:
-        if not digests:
-            return
-        prefixes, full = self._arrays(digests)
-        merged = np.concatenate([self.prefixes, prefixes])
-        order = np.argsort(merged, kind="stable")
-        self.prefixes = merged[order]
-        self.digests = np.concatenate([self.digests, full])[order]
-
-
 @dataclass
 class _Bucket:
     """Writers, counters and written evidence ids for one day (or the undated bucket)."""
@@ -469,7 +427,7 @@ class _Bucket:
     index: AtomicJsonlWriter | None
     quarantine: AtomicJsonlWriter
     tally: Tally
-    seen: DigestSet
+    seen: DigestTable
 
 
 class Collector:
@@ -499,7 +457,7 @@ class Collector:
             if day is not None:
                 records = AtomicJsonlWriter(self.out_root, layout.evidence_records(day))
                 index = AtomicJsonlWriter(self.out_root, layout.evidence_index(day))
-            bucket = _Bucket(records, index, quarantine, Tally(), DigestSet())
+            bucket = _Bucket(records, index, quarantine, Tally(), DigestTable())
             self.buckets[day] = bucket
         return bucket
 
@@ -517,7 +475,7 @@ class Collector:
 
     def _apply_part(self, bucket: _Bucket, part: DayPart, relpath: str) -> None:
         seen = bucket.seen
-        dup_at = seen.found(part.digests)
+        dup_at = [i for i, at in enumerate(seen.find(part.digests)) if at >= 0]
         if not dup_at:
             kept = range(len(part.records))
             records_data = b"".join(part.records)
