@@ -589,7 +589,7 @@ def _scans(
 ) -> Iterator[FileScan]:
     """Every source file's scans in path order; whole files go to ``workers`` processes.
 
-    At most ``workers + 1`` files are scanned ahead of the writer, which bounds memory.
+    At most ``workers`` files are scanned ahead of the writer, which bounds memory.
     """
     sizes = [_size(source) for source in sources]
     whole = [
@@ -606,7 +606,7 @@ def _scans(
         queue = iter(zip(sources, whole, strict=True))
 
         def top_up() -> None:
-            while sum(future is not None for _, future in ahead) <= workers:
+            while sum(future is not None for _, future in ahead) < workers:
                 item = next(queue, None)
                 if item is None:
                     return
