@@ -15,6 +15,7 @@ compact row per record with the fields scoring needs and the record's byte offse
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -109,6 +110,10 @@ INDEX_FIELDS = (
 )
 
 
+# the runs of a task repeat its instruction: a few recent ones are remembered with their hash
+_instruction_hash = functools.lru_cache(maxsize=256)(text_hash)
+
+
 def index_row(record: Record, offset: int) -> dict[str, Any]:
     """The compact row scoring reads instead of the full record; every kind has every field."""
     obj = record.obj
@@ -123,7 +128,7 @@ def index_row(record: Record, offset: int) -> dict[str, Any]:
         row["task_id"] = obj["task_id"]
         row["category"] = obj.get("category")
         row["agent"] = obj.get("agent")
-        row["instruction_hash"] = text_hash(obj["instruction"])
+        row["instruction_hash"] = _instruction_hash(obj["instruction"])
         row["response_hash"] = text_hash(obj["response"])
         row["response_empty"] = not obj["response"].strip()
         row["has_messages"] = bool(obj.get("messages"))

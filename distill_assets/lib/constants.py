@@ -70,6 +70,8 @@ RUNS_FILE: Final = "runs.jsonl"
 REVIEWS_FILE: Final = "reviews.jsonl"
 OUTCOMES_FILE: Final = "outcomes.jsonl"
 SCORED_FILE: Final = "scored_runs.jsonl"
+# the day's scored runs as sort entries by task, best first (see lib/scoring.task_entry)
+BY_TASK_FILE: Final = "runs_by_task.jsonl"
 PART_QUARANTINE_FILE: Final = "quarantine.jsonl"
 
 

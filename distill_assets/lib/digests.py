@@ -58,9 +58,14 @@ class DigestTable:
         prefixes, full = self._arrays(digests)
         lo = np.searchsorted(self._prefixes, prefixes, side="left")
         hi = np.searchsorted(self._prefixes, prefixes, side="right")
-        found = [-1] * len(digests)
-        for i in np.flatnonzero(hi > lo).tolist():
-            same = np.flatnonzero((self._digests[lo[i] : hi[i]] == full[i]).all(axis=1))
-            if len(same):
-                found[i] = int(self._positions[lo[i] + same].max())
-        return found
+        found = np.full(len(digests), -1, dtype=np.int64)
+        # the usual case, one entry with the prefix: confirmed for all such digests at once
+        single = np.flatnonzero(hi - lo == 1)
+        same = (self._digests[lo[single]] == full[single]).all(axis=1)
+        found[single[same]] = self._positions[lo[single[same]]]
+        # a prefix shared by several entries (a repeated digest, or a rare prefix collision)
+        for i in np.flatnonzero(hi - lo > 1).tolist():
+            equal = np.flatnonzero((self._digests[lo[i] : hi[i]] == full[i]).all(axis=1))
+            if len(equal):
+                found[i] = self._positions[lo[i] + equal].max()
+        return found.tolist()

@@ -9,6 +9,7 @@ row saying why; preference candidate pairs that fail a rule get one too.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import shutil
@@ -25,7 +26,8 @@ import orjson
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
+from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, count_lines
+from distill_assets.lib.scoring import task_entry
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,18 @@ class ExportSettings:
     max_pairs_per_task: int | None = None
     rag_include_partial: bool = True
     title_chars: int = 80
+
+    @functools.cached_property
+    def denied(self) -> frozenset[str]:
+        """The deny-list, lower-cased."""
+        return frozenset(c.lower() for c in self.sft_deny_categories)
+
+    @functools.cached_property
+    def allowed(self) -> frozenset[str] | None:
+        """The allow-list, lower-cased (None: every category not denied)."""
+        if self.sft_allow_categories is None:
+            return None
+        return frozenset(c.lower() for c in self.sft_allow_categories)
 
     def errors(self) -> list[str]:
         problems = []
@@ -82,28 +96,7 @@ def scored_files(out_root: Path) -> list[str]:
     ]
 
 
-# A run as it is spilled and merged: its task and place within the task first, so plain list
-# comparison sorts runs by task, then best first; (run_file, run_offset) makes every entry unique.
 _SPILL_BLOCK = 2048  # entries per spilled line
-
-
-def _entry(row: dict[str, Any]) -> list[Any]:
-    quality = row["quality_score"]
-    return [
-        row["task_id"],
-        -C.QUALITY_RANK.get(quality, -1),
-        -row["score"],
-        row["created_at"],
-        row["run_id"],
-        row["run_file"],
-        row["run_offset"],
-        quality,
-        row.get("category"),
-        row["evidence_ids"][0],
-        row["response_hash"],
-        row.get("response_empty", False),
-        row.get("sft_eligible", True),
-    ]
 
 
 _new = tuple.__new__
@@ -138,12 +131,20 @@ def _read_spill(path: Path) -> Iterator[list[Any]]:
             yield from loads(line)
 
 
+def _read_entries(path: Path) -> Iterator[list[Any]]:
+    loads = orjson.loads
+    with open(path, "rb") as fh:
+        for line in fh:
+            yield loads(line)
+
+
 class TaskStream:
     """Every scored run on disk, grouped by task in task order, each group best first.
 
-    Day by day, runs are slimmed, sorted and spilled to a scratch folder in the output
-    directory; the spills are then merged. Memory holds one day's runs plus a block of each
-    spill, never the whole corpus, and the order is the one an in-memory sort would give.
+    Each scored day comes with its runs already sorted by task (``runs_by_task.jsonl``,
+    written by the score stage); the days are merged, so memory holds one entry per day, never
+    the whole corpus, and the order is the one an in-memory sort would give. A day without that
+    file (written by an older version) is sorted and spilled to a scratch folder first.
     """
 
     def __init__(self, out_root: Path) -> None:
@@ -169,7 +170,7 @@ class TaskStream:
     def _spill(self, relpath: str, scratch: Path) -> Path | None:
         loads = orjson.loads
         with open(self.out_root / relpath, "rb") as fh:
-            entries = [_entry(loads(raw)) for raw in fh if raw.strip()]
+            entries = [task_entry(loads(raw)) for raw in fh if raw.strip()]
         self.inputs.append(WrittenFile(relpath, "", 0, len(entries)))
         if not entries:
             return None
@@ -180,13 +181,27 @@ class TaskStream:
                 out.write(orjson.dumps(entries[start : start + _SPILL_BLOCK]) + b"\n")
         return path
 
+    def _sources(self) -> list[Iterator[list[Any]]]:
+        sources = []
+        for day in layout.days_on_disk(self.out_root, C.SCORED_DIR, C.SCORED_FILE):
+            relpath = layout.scored_by_task(day)
+            if (self.out_root / relpath).exists():
+                count = count_lines(self.out_root / relpath)
+                self.inputs.append(WrittenFile(relpath, "", 0, count))
+                sources.append(_read_entries(self.out_root / relpath))
+                continue
+            if self._scratch is None:
+                scratch_root = self.out_root / C.SCRATCH_DIR
+                scratch_root.mkdir(parents=True, exist_ok=True)
+                self._scratch = Path(tempfile.mkdtemp(prefix="tasks-", dir=scratch_root))
+            spill = self._spill(layout.scored_runs(day), self._scratch)
+            if spill is not None:
+                sources.append(_read_spill(spill))
+        return sources
+
     def tasks(self) -> Iterator[tuple[str, list[RunKey]]]:
         """(task_id, runs best first) for every task, in task order."""
-        scratch_root = self.out_root / C.SCRATCH_DIR
-        scratch_root.mkdir(parents=True, exist_ok=True)
-        self._scratch = Path(tempfile.mkdtemp(prefix="tasks-", dir=scratch_root))
-        spills = [self._spill(relpath, self._scratch) for relpath in scored_files(self.out_root)]
-        merged = heapq.merge(*(_read_spill(path) for path in spills if path is not None))
+        merged = heapq.merge(*self._sources())
         for task_id, entries in groupby(merged, key=itemgetter(0)):
             yield task_id, [_run_key(entry) for entry in entries]
 
@@ -394,11 +409,9 @@ def _category_reason(category: str | None, settings: ExportSettings) -> str | No
     if category is None:
         return None if settings.sft_allow_categories is None else C.R_CATEGORY_DISALLOWED
     normalized = category.strip().lower()
-    if normalized in {c.lower() for c in settings.sft_deny_categories}:
+    if normalized in settings.denied:
         return C.R_UNSAFE_SFT_CATEGORY
-    if settings.sft_allow_categories is not None and normalized not in {
-        c.lower() for c in settings.sft_allow_categories
-    }:
+    if settings.allowed is not None and normalized not in settings.allowed:
         return C.R_CATEGORY_DISALLOWED
     return None
 

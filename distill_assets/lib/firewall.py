@@ -17,7 +17,7 @@ import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.digests import DigestTable, digest
-from distill_assets.lib.evidence import normalize_text
+from distill_assets.lib.evidence import normalized_bytes
 from distill_assets.lib.exports import ExportSettings, _category_reason, scored_files
 
 
@@ -210,7 +210,7 @@ def verify_preference(
                 report.add(number, "chosen_not_better", chosen=chosen_id, rejected=rejected_id)
             if chosen.score - rejected.score < settings.min_margin - 1e-9:
                 report.add(number, C.R_BELOW_MARGIN, chosen=chosen_id, rejected=rejected_id)
-            if normalize_text(str(row.get("chosen", ""))) == normalize_text(
+            if normalized_bytes(str(row.get("chosen", ""))) == normalized_bytes(
                 str(row.get("rejected", ""))
             ):
                 report.add(number, C.R_IDENTICAL_TEXT, chosen=chosen_id, rejected=rejected_id)

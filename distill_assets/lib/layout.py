@@ -33,6 +33,10 @@ def scored_runs(day: date) -> str:
     return f"{C.SCORED_DIR}/{day_dir(day)}/{C.SCORED_FILE}"
 
 
+def scored_by_task(day: date) -> str:
+    return f"{C.SCORED_DIR}/{day_dir(day)}/{C.BY_TASK_FILE}"
+
+
 def scored_quarantine(day: date) -> str:
     return f"{C.SCORED_DIR}/{day_dir(day)}/{C.PART_QUARANTINE_FILE}"
 

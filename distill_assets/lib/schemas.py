@@ -17,6 +17,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from distill_assets.lib import constants as C
+from distill_assets.lib.evidence import normalized_bytes
 from distill_assets.lib.parallel import process_pool
 
 HEX64 = r"^[0-9a-f]{64}$"
@@ -182,7 +183,7 @@ class PreferencePairSchema(pa.DataFrameModel):
 
     @pa.dataframe_check(description="chosen and rejected texts differ after whitespace folding")
     def distinct_texts(cls, df: pd.DataFrame) -> Series[bool]:
-        fold = lambda s: s.map(lambda t: " ".join(str(t).split()))  # noqa: E731
+        fold = lambda s: s.map(lambda t: normalized_bytes(str(t)))  # noqa: E731
         return fold(df["chosen"]) != fold(df["rejected"])
 
 

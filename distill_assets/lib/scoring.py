@@ -361,6 +361,30 @@ def _quarantine_row(row: _Run | _Evidence, reasons: list[str], day: date) -> dic
     }
 
 
+def task_entry(row: dict[str, Any]) -> list[Any]:
+    """A scored row as the exports sort and merge it: task and place within the task first,
+    so plain list comparison orders runs by task, then best first (quality, score, age, id);
+    (run_file, run_offset) make every entry unique. Fields: task_id, -rank, -score,
+    created_at, run_id, run_file, run_offset, quality, category, evidence_id (the run's),
+    response_hash, response_empty, sft_eligible."""
+    quality = row["quality_score"]
+    return [
+        row["task_id"],
+        -C.QUALITY_RANK.get(quality, -1),
+        -row["score"],
+        row["created_at"],
+        row["run_id"],
+        row["run_file"],
+        row["run_offset"],
+        quality,
+        row.get("category"),
+        row["evidence_ids"][0],
+        row["response_hash"],
+        row.get("response_empty", False),
+        row.get("sft_eligible", True),
+    ]
+
+
 def _grade_evidence(evidence: list[_Evidence], policy: ScoringPolicy) -> Grade:
     signals = [_review_signal(e.verdict, e.score) for e in evidence if e.kind == C.KIND_REVIEW]
     outcomes = [e for e in evidence if e.kind == C.KIND_OUTCOME]
@@ -386,6 +410,8 @@ def score_day(
     tally = Tally()
     qualities: Counter[str] = Counter()
     scored = AtomicJsonlWriter(out_root, layout.scored_runs(day))
+    by_task = AtomicJsonlWriter(out_root, layout.scored_by_task(day))
+    entries: list[list[Any]] = []
     quarantine = AtomicJsonlWriter(out_root, layout.scored_quarantine(day))
     try:
         for row in window.get(day).rows:
@@ -402,7 +428,9 @@ def score_day(
                 if len(evidence) > 1:
                     evidence.sort(key=_TIME_AND_ID)
                 graded = _grade_evidence(evidence, policy)
-                scored.write_row(scored_row(row, graded, evidence, run_file))
+                written = scored_row(row, graded, evidence, run_file)
+                scored.write_row(written)
+                entries.append(task_entry(written))
                 tally.records_out += 1
                 qualities[graded.quality] += 1
                 if graded.quality == C.QUALITY_ACCEPTED:
@@ -419,9 +447,14 @@ def score_day(
                 continue
             tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
             quarantine.write_row(_quarantine_row(row, reasons, day))
-        return [scored.commit(), quarantine.commit()], tally, qualities
+        entries.sort()
+        by_task.write_block(
+            b"".join(orjson.dumps(entry) + b"\n" for entry in entries), len(entries)
+        )
+        return [scored.commit(), by_task.commit(), quarantine.commit()], tally, qualities
     except BaseException:
         scored.abort()
+        by_task.abort()
         quarantine.abort()
         raise
 
