@@ -214,7 +214,6 @@ class ValidationOutcome:
 CHUNK_BYTES = 24 * 1024 * 1024
 # below this many bytes in all, pieces are validated in this process
 POOL_MIN_BYTES = 16 * 1024 * 1024
-_MISSING = float("nan")  # what DataFrame.from_records puts where a row lacks a column
 
 
 @dataclass(frozen=True)
@@ -247,13 +246,6 @@ def _pieces(path: Path, chunk_bytes: int) -> list[_Piece]:
     return [_Piece(path, a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
 
 
-def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The frame ``DataFrame.from_records(rows)`` builds (columns in order of first appearance,
-    NaN where a row lacks one), built column by column, which is much faster."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    return pd.DataFrame({name: [row.get(name, _MISSING) for row in rows] for name in columns})
-
-
 def _validate_piece(
     schema: type[pa.DataFrameModel], piece: _Piece, sample: int, drop_columns: tuple[str, ...]
 ) -> _PieceOutcome:
@@ -265,7 +257,7 @@ def _validate_piece(
     del data
     if not rows:
         return _PieceOutcome(0, 0, [])
-    frame = _frame(rows)
+    frame = pd.DataFrame.from_records(rows)
     del rows
     if drop_columns:
         frame = frame.drop(columns=[c for c in drop_columns if c in frame.columns])
