@@ -212,8 +212,9 @@ class DayPart:
     duplicate one from an earlier file can be put back among the left-out lines in order.
     """
 
-    records: list[bytes] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)  # of each record within this part
+    records: list[bytes] = field(default_factory=list)  # joined into ``data`` when handed over
+    data: bytes = b""  # the records lines, one after the other
+    offsets: list[int] = field(default_factory=list)  # of each record within ``data``
     index_heads: list[bytes] = field(default_factory=list)  # index line up to its offset
     index_tails: list[bytes] = field(default_factory=list)  # index line after its offset
     digests: list[bytes] = field(default_factory=list)
@@ -336,6 +337,9 @@ class _Scanner:
     def take(self) -> dict[date | None, DayPart]:
         """The parts scanned so far; scanning goes on into fresh ones."""
         parts, self.parts = self.parts, {}
+        for part in parts.values():
+            # one block pickles and writes faster than many small lines
+            part.data, part.records = b"".join(part.records), []
         self.scanned = 0
         return parts
 
@@ -482,8 +486,8 @@ class Collector:
         seen = bucket.seen
         dup_at = [i for i, at in enumerate(seen.find(part.digests)) if at >= 0]
         if not dup_at:
-            kept = range(len(part.records))
-            records_data = b"".join(part.records)
+            kept = range(len(part.offsets))
+            records_data = part.data
             offsets = part.offsets
             quarantine_data = b"".join(part.quarantine)
             quarantine_rows = len(part.quarantine)
@@ -491,12 +495,14 @@ class Collector:
         else:
             # records already seen in an earlier file: skipped as duplicates, in line order
             dups = set(dup_at)
-            kept = [i for i in range(len(part.records)) if i not in dups]
-            records_data = b"".join(part.records[i] for i in kept)
+            ends = [*part.offsets[1:], len(part.data)]
+            kept = [i for i in range(len(part.offsets)) if i not in dups]
+            lines = [part.data[part.offsets[i] : ends[i]] for i in kept]
+            records_data = b"".join(lines)
             offsets, position = [], 0
-            for i in kept:
+            for line in lines:
                 offsets.append(position)
-                position += len(part.records[i])
+                position += len(line)
             rows = list(zip(part.quarantine_seq, part.quarantine, strict=True))
             for i in dup_at:
                 kind, run_id, line, size = part.keep_meta[i]
