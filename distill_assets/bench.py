@@ -101,7 +101,7 @@ def measure_floor(paths: list[Path]) -> tuple[float, int, int]:
     return time.perf_counter() - started, size, lines
 
 
-def _watch(parent_pid: int, interval: float, stop: Any, peak: Any) -> None:
+def _watch(parent_pid: int, interval: float, stop: Any, peak: Any, when: Any) -> None:
     """Sample the proportional set size (PSS) of ``parent_pid`` and its other descendants."""
     parent = psutil.Process(parent_pid)
     me = os.getpid()
@@ -116,6 +116,7 @@ def _watch(parent_pid: int, interval: float, stop: Any, peak: Any) -> None:
                 continue
         if total > peak.value:
             peak.value = total
+            when.value = time.time()
         if stop.wait(interval):
             return
 
@@ -132,13 +133,21 @@ class PeakMemory:
         context = multiprocessing.get_context("fork")
         self._stop = context.Event()
         self._peak = context.Value("Q", 0)
+        self._when = context.Value("d", 0.0)
         self._watcher = context.Process(
-            target=_watch, args=(os.getpid(), interval, self._stop, self._peak), daemon=True
+            target=_watch,
+            args=(os.getpid(), interval, self._stop, self._peak, self._when),
+            daemon=True,
         )
 
     @property
     def peak(self) -> int:
         return int(self._peak.value)
+
+    @property
+    def peak_time(self) -> float:
+        """When the peak was sampled (seconds since the epoch)."""
+        return float(self._when.value)
 
     def __enter__(self) -> PeakMemory:
         self._watcher.start()
@@ -234,6 +243,15 @@ def step_seconds(instance: Any, run_id: str) -> dict[str, float]:
     return dict(sorted(seconds.items()))
 
 
+def step_at(instance: Any, run_id: str, moment: float) -> str | None:
+    """The step that was running at ``moment`` (seconds since the epoch), if any."""
+    for stat in instance.get_run_step_stats(run_id):
+        if stat.start_time is not None and stat.end_time is not None:
+            if stat.start_time <= moment <= stat.end_time:
+                return stat.step_key
+    return None
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     spec = SynthSpec(runs=args.runs, days=args.days, seed=args.seed)
     problems = spec.errors()
@@ -263,6 +281,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             run_id = result.run_id
             stages = stage_figures(out, run_id)
             steps = step_seconds(instance, run_id)
+            peak_step = step_at(instance, run_id, memory.peak_time)
             summary_path = out / C.REPORTS_DIR / run_id / "summary.json"
             overall = (
                 orjson.loads(summary_path.read_bytes())["overall_passed"]
@@ -296,6 +315,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "peak_rss_mib": round(max(memory.peak, self_peak) / 2**20, 1),
         "peak_tree_pss_mib": round(memory.peak / 2**20, 1),
         "peak_rss_self_mib": round(self_peak / 2**20, 1),
+        "peak_step": peak_step,
         "cpus": os.cpu_count(),
         "instance": args.instance,
         "loadavg": [round(load_before, 2), round(load_after, 2)],

@@ -82,6 +82,7 @@ MODES = {
     "streamed": {"workers": 1, "whole_file_bytes": 40},
     "workers": {"workers": 2, "pool_min_bytes": 0},
     "workers+streamed": {"workers": 2, "pool_min_bytes": 0, "whole_file_bytes": 300},
+    "one day's ids in memory": {"workers": 1, "resident_days": 1},
 }
 
 
@@ -134,8 +135,11 @@ def test_workers_match_on_a_synthetic_corpus(tmp_path: Path) -> None:
     one = tmp_path / "one"
     two = tmp_path / "two"
     first = collect(files, one, None, ParseSettings(), workers=1)
-    second = collect(files, two, None, ParseSettings(), workers=2, pool_min_bytes=0)
+    second = collect(
+        files, two, None, ParseSettings(), workers=2, pool_min_bytes=0, resident_days=1
+    )
     assert _tree(one) == _tree(two)
+    assert not (two / ".scratch").exists()
     assert first.tally == second.tally
     assert [f.as_dict() for f in first.inputs] == [f.as_dict() for f in second.inputs]
 
@@ -152,3 +156,17 @@ def test_digest_table_confirms_prefix_matches_on_the_full_digest() -> None:
     table.add([digests[7]])  # added again: found at its latest position
     assert table.find([digests[7]]) == [250]
     assert DigestTable().find(digests[:2]) == [-1, -1]
+
+
+def test_a_duplicate_is_found_after_its_day_left_memory(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    record = _run("r-1", "2024-05-01T09:00:00Z")
+    (source / "1.jsonl").write_bytes(record + b"\n")
+    (source / "2.jsonl").write_bytes(_run("r-2", "2024-05-02T09:00:00Z") + b"\n")
+    (source / "3.jsonl").write_bytes(record + b"\n")
+    result = collect(list_source_files(source), tmp_path / "out", None, ParseSettings(),
+                     resident_days=1)  # fmt: skip
+    assert result.tally.reasons[C.R_DUPLICATE] == 1
+    assert result.tally.records_out == 2
+    assert not (tmp_path / "out" / C.SCRATCH_DIR).exists()

@@ -19,6 +19,8 @@ import functools
 import hashlib
 import io
 import os
+import shutil
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
@@ -197,6 +199,8 @@ WHOLE_FILE_BYTES = 64 * 1024 * 1024
 _STREAM_FLUSH_BYTES = 16 * 1024 * 1024
 # below this many source bytes a worker pool is not worth starting
 POOL_MIN_BYTES = 32 * 1024 * 1024
+# day buckets whose written ids stay in memory at once (the others wait in the scratch folder)
+RESIDENT_DAYS = 8
 
 
 def _outside(rejected: Rejected) -> bool:
@@ -436,7 +440,51 @@ class _Bucket:
     index: AtomicJsonlWriter | None
     quarantine: AtomicJsonlWriter
     tally: Tally
-    seen: DigestTable
+    seen: DigestTable | None  # None while saved to the scratch folder
+
+
+class _SeenTables:
+    """The written-id tables of the day buckets, at most ``resident`` of them in memory.
+
+    A single run over many days would otherwise hold the ids of every day until the last source
+    file is read; tables not used lately are saved to a scratch folder and read back when a file
+    brings more lines of their day (rare with logs rotated by day)."""
+
+    def __init__(self, out_root: Path, resident: int) -> None:
+        self.out_root = out_root
+        self.resident = resident
+        self.order: dict[date | None, None] = {}  # resident days, least recently used first
+        self.scratch: Path | None = None
+
+    def _path(self, day: date | None) -> Path:
+        if self.scratch is None:
+            root = self.out_root / C.SCRATCH_DIR
+            root.mkdir(parents=True, exist_ok=True)
+            self.scratch = Path(tempfile.mkdtemp(prefix="collect-", dir=root))
+        return self.scratch / f"{C.UNDATED_BUCKET if day is None else day.isoformat()}.npy"
+
+    def use(self, day: date | None, bucket: _Bucket, buckets: dict[date | None, _Bucket]):
+        if bucket.seen is None:
+            bucket.seen = DigestTable.load(self._path(day))
+        self.order.pop(day, None)
+        self.order[day] = None
+        while len(self.order) > self.resident:
+            old = next(iter(self.order))
+            del self.order[old]
+            table = buckets[old].seen
+            assert table is not None
+            table.save(self._path(old))
+            buckets[old].seen = None
+        return bucket.seen
+
+    def close(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            try:
+                self.scratch.parent.rmdir()  # unless another stage is using it
+            except OSError:
+                pass
+            self.scratch = None
 
 
 class Collector:
@@ -451,12 +499,14 @@ class Collector:
         out_root: Path,
         days: Iterable[date] | None,
         settings: ParseSettings,
+        resident_days: int = RESIDENT_DAYS,
     ) -> None:
         self.out_root = out_root
         self.days = None if days is None else frozenset(days)
         self.settings = settings
         self.buckets: dict[date | None, _Bucket] = {}
         self.inputs: list[WrittenFile] = []
+        self.seen = _SeenTables(out_root, resident_days)
 
     def _bucket(self, day: date | None) -> _Bucket:
         bucket = self.buckets.get(day)
@@ -478,12 +528,12 @@ class Collector:
     def apply(self, scan: FileScan) -> None:
         """Write one stretch of a scanned file into the day buckets."""
         for day, part in scan.parts.items():
-            self._apply_part(self._bucket(day), part, scan.relpath)
+            bucket = self._bucket(day)
+            self._apply_part(bucket, self.seen.use(day, bucket, self.buckets), part, scan.relpath)
         if scan.info is not None:
             self.inputs.append(scan.info)
 
-    def _apply_part(self, bucket: _Bucket, part: DayPart, relpath: str) -> None:
-        seen = bucket.seen
+    def _apply_part(self, bucket: _Bucket, seen: DigestTable, part: DayPart, relpath: str) -> None:
         dup_at = [i for i, at in enumerate(seen.find(part.digests)) if at >= 0]
         if not dup_at:
             kept = range(len(part.offsets))
@@ -564,6 +614,7 @@ class Collector:
                 "quarantined": bucket.tally.quarantined,
                 "skipped": bucket.tally.skipped,
             }
+        self.seen.close()
         outputs.append(merge_quarantine(self.out_root))
         result = StageResult(C.STAGE_COLLECT, self.inputs, outputs, total)
         result.extra["rows"] = total.records_out
@@ -574,6 +625,7 @@ class Collector:
         return result
 
     def abort(self) -> None:
+        self.seen.close()
         for bucket in self.buckets.values():
             for writer in (bucket.records, bucket.index, bucket.quarantine):
                 if writer is not None:
@@ -657,14 +709,16 @@ def collect(
     workers: int = 1,
     whole_file_bytes: int = WHOLE_FILE_BYTES,
     pool_min_bytes: int = POOL_MIN_BYTES,
+    resident_days: int = RESIDENT_DAYS,
 ) -> StageResult:
     """Read ``sources`` and write the evidence buckets of ``days`` (all days when None).
 
     With ``workers`` > 1 and at least ``pool_min_bytes`` in files no larger than
     ``whole_file_bytes``, those files are scanned in worker processes; the bytes written are
-    the same either way.
+    the same either way, as they are with any ``resident_days`` (day buckets whose written ids
+    stay in memory).
     """
-    collector = Collector(out_root, days, settings)
+    collector = Collector(out_root, days, settings, resident_days)
     scans = _scans(sources, collector.days, settings, workers, whole_file_bytes, pool_min_bytes)
     try:
         for scan in scans:

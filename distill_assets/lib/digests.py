@@ -9,6 +9,7 @@ confirm a match.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import numpy as np
 
@@ -32,6 +33,21 @@ class DigestTable:
 
     def __len__(self) -> int:
         return len(self._positions)
+
+    def save(self, path: Path) -> None:
+        """Write the table to ``path`` (an .npy archive) so it can leave memory."""
+        with open(path, "wb") as fh:
+            for array in (self._prefixes, self._digests, self._positions):
+                np.save(fh, array, allow_pickle=False)
+
+    @classmethod
+    def load(cls, path: Path) -> DigestTable:
+        table = cls()
+        with open(path, "rb") as fh:
+            table._prefixes = np.load(fh, allow_pickle=False)
+            table._digests = np.load(fh, allow_pickle=False)
+            table._positions = np.load(fh, allow_pickle=False)
+        return table
 
     @staticmethod
     def _arrays(digests: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
