@@ -8,7 +8,8 @@ instance as a single run over every day of the corpus, and (4) prints one JSON l
 and records per second (from the receipts' ``duration_ms``), per-step seconds of the checks,
 and ``peak_rss_mib``, the most memory the process (with any worker processes it started) held at
 once. The source files are read once untimed before the floor, so both the floor and the run
-find them in the page cache. See docs/performance.md.
+find them in the page cache. ``--stage-cpu`` instead prints the CPU seconds of each stage's
+library function run alone, against the floor's. See docs/performance.md.
 """
 
 from __future__ import annotations
@@ -322,6 +323,63 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, Any]:
+    """CPU seconds of each stage's library function run alone in this process (one worker), and
+    of the floor measured the same way: where the time goes, independent of other load."""
+    from distill_assets.lib import layout
+    from distill_assets.lib.collect import collect, list_source_files
+    from distill_assets.lib.evidence import ParseSettings
+    from distill_assets.lib.exports import ExportSettings, export_preference, export_rag, export_sft
+    from distill_assets.lib.firewall import scored_lookup, verify_preference, verify_rag, verify_sft
+    from distill_assets.lib.schemas import SCHEMAS, validate_jsonl
+    from distill_assets.lib.scoring import ScoringPolicy, score
+
+    paths = source_files(source)
+    warm(paths)
+    started = time.process_time()
+    measure_floor(paths)
+    floor = time.process_time() - started
+    days = layout.day_range(
+        date.fromisoformat(summary["first_day"]), date.fromisoformat(summary["last_day"])
+    )
+    out, export = work / "out", ExportSettings()
+
+    def files(relpath: Any) -> list[Path]:
+        return [out / relpath(day) for day in days]
+
+    steps: list[tuple[str, Any]] = [
+        ("collect", lambda: collect(list_source_files(source), out, days, ParseSettings(), 1)),
+        ("score", lambda: score(out, days, ScoringPolicy(), 1)),
+        ("export-rag", lambda: export_rag(out, export)),
+        ("export-sft", lambda: export_sft(out, export)),
+        ("export-preference", lambda: export_preference(out, export)),
+        ("schema-index", lambda: validate_jsonl(SCHEMAS[C.ASSET_EVIDENCE_INDEX],
+                                                files(layout.evidence_index))),
+        ("schema-scored", lambda: validate_jsonl(SCHEMAS[C.ASSET_SCORED_RUNS],
+                                                 files(layout.scored_runs))),
+        ("schema-rag", lambda: validate_jsonl(SCHEMAS[C.ASSET_RAG_PLAYBOOKS], [out / C.RAG_PATH])),
+        ("schema-sft", lambda: validate_jsonl(SCHEMAS[C.ASSET_SFT_DATASET], [out / C.SFT_PATH])),
+        ("schema-preference", lambda: validate_jsonl(SCHEMAS[C.ASSET_PREFERENCE_PAIRS],
+                                                     [out / C.PREFERENCE_PATH])),
+        ("firewall-lookup", lambda: scored_lookup(out)),
+        ("firewall-rag", lambda: verify_rag(out)),
+        ("firewall-sft", lambda: verify_sft(out, export)),
+        ("firewall-preference", lambda: verify_preference(out, export)),
+    ]  # fmt: skip
+    seconds: dict[str, float] = {}
+    for name, step in steps:
+        gc.collect()
+        started = time.process_time()
+        step()
+        seconds[name] = round(time.process_time() - started, 3)
+    return {
+        "floor_cpu_s": round(floor, 3),
+        "stage_cpu_s": seconds,
+        "stage_cpu_floors": {name: round(value / floor, 2) for name, value in seconds.items()},
+        "total_cpu_floors": round(sum(seconds.values()) / floor, 2),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m distill_assets.bench", description=__doc__.splitlines()[0]
@@ -337,6 +395,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-output", action="store_true", help="keep the output directory and instance"
     )
     parser.add_argument(
+        "--stage-cpu",
+        action="store_true",
+        help="instead: CPU seconds of each stage run alone, against the floor's (docs)",
+    )
+    parser.add_argument(
         "--instance",
         choices=("sqlite", "memory"),
         default="sqlite",
@@ -348,6 +411,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.days = min(args.days, args.runs)
+    if args.stage_cpu:
+        spec = SynthSpec(runs=args.runs, days=args.days, seed=args.seed)
+        cache = Path(args.cache)
+        cache.mkdir(parents=True, exist_ok=True)
+        source, summary = ensure_corpus(spec, cache, args.synth_workers)
+        work = Path(tempfile.mkdtemp(prefix="cpu-", dir=cache))
+        try:
+            figures = {**stage_cpu(source, summary, work), "runs": spec.runs, "days": spec.days}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        sys.stdout.write(orjson.dumps(figures).decode() + "\n")
+        return 0
     figures = run(args)
     sys.stdout.write(orjson.dumps(figures).decode() + "\n")
     return 0 if figures["success"] else 1

@@ -79,3 +79,31 @@ def test_scored_files_validate(collected, tmp_path: Path) -> None:
     score(target, days, ScoringPolicy())
     outcome = validate_jsonl(ScoredRunSchema, [target / layout.scored_runs(day) for day in days])
     assert outcome.passed and outcome.rows > 2000
+
+
+def test_workers_start_from_a_fork_server_when_threads_run(collected, tmp_path: Path) -> None:
+    """Forking a process in which other threads run is unsafe, so the pool then uses a fork
+    server; the files written are the same."""
+    import threading
+
+    from distill_assets.lib.parallel import pool_context
+
+    out, days = collected
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        assert pool_context().get_start_method() == "forkserver"
+        target = tmp_path / "forkserver"
+        target.mkdir()
+        (target / "evidence").symlink_to(out / "evidence")
+        score(target, days, ScoringPolicy(), workers=2, pool_min_bytes=0)
+    finally:
+        stop.set()
+        thread.join()
+    assert pool_context().get_start_method() == "fork"
+    reference = tmp_path / "inline"
+    reference.mkdir()
+    (reference / "evidence").symlink_to(out / "evidence")
+    score(reference, days, ScoringPolicy(), workers=1)
+    assert _tree(target / "scored-runs") == _tree(reference / "scored-runs")
