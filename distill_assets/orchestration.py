@@ -64,6 +64,13 @@ class DistillResource(dg.ConfigurableResource):
     drift_alert_pct: float | None = Field(
         default=None, description="Percent change that alerts (default 50)."
     )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="Drift alerts are POSTed here (default: $DISTILL_ALERT_WEBHOOK_URL).",
+    )
+
+    def webhook_url(self) -> str | None:
+        return self.alert_webhook_url or os.environ.get(C.ENV_ALERT_WEBHOOK) or None
 
     def source_root(self) -> Path:
         setting, raw = "source_dir", self.source_dir

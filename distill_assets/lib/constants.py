@@ -19,13 +19,16 @@ STAGE_SCORE: Final = "score"
 STAGE_EXPORT_RAG: Final = "export-rag"
 STAGE_EXPORT_SFT: Final = "export-sft"
 STAGE_EXPORT_PREFERENCE: Final = "export-preference"
+STAGE_PUBLISH: Final = "publish"
 STAGES: Final = (
     STAGE_COLLECT,
     STAGE_SCORE,
     STAGE_EXPORT_RAG,
     STAGE_EXPORT_SFT,
     STAGE_EXPORT_PREFERENCE,
+    STAGE_PUBLISH,
 )
+EXPORT_STAGES: Final = (STAGE_EXPORT_RAG, STAGE_EXPORT_SFT, STAGE_EXPORT_PREFERENCE)
 # upstream stage of each stage: the chain of custody the run summary verifies
 STAGE_UPSTREAM: Final = {
     STAGE_COLLECT: None,
@@ -33,6 +36,16 @@ STAGE_UPSTREAM: Final = {
     STAGE_EXPORT_RAG: STAGE_SCORE,
     STAGE_EXPORT_SFT: STAGE_SCORE,
     STAGE_EXPORT_PREFERENCE: STAGE_SCORE,
+    STAGE_PUBLISH: STAGE_EXPORT_PREFERENCE,
+}
+# every stage a stage reads from (the publish stage reads all three exports)
+STAGE_READS: Final = {
+    STAGE_COLLECT: (),
+    STAGE_SCORE: (STAGE_COLLECT,),
+    STAGE_EXPORT_RAG: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_EXPORT_SFT: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_EXPORT_PREFERENCE: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_PUBLISH: EXPORT_STAGES,
 }
 
 # --- assets -------------------------------------------------------------------------------
@@ -41,12 +54,14 @@ ASSET_SCORED_RUNS: Final = "scored_runs"
 ASSET_RAG_PLAYBOOKS: Final = "rag_playbooks"
 ASSET_SFT_DATASET: Final = "sft_dataset"
 ASSET_PREFERENCE_PAIRS: Final = "preference_pairs"
+ASSET_DATASET_MANIFEST: Final = "dataset_manifest"
 ASSET_STAGE: Final = {
     ASSET_EVIDENCE_INDEX: STAGE_COLLECT,
     ASSET_SCORED_RUNS: STAGE_SCORE,
     ASSET_RAG_PLAYBOOKS: STAGE_EXPORT_RAG,
     ASSET_SFT_DATASET: STAGE_EXPORT_SFT,
     ASSET_PREFERENCE_PAIRS: STAGE_EXPORT_PREFERENCE,
+    ASSET_DATASET_MANIFEST: STAGE_PUBLISH,
 }
 STAGE_ASSET: Final = {stage: asset for asset, stage in ASSET_STAGE.items()}
 ASSET_GROUP: Final = "distill"
@@ -60,6 +75,7 @@ RAG_PATH: Final = "exports/rag/playbooks.jsonl"
 SFT_PATH: Final = "exports/sft/instruction_response.jsonl"
 PREFERENCE_PATH: Final = "exports/preference/chosen_rejected.jsonl"
 QUARANTINE_DIR: Final = "exports/quarantine"
+MANIFEST_PATH: Final = "exports/MANIFEST.json"
 ALERTS_PATH: Final = "reports/alerts.jsonl"
 RUN_INDEX_PATH: Final = "reports/runs.jsonl"
 UNDATED_BUCKET: Final = "undated"

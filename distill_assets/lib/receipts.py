@@ -23,7 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.accounting import StageResult
-from distill_assets.lib.io import WrittenFile, sha256_file, write_json_atomic
+from distill_assets.lib.io import (
+    WrittenFile,
+    canonical_json,
+    sha256_bytes,
+    sha256_file,
+    write_json_atomic,
+)
 
 PACKAGE_VERSION = "0.1.0"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -196,11 +202,23 @@ def resolve_inputs(out_root: Path, inputs: list[WrittenFile]) -> list[FileEntry]
     return entries
 
 
-def _file_set(entries: list[FileEntry]) -> FileSet:
+def _file_set(entries: list[FileEntry], settings: dict[str, Any] | None = None) -> FileSet:
+    """A receipt's file block; an input block's hash also covers the stage's settings, so a
+    changed configuration is a changed input, not a determinism violation."""
+    hashed: list[FileEntry] = list(entries)
+    if settings is not None:
+        hashed.append(
+            FileEntry(
+                path="<settings>",
+                sha256=sha256_bytes(canonical_json(settings)),
+                bytes=0,
+                record_count=0,
+            )
+        )
     return FileSet(
         files=sorted(entries, key=lambda e: e.path),
         record_count=sum(e.record_count for e in entries),
-        hash=aggregate_hash(entries),
+        hash=aggregate_hash(hashed),
     )
 
 
@@ -222,7 +240,7 @@ def build_receipt(
         git_commit=git_commit(),
         code_version=code_version(),
         partitions=result.partitions,
-        inputs=_file_set(input_entries),
+        inputs=_file_set(input_entries, result.extra.get("settings")),
         outputs=_file_set([FileEntry(**f.as_dict()) for f in result.outputs]),
         stats=Stats(
             accepted=tally.accepted,

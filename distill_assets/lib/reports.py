@@ -343,12 +343,14 @@ def _not_run_reason(
 ) -> str:
     if stage in failures:
         return f"failed: the stage raised {failures[stage]}"
-    upstream = C.STAGE_UPSTREAM.get(stage)
-    chain = []
-    while upstream is not None:
-        chain.append(upstream)
-        upstream = C.STAGE_UPSTREAM.get(upstream)
-    for up in chain:
+    ancestors: list[str] = []
+    frontier = list(C.STAGE_READS.get(stage, ()))
+    while frontier:
+        up = frontier.pop(0)
+        if up not in ancestors:
+            ancestors.append(up)
+            frontier.extend(C.STAGE_READS.get(up, ()))
+    for up in ancestors:
         blocked = [c for c in checks if c.stage == up and c.blocking and not c.passed]
         if blocked:
             names = ", ".join(f"{c.asset}.{c.check}" for c in blocked)

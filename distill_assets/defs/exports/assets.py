@@ -4,6 +4,7 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.exports import export_preference, export_rag, export_sft
+from distill_assets.lib.publish import publish
 from distill_assets.orchestration import SINGLE_RUN, DistillResource, ExportConfig, run_stage
 
 
@@ -69,3 +70,18 @@ def preference_pairs(
         return export_preference(out_root, settings)
 
     return run_stage(context, distill, C.STAGE_EXPORT_PREFERENCE, work, config.model_dump())
+
+
+@dg.asset(
+    name=C.ASSET_DATASET_MANIFEST,
+    group_name=C.ASSET_GROUP,
+    deps=[C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS],
+    backfill_policy=SINGLE_RUN,
+    kinds={"python", "json"},
+    check_specs=_spec(C.ASSET_DATASET_MANIFEST),
+)
+def dataset_manifest(
+    context: dg.AssetExecutionContext, distill: DistillResource
+) -> dg.MaterializeResult:
+    """The manifest of datasets whose checks passed, written last; readers follow it."""
+    return run_stage(context, distill, C.STAGE_PUBLISH, publish)
