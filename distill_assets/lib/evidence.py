@@ -174,7 +174,7 @@ def parse_line(raw: bytes, settings: ParseSettings) -> Record | Rejected:
             raw.decode("utf-8")
         except UnicodeDecodeError:
             return Rejected(C.DISPOSITION_SKIPPED, (C.R_INVALID_UTF8,))
-        if "recursion" in str(exc):
+        if "depth limit" in str(exc) or "recursion" in str(exc):
             return Rejected(C.DISPOSITION_SKIPPED, (C.R_JSON_TOO_DEEP,))
         return Rejected(C.DISPOSITION_SKIPPED, (C.R_INVALID_JSON,))
     if not isinstance(obj, dict):
