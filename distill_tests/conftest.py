@@ -72,3 +72,18 @@ def materialize_graph(
             "dagster/asset_partition_range_end": days[1],
         },
     )
+
+
+@pytest.fixture(scope="session")
+def fixture_run(tmp_path_factory, project_defs):
+    """One real run of the whole graph over the bundled fixtures, shared by read-only tests:
+    (result, output directory, instance)."""
+    base = tmp_path_factory.mktemp("fixture_run")
+    home = base / "home"
+    home.mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DISTILL_RECORDED_AT", "2026-03-10T00:00:00Z")
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        result = materialize_graph(project_defs, inst, FIXTURES, base / "out")
+        yield result, base / "out", inst
+    mp.undo()

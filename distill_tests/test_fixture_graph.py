@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-import dagster as dg
 import orjson
 import pytest
 
@@ -18,7 +17,7 @@ from distill_assets.lib.firewall import verify_preference, verify_rag, verify_sf
 from distill_assets.lib.io import sha256_file
 from distill_assets.lib.receipts import StageReceipt, aggregate_hash, load_receipt
 from distill_assets.lib.reports import load_drift, load_summary
-from distill_tests.conftest import FIXTURES, materialize_graph
+from distill_tests.conftest import FIXTURES
 
 
 def rows(path: Path) -> list[dict]:
@@ -26,16 +25,8 @@ def rows(path: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, project_defs):
-    base = tmp_path_factory.mktemp("fixture_graph")
-    home = base / "home"
-    home.mkdir()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DISTILL_RECORDED_AT", "2026-03-10T00:00:00Z")
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        result = materialize_graph(project_defs, instance, FIXTURES, base / "out")
-        yield result, base / "out", instance
-    mp.undo()
+def run(fixture_run):
+    return fixture_run
 
 
 @pytest.fixture(scope="module")

@@ -350,11 +350,11 @@ def _not_run_reason(
         if up not in ancestors:
             ancestors.append(up)
             frontier.extend(C.STAGE_READS.get(up, ()))
+    blocked = [c for c in checks if c.stage in ancestors and c.blocking and not c.passed]
+    if blocked:
+        names = ", ".join(sorted(f"{c.asset}.{c.check}" for c in blocked))
+        return f"blocked: blocking check {names} failed upstream"
     for up in ancestors:
-        blocked = [c for c in checks if c.stage == up and c.blocking and not c.passed]
-        if blocked:
-            names = ", ".join(f"{c.asset}.{c.check}" for c in blocked)
-            return f"blocked: blocking check {names} failed upstream"
         if up in failures:
             return f"blocked: upstream stage {up} failed"
         if up in expected and up not in receipts:

@@ -1,0 +1,42 @@
+"""The definitions load through the defs folder and wire the lineage the UI shows."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from distill_assets.lib import constants as C
+
+
+def test_assets_checks_and_lineage(project_defs):
+    graph = project_defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == {
+        C.ASSET_EVIDENCE_INDEX,
+        C.ASSET_SCORED_RUNS,
+        C.ASSET_RAG_PLAYBOOKS,
+        C.ASSET_SFT_DATASET,
+        C.ASSET_PREFERENCE_PAIRS,
+        C.ASSET_DATASET_MANIFEST,
+    }
+
+    def parents(name: str) -> set[str]:
+        return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
+
+    assert parents(C.ASSET_SCORED_RUNS) == {C.ASSET_EVIDENCE_INDEX}
+    for export in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
+        assert parents(export) == {C.ASSET_SCORED_RUNS}
+    checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    for export in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
+        for name in (C.CHECK_SCHEMA, C.CHECK_FIREWALL, C.CHECK_CONSERVATION, C.CHECK_DRIFT):
+            assert (export, name) in checks
+    assert (C.ASSET_EVIDENCE_INDEX, C.CHECK_SCHEMA) in checks
+    assert (C.ASSET_SCORED_RUNS, C.CHECK_SCHEMA) in checks
+
+
+def test_partitioning_and_sensor(project_defs):
+    graph = project_defs.resolve_asset_graph()
+    for name in (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS):
+        assert isinstance(graph.get(dg.AssetKey(name)).partitions_def, dg.DailyPartitionsDefinition)
+    assert graph.get(dg.AssetKey(C.ASSET_SFT_DATASET)).partitions_def is None
+    sensor = project_defs.resolve_sensor_def("drift_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
