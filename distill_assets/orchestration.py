@@ -21,6 +21,8 @@ from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
+from distill_assets.lib.layout import version_relroot
+from distill_assets.lib.locking import OutputLocked, acquire, release
 from distill_assets.lib.receipts import (
     StageReceipt,
     load_receipt,
@@ -29,6 +31,7 @@ from distill_assets.lib.receipts import (
 )
 from distill_assets.lib.reports import CheckRecord, record_check, record_failure, record_stage
 from distill_assets.lib.scoring import ScoringPolicy
+from distill_assets.lib.versions import open_version
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
@@ -232,26 +235,83 @@ def expected_stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCo
     return [stage for stage in C.STAGES if C.STAGE_ASSET[stage] in names]
 
 
+CONFIG_CLASSES: dict[str, type[dg.Config]] = {
+    C.ASSET_EVIDENCE_INDEX: CollectConfig,
+    C.ASSET_SCORED_RUNS: ScoringConfig,
+    C.ASSET_RAG_PLAYBOOKS: ExportConfig,
+    C.ASSET_SFT_DATASET: ExportConfig,
+    C.ASSET_PREFERENCE_PAIRS: ExportConfig,
+}
+
+
+def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage: str) -> None:
+    """Validate every setting the run will use before the first byte is written.
+
+    Dagster has already refused unknown keys and wrong types; this checks values (thresholds,
+    paths) for all assets selected in the run, so a bad export setting fails the run before
+    collect writes anything.
+    """
+    ops = (context.run.run_config or {}).get("ops", {})
+    selected = set(expected_stages(context))
+    for asset, config_class in CONFIG_CLASSES.items():
+        if C.ASSET_STAGE[asset] not in selected:
+            continue
+        values = (ops.get(asset) or {}).get("config") or {}
+        config = config_class(**values)
+        validate = getattr(config, "settings", None) or config.policy
+        validate()
+    distill.thresholds()
+    if C.STAGE_COLLECT in selected:
+        distill.source_root()
+
+
+def _run_finished(context: dg.AssetExecutionContext) -> Callable[[str], bool]:
+    def finished(run_id: str) -> bool:
+        run = context.instance.get_run_by_id(run_id)
+        return run is not None and run.is_finished
+
+    return finished
+
+
 def run_stage(
     context: dg.AssetExecutionContext,
     distill: DistillResource,
     stage: str,
-    work: Callable[[Path], StageResult],
+    work: Callable[[Path, Path], StageResult],
     settings: dict[str, object] | None = None,
 ) -> dg.MaterializeResult:
-    """Run one stage and account for it: receipt, ledger, drift, summary and metadata."""
+    """Run one stage and account for it: lock, receipt, ledger, drift, summary and metadata.
+
+    ``work(out_root, write_root)`` does the stage; ``write_root`` is the run's version
+    directory for the export and publish stages (see lib/versions.py), else ``out_root``.
+    """
     started = time.perf_counter()
+    run_id = context.run.run_id
     out_root = distill.output_root()
-    thresholds = distill.thresholds()
     expected = expected_stages(context)
     try:
-        result = work(out_root)
-    except Exception as exc:
-        record_failure(out_root, context.run.run_id, stage, exc, expected)
+        preflight(context, distill, stage)
+        thresholds = distill.thresholds()
+        acquire(out_root, run_id, _run_finished(context), context.log.warning)
+    except (ConfigError, OutputLocked) as exc:
+        record_failure(out_root, run_id, stage, exc, expected, message=str(exc))
+        if isinstance(exc, OutputLocked):
+            raise dg.Failure(description=str(exc)) from exc
         raise
+    versioned = stage in C.EXPORT_STAGES or stage == C.STAGE_PUBLISH
+    write_root = open_version(out_root, run_id) if versioned else out_root
+    try:
+        result = work(out_root, write_root)
+    except Exception as exc:
+        record_failure(out_root, run_id, stage, exc, expected)
+        raise
+    if versioned:
+        result.output_root = version_relroot(run_id)
     if settings:
         result.extra["settings"] = settings
-    recorded = record_stage(out_root, context.run.run_id, result, started, expected, thresholds)
+    recorded = record_stage(out_root, run_id, result, started, expected, thresholds)
+    if stage == expected[-1]:
+        release(out_root, run_id)
     receipt = recorded.receipt
     stats = receipt.stats
     context.log.info(
@@ -360,7 +420,8 @@ def schema_check(
     from distill_assets.lib.schemas import SCHEMAS, validate_jsonl
 
     out_root, receipt = this_runs_receipt(context, distill, asset)
-    paths = [out_root / f.path for f in receipt.outputs.files if f.path.endswith(file_suffix)]
+    root = out_root / receipt.extra.get("root", "")
+    paths = [root / f.path for f in receipt.outputs.files if f.path.endswith(file_suffix)]
     outcome = validate_jsonl(SCHEMAS[asset], paths)
     description = (
         f"{outcome.rows} rows in {len(paths)} file(s) match {SCHEMAS[asset].__name__}"
@@ -402,8 +463,9 @@ def conservation_check(
         if f.path.endswith("quarantine.jsonl") and not f.path.startswith(C.QUARANTINE_DIR)
     ] or [f for f in receipt.outputs.files if f.path.startswith(C.QUARANTINE_DIR)]
     run_rows = 0
+    root = out_root / receipt.extra.get("root", "")
     for entry in quarantine_files:
-        on_disk = count_lines(out_root / entry.path)
+        on_disk = count_lines(root / entry.path)
         if on_disk != entry.record_count:
             problems.append(
                 f"{entry.path}: {on_disk} lines on disk, receipt says {entry.record_count}"

@@ -13,7 +13,12 @@ import pytest
 from distill_assets.lib import constants as C
 from distill_assets.lib.evidence import normalize_text
 from distill_assets.lib.exports import ExportSettings
-from distill_assets.lib.firewall import verify_preference, verify_rag, verify_sft
+from distill_assets.lib.firewall import (
+    verify_pair_rules,
+    verify_preference,
+    verify_rag,
+    verify_sft,
+)
 from distill_assets.lib.io import sha256_file
 from distill_assets.lib.receipts import StageReceipt, aggregate_hash, load_receipt
 from distill_assets.lib.reports import load_drift, load_summary
@@ -196,7 +201,8 @@ def test_firewall_nothing_untrusted_reaches_training(out):
         )
     settings = ExportSettings()
     assert verify_sft(out, settings).passed
-    assert verify_rag(out).passed
+    assert verify_rag(out, settings).passed
+    assert verify_pair_rules(out, settings).passed
     assert verify_preference(out, settings).passed
 
 

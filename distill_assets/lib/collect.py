@@ -33,7 +33,7 @@ from distill_assets.lib.evidence import (
     strip_line,
     text_hash,
 )
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, concat_files, sha256_file
+from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, sha256_file
 
 
 @dataclass(frozen=True)
@@ -347,7 +347,6 @@ class Collector:
                 "quarantined": bucket.tally.quarantined,
                 "skipped": bucket.tally.skipped,
             }
-        outputs.append(merge_quarantine(self.out_root))
         result = StageResult(C.STAGE_COLLECT, self.inputs, outputs, total)
         result.extra["rows"] = total.records_out
         result.errors.extend(conservation_errors(total))
@@ -361,16 +360,6 @@ class Collector:
             for writer in (bucket.records, bucket.index, bucket.quarantine):
                 if writer is not None:
                     writer.abort()
-
-
-def merge_quarantine(out_root: Path) -> WrittenFile:
-    """Rebuild exports/quarantine/collect.jsonl from every bucket's part on disk."""
-    parts = [layout.evidence_quarantine(None)] + [
-        layout.evidence_quarantine(day)
-        for day in layout.days_on_disk(out_root, C.EVIDENCE_DIR, C.PART_QUARANTINE_FILE)
-    ]
-    existing = [part for part in parts if (out_root / part).exists()]
-    return concat_files(out_root, existing, C.quarantine_path(C.STAGE_COLLECT))
 
 
 def collect(

@@ -71,6 +71,8 @@ EVIDENCE_DIR: Final = "evidence"
 SCORED_DIR: Final = "scored-runs"
 EXPORTS_DIR: Final = "exports"
 REPORTS_DIR: Final = "reports"
+VERSIONS_DIR: Final = ".versions"
+VERSIONS_KEPT: Final = 5
 RAG_PATH: Final = "exports/rag/playbooks.jsonl"
 SFT_PATH: Final = "exports/sft/instruction_response.jsonl"
 PREFERENCE_PATH: Final = "exports/preference/chosen_rejected.jsonl"
@@ -80,9 +82,6 @@ ALERTS_PATH: Final = "reports/alerts.jsonl"
 RUN_INDEX_PATH: Final = "reports/runs.jsonl"
 UNDATED_BUCKET: Final = "undated"
 # per-partition file names
-RUNS_FILE: Final = "runs.jsonl"
-REVIEWS_FILE: Final = "reviews.jsonl"
-OUTCOMES_FILE: Final = "outcomes.jsonl"
 SCORED_FILE: Final = "scored_runs.jsonl"
 PART_QUARANTINE_FILE: Final = "quarantine.jsonl"
 

@@ -229,11 +229,11 @@ def playbook_text(title: str, record: dict[str, Any], best: RunKey) -> str:
 class _Export:
     """Shared skeleton: one dataset writer, one quarantine writer, a tally."""
 
-    def __init__(self, out_root: Path, stage: str, dataset_path: str) -> None:
+    def __init__(self, out_root: Path, write_root: Path, stage: str, dataset_path: str) -> None:
         self.stage = stage
         self.tally = Tally()
-        self.dataset = AtomicJsonlWriter(out_root, dataset_path)
-        self.quarantine = AtomicJsonlWriter(out_root, C.quarantine_path(stage))
+        self.dataset = AtomicJsonlWriter(write_root, dataset_path)
+        self.quarantine = AtomicJsonlWriter(write_root, C.quarantine_path(stage))
         self.texts = TextStore(out_root)
 
     def leave_out(self, key: RunKey, reasons: list[str]) -> None:
@@ -262,9 +262,12 @@ def _common_reasons(key: RunKey) -> list[str] | None:
     return None
 
 
-def export_rag(out_root: Path, settings: ExportSettings) -> StageResult:
+def export_rag(
+    out_root: Path, settings: ExportSettings, write_root: Path | None = None
+) -> StageResult:
+    """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
     keys, inputs = load_run_keys(out_root)
-    job = _Export(out_root, C.STAGE_EXPORT_RAG, C.RAG_PATH)
+    job = _Export(out_root, write_root or out_root, C.STAGE_EXPORT_RAG, C.RAG_PATH)
     try:
         for task_id, runs in group_by_task(keys):
             eligible: list[RunKey] = []
@@ -326,9 +329,12 @@ def _category_reason(category: str | None, settings: ExportSettings) -> str | No
     return None
 
 
-def export_sft(out_root: Path, settings: ExportSettings) -> StageResult:
+def export_sft(
+    out_root: Path, settings: ExportSettings, write_root: Path | None = None
+) -> StageResult:
+    """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
     keys, inputs = load_run_keys(out_root)
-    job = _Export(out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH)
+    job = _Export(out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH)
     try:
         for _task_id, runs in group_by_task(keys):
             for key in runs:
@@ -386,16 +392,19 @@ def candidate_pairs(
                 reasons.append(C.R_SELF_PAIR)
             if chosen.response_hash == rejected.response_hash:
                 reasons.append(C.R_IDENTICAL_TEXT)
-            if chosen.score - rejected.score < settings.min_margin:
+            if round(chosen.score - rejected.score, 6) < settings.min_margin:
                 reasons.append(C.R_BELOW_MARGIN)
             if chosen.response_empty:
                 reasons.append(C.R_EMPTY_RESPONSE)
             yield chosen, rejected, reasons
 
 
-def export_preference(out_root: Path, settings: ExportSettings) -> StageResult:
+def export_preference(
+    out_root: Path, settings: ExportSettings, write_root: Path | None = None
+) -> StageResult:
+    """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
     keys, inputs = load_run_keys(out_root)
-    job = _Export(out_root, C.STAGE_EXPORT_PREFERENCE, C.PREFERENCE_PATH)
+    job = _Export(out_root, write_root or out_root, C.STAGE_EXPORT_PREFERENCE, C.PREFERENCE_PATH)
     tasks_without_pair = 0
     pairs_quarantined = 0
     try:

@@ -1,4 +1,4 @@
-"""The contamination firewall, re-verified from the files on disk.
+"""The contamination firewall and the pair rules, re-verified from the files on disk.
 
 The export code already keeps rejected and unreviewed work out; these functions check the
 written datasets against the scored runs independently, so a bug in an export (or a file edited
@@ -9,13 +9,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.evidence import normalize_text
 from distill_assets.lib.exports import ExportSettings, _category_reason, scored_files
+
+TRUSTED = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
+
+
+class Scored(NamedTuple):
+    quality: str
+    task_id: str
+    score: float
+    response_empty: bool
+    sft_eligible: bool
 
 
 @dataclass
@@ -35,14 +45,20 @@ class FirewallReport:
         return self.count == 0
 
 
-def scored_lookup(out_root: Path) -> dict[str, tuple[str, str, float]]:
-    """run_id -> (quality, task_id, score) for every scored run on disk."""
-    lookup: dict[str, tuple[str, str, float]] = {}
+def scored_lookup(out_root: Path) -> dict[str, Scored]:
+    """run_id -> what the firewall needs to know of every scored run on disk."""
+    lookup: dict[str, Scored] = {}
     for relpath in scored_files(out_root):
         with open(out_root / relpath, "rb") as fh:
             for raw in fh:
                 row = orjson.loads(raw)
-                lookup[row["run_id"]] = (row["quality_score"], row["task_id"], row["score"])
+                lookup[row["run_id"]] = Scored(
+                    row["quality_score"],
+                    row["task_id"],
+                    row["score"],
+                    bool(row.get("response_empty")),
+                    row.get("sft_eligible") is not False,
+                )
     return lookup
 
 
@@ -58,22 +74,30 @@ def _rows(path: Path):
 def verify_sft(
     out_root: Path,
     settings: ExportSettings,
-    lookup: dict[str, tuple[str, str, float]] | None = None,
+    root: Path | None = None,
+    lookup: dict[str, Scored] | None = None,
 ) -> FirewallReport:
+    """Only accepted, SFT-eligible runs with an answer, in allowed categories, of their task.
+
+    ``root`` holds the written exports (a run's version directory; default ``out_root``).
+    """
     lookup = scored_lookup(out_root) if lookup is None else lookup
     report = FirewallReport()
-    for number, row in _rows(out_root / C.SFT_PATH):
+    for number, row in _rows((root or out_root) / C.SFT_PATH):
         report.rows += 1
         run_id = row.get("source_run_id")
         known = lookup.get(run_id) if run_id else None
         if known is None:
             report.add(number, "source_run_unknown", run_id=run_id)
             continue
-        quality, task_id, _score = known
-        if quality != C.QUALITY_ACCEPTED:
-            report.add(number, "not_accepted_in_sft", run_id=run_id, quality=quality)
-        if task_id != row.get("task_id"):
+        if known.quality != C.QUALITY_ACCEPTED:
+            report.add(number, "not_accepted_in_sft", run_id=run_id, quality=known.quality)
+        if known.task_id != row.get("task_id"):
             report.add(number, "task_mismatch", run_id=run_id)
+        if known.response_empty:
+            report.add(number, C.R_EMPTY_RESPONSE, run_id=run_id)
+        if not known.sft_eligible:
+            report.add(number, C.R_NOT_SFT_ELIGIBLE, run_id=run_id)
         reason = _category_reason(row.get("category"), settings)
         if reason:
             report.add(number, reason, run_id=run_id)
@@ -81,54 +105,92 @@ def verify_sft(
 
 
 def verify_rag(
-    out_root: Path, lookup: dict[str, tuple[str, str, float]] | None = None
+    out_root: Path,
+    settings: ExportSettings,
+    root: Path | None = None,
+    lookup: dict[str, Scored] | None = None,
 ) -> FirewallReport:
+    """Only accepted (or, when allowed, partially accepted) runs with an answer, of the task."""
     lookup = scored_lookup(out_root) if lookup is None else lookup
+    allowed = TRUSTED if settings.rag_include_partial else (C.QUALITY_ACCEPTED,)
     report = FirewallReport()
-    for number, row in _rows(out_root / C.RAG_PATH):
+    for number, row in _rows((root or out_root) / C.RAG_PATH):
         report.rows += 1
         for run_id in row.get("source_run_ids") or []:
             known = lookup.get(run_id)
             if known is None:
                 report.add(number, "source_run_unknown", run_id=run_id)
-            elif known[0] not in (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL):
-                report.add(number, "untrusted_run_in_rag", run_id=run_id, quality=known[0])
-            elif known[1] != row.get("task_id"):
+            elif known.quality not in allowed:
+                report.add(number, "untrusted_run_in_rag", run_id=run_id, quality=known.quality)
+            elif known.task_id != row.get("task_id"):
                 report.add(number, "task_mismatch", run_id=run_id)
+            elif known.response_empty:
+                report.add(number, C.R_EMPTY_RESPONSE, run_id=run_id)
     return report
+
+
+def _pairs(out_root: Path, root: Path | None, lookup: dict[str, Scored]):
+    for number, row in _rows((root or out_root) / C.PREFERENCE_PATH):
+        yield (
+            number,
+            row,
+            lookup.get(row.get("chosen_run_id")),
+            lookup.get(row.get("rejected_run_id")),
+        )
 
 
 def verify_preference(
     out_root: Path,
     settings: ExportSettings,
-    lookup: dict[str, tuple[str, str, float]] | None = None,
+    root: Path | None = None,
+    lookup: dict[str, Scored] | None = None,
 ) -> FirewallReport:
-    """Firewall and pair rules: trusted chosen side, no unreviewed run, distinct runs and texts,
-    one task, chosen strictly better, margin at least the configured minimum."""
+    """The firewall for pairs: a trusted chosen side with an answer, nothing unreviewed."""
     lookup = scored_lookup(out_root) if lookup is None else lookup
     report = FirewallReport()
-    for number, row in _rows(out_root / C.PREFERENCE_PATH):
+    for number, row, chosen, rejected in _pairs(out_root, root, lookup):
         report.rows += 1
-        chosen_id, rejected_id = row.get("chosen_run_id"), row.get("rejected_run_id")
-        chosen, rejected = lookup.get(chosen_id), lookup.get(rejected_id)
+        ids = {"chosen": row.get("chosen_run_id"), "rejected": row.get("rejected_run_id")}
         if chosen is None or rejected is None:
-            report.add(number, "source_run_unknown", chosen=chosen_id, rejected=rejected_id)
+            report.add(number, "source_run_unknown", **ids)
             continue
-        if chosen_id == rejected_id:
-            report.add(number, C.R_SELF_PAIR, run_id=chosen_id)
-        if chosen[0] not in (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL):
-            report.add(number, "untrusted_chosen", run_id=chosen_id, quality=chosen[0])
-        if C.QUALITY_REVIEW in (chosen[0], rejected[0]):
-            report.add(number, "unreviewed_in_pair", chosen=chosen_id, rejected=rejected_id)
-        if chosen[1] != rejected[1] or chosen[1] != row.get("task_id"):
-            report.add(number, "cross_task_pair", chosen=chosen_id, rejected=rejected_id)
-        rank_c, rank_r = C.QUALITY_RANK.get(chosen[0], -1), C.QUALITY_RANK.get(rejected[0], -1)
-        if (rank_c, chosen[2]) <= (rank_r, rejected[2]):
-            report.add(number, "chosen_not_better", chosen=chosen_id, rejected=rejected_id)
-        if chosen[2] - rejected[2] < settings.min_margin - 1e-9:
-            report.add(number, C.R_BELOW_MARGIN, chosen=chosen_id, rejected=rejected_id)
+        if chosen.quality not in TRUSTED:
+            report.add(number, "untrusted_chosen", quality=chosen.quality, **ids)
+        if C.QUALITY_REVIEW in (chosen.quality, rejected.quality):
+            report.add(number, "unreviewed_in_pair", **ids)
+        if chosen.response_empty:
+            report.add(number, C.R_EMPTY_RESPONSE, **ids)
+    return report
+
+
+def verify_pair_rules(
+    out_root: Path,
+    settings: ExportSettings,
+    root: Path | None = None,
+    lookup: dict[str, Scored] | None = None,
+) -> FirewallReport:
+    """Pair rules: two distinct runs of one task, chosen strictly better by at least the
+    configured margin, texts that differ after whitespace folding."""
+    lookup = scored_lookup(out_root) if lookup is None else lookup
+    report = FirewallReport()
+    for number, row, chosen, rejected in _pairs(out_root, root, lookup):
+        report.rows += 1
+        ids = {"chosen": row.get("chosen_run_id"), "rejected": row.get("rejected_run_id")}
+        if ids["chosen"] == ids["rejected"]:
+            report.add(number, C.R_SELF_PAIR, **ids)
+        if chosen is None or rejected is None:
+            report.add(number, "source_run_unknown", **ids)
+            continue
+        if chosen.task_id != rejected.task_id or chosen.task_id != row.get("task_id"):
+            report.add(number, "cross_task_pair", **ids)
+        rank_c = C.QUALITY_RANK.get(chosen.quality, -1)
+        rank_r = C.QUALITY_RANK.get(rejected.quality, -1)
+        if (rank_c, chosen.score) <= (rank_r, rejected.score):
+            report.add(number, "chosen_not_better", **ids)
+        if round(chosen.score - rejected.score, 6) < settings.min_margin:
+            report.add(number, C.R_BELOW_MARGIN, **ids)
         if normalize_text(str(row.get("chosen", ""))) == normalize_text(
             str(row.get("rejected", ""))
         ):
-            report.add(number, C.R_IDENTICAL_TEXT, chosen=chosen_id, rejected=rejected_id)
+            report.add(number, C.R_IDENTICAL_TEXT, **ids)
     return report

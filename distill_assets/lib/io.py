@@ -149,9 +149,12 @@ def write_jsonl(root: Path, relpath: str, rows: Iterable[Any]) -> WrittenFile:
     return writer.result
 
 
-def concat_files(root: Path, parts: list[str], relpath: str) -> WrittenFile:
-    """Atomically write ``relpath`` as the concatenation of ``parts`` (all under ``root``)."""
-    with AtomicJsonlWriter(root, relpath) as writer:
+def concat_files(
+    root: Path, parts: list[str], relpath: str, target_root: Path | None = None
+) -> WrittenFile:
+    """Atomically write ``relpath`` (under ``target_root``, default ``root``) as the
+    concatenation of ``parts`` (under ``root``)."""
+    with AtomicJsonlWriter(target_root or root, relpath) as writer:
         for part in parts:
             with open(root / part, "rb") as fh:
                 for line in fh:

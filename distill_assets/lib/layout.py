@@ -62,3 +62,27 @@ def inside(root: Path, relpath: str) -> Path:
     if not candidate.is_relative_to(root.resolve()):
         raise ValueError(f"path {relpath!r} escapes {root}")
     return candidate
+
+
+# --- versioned exports ----------------------------------------------------------------------
+# A run writes its exports into its own version directory, ``.versions/<run_id>/exports/``,
+# seeded with hard links to the files currently published. The publish stage swaps the
+# ``exports`` symlink to that directory in one rename, so every dataset, quarantine and the
+# manifest become visible together, and a killed or blocked run leaves the previous ones alone.
+
+
+def version_root(out_root: Path, run_id: str) -> Path:
+    """The root a run's export files are written under (it holds ``exports/...``)."""
+    return out_root / C.VERSIONS_DIR / run_id
+
+
+def version_relroot(run_id: str) -> str:
+    return f"{C.VERSIONS_DIR}/{run_id}"
+
+
+def published_exports(out_root: Path) -> Path | None:
+    """The directory ``exports`` points at, or None before anything was published."""
+    link = out_root / C.EXPORTS_DIR
+    if link.is_symlink() or link.is_dir():
+        return link.resolve()
+    return None

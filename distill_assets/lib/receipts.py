@@ -156,23 +156,32 @@ def read_ledger(out_root: Path) -> dict[str, dict[str, Any]]:
     return orjson.loads(path.read_bytes())
 
 
-def update_ledger(out_root: Path, run_id: str, stage: str, outputs: list[WrittenFile]) -> None:
+def update_ledger(
+    out_root: Path, run_id: str, stage: str, outputs: list[WrittenFile], root: str = ""
+) -> None:
+    """Record who wrote each output; ``root`` is where a versioned export actually lives."""
     with reports_lock(out_root):
         ledger = read_ledger(out_root)
         for written in outputs:
-            stat = (out_root / written.path).stat()
+            stat = (out_root / root / written.path).stat()
             ledger[written.path] = {
                 "sha256": written.sha256,
                 "bytes": written.bytes,
                 "mtime_ns": stat.st_mtime_ns,
                 "run_id": run_id,
                 "stage": stage,
+                "root": root,
             }
         write_json_atomic(_ledger_path(out_root), ledger)
 
 
-def resolve_inputs(out_root: Path, inputs: list[WrittenFile]) -> list[FileEntry]:
+def resolve_inputs(
+    out_root: Path, inputs: list[WrittenFile], read_root: Path | None = None
+) -> list[FileEntry]:
     """Describe files a stage read from the output directory, naming their producer.
+
+    Files are looked up under ``read_root`` (a run's version directory) first, then under
+    ``out_root``.
 
     A file whose size and mtime match the ledger keeps the ledger's sha256 (the file was not
     touched since its producer wrote it); any other file is hashed again, and it has a producer
@@ -181,7 +190,9 @@ def resolve_inputs(out_root: Path, inputs: list[WrittenFile]) -> list[FileEntry]
     ledger = read_ledger(out_root)
     entries: list[FileEntry] = []
     for item in inputs:
-        path = out_root / item.path
+        path = (read_root or out_root) / item.path
+        if not path.exists():
+            path = out_root / item.path
         stat = path.stat()
         known = ledger.get(item.path)
         if known and known["bytes"] == stat.st_size and known["mtime_ns"] == stat.st_mtime_ns:

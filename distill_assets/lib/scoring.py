@@ -19,7 +19,7 @@ from typing import Any, Literal
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, concat_files, iter_jsonl
+from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, iter_jsonl
 
 ConflictPolicy = Literal["human_review", "review_wins", "outcome_wins"]
 
@@ -292,15 +292,6 @@ def score_day(
         raise
 
 
-def merge_quarantine(out_root: Path) -> WrittenFile:
-    """Rebuild exports/quarantine/score.jsonl from every day's part on disk."""
-    parts = [
-        layout.scored_quarantine(day)
-        for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.PART_QUARANTINE_FILE)
-    ]
-    return concat_files(out_root, parts, C.quarantine_path(C.STAGE_SCORE))
-
-
 def score(out_root: Path, days: Iterable[date], policy: ScoringPolicy) -> StageResult:
     """Score every day in ``days``; the evidence index of the window around each must exist."""
     window = _Window(out_root)
@@ -321,7 +312,6 @@ def score(out_root: Path, days: Iterable[date], policy: ScoringPolicy) -> StageR
             "quarantined": tally.quarantined,
             "skipped": tally.skipped,
         }
-    outputs.append(merge_quarantine(out_root))
     result = StageResult(C.STAGE_SCORE, [], outputs, total)
     result.extra["rows"] = sum(qualities.values())
     result.inputs = sorted(window.inputs.values(), key=lambda f: f.path)

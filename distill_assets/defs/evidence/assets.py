@@ -26,11 +26,10 @@ def evidence_index(
     context: dg.AssetExecutionContext, config: CollectConfig, distill: DistillResource
 ) -> dg.MaterializeResult:
     """Every usable evidence record of the day with provenance; bad lines skipped with a reason."""
-    settings = config.settings()
-    source_root = distill.source_root()
     days = [day_from_key(key) for key in context.partition_keys]
 
-    def work(out_root: Path):
-        return collect(list_source_files(source_root), out_root, days, settings)
+    def work(out_root: Path, _write_root: Path):
+        sources = list_source_files(distill.source_root())
+        return collect(sources, out_root, days, config.settings())
 
     return run_stage(context, distill, C.STAGE_COLLECT, work, config.model_dump())

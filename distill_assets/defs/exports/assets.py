@@ -24,10 +24,9 @@ def rag_playbooks(
     context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
 ) -> dg.MaterializeResult:
     """One retrieval playbook per task, from its best verified run."""
-    settings = config.settings()
 
-    def work(out_root: Path):
-        return export_rag(out_root, settings)
+    def work(out_root: Path, write_root: Path):
+        return export_rag(out_root, config.settings(), write_root)
 
     return run_stage(context, distill, C.STAGE_EXPORT_RAG, work, config.model_dump())
 
@@ -44,10 +43,9 @@ def sft_dataset(
     context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
 ) -> dg.MaterializeResult:
     """Accepted runs as TRL conversational messages for supervised fine-tuning."""
-    settings = config.settings()
 
-    def work(out_root: Path):
-        return export_sft(out_root, settings)
+    def work(out_root: Path, write_root: Path):
+        return export_sft(out_root, config.settings(), write_root)
 
     return run_stage(context, distill, C.STAGE_EXPORT_SFT, work, config.model_dump())
 
@@ -64,10 +62,9 @@ def preference_pairs(
     context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
 ) -> dg.MaterializeResult:
     """Chosen/rejected pairs within a task, chosen strictly better, for preference tuning."""
-    settings = config.settings()
 
-    def work(out_root: Path):
-        return export_preference(out_root, settings)
+    def work(out_root: Path, write_root: Path):
+        return export_preference(out_root, config.settings(), write_root)
 
     return run_stage(context, distill, C.STAGE_EXPORT_PREFERENCE, work, config.model_dump())
 
@@ -84,4 +81,8 @@ def dataset_manifest(
     context: dg.AssetExecutionContext, distill: DistillResource
 ) -> dg.MaterializeResult:
     """The manifest of datasets whose checks passed, written last; readers follow it."""
-    return run_stage(context, distill, C.STAGE_PUBLISH, publish)
+
+    def work(out_root: Path, _write_root: Path):
+        return publish(out_root, context.run.run_id)
+
+    return run_stage(context, distill, C.STAGE_PUBLISH, work)

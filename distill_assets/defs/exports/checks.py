@@ -2,7 +2,13 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.exports import ExportSettings
-from distill_assets.lib.firewall import FirewallReport, verify_preference, verify_rag, verify_sft
+from distill_assets.lib.firewall import (
+    FirewallReport,
+    verify_pair_rules,
+    verify_preference,
+    verify_rag,
+    verify_sft,
+)
 from distill_assets.orchestration import (
     DistillResource,
     conservation_check,
@@ -17,6 +23,11 @@ def _settings_used(receipt) -> ExportSettings:
     from distill_assets.orchestration import ExportConfig
 
     return ExportConfig(**receipt.extra.get("settings", {})).settings()
+
+
+def _written_root(out_root, receipt):
+    """Where the checked run wrote its exports (its version directory)."""
+    return out_root / receipt.extra.get("root", "")
 
 
 def _firewall_result(context, distill, asset: str, check: str, report: FirewallReport):
@@ -47,10 +58,9 @@ def rag_playbooks_schema(context: dg.AssetCheckExecutionContext, distill: Distil
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_FIREWALL, blocking=True)
 def rag_playbooks_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Only accepted or partially accepted runs of the same task back a playbook."""
-    out_root, _receipt = this_runs_receipt(context, distill, C.ASSET_RAG_PLAYBOOKS)
-    return _firewall_result(
-        context, distill, C.ASSET_RAG_PLAYBOOKS, C.CHECK_FIREWALL, verify_rag(out_root)
-    )
+    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_RAG_PLAYBOOKS)
+    report = verify_rag(out_root, _settings_used(receipt), _written_root(out_root, receipt))
+    return _firewall_result(context, distill, C.ASSET_RAG_PLAYBOOKS, C.CHECK_FIREWALL, report)
 
 
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_CONSERVATION, blocking=True)
@@ -69,7 +79,7 @@ def sft_dataset_schema(context: dg.AssetCheckExecutionContext, distill: DistillR
 def sft_dataset_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Only accepted runs in allowed categories reach SFT."""
     out_root, receipt = this_runs_receipt(context, distill, C.ASSET_SFT_DATASET)
-    report = verify_sft(out_root, _settings_used(receipt))
+    report = verify_sft(out_root, _settings_used(receipt), _written_root(out_root, receipt))
     return _firewall_result(context, distill, C.ASSET_SFT_DATASET, C.CHECK_FIREWALL, report)
 
 
@@ -87,9 +97,9 @@ def preference_pairs_schema(context: dg.AssetCheckExecutionContext, distill: Dis
 
 @dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_FIREWALL, blocking=True)
 def preference_pairs_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
-    """Pairs obey the firewall and the pair rules, checked against the scored runs."""
+    """Pairs keep rejected and unreviewed runs off the chosen side, checked against the scores."""
     out_root, receipt = this_runs_receipt(context, distill, C.ASSET_PREFERENCE_PAIRS)
-    report = verify_preference(out_root, _settings_used(receipt))
+    report = verify_preference(out_root, _settings_used(receipt), _written_root(out_root, receipt))
     return _firewall_result(context, distill, C.ASSET_PREFERENCE_PAIRS, C.CHECK_FIREWALL, report)
 
 
@@ -97,3 +107,11 @@ def preference_pairs_firewall(context: dg.AssetCheckExecutionContext, distill: D
 def preference_pairs_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Every scored run is in a pair or is quarantined with a reason."""
     return conservation_check(context, distill, C.ASSET_PREFERENCE_PAIRS)
+
+
+@dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_PAIR_RULES, blocking=True)
+def preference_pairs_rules(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Pairs are two distinct runs of one task, chosen strictly better, texts different."""
+    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_PREFERENCE_PAIRS)
+    report = verify_pair_rules(out_root, _settings_used(receipt), _written_root(out_root, receipt))
+    return _firewall_result(context, distill, C.ASSET_PREFERENCE_PAIRS, C.CHECK_PAIR_RULES, report)
