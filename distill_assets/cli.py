@@ -1,4 +1,4 @@
-"""The ``distill`` command: run the graph, read receipts and drift reports.
+"""The distill command: run the graph, read receipts and drift reports.
 
 Errors a user can cause (unknown run id, missing output directory, bad arguments) print one line
 to stderr and exit non-zero; nothing here prints input text.
@@ -114,15 +114,18 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         command += ["--config-json", orjson.dumps(merged).decode()]
     print(f"distill: materializing {args.select} for partitions {span}", flush=True)
     print(f"distill: sources {source.resolve()} -> output {out.resolve()}", flush=True)
+    runs_before = _report_dirs(out)
     log_path = Path(os.environ["DAGSTER_HOME"]) / "last-materialize.log"
     with open(log_path, "wb") as log:
         sink = None if args.verbose else log
         done = subprocess.run(command, cwd=PROJECT_ROOT, check=False, stdout=sink, stderr=sink)
-    runs = _run_ids(out)
+    runs = sorted(_report_dirs(out) - runs_before)
     if runs:
         summary = out / C.REPORTS_DIR / runs[-1] / "summary.md"
         if summary.exists():
             print(summary.read_text(encoding="utf-8"))
+    else:
+        print("distill: this run recorded no stage (it failed before the first one finished)")
     print("distill: datasets:")
     for rel in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH):
         path = out / rel
@@ -132,6 +135,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if runs:
         print(f"  receipts:   {out / C.REPORTS_DIR / runs[-1]}/")
     if done.returncode != 0:
+        if not args.verbose:
+            for line in _failure_lines(log_path):
+                print(f"distill: {line}", file=sys.stderr)
         where = "above" if args.verbose else f"in {log_path}"
         print(f"distill: materialization FAILED; Dagster's log is {where}", file=sys.stderr)
     return done.returncode
@@ -143,6 +149,25 @@ def _deep_merge(into: dict, extra: dict) -> None:
             _deep_merge(into[key], value)
         else:
             into[key] = value
+
+
+_FAILURE_MARKERS = ("invalid setting", "is in use by run", "DagsterInvalidConfigError",
+                    "Error 1:", "blocking asset check", "validation failed", "chain of custody")
+
+
+def _failure_lines(log_path: Path, limit: int = 8) -> list[str]:
+    """The lines of Dagster's log that say why a run failed (our own messages, no input text)."""
+    found: list[str] = []
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        text = line.strip()
+        if any(marker in text for marker in _FAILURE_MARKERS) and text not in found:
+            found.append(text[:400])
+    return found[:limit]
+
+
+def _report_dirs(out: Path) -> set[str]:
+    reports = out / C.REPORTS_DIR
+    return {p.name for p in reports.iterdir() if p.is_dir()} if reports.is_dir() else set()
 
 
 def _lines(path: Path) -> int:

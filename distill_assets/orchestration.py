@@ -37,7 +37,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "out"
 
-DAILY = dg.DailyPartitionsDefinition(start_date=C.PARTITION_START, end_offset=1)
+# the last partition is tomorrow (UTC), so records up to the one-day horizon have a home
+DAILY = dg.DailyPartitionsDefinition(start_date=C.PARTITION_START, end_offset=2)
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 
 
@@ -66,6 +67,9 @@ class DistillResource(dg.ConfigurableResource):
     )
     drift_alert_pct: float | None = Field(
         default=None, description="Percent change that alerts (default 50)."
+    )
+    drift_min_base: int | None = Field(
+        default=None, description="Counts below this never drive a percentage (default 10)."
     )
     alert_webhook_url: str | None = Field(
         default=None,
@@ -103,7 +107,9 @@ class DistillResource(dg.ConfigurableResource):
 
     def thresholds(self) -> DriftThresholds:
         try:
-            thresholds = DriftThresholds.from_env(self.drift_warn_pct, self.drift_alert_pct)
+            thresholds = DriftThresholds.from_env(
+                self.drift_warn_pct, self.drift_alert_pct, self.drift_min_base
+            )
         except ValueError as exc:
             raise ConfigError("drift thresholds", None, str(exc)) from exc
         problems = thresholds.errors()
@@ -293,11 +299,9 @@ def run_stage(
         preflight(context, distill, stage)
         thresholds = distill.thresholds()
         acquire(out_root, run_id, _run_finished(context), context.log.warning)
-    except (ConfigError, OutputLocked) as exc:
-        record_failure(out_root, run_id, stage, exc, expected, message=str(exc))
-        if isinstance(exc, OutputLocked):
-            raise dg.Failure(description=str(exc)) from exc
-        raise
+    except OutputLocked as exc:
+        # nothing is written: the directory belongs to the run that holds it
+        raise dg.Failure(description=str(exc)) from exc
     versioned = stage in C.EXPORT_STAGES or stage == C.STAGE_PUBLISH
     write_root = open_version(out_root, run_id) if versioned else out_root
     try:

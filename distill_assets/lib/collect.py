@@ -152,7 +152,7 @@ def _partial_signals(obj: dict[str, Any]) -> dict[str, float] | None:
     kept = {
         str(name): float(value)
         for name, value in signals.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(value, int | float)  # a bool counts as 1.0 / 0.0
     }
     return kept or None
 

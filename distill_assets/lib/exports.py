@@ -10,7 +10,7 @@ row saying why; preference candidate pairs that fail a rule get one too.
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,6 +236,19 @@ class _Export:
         self.quarantine = AtomicJsonlWriter(write_root, C.quarantine_path(stage))
         self.texts = TextStore(out_root)
 
+    def admit(self, keys: list[RunKey]) -> list[RunKey]:
+        """Keep runs whose id is unique across all partitions; the others are conflicting
+        duplicates (the same run_id scored on days further apart than the evidence window)."""
+        counts = Counter(key.run_id for key in keys)
+        kept = []
+        for key in keys:
+            if counts[key.run_id] > 1:
+                self.tally.records_in += 1
+                self.leave_out(key, [C.R_CONFLICTING_DUPLICATE])
+            else:
+                kept.append(key)
+        return kept
+
     def leave_out(self, key: RunKey, reasons: list[str]) -> None:
         self.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
         self.quarantine.write_row(quarantine_row(self.stage, reasons, key=key))
@@ -269,7 +282,7 @@ def export_rag(
     keys, inputs = load_run_keys(out_root)
     job = _Export(out_root, write_root or out_root, C.STAGE_EXPORT_RAG, C.RAG_PATH)
     try:
-        for task_id, runs in group_by_task(keys):
+        for task_id, runs in group_by_task(job.admit(keys)):
             eligible: list[RunKey] = []
             for key in runs:
                 job.tally.records_in += 1
@@ -336,7 +349,7 @@ def export_sft(
     keys, inputs = load_run_keys(out_root)
     job = _Export(out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH)
     try:
-        for _task_id, runs in group_by_task(keys):
+        for _task_id, runs in group_by_task(job.admit(keys)):
             for key in runs:
                 job.tally.records_in += 1
                 reasons = _common_reasons(key) or []
@@ -408,7 +421,7 @@ def export_preference(
     tasks_without_pair = 0
     pairs_quarantined = 0
     try:
-        for _task_id, runs in group_by_task(keys):
+        for _task_id, runs in group_by_task(job.admit(keys)):
             ranked: list[RunKey] = []
             for key in runs:
                 job.tally.records_in += 1

@@ -230,8 +230,12 @@ def _quarantine_row(row: dict[str, Any], reasons: list[str], day: date) -> dict[
 
 def score_day(
     day: date, window: _Window, policy: ScoringPolicy, out_root: Path
-) -> tuple[list[WrittenFile], Tally, Counter[str]]:
-    """Score the runs created on ``day`` and account for the evidence dated ``day``."""
+) -> tuple[list[AtomicJsonlWriter], Tally, Counter[str]]:
+    """Score the runs created on ``day`` and account for the evidence dated ``day``.
+
+    Returns the open writers; the caller commits every day's files only once all days are done,
+    so a failure leaves no day half-updated.
+    """
     span = range(-policy.evidence_window_days, policy.evidence_window_days + 1)
     window_days = [day + timedelta(days=offset) for offset in span]
     runs_by_id: dict[str, list[tuple[date, dict[str, Any]]]] = defaultdict(list)
@@ -285,7 +289,7 @@ def score_day(
                 continue
             tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
             quarantine.write_row(_quarantine_row(row, reasons, day))
-        return [scored.commit(), quarantine.commit()], tally, qualities
+        return [scored, quarantine], tally, qualities
     except BaseException:
         scored.abort()
         quarantine.abort()
@@ -295,23 +299,29 @@ def score_day(
 def score(out_root: Path, days: Iterable[date], policy: ScoringPolicy) -> StageResult:
     """Score every day in ``days``; the evidence index of the window around each must exist."""
     window = _Window(out_root)
-    outputs: list[WrittenFile] = []
+    writers: list[AtomicJsonlWriter] = []
     total = Tally()
     qualities: Counter[str] = Counter()
     ordered = sorted(set(days))
     per_day: dict[str, dict[str, int]] = {}
-    for day in ordered:
-        window.evict_before(day - timedelta(days=policy.evidence_window_days))
-        written, tally, day_qualities = score_day(day, window, policy, out_root)
-        outputs.extend(written)
-        total.merge(tally)
-        qualities.update(day_qualities)
-        per_day[day.isoformat()] = {
-            "records_in": tally.records_in,
-            "records_out": tally.records_out,
-            "quarantined": tally.quarantined,
-            "skipped": tally.skipped,
-        }
+    try:
+        for day in ordered:
+            window.evict_before(day - timedelta(days=policy.evidence_window_days))
+            day_writers, tally, day_qualities = score_day(day, window, policy, out_root)
+            writers.extend(day_writers)
+            total.merge(tally)
+            qualities.update(day_qualities)
+            per_day[day.isoformat()] = {
+                "records_in": tally.records_in,
+                "records_out": tally.records_out,
+                "quarantined": tally.quarantined,
+                "skipped": tally.skipped,
+            }
+        outputs = [writer.commit() for writer in writers]
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
     result = StageResult(C.STAGE_SCORE, [], outputs, total)
     result.extra["rows"] = sum(qualities.values())
     result.inputs = sorted(window.inputs.values(), key=lambda f: f.path)

@@ -20,20 +20,26 @@ def _plain(metadata) -> dict:
     return {key: getattr(value, "value", value) for key, value in metadata.items()}
 
 
-def _previous(instance: dg.DagsterInstance, key: dg.AssetKey, record) -> tuple:
-    """Metadata and run id of the materialization before ``record`` (same partition)."""
+LOOKBACK = 50
+
+
+def _previous(instance: dg.DagsterInstance, key: dg.AssetKey, record, metadata: dict) -> tuple:
+    """Run id and metadata of the latest earlier materialization of the same partition made
+    over the same partition range (a one-day run is not compared with a month-long one)."""
     partitions = [record.partition_key] if record.partition_key else None
     found = instance.fetch_materializations(
         dg.AssetRecordsFilter(
             asset_key=key, asset_partitions=partitions, before_storage_id=record.storage_id
         ),
-        limit=1,
+        limit=LOOKBACK,
         ascending=False,
     ).records
-    if not found:
-        return None, None
-    prior = found[0]
-    return prior.run_id, _plain(prior.asset_materialization.metadata)
+    span = metadata.get(C.MD_PARTITIONS)
+    for prior in found:
+        prior_metadata = _plain(prior.asset_materialization.metadata)
+        if prior_metadata.get(C.MD_PARTITIONS) == span:
+            return prior.run_id, prior_metadata
+    return None, None
 
 
 @dg.sensor(
@@ -67,15 +73,9 @@ def drift_sensor(context: dg.SensorEvaluationContext, distill: DistillResource):
         for run_id, run_records in by_run.items():
             pairs = []
             for record in run_records:
-                prior_run, prior_metadata = _previous(context.instance, key, record)
-                pairs.append(
-                    (
-                        record.partition_key,
-                        _plain(record.asset_materialization.metadata),
-                        prior_run,
-                        prior_metadata,
-                    )
-                )
+                metadata = _plain(record.asset_materialization.metadata)
+                prior_run, prior_metadata = _previous(context.instance, key, record, metadata)
+                pairs.append((record.partition_key, metadata, prior_run, prior_metadata))
             judged += 1
             drift, partitions = judge(C.ASSET_STAGE[asset], run_id, pairs, thresholds)
             if drift is None or drift.severity == C.SEVERITY_OK:
