@@ -151,8 +151,15 @@ def _deep_merge(into: dict, extra: dict) -> None:
             into[key] = value
 
 
-_FAILURE_MARKERS = ("invalid setting", "is in use by run", "DagsterInvalidConfigError",
-                    "Error 1:", "blocking asset check", "validation failed", "chain of custody")
+_FAILURE_MARKERS = (
+    "invalid setting",
+    "is in use by run",
+    "DagsterInvalidConfigError",
+    "Error 1:",
+    "blocking asset check",
+    "validation failed",
+    "chain of custody",
+)
 
 
 def _failure_lines(log_path: Path, limit: int = 8) -> list[str]:

@@ -22,7 +22,7 @@ from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
 from distill_assets.lib.layout import version_relroot
-from distill_assets.lib.locking import OutputLocked, acquire, release
+from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
 from distill_assets.lib.receipts import (
     StageReceipt,
     load_receipt,
@@ -298,7 +298,10 @@ def run_stage(
     try:
         preflight(context, distill, stage)
         thresholds = distill.thresholds()
-        acquire(out_root, run_id, _run_finished(context), context.log.warning)
+        if acquire(out_root, run_id, _run_finished(context), context.log.warning):
+            swept = sweep_temp_files(out_root)
+            if swept:
+                context.log.warning(f"removed {swept} temporary file(s) left by a killed run")
     except OutputLocked as exc:
         # nothing is written: the directory belongs to the run that holds it
         raise dg.Failure(description=str(exc)) from exc

@@ -60,8 +60,12 @@ def acquire(
     run_id: str,
     run_finished: Callable[[str], bool] = lambda _run: False,
     log: Callable[[str], None] = lambda _msg: None,
-) -> None:
-    """Take the output directory for ``run_id`` or raise OutputLocked naming the holder."""
+) -> bool:
+    """Take the output directory for ``run_id`` or raise OutputLocked naming the holder.
+
+    Returns True when the lock was newly taken (the run's first stage), False when the run
+    already held it.
+    """
     with reports_lock(out_root):
         holder = read_lock(out_root)
         if holder is not None and holder.get("run_id") != run_id:
@@ -76,18 +80,34 @@ def acquire(
                     f"is gone (or delete {out_root / LOCK_PATH} if you know it is)"
                 )
             log(f"recovered a stale lock of run {holder.get('run_id')} (pid {holder.get('pid')})")
-        if holder is None or holder.get("run_id") != run_id:
-            write_bytes_atomic(
-                out_root / LOCK_PATH,
-                orjson.dumps(
-                    {
-                        "run_id": run_id,
-                        "pid": coordinator_pid(),
-                        "host": socket.gethostname(),
-                        "since": recorded_at(),
-                    }
-                ),
-            )
+        if holder is not None and holder.get("run_id") == run_id:
+            return False
+        write_bytes_atomic(
+            out_root / LOCK_PATH,
+            orjson.dumps(
+                {
+                    "run_id": run_id,
+                    "pid": coordinator_pid(),
+                    "host": socket.gethostname(),
+                    "since": recorded_at(),
+                }
+            ),
+        )
+        return True
+
+
+def sweep_temp_files(out_root: Path) -> int:
+    """Remove temporary files a killed run left behind; only the lock holder may call this."""
+    removed = 0
+    for top in (C.EVIDENCE_DIR, C.SCORED_DIR, C.REPORTS_DIR, C.VERSIONS_DIR):
+        base = out_root / top
+        if not base.is_dir():
+            continue
+        for path in base.rglob(".*.tmp"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def release(out_root: Path, run_id: str) -> None:
