@@ -545,6 +545,7 @@ def _import_instance(
         "importer": C.IMPORT_SWE_BENCH,
         "status": status,
         "results_key": verdict.key,
+        "created_at_source": stamp_source,
         "imported_from": origin.as_meta(),
     }
     if incomplete:
