@@ -116,7 +116,10 @@ class Provenance:
     line: int | None = None  # set when records are lines (JSONL)
 
     def as_meta(self) -> dict[str, Any]:
-        return {"path": self.path, "record": self.record, "sha256": self.sha256}
+        """Provenance kept inside the object itself (so ``distill import`` output keeps it too);
+        without the source's name, so one file imported under two names dedupes."""
+        relpath = self.path.split(":", 1)[1]  # source names cannot hold ":"
+        return {"path": relpath, "record": self.record, "sha256": self.sha256}
 
 
 @dataclass(frozen=True)
