@@ -13,10 +13,14 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from distill_assets.lib import constants as C
+
+if TYPE_CHECKING:
+    from distill_assets.lib.importers import ImportSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
@@ -68,7 +72,7 @@ def source_date_range(source: Path) -> tuple[date, date] | None:
     return None if first is None or last is None else (first, last)
 
 
-def import_date_range(specs: list) -> tuple[date, date] | None:
+def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
     """First and last created_at date of what the import sources would give."""
     from distill_assets.lib.evidence import parse_timestamp
     from distill_assets.lib.importers import run_import
@@ -82,7 +86,7 @@ def import_date_range(specs: list) -> tuple[date, date] | None:
     return (min(days), max(days)) if days else None
 
 
-def partition_range(source: Path | None, imports: list | None = None) -> str:
+def partition_range(source: Path | None, imports: list[ImportSpec] | None = None) -> str:
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
     earliest = date.fromisoformat(C.PARTITION_START)
@@ -106,7 +110,7 @@ def partition_range(source: Path | None, imports: list | None = None) -> str:
     return f"{first.isoformat()}...{last.isoformat()}"
 
 
-def _configured_imports(config: list[dict]) -> tuple[list, dict[str, str]]:
+def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str, str]]:
     """Import sources from run config (resources.distill.config.imports, edited in place) or
     $DISTILL_IMPORTS, with paths made absolute, since the graph runs from the project folder."""
     from distill_assets.lib.importers import parse_specs
@@ -213,16 +217,17 @@ def cmd_import(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UserError(f"import {args.kind}: {exc}") from None
     batch = run_import(spec)
-    out = Path(args.out)
+    target = Path(args.out) / f"{spec.name}.jsonl"
     settings = ParseSettings()
     invalid = 0
     counts = dict.fromkeys(C.KINDS, 0)
-    with AtomicJsonlWriter(out, f"{spec.name}.jsonl") as writer:
-        for item in batch.objects:
-            writer.write_raw(canonical_json(item.obj) + b"\n")
-            counts[item.obj["kind"]] = counts.get(item.obj["kind"], 0) + 1
-            if not isinstance(validate_object(item.obj, settings), Record):
-                invalid += 1
+    if batch.objects:
+        with AtomicJsonlWriter(Path(args.out), target.name) as writer:
+            for item in batch.objects:
+                writer.write_raw(canonical_json(item.obj) + b"\n")
+                counts[item.obj["kind"]] += 1
+                if not isinstance(validate_object(item.obj, settings), Record):
+                    invalid += 1
     for failure in batch.failures:
         print(
             f"distill import: {failure.disposition} ({failure.reason}): {failure.message}",
@@ -230,11 +235,10 @@ def cmd_import(args: argparse.Namespace) -> int:
         )
     for warning in batch.warnings:
         print(f"distill import: warning: {warning}", file=sys.stderr)
-    made = ", ".join(f"{n} {kind}s" for kind, n in counts.items() if n) or "nothing"
-    print(
-        f"distill import: {made} from {len(batch.files)} file(s) of {spec.path} -> "
-        f"{out / (spec.name + '.jsonl')}"
-    )
+    made = ", ".join(f"{n} {kind}s" for kind, n in counts.items() if n)
+    where = f"-> {target}" if made else f"nothing imported; {target} left as it was"
+    files = f"{len(batch.files)} file(s) of {spec.path}"
+    print(f"distill import: {made or 'no records'} from {files} {where}")
     if invalid:
         print(
             f"distill import: {invalid} record(s) break the evidence format and will be "
@@ -353,6 +357,8 @@ def cmd_receipts_show(args: argparse.Namespace) -> int:
             print(f"  reason {code}: {count}")
         for error in r.validation.errors:
             print(f"  error: {error}")
+        for warning in r.validation.warnings:
+            print(f"  warning: {warning}")
     return 0
 
 

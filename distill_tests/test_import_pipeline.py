@@ -226,6 +226,21 @@ def test_cli_import_tau_bench_options(tmp_path: Path) -> None:
     assert outcome["meta"]["signals"] == {"incomplete": 1.0}
 
 
+def test_cli_import_leaves_earlier_output_alone_when_nothing_imports(
+    tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "evidence"
+    out.mkdir()
+    (out / "tau-bench.jsonl").write_bytes(b"earlier\n")
+    broken = tmp_path / "gpt-airline.json"
+    broken.write_bytes(b"[{")
+    assert cli.main(["import", "tau-bench", str(broken), "--out", str(out)]) == 1
+    assert (out / "tau-bench.jsonl").read_bytes() == b"earlier\n"
+    captured = capsys.readouterr()
+    assert "nothing imported" in captured.out
+    assert "tau-bench:gpt-airline.json: not valid JSON" in captured.err
+
+
 def test_cli_import_refuses_a_missing_path(tmp_path: Path, capsys) -> None:
     code = cli.main(["import", "tau-bench", str(tmp_path / "nope.json"), "--out", str(tmp_path)])
     assert code == 2

@@ -96,7 +96,7 @@ def test_a_trial_becomes_a_run_and_an_outcome(tmp_path: Path) -> None:
     assert run["meta"]["created_at_source"] == "option"
     assert run["meta"]["task_instruction"] == "You are ana_1. Change your flight."
     assert run["meta"]["imported_from"] == {
-        "path": "tau-bench:claude-retail.json",
+        "path": "claude-retail.json",
         "record": 1,
         "sha256": sha256_file(source),
     }
