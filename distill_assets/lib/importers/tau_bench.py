@@ -61,7 +61,7 @@ def import_tau_bench(spec: ImportSpec) -> ImportBatch:
     return batch
 
 
-def system_and_domain(spec: ImportSpec, path: Path) -> tuple[str, str, list[str]]:
+def system_and_domain(spec: ImportSpec, path: Path, label: str) -> tuple[str, str, list[str]]:
     """The options, else the file name read as ``<system>-<domain>.json``; and any warnings."""
     stem = path.stem
     system, domain = spec.system, spec.domain
@@ -76,7 +76,7 @@ def system_and_domain(spec: ImportSpec, path: Path) -> tuple[str, str, list[str]
         system, domain = stem.rsplit("-", 1)
     if not system or not domain or not safe_name(system) or not safe_name(domain):
         raise SourceProblem(
-            spec.label(path.name),
+            label,
             C.R_IMPORT_MALFORMED,
             "cannot tell the system and domain from the file name (expected "
             "<system>-<domain>.json); set the system and domain options",
@@ -84,7 +84,7 @@ def system_and_domain(spec: ImportSpec, path: Path) -> tuple[str, str, list[str]
     warnings = []
     if spec.domain is None and domain not in KNOWN_DOMAINS:
         warnings.append(
-            f"{spec.label(path.name)}: domain {domain!r} taken from the file name is not a "
+            f"{label}: domain {domain!r} taken from the file name is not a "
             f"known τ-bench domain ({', '.join(KNOWN_DOMAINS)}); set the domain option if wrong"
         )
     return system, domain, warnings
@@ -99,7 +99,7 @@ def _import_file(unit: Unit, spec: ImportSpec, source: SourceFile, label: str) -
             C.R_IMPORT_MALFORMED,
             f"expected a JSON array of τ-bench results, found a JSON {json_type(results)}",
         )
-    system, domain, warnings = system_and_domain(spec, source.path)
+    system, domain, warnings = system_and_domain(spec, source.path, label)
     unit.warnings.extend(warnings)
     stamp, stamp_source = created_at(spec, source.path)
     moment = parse_timestamp(stamp)
