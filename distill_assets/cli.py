@@ -1,4 +1,4 @@
-"""The distill command: run the graph, read receipts and drift reports.
+"""The ``distill`` command: run the graph, import foreign logs, read receipts and drift reports.
 
 Errors a user can cause (unknown run id, missing output directory, bad arguments) print one line
 to stderr and exit non-zero; nothing here prints input text.
@@ -13,10 +13,14 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from distill_assets.lib import constants as C
+
+if TYPE_CHECKING:
+    from distill_assets.lib.importers import ImportSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
@@ -68,13 +72,37 @@ def source_date_range(source: Path) -> tuple[date, date] | None:
     return None if first is None or last is None else (first, last)
 
 
-def partition_range(source: Path) -> str:
-    """The partition range covering every day in the sources (a day either side for offsets)."""
+def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
+    """First and last created_at date of what the import sources would give."""
+    from distill_assets.lib.evidence import parse_timestamp
+    from distill_assets.lib.importers import run_import
+
+    days = []
+    for spec in specs:
+        for item in run_import(spec).objects:
+            moment = parse_timestamp(item.obj.get("created_at"))
+            if moment is not None:
+                days.append(moment.date())
+    return (min(days), max(days)) if days else None
+
+
+def partition_range(source: Path | None, imports: list[ImportSpec] | None = None) -> str:
+    """The partition range covering every day in the sources and import sources (a day either
+    side for offsets)."""
     earliest = date.fromisoformat(C.PARTITION_START)
-    latest = datetime.now(UTC).date() + timedelta(days=1)
-    found = source_date_range(source)
+    # the daily partitions end with today's (end_offset=1); tomorrow's does not exist yet
+    latest = datetime.now(UTC).date()
+    spans = [
+        span
+        for span in (
+            source_date_range(source) if source is not None else None,
+            import_date_range(imports) if imports else None,
+        )
+        if span is not None
+    ]
+    found = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
     if found is None:
-        return f"{latest - timedelta(days=1)}...{latest - timedelta(days=1)}"
+        return f"{latest}...{latest}"
     first = max(earliest, found[0] - timedelta(days=1))
     last = min(latest, found[1] + timedelta(days=1))
     if first > last:
@@ -82,15 +110,48 @@ def partition_range(source: Path) -> str:
     return f"{first.isoformat()}...{last.isoformat()}"
 
 
+def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str, str]]:
+    """Import sources from run config (resources.distill.config.imports, edited in place) or
+    $DISTILL_IMPORTS, with paths made absolute, since the graph runs from the project folder."""
+    from distill_assets.lib.importers import parse_specs
+
+    given = None
+    for item in config:
+        found = item.get("resources", {}).get("distill", {}).get("config", {}).get("imports")
+        if found is not None:
+            given = found
+    raw = os.environ.get(C.ENV_IMPORTS)
+    try:
+        entries = given if given is not None else (orjson.loads(raw) if raw else [])
+    except orjson.JSONDecodeError as exc:
+        raise UserError(f"{C.ENV_IMPORTS} is not valid JSON ({exc.msg})") from None
+    if not isinstance(entries, list):
+        raise UserError("import sources: expected a JSON list of objects with kind and path")
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            entry["path"] = str(Path(entry["path"]).resolve())
+    try:
+        specs = parse_specs(orjson.dumps(entries).decode())
+    except ValueError as exc:
+        raise UserError(f"import sources: {exc}") from None
+    env = {C.ENV_IMPORTS: orjson.dumps(entries).decode()} if given is None and raw else {}
+    return specs, env
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
-    source = _source_root(args.source)
+    config = [orjson.loads(item) for item in args.config or []]
+    imports, env = _configured_imports(config)
     out = _output_root(args.output)
-    if not source.is_dir():
-        raise UserError(f"source directory {source} does not exist (set {C.ENV_SOURCE_DIR})")
-    os.environ[C.ENV_SOURCE_DIR] = str(source.resolve())
+    source: Path | None = None
+    if args.source or os.environ.get(C.ENV_SOURCE_DIR) or not imports:
+        source = _source_root(args.source)
+        if not source.is_dir():
+            raise UserError(f"source directory {source} does not exist (set {C.ENV_SOURCE_DIR})")
+        os.environ[C.ENV_SOURCE_DIR] = str(source.resolve())
+    os.environ.update(env)
     os.environ[C.ENV_OUTPUT_DIR] = str(out.resolve())
     ensure_dagster_home()
-    span = args.partition_range or partition_range(source)
+    span = args.partition_range or partition_range(source, imports)
     command = [
         sys.executable,
         "-m",
@@ -104,7 +165,6 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         "--partition-range",
         span,
     ]
-    config = [orjson.loads(item) for item in args.config or []]
     if not args.multiprocess:
         config.append({"execution": {"config": {"in_process": {}}}})
     if config:
@@ -113,7 +173,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             _deep_merge(merged, item)
         command += ["--config-json", orjson.dumps(merged).decode()]
     print(f"distill: materializing {args.select} for partitions {span}", flush=True)
-    print(f"distill: sources {source.resolve()} -> output {out.resolve()}", flush=True)
+    sources = [str(source.resolve())] if source is not None else []
+    sources += [f"{spec.kind} {spec.path}" for spec in imports]
+    print(f"distill: sources {', '.join(sources)} -> output {out.resolve()}", flush=True)
     runs_before = _report_dirs(out)
     log_path = Path(os.environ["DAGSTER_HOME"]) / "last-materialize.log"
     with open(log_path, "wb") as log:
@@ -141,6 +203,55 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         where = "above" if args.verbose else f"in {log_path}"
         print(f"distill: materialization FAILED; Dagster's log is {where}", file=sys.stderr)
     return done.returncode
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Convert one foreign source into evidence JSONL: ``OUT/<name>.jsonl``, written atomically."""
+    from distill_assets.lib.evidence import ParseSettings, Record, validate_object
+    from distill_assets.lib.importers import make_spec, run_import
+    from distill_assets.lib.io import AtomicJsonlWriter, canonical_json
+
+    try:
+        spec = make_spec(
+            args.kind,
+            args.path,
+            name=args.name,
+            system=args.system,
+            domain=getattr(args, "domain", None),
+            created_at=args.created_at,
+        )
+    except ValueError as exc:
+        raise UserError(f"import {args.kind}: {exc}") from None
+    batch = run_import(spec)
+    target = Path(args.out) / f"{spec.name}.jsonl"
+    settings = ParseSettings()
+    invalid = 0
+    counts = dict.fromkeys(C.KINDS, 0)
+    if batch.objects:
+        with AtomicJsonlWriter(Path(args.out), target.name) as writer:
+            for item in batch.objects:
+                writer.write_raw(canonical_json(item.obj) + b"\n")
+                counts[item.obj["kind"]] += 1
+                if not isinstance(validate_object(item.obj, settings), Record):
+                    invalid += 1
+    for failure in batch.failures:
+        print(
+            f"distill import: {failure.disposition} ({failure.reason}): {failure.message}",
+            file=sys.stderr,
+        )
+    for warning in batch.warnings:
+        print(f"distill import: warning: {warning}", file=sys.stderr)
+    made = ", ".join(f"{n} {kind}s" for kind, n in counts.items() if n)
+    where = f"-> {target}" if made else f"nothing imported; {target} left as it was"
+    files = f"{len(batch.files)} file(s) of {spec.path}"
+    print(f"distill import: {made or 'no records'} from {files} {where}")
+    if invalid:
+        print(
+            f"distill import: {invalid} record(s) break the evidence format and will be "
+            "quarantined by collect",
+            file=sys.stderr,
+        )
+    return 1 if batch.failures or invalid else 0
 
 
 def _deep_merge(into: dict, extra: dict) -> None:
@@ -278,6 +389,8 @@ def cmd_receipts_show(args: argparse.Namespace) -> int:
             print(f"  reason {code}: {count}")
         for error in r.validation.errors:
             print(f"  error: {error}")
+        for warning in r.validation.warnings:
+            print(f"  warning: {warning}")
     return 0
 
 
@@ -333,6 +446,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="run steps in subprocesses (parallel exports) instead of in-process",
     )
     mat.set_defaults(func=cmd_materialize)
+
+    imp = sub.add_parser(
+        "import", help="convert foreign agent logs into evidence JSONL (docs/importers.md)"
+    )
+    isub = imp.add_subparsers(dest="import_kind", required=True)
+    for kind, what in (
+        (C.IMPORT_TAU_BENCH, "PATH: a τ-bench result file (JSON array) or a folder of them"),
+        (C.IMPORT_SWE_BENCH, "ROOT: ROOT/<system>/all_preds.jsonl + results/results.json"),
+    ):
+        one = isub.add_parser(kind, help=what)
+        one.add_argument("path", metavar=what.split(":")[0])
+        one.add_argument("--out", required=True, help="directory to write <name>.jsonl into")
+        one.add_argument("--name", help="names the source in provenance (default: the kind)")
+        one.add_argument("--system", help="system that made the runs (default: from file names)")
+        if kind == C.IMPORT_TAU_BENCH:
+            one.add_argument("--domain", help="τ-bench domain (default: from the file name)")
+        one.add_argument(
+            "--created-at", help="ISO 8601 time for runs without one (default: file mtime)"
+        )
+        one.set_defaults(func=cmd_import, kind=kind)
 
     receipts = sub.add_parser("receipts", help="read stage receipts")
     rsub = receipts.add_subparsers(dest="receipts_command", required=True)

@@ -21,6 +21,7 @@ from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
+from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
 from distill_assets.lib.layout import version_relroot
 from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
 from distill_assets.lib.receipts import (
@@ -49,11 +50,31 @@ class ConfigError(dg.Failure):
         super().__init__(description=f"invalid setting {setting}={value!r}: {problem}")
 
 
+class ImportSource(dg.Config):
+    """A foreign layout of agent runs read by an importer (docs/importers.md)."""
+
+    kind: str = Field(description="Importer: tau-bench or swe-bench.")
+    path: str = Field(description="A τ-bench result file or folder; a SWE-bench experiment root.")
+    name: str | None = Field(
+        default=None, description="Names its files in provenance as <name>:<path> (default: kind)."
+    )
+    system: str | None = Field(
+        default=None, description="System that made the runs (default: from the file name)."
+    )
+    domain: str | None = Field(
+        default=None, description="τ-bench domain (default: from the file name)."
+    )
+    created_at: str | None = Field(
+        default=None, description="ISO 8601 time of runs without one (default: the file's mtime)."
+    )
+
+
 class DistillResource(dg.ConfigurableResource):
     """Where evidence is read from and datasets are written to, and the drift thresholds.
 
     Unset fields fall back to the environment (DISTILL_SOURCE_DIR, DISTILL_OUTPUT_DIR,
-    DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT), then to the bundled fixtures and ``out/``.
+    DISTILL_IMPORTS, DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT), then to the bundled
+    fixtures (unless import sources are configured) and ``out/``.
     """
 
     source_dir: str | None = Field(
@@ -78,6 +99,46 @@ class DistillResource(dg.ConfigurableResource):
 
     def webhook_url(self) -> str | None:
         return self.alert_webhook_url or os.environ.get(C.ENV_ALERT_WEBHOOK) or None
+
+    imports: list[ImportSource] | None = Field(
+        default=None,
+        description="Import sources read with the evidence directory (default: $DISTILL_IMPORTS, "
+        "a JSON list of objects with the same fields).",
+    )
+
+    def import_specs(self) -> list[ImportSpec]:
+        """The configured import sources, validated (paths must exist, names be distinct)."""
+        if self.imports is None:
+            raw = os.environ.get(C.ENV_IMPORTS)
+            if not raw:
+                return []
+            try:
+                return parse_specs(raw)
+            except ValueError as exc:
+                raise ConfigError(C.ENV_IMPORTS, raw[:200], str(exc)) from exc
+        specs = []
+        for number, item in enumerate(self.imports):
+            try:
+                specs.append(
+                    make_spec(
+                        item.kind, item.path, item.name, item.system, item.domain, item.created_at
+                    )
+                )
+            except ValueError as exc:
+                raise ConfigError(f"imports[{number}]", item.path, str(exc)) from exc
+        try:
+            check_distinct(specs)
+        except ValueError as exc:
+            raise ConfigError("imports", None, str(exc)) from exc
+        return specs
+
+    def evidence_sources(self) -> tuple[Path | None, list[ImportSpec]]:
+        """The evidence directory and the import sources; with imports configured and no
+        directory set, only the imports are read (the bundled fixtures are not mixed in)."""
+        specs = self.import_specs()
+        if specs and self.source_dir is None and not os.environ.get(C.ENV_SOURCE_DIR):
+            return None, specs
+        return self.source_root(), specs
 
     def source_root(self) -> Path:
         setting, raw = "source_dir", self.source_dir
@@ -321,6 +382,10 @@ def run_stage(
         release(out_root, run_id)
     receipt = recorded.receipt
     stats = receipt.stats
+    for warning in receipt.validation.warnings[:20]:
+        context.log.warning(f"{stage}: {warning}")
+    if len(receipt.validation.warnings) > 20:
+        context.log.warning(f"{stage}: {len(receipt.validation.warnings) - 20} more warning(s)")
     context.log.info(
         f"{stage}: {stats.records_in} in, {stats.records_out} out, {stats.quarantined} "
         f"quarantined, {stats.skipped} skipped; drift {recorded.drift.severity}; "

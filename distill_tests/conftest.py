@@ -4,7 +4,7 @@ function that materializes the whole graph (assets and their checks) over a part
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -84,6 +84,35 @@ def fixture_run(tmp_path_factory, project_defs):
     mp = pytest.MonkeyPatch()
     mp.setenv("DISTILL_RECORDED_AT", "2026-03-10T00:00:00Z")
     with dg.instance_for_test(temp_dir=str(home)) as inst:
-        result = materialize_graph(project_defs, inst, FIXTURES, base / "out")
+        try:
+            result = materialize_graph(project_defs, inst, FIXTURES, base / "out")
+        finally:
+            mp.undo()  # the pin must not leak into tests that run later in this session
         yield result, base / "out", inst
-    mp.undo()
+
+
+GraphRunner = Callable[[DistillResource, str, str | None], dg.ExecuteInProcessResult]
+
+
+@pytest.fixture(scope="session")
+def run_graph(project_defs: dg.Definitions) -> GraphRunner:
+    """Materialize every asset and check for a partition range with the given resource, on a
+    fresh ephemeral instance (a single run over the range, as ``distill materialize`` does)."""
+
+    def run(
+        resource: DistillResource, first: str, last: str | None = None
+    ) -> dg.ExecuteInProcessResult:
+        tags = {
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last or first,
+        }
+        with dg.DagsterInstance.ephemeral() as instance:
+            return dg.materialize(
+                [*project_defs.assets, *project_defs.asset_checks],
+                instance=instance,
+                resources={"distill": resource},
+                tags=tags,
+                raise_on_error=False,
+            )
+
+    return run

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -32,8 +32,12 @@ from distill_assets.lib.evidence import (
     parse_line,
     strip_line,
     text_hash,
+    validate_object,
 )
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, sha256_file
+
+if TYPE_CHECKING:
+    from distill_assets.lib.importers.base import ImportBatch
 
 
 @dataclass(frozen=True)
@@ -46,8 +50,8 @@ class SourceFile:
     problem: str | None = None
 
 
-def list_source_files(root: Path, prefix: str = "") -> list[SourceFile]:
-    """Every ``*.jsonl`` under ``root``, recursively, in path order.
+def list_source_files(root: Path, prefix: str = "", suffix: str = ".jsonl") -> list[SourceFile]:
+    """Every ``*.jsonl`` (or ``*<suffix>``) under ``root``, recursively, in path order.
 
     Symbolic links are followed only while they stay inside ``root``; a link that leads out is
     reported with reason ``outside_source_dir`` rather than read.
@@ -67,7 +71,7 @@ def list_source_files(root: Path, prefix: str = "") -> list[SourceFile]:
         seen_dirs.add(real_dir)
         dirnames.sort()
         for name in filenames:
-            if not name.endswith(".jsonl"):
+            if not name.endswith(suffix):
                 continue
             path = current / name
             rel = prefix + path.relative_to(root).as_posix()
@@ -157,24 +161,37 @@ def _partial_signals(obj: dict[str, Any]) -> dict[str, float] | None:
     return kept or None
 
 
-def _records_line(record: Record, source: SourceFile, line: int, sha: str) -> bytes:
+def _records_line(
+    record: Record,
+    source_path: str,
+    line: int | None,
+    sha: str,
+    imported: tuple[str, int] | None = None,
+) -> bytes:
     head = {
         "evidence_id": record.evidence_id,
         "kind": record.kind,
         "run_id": record.run_id,
         "task_id": record.obj.get("task_id") if record.kind == C.KIND_RUN else None,
         "created_at": record.created_at,
-        "source_path": source.relpath,
+        "source_path": source_path,
         "line": line,
         "source_sha256": sha,
     }
+    if imported is not None:
+        # an imported object's provenance: the importer, and the record number in source_path
+        head["importer"], head["source_record"] = imported
     return orjson.dumps(head)[:-1] + b',"record":' + record.canonical + b"}\n"
 
 
 def _quarantine_row(
-    rejected: Rejected, source_path: str, line: int | None, size: int | None
+    rejected: Rejected,
+    source_path: str,
+    line: int | None,
+    size: int | None,
+    detail: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    row = {
         "stage": C.STAGE_COLLECT,
         "disposition": rejected.disposition,
         "reasons": list(rejected.reasons),
@@ -185,6 +202,10 @@ def _quarantine_row(
         "run_id": rejected.run_id,
         "evidence_id": rejected.evidence_id,
     }
+    if detail is not None:
+        # import problems say what is wrong with the file (never its content)
+        row["detail"] = detail
+    return row
 
 
 def _iter_lines(path: Path) -> Iterator[tuple[int, bytes, int]]:
@@ -215,6 +236,8 @@ class Collector:
         self.settings = settings
         self.buckets: dict[date | None, _Bucket] = {}
         self.inputs: list[WrittenFile] = []
+        self.warnings: list[str] = []
+        self.imports: list[dict[str, Any]] = []
 
     def _bucket(self, day: date | None) -> _Bucket | None:
         if day is not None and self.days is not None and day not in self.days:
@@ -231,16 +254,30 @@ class Collector:
         return bucket
 
     def _leave_out(
-        self, day: date | None, rejected: Rejected, source: str, line: int | None, size: int | None
+        self,
+        day: date | None,
+        rejected: Rejected,
+        source: str,
+        line: int | None,
+        size: int | None,
+        detail: str | None = None,
     ) -> None:
         bucket = self._bucket(day)
         if bucket is None:
             return
         bucket.tally.records_in += 1
         bucket.tally.leave_out(rejected.disposition, rejected.reasons)
-        bucket.quarantine.write_row(_quarantine_row(rejected, source, line, size))
+        bucket.quarantine.write_row(_quarantine_row(rejected, source, line, size, detail))
 
-    def _keep(self, record: Record, source: SourceFile, line: int, sha: str, size: int) -> None:
+    def _keep(
+        self,
+        record: Record,
+        source_path: str,
+        line: int | None,
+        sha: str,
+        size: int | None,
+        imported: tuple[str, int] | None = None,
+    ) -> None:
         bucket = self._bucket(record.day)
         if bucket is None:
             return
@@ -256,12 +293,12 @@ class Collector:
                 record.evidence_id,
             )
             bucket.tally.leave_out(duplicate.disposition, duplicate.reasons)
-            bucket.quarantine.write_row(_quarantine_row(duplicate, source.relpath, line, size))
+            bucket.quarantine.write_row(_quarantine_row(duplicate, source_path, line, size))
             return
         bucket.seen.add(digest)
         assert bucket.records is not None and bucket.index is not None
         offset = bucket.records.position
-        bucket.records.write_raw(_records_line(record, source, line, sha))
+        bucket.records.write_raw(_records_line(record, source_path, line, sha, imported))
         bucket.index.write_row(index_row(record, offset))
         bucket.tally.records_out += 1
         bucket.tally.accepted += 1
@@ -307,7 +344,7 @@ class Collector:
                     pending.clear()
                 last_day = day
                 if isinstance(parsed, Record):
-                    self._keep(parsed, source, number, sha, raw_len)
+                    self._keep(parsed, source.relpath, number, sha, raw_len)
                 else:
                     self._leave_out(day, parsed, source.relpath, number, raw_len)
         except OSError:
@@ -325,6 +362,29 @@ class Collector:
                 None, Rejected(C.DISPOSITION_SKIPPED, (C.R_EMPTY_FILE,)), source.relpath, None, 0
             )
         self.inputs.append(WrittenFile(source.relpath, sha, size, lines))
+
+    def read_imported(self, batch: ImportBatch) -> None:
+        """Account for one import source exactly like source lines: every object is validated
+        as evidence format v1, bucketed by its own day, deduplicated, and kept with provenance
+        (the original file and record number) or left out with reasons; every file or record
+        the importer could not use is left out with its reason and a message saying why."""
+        for failure in batch.failures:
+            rejected = Rejected(failure.disposition, (failure.reason,), failure.day)
+            self._leave_out(failure.day, rejected, failure.path, None, None, failure.message)
+            if failure.disposition == C.DISPOSITION_SKIPPED:
+                self.warnings.append(failure.message)
+        self.warnings.extend(batch.warnings)
+        settings = self.settings
+        for item in batch.objects:
+            origin = item.origin
+            parsed = validate_object(item.obj, settings)
+            if isinstance(parsed, Record):
+                imported = (batch.spec.kind, origin.record)
+                self._keep(parsed, origin.path, origin.line, origin.sha256, None, imported)
+            else:
+                self._leave_out(parsed.day, parsed, origin.path, origin.line, None)
+        self.inputs.extend(batch.files)
+        self.imports.append(batch.summary())
 
     def finish(self) -> StageResult:
         """Write every bucket (empty files for asked-for days without data) and account."""
@@ -348,6 +408,9 @@ class Collector:
                 "skipped": bucket.tally.skipped,
             }
         result = StageResult(C.STAGE_COLLECT, self.inputs, outputs, total)
+        result.warnings.extend(self.warnings)
+        if self.imports:
+            result.extra["imports"] = self.imports
         result.extra["rows"] = total.records_out
         result.errors.extend(conservation_errors(total))
         result.extra["per_partition"] = per_day
@@ -367,12 +430,15 @@ def collect(
     out_root: Path,
     days: Iterable[date] | None,
     settings: ParseSettings,
+    imported: Iterable[ImportBatch] = (),
 ) -> StageResult:
-    """Read ``sources`` and write the evidence buckets of ``days`` (all days when None)."""
+    """Read ``sources`` and ``imported`` batches; write the buckets of ``days`` (all when None)."""
     collector = Collector(out_root, days, settings)
     try:
         for source in sources:
             collector.read_file(source)
+        for batch in imported:
+            collector.read_imported(batch)
         return collector.finish()
     except BaseException:
         collector.abort()

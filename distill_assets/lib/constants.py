@@ -123,6 +123,10 @@ R_JSON_TOO_DEEP: Final = "json_too_deep"
 R_UNREADABLE_FILE: Final = "unreadable_file"
 R_OUTSIDE_SOURCE_DIR: Final = "outside_source_dir"
 R_DUPLICATE: Final = "duplicate_record"
+# collect: import sources (docs/importers.md); whole files skipped, bad records quarantined
+R_IMPORT_MISSING_FILE: Final = "import_missing_file"
+R_IMPORT_INVALID_JSON: Final = "import_invalid_json"
+R_IMPORT_MALFORMED: Final = "import_malformed"
 # collect: records that parse but break the format (quarantined)
 R_UNKNOWN_KIND: Final = "unknown_kind"
 R_MISSING_FIELD: Final = "missing_field"  # rendered as missing_field:<name>
@@ -236,6 +240,12 @@ ENV_DRIFT_ALERT: Final = "DISTILL_DRIFT_ALERT_PCT"
 ENV_DRIFT_MIN_BASE: Final = "DISTILL_DRIFT_MIN_BASE"
 ENV_ALERT_WEBHOOK: Final = "DISTILL_ALERT_WEBHOOK_URL"
 ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
+ENV_IMPORTS: Final = "DISTILL_IMPORTS"
+
+# --- importers (docs/importers.md) --------------------------------------------------------
+IMPORT_TAU_BENCH: Final = "tau-bench"
+IMPORT_SWE_BENCH: Final = "swe-bench"
+IMPORT_KINDS: Final = (IMPORT_TAU_BENCH, IMPORT_SWE_BENCH)
 
 # --- partitions ---------------------------------------------------------------------------
 PARTITION_START: Final = "2020-01-01"

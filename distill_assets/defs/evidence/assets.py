@@ -4,6 +4,7 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.collect import collect, list_source_files
+from distill_assets.lib.importers import run_import
 from distill_assets.lib.layout import day_from_key
 from distill_assets.orchestration import (
     DAILY,
@@ -29,7 +30,9 @@ def evidence_index(
     days = [day_from_key(key) for key in context.partition_keys]
 
     def work(out_root: Path, _write_root: Path):
-        sources = list_source_files(distill.source_root())
-        return collect(sources, out_root, days, config.settings())
+        source_root, imports = distill.evidence_sources()
+        files = list_source_files(source_root) if source_root is not None else []
+        batches = (run_import(spec) for spec in imports)
+        return collect(files, out_root, days, config.settings(), batches)
 
     return run_stage(context, distill, C.STAGE_COLLECT, work, config.model_dump())
