@@ -169,6 +169,7 @@ R_BELOW_MARGIN: Final = "below_margin"
 R_NO_PAIR: Final = "no_valid_pair"
 R_EMPTY_RESPONSE: Final = "empty_response"
 R_NOT_SFT_ELIGIBLE: Final = "not_sft_eligible"
+R_INSTRUCTION_UNAVAILABLE: Final = "instruction_unavailable"
 
 # categories kept out of SFT unless a configured deny-list replaces this one (docs/datasets.md)
 DEFAULT_UNSAFE_SFT_CATEGORIES: Final = (

@@ -204,12 +204,30 @@ def sft_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
             if message.get(name) is not None:
                 clean[name] = message[name]
         kept.append(clean)
-    last = kept[-1] if kept else None
-    if last is None or last["role"] != "assistant" or last.get("tool_calls"):
+    final = _last_answer(kept)
+    if final is None:
         kept.append({"role": "assistant", "content": record["response"]})
+    else:
+        del kept[final + 1 :]  # turns after the final answer (e.g. a user's goodbye) teach nothing
     if kept[0]["role"] != "user":
         kept.insert(0, {"role": "user", "content": record["instruction"]})
     return kept
+
+
+def _last_answer(messages: list[dict[str, Any]]) -> int | None:
+    """Index of the last assistant message that answers in text (no tool call)."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if message["role"] == "assistant" and not message.get("tool_calls"):
+            content = message.get("content")
+            if (
+                isinstance(content, str)
+                and content.strip()
+                or isinstance(content, list)
+                and content
+            ):
+                return index
+    return None
 
 
 def playbook_title(instruction: str, limit: int) -> str:
@@ -295,6 +313,8 @@ def export_rag(
                     reasons = [C.R_PARTIALLY_ACCEPTED]
                 if reasons is None and key.response_empty:
                     reasons = [C.R_EMPTY_RESPONSE]
+                if reasons is None and not key.sft_eligible:
+                    reasons = [C.R_INSTRUCTION_UNAVAILABLE]
                 if reasons:
                     job.leave_out(key, reasons)
                 else:
@@ -409,6 +429,8 @@ def candidate_pairs(
                 reasons.append(C.R_BELOW_MARGIN)
             if chosen.response_empty:
                 reasons.append(C.R_EMPTY_RESPONSE)
+            if not (chosen.sft_eligible or rejected.sft_eligible):
+                reasons.append(C.R_INSTRUCTION_UNAVAILABLE)
             yield chosen, rejected, reasons
 
 
@@ -459,7 +481,9 @@ def export_preference(
                 job.dataset.write_row(
                     {
                         "id": stable_id("pair", chosen.run_id, rejected.run_id),
-                        "prompt": chosen_record["instruction"],
+                        "prompt": (chosen_record if chosen.sft_eligible else rejected_record)[
+                            "instruction"
+                        ],
                         "chosen": chosen_record["response"],
                         "rejected": rejected_record["response"],
                         "chosen_run_id": chosen.run_id,
