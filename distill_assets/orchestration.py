@@ -207,9 +207,11 @@ class CollectConfig(dg.Config):
         for name in ("max_line_bytes", "max_messages", "max_messages_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "must be at least 1")
-        if self.future_horizon_hours < 0:
+        if not 0 <= self.future_horizon_hours <= 24:
             raise ConfigError(
-                "future_horizon_hours", self.future_horizon_hours, "must not be negative"
+                "future_horizon_hours",
+                self.future_horizon_hours,
+                "must be between 0 and 24 (the last partition is tomorrow)",
             )
         return ParseSettings(
             max_line_bytes=self.max_line_bytes,
