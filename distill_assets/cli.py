@@ -90,8 +90,9 @@ def partition_range(source: Path | None, imports: list[ImportSpec] | None = None
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
     earliest = date.fromisoformat(C.PARTITION_START)
-    # the daily partitions end with today's (end_offset=1); tomorrow's does not exist yet
-    latest = datetime.now(UTC).date()
+    # the daily partitions end with tomorrow's (end_offset=2, for the one-day future horizon)
+    today = datetime.now(UTC).date()
+    latest = today + timedelta(days=1)
     spans = [
         span
         for span in (
@@ -102,7 +103,7 @@ def partition_range(source: Path | None, imports: list[ImportSpec] | None = None
     ]
     found = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
     if found is None:
-        return f"{latest}...{latest}"
+        return f"{today}...{today}"
     first = max(earliest, found[0] - timedelta(days=1))
     last = min(latest, found[1] + timedelta(days=1))
     if first > last:
