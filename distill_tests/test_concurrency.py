@@ -40,7 +40,7 @@ def start(source, out, env) -> subprocess.Popen:
 
 def test_second_run_fails_clearly_and_datasets_stay_whole(tmp_path):
     small = copy_fixtures(tmp_path / "small")
-    big = write_corpus(tmp_path / "big", runs=6_000, first_day=date(2026, 4, 1), days=2)
+    big = write_corpus(tmp_path / "big", runs=2_000, first_day=date(2026, 4, 1), days=2)
     (tmp_path / "home").mkdir()
     env = {
         **os.environ,

@@ -62,7 +62,7 @@ def assert_previous_state_intact(out: Path, snapshot: dict[str, bytes], run_id: 
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("crash")
     small = copy_fixtures(base / "small")
-    big = write_corpus(base / "big", runs=8_000, first_day=date(2026, 4, 1), days=3)
+    big = write_corpus(base / "big", runs=3_000, first_day=date(2026, 4, 1), days=3)
     env = {
         **os.environ,
         "DAGSTER_HOME": str(base / "home"),
