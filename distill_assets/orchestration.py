@@ -406,6 +406,9 @@ def run_stage(
             metadata={"receipt": str(recorded.receipt_path)},
         )
     metadata = receipt_metadata(receipt, recorded.receipt_path, recorded.drift.severity)
+    schema = column_schema(C.STAGE_ASSET[stage])
+    if schema is not None:
+        metadata[C.MD_COLUMN_SCHEMA] = schema
     if result.partitions:
         metadata[C.MD_PARTITIONS] = f"{result.partitions[0]}..{result.partitions[-1]}"
     drift = recorded.drift
@@ -426,6 +429,27 @@ def run_stage(
                 },
             )
         ],
+    )
+
+
+def column_schema(asset: str) -> dg.TableSchema | None:
+    """The asset's table schema for the UI, from its Pandera model (one definition)."""
+    from distill_assets.lib.schemas import SCHEMAS
+
+    model = SCHEMAS.get(asset)
+    if model is None:
+        return None
+    columns = model.to_schema().columns
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=name,
+                type=str(column.dtype),
+                description=column.description,
+                constraints=dg.TableColumnConstraints(nullable=bool(column.nullable)),
+            )
+            for name, column in columns.items()
+        ]
     )
 
 
