@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,7 +311,7 @@ class Workspace:
         return f"{self.store.url.rstrip('/')}/{path.relative_to(self.root).as_posix()}"
 
     def pull(
-        self, patterns: Iterable[str], refresh: Callable[[str], bool] = lambda _path: False
+        self, patterns: Sequence[str], refresh: Callable[[str], bool] = lambda _path: False
     ) -> int:
         """Link the store's current version of every file matching ``patterns`` into the root.
 
@@ -340,6 +340,12 @@ class Workspace:
                 shutil.copy2(source, tmp)
             os.replace(tmp, target)
             self._pulled[relpath] = target.stat().st_ino
+        # a file pulled earlier in this step and removed from the store since (a released run
+        # lock) goes here too
+        patterns = tuple(patterns)
+        for relpath in [p for p in self._pulled if p not in listing and _matches(p, patterns)]:
+            (self.root / relpath).unlink(missing_ok=True)
+            del self._pulled[relpath]
         return len(listing)
 
     def changed(self, under_reports: bool) -> list[str]:
