@@ -172,6 +172,8 @@ _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _JWT_CHARS = _TOKEN_CHARS | {"."}
 
 PLACEHOLDER_RE = re.compile(r"\[REDACTED:([a-z0-9_]+)\]")
+# no detector matches fewer characters ("pwd=abcd"): shorter strings are not scanned
+_SHORTEST = 8
 PREVIEW_CONTEXT = 24
 # keys whose values are identifiers: the entropy rule does not apply to them (tool call ids such
 # as "call_Q1w2E3r4T5y6U7i8O9p0AsDf" look random by design); token formats still do
@@ -340,11 +342,10 @@ def _long_words(text: str) -> Iterator[tuple[int, str]]:
     """(offset, word) of each blank-separated word of at least ENTROPY_MIN_LENGTH characters:
     every token the entropy rule reads lies in one (str.split is far faster than a regex)."""
     cursor = 0
-    for word in text.split():
-        if len(word) >= ENTROPY_MIN_LENGTH:
-            at = text.find(word, cursor)
-            yield at, word
-            cursor = at + len(word)
+    for word in [w for w in text.split() if len(w) >= ENTROPY_MIN_LENGTH]:
+        at = text.find(word, cursor)
+        yield at, word
+        cursor = at + len(word)
 
 
 def _mixed(word: str) -> bool:
@@ -382,6 +383,8 @@ def find_spans(text: str, entropy: bool = True) -> list[tuple[int, int, str]]:
     The text is scanned in the pieces between placeholders, so ``password=[REDACTED:…]`` is
     not read as a new assignment.
     """
+    if len(text) < _SHORTEST:
+        return []
     spans: list[tuple[int, int, str]] = []
     offset = 0
     pieces = PLACEHOLDER_RE.split(text) if "[REDACTED:" in text else [text]
@@ -418,6 +421,8 @@ def _preview(redacted: str, start: int, end: int) -> str:
 def redact_text(text: str, field: str = "", entropy: bool = True) -> tuple[str, list[Finding]]:
     """``text`` with each secret replaced by its placeholder, and one finding per secret;
     placeholders already in the text count as findings too."""
+    if len(text) < _SHORTEST:
+        return text, []
     spans = find_spans(text, entropy)
     if not spans and "[REDACTED:" not in text:
         return text, []
