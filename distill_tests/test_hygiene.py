@@ -278,5 +278,5 @@ def test_signatures_are_deterministic():
     one, two = NearDupIndex(0.8), NearDupIndex(0.8)
     text = _text(9)
     assert one._band_hashes(text).tobytes() == two._band_hashes(text).tobytes()
-    assert shingle_hashes("a b c d e f") == shingle_hashes("A  b, c d e f!")
+    assert shingle_hashes("a b c d e f") == shingle_hashes("A  B c d\te F\n")
     assert len(shingle_hashes("a b c d e f")) == 2

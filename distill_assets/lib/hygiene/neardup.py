@@ -1,10 +1,10 @@
 """Near-duplicate rows: MinHash signatures (datasketch) banded into an LSH index kept as numpy
 arrays, clustered with union-find.
 
-Each text becomes the set of its word 5-gram shingles (NFKC, case folded), each shingle a 32-bit
-polynomial hash of its bytes (so the same on every run and machine), fed to datasketch's ``MinHash``
-(affine32 scheme, which premixes the inputs, and 128 permutations from a fixed seed). The
-signature is cut into ``b`` bands of ``r`` rows, with ``b`` and ``r`` chosen by
+Each text becomes the set of its word 5-gram shingles (NFKC, case folded, split at blanks),
+each shingle a 32-bit polynomial hash of its bytes (so the same on every run and machine), fed
+to datasketch's ``MinHash`` (affine32 scheme, which premixes the inputs, and 128 permutations
+from a fixed seed). The signature is cut into ``b`` bands of ``r`` rows, with ``b`` and ``r`` by
 datasketch's ``_optimal_param`` for the Jaccard threshold, exactly as its ``MinHashLSH`` does, and
 two rows that agree on a whole band are near-duplicates. Only one 64-bit hash per band is kept
 per row (``b * 8`` bytes, against several KB of Python objects per row in ``MinHashLSH``), so a
@@ -17,7 +17,6 @@ cluster is its first row in the export's own order, which is deterministic.
 from __future__ import annotations
 
 import hashlib
-import re
 import unicodedata
 
 import numpy as np
@@ -30,7 +29,6 @@ SEED = 1
 _CHUNK = 65536
 
 
-_NON_WORD = re.compile(r"\W+")
 _P = 0x100000001B3  # odd: invertible modulo 2**64
 _P_INV = pow(_P, -1, 2**64)
 _MASK32 = np.uint64(0xFFFFFFFF)
@@ -55,10 +53,10 @@ def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def shingle_hashes(text: str, size: int = SHINGLE_WORDS) -> list[int]:
     """The distinct 32-bit hashes of the text's word ``size``-grams (the whole text when it is
-    shorter), sorted. Words are those of ``decontam.words`` (NFKC, case folded, ``\\w+``); each
+    shorter), sorted. Words are the blank-separated words of the NFKC, case-folded text; each
     shingle's UTF-8 bytes get a polynomial hash modulo 2**64, computed for all shingles at once
     from prefix sums, so the cost does not grow with Python-level work per word."""
-    norm = _NON_WORD.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
+    norm = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
     if not norm:
         return []
     data = np.frombuffer(norm.encode("utf-8"), dtype=np.uint8).astype(np.uint64)
@@ -83,7 +81,8 @@ class NearDupIndex:
         self.threshold = threshold
         self.num_perm = num_perm
         self.bands, self.rows = _optimal_param(threshold, num_perm, 0.5, 0.5)
-        self._template = MinHash(num_perm=num_perm, seed=seed)
+        # one MinHash, cleared for each row: its permutations are generated once
+        self._minhash = MinHash(num_perm=num_perm, seed=seed, hashfunc=int)
         self._chunks: list[np.ndarray] = []
         self._current = np.zeros((_CHUNK, self.bands), dtype=np.uint64)
         self._fill = 0
@@ -95,12 +94,8 @@ class NearDupIndex:
         grams = shingle_hashes(text)
         if not grams:
             return None
-        minhash = MinHash(
-            num_perm=self.num_perm,
-            hashfunc=int,
-            permutations=self._template.permutations,
-            scheme=self._template.scheme,
-        )
+        minhash = self._minhash
+        minhash.clear()
         minhash.update_batch(grams)
         values = minhash.hashvalues
         out = np.empty(self.bands, dtype=np.uint64)
