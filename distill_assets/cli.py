@@ -211,10 +211,12 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     else:
         print("distill: this run recorded no stage (it failed before the first one finished)")
     print("distill: datasets:")
-    for rel in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH):
+    for rel in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH, *C.HOLDOUT_PATHS.values()):
         path = out / rel
         state = f"{_lines(path)} rows" if path.exists() else "not written"
         print(f"  {path if not remote else f'{shown}/{rel}'}  ({state})")
+    review = out / C.REVIEW_QUEUE_PATH if not remote else f"{shown}/{C.REVIEW_QUEUE_PATH}"
+    print(f"  review queue: {review}")
     print(
         f"  quarantine: {out / C.QUARANTINE_DIR if not remote else f'{shown}/{C.QUARANTINE_DIR}'}/"
     )
@@ -279,6 +281,92 @@ def cmd_import(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 1 if batch.failures or invalid else 0
+
+
+def _verdict_items(path: Path) -> list[tuple[int, object]]:
+    """Items of a verdict file: JSON lines, a JSON list, or a Langfuse page ``{"data": [...]}``."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror})") from None
+    try:
+        whole = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict) and isinstance(whole.get("data"), list):
+        whole = whole["data"]
+    if isinstance(whole, list):
+        return list(enumerate(whole, start=1))
+    items: list[tuple[int, object]] = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if raw.strip():
+            try:
+                items.append((number, orjson.loads(raw)))
+            except orjson.JSONDecodeError:
+                items.append((number, None))
+    return items
+
+
+def verdict_to_review(item: object, reviewer: str | None, created_at: str) -> dict | None:
+    """One verdict (distill's shape, or a Langfuse score) as review evidence; None if unusable.
+
+    distill: ``{"run_id" | "id", "verdict", "score"?, "reviewer"?, "comment"?, "created_at"?}``;
+    Langfuse: a score ``{"name": "verdict", "traceId", "stringValue" | "value", "comment"?,
+    "createdAt"?, "authorUserId"?}`` whose trace id is the queue row's id (the run id).
+    """
+    if not isinstance(item, dict):
+        return None
+    if "traceId" in item:
+        if item.get("name") != "verdict":
+            return None
+        verdict = item.get("stringValue") or item.get("value")
+        run_id = item.get("traceId")
+        who = item.get("authorUserId") or reviewer
+        when = item.get("createdAt") or item.get("timestamp") or created_at
+        score = None
+    else:
+        verdict = item.get("verdict")
+        run_id = item.get("run_id") or item.get("id")
+        who = item.get("reviewer") or reviewer
+        when = item.get("created_at") or created_at
+        score = item.get("score")
+    review = {"kind": C.KIND_REVIEW, "run_id": run_id, "verdict": verdict, "created_at": when}
+    if score is not None:
+        review["score"] = score
+    if who:
+        review["reviewer"] = who
+    if isinstance(item.get("comment"), str) and item["comment"]:
+        review["comment"] = item["comment"]
+    return review
+
+
+def cmd_review_import(args: argparse.Namespace) -> int:
+    """Turn reviewers' verdicts into review evidence: ``OUT/<name>.jsonl``, written atomically."""
+    from distill_assets.lib.evidence import ParseSettings, Record, validate_object
+    from distill_assets.lib.io import AtomicJsonlWriter, canonical_json
+
+    created_at = args.created_at or datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    settings = ParseSettings()
+    good: list[dict] = []
+    bad = 0
+    for number, item in _verdict_items(Path(args.path)):
+        review = verdict_to_review(item, args.reviewer, created_at)
+        if review is None or not isinstance(validate_object(review, settings), Record):
+            bad += 1
+            # never the item's content: it may quote the run
+            print(f"distill review import: item {number} is not a usable verdict", file=sys.stderr)
+            continue
+        good.append(review)
+    target = Path(args.out) / f"{args.name}.jsonl"
+    if good:
+        with AtomicJsonlWriter(Path(args.out), target.name) as writer:
+            for review in good:
+                writer.write_raw(canonical_json(review) + b"\n")
+    print(
+        f"distill review import: {len(good)} review(s) -> {target}"
+        + (f", {bad} left out" if bad else "")
+    )
+    return 1 if bad else 0
 
 
 def _deep_merge(into: dict, extra: dict) -> None:
@@ -493,6 +581,16 @@ def build_parser() -> argparse.ArgumentParser:
             "--created-at", help="ISO 8601 time for runs without one (default: file mtime)"
         )
         one.set_defaults(func=cmd_import, kind=kind)
+
+    review = sub.add_parser("review", help="review queue verdicts (docs/review.md)")
+    vsub = review.add_subparsers(dest="review_command", required=True)
+    vimp = vsub.add_parser("import", help="turn verdicts into review evidence JSONL")
+    vimp.add_argument("path", help="verdicts: JSON lines, a JSON list or a Langfuse scores page")
+    vimp.add_argument("--out", required=True, help="evidence directory to write <name>.jsonl into")
+    vimp.add_argument("--name", default="review-verdicts", help="file name (default: %(default)s)")
+    vimp.add_argument("--reviewer", help="reviewer for verdicts that name none")
+    vimp.add_argument("--created-at", help="ISO 8601 time for verdicts without one (default: now)")
+    vimp.set_defaults(func=cmd_review_import)
 
     receipts = sub.add_parser("receipts", help="read stage receipts")
     rsub = receipts.add_subparsers(dest="receipts_command", required=True)

@@ -22,6 +22,8 @@ from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
+from distill_assets.lib.hygiene.curate import HygieneSettings
+from distill_assets.lib.hygiene.decontam import EvalSet, load_eval_set, resolve_eval_path
 from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
 from distill_assets.lib.layout import CHECK_INPUT_GLOBS, STAGE_INPUT_GLOBS, version_relroot
 from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
@@ -308,6 +310,57 @@ class ExportConfig(dg.Config):
     rag_include_partial: bool = Field(
         default=True, description="Partially accepted runs may back a playbook."
     )
+    secret_action: str = Field(
+        default=C.SECRET_ACTION_QUARANTINE,
+        description="A row with a secret: quarantine it (secret_detected) or redact and keep it.",
+    )
+    holdout_fraction: float = Field(
+        default=0.1, description="Share of tasks (by a hash of task_id) held out, in [0, 1)."
+    )
+    near_dup_threshold: float | None = Field(
+        default=0.8, description="MinHash Jaccard threshold of near-duplicate rows (null: off)."
+    )
+    eval_set_path: str | None = Field(
+        default=None,
+        description="Evaluation prompts / task ids kept out (absolute, or under the source dir).",
+    )
+    decontam_ngram: int = Field(default=13, description="Word n-gram size of decontamination.")
+    decontam_min_overlap: float = Field(
+        default=0.0,
+        description="A row is contaminated above this share of an eval prompt's n-grams.",
+    )
+
+    def hygiene(self) -> HygieneSettings:
+        return HygieneSettings(
+            secret_action=self.secret_action,
+            holdout_fraction=self.holdout_fraction,
+            near_dup_threshold=self.near_dup_threshold,
+            eval_set_path=self.eval_set_path,
+            decontam_ngram=self.decontam_ngram,
+            decontam_min_overlap=self.decontam_min_overlap,
+        )
+
+    def eval_path(self, distill: DistillResource) -> Path | None:
+        """The evaluation file, resolved (a relative path under the source directory)."""
+        if not self.eval_set_path:
+            return None
+        source, _ = distill.evidence_sources()
+        try:
+            path = resolve_eval_path(self.eval_set_path, source)
+        except ValueError as exc:
+            raise ConfigError("eval_set_path", self.eval_set_path, str(exc)) from exc
+        if not path.is_file():
+            raise ConfigError("eval_set_path", self.eval_set_path, "no such file")
+        return path
+
+    def eval_set(self, distill: DistillResource) -> EvalSet | None:
+        path = self.eval_path(distill)
+        if path is None:
+            return None
+        try:
+            return load_eval_set(path, self.decontam_ngram, self.decontam_min_overlap)
+        except ValueError as exc:
+            raise ConfigError("eval_set_path", self.eval_set_path, str(exc)) from exc
 
     def settings(self) -> ExportSettings:
         settings = ExportSettings(
@@ -320,6 +373,7 @@ class ExportConfig(dg.Config):
             min_margin=self.min_margin,
             max_pairs_per_task=self.max_pairs_per_task,
             rag_include_partial=self.rag_include_partial,
+            hygiene=self.hygiene(),
         )
         problems = settings.errors()
         if problems:
@@ -361,6 +415,8 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
         config = config_class(**values)
         validate = getattr(config, "settings", None) or config.policy
         validate()
+        if isinstance(config, ExportConfig):
+            config.eval_path(distill)
     distill.thresholds()
     if C.STAGE_COLLECT in selected:
         distill.source_root()
@@ -567,7 +623,7 @@ def schema_check(
     context: dg.AssetCheckExecutionContext,
     distill: DistillResource,
     asset: str,
-    file_suffix: str,
+    file_suffix: str | tuple[str, ...],
 ) -> dg.AssetCheckResult:
     """Validate every table file the asset wrote in this run against its Pandera model."""
     from distill_assets.lib.schemas import SCHEMAS, validate_jsonl
@@ -596,6 +652,75 @@ def schema_check(
             {
                 "rows": outcome.rows,
                 "failure_cases": dg.MetadataValue.json(outcome.failure_cases),
+            },
+        )
+
+
+def no_secrets_check(
+    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
+) -> dg.AssetCheckResult:
+    """Every JSONL file the asset wrote in this run (datasets, holdout, quarantine) holds no
+    secret, re-scanned from disk; the metadata names files, rows and types, never text."""
+    from distill_assets.lib.hygiene.verify import verify_no_secrets
+
+    def reads(path: str) -> bool:
+        return path.endswith(".jsonl")
+
+    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
+        root = workspace.root / receipt.extra.get("root", "")
+        paths = [f.path for f in receipt.outputs.files if reads(f.path)]
+        report = verify_no_secrets(root, paths)
+        description = (
+            f"no secret in {report.rows} rows of {len(paths)} file(s)"
+            if report.passed
+            else f"{report.count} row(s) hold a secret ({', '.join(sorted(report.types))})"
+        )
+        return report_check(
+            context,
+            workspace,
+            asset,
+            C.CHECK_NO_SECRETS,
+            report.passed,
+            True,
+            report.count,
+            description,
+            {"rows": report.rows, "violations": dg.MetadataValue.json(report.samples)},
+        )
+
+
+def holdout_check(
+    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
+) -> dg.AssetCheckResult:
+    """No task has rows in both the train file and the holdout file this run wrote."""
+    from distill_assets.lib.hygiene.holdout import verify_disjoint
+
+    stage = C.ASSET_STAGE[asset]
+    wanted = (C.TRAIN_PATHS[stage], C.HOLDOUT_PATHS[stage])
+
+    def reads(path: str) -> bool:
+        return path in wanted
+
+    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
+        root = workspace.root / receipt.extra.get("root", "")
+        report = verify_disjoint(root / C.TRAIN_PATHS[stage], root / C.HOLDOUT_PATHS[stage])
+        description = (
+            f"{report.train_rows} train and {report.holdout_rows} holdout rows share no task"
+            if report.passed
+            else f"{report.count} task(s) on both sides"
+        )
+        return report_check(
+            context,
+            workspace,
+            asset,
+            C.CHECK_HOLDOUT_DISJOINT,
+            report.passed,
+            True,
+            report.count,
+            description,
+            {
+                "train_rows": report.train_rows,
+                "holdout_rows": report.holdout_rows,
+                "shared_tasks": dg.MetadataValue.json(report.shared_tasks),
             },
         )
 

@@ -16,6 +16,7 @@ def test_assets_checks_and_lineage(project_defs):
         C.ASSET_RAG_PLAYBOOKS,
         C.ASSET_SFT_DATASET,
         C.ASSET_PREFERENCE_PAIRS,
+        C.ASSET_REVIEW_QUEUE,
         C.ASSET_DATASET_MANIFEST,
     }
 
@@ -26,9 +27,20 @@ def test_assets_checks_and_lineage(project_defs):
     for export in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
         assert parents(export) == {C.ASSET_SCORED_RUNS}
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
+    assert parents(C.ASSET_REVIEW_QUEUE) == {C.ASSET_SCORED_RUNS}
+    assert C.ASSET_REVIEW_QUEUE in parents(C.ASSET_DATASET_MANIFEST)
     for export in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
-        for name in (C.CHECK_SCHEMA, C.CHECK_FIREWALL, C.CHECK_CONSERVATION, C.CHECK_DRIFT):
+        for name in (
+            C.CHECK_SCHEMA,
+            C.CHECK_FIREWALL,
+            C.CHECK_CONSERVATION,
+            C.CHECK_DRIFT,
+            C.CHECK_NO_SECRETS,
+            C.CHECK_HOLDOUT_DISJOINT,
+        ):
             assert (export, name) in checks
+    for name in (C.CHECK_NO_SECRETS, C.CHECK_CONSERVATION, C.CHECK_DRIFT):
+        assert (C.ASSET_REVIEW_QUEUE, name) in checks
     assert (C.ASSET_EVIDENCE_INDEX, C.CHECK_SCHEMA) in checks
     assert (C.ASSET_SCORED_RUNS, C.CHECK_SCHEMA) in checks
 

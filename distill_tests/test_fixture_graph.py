@@ -67,6 +67,17 @@ def test_run_succeeds_and_every_check_passes(run):
 #  quarantined 5 = run-022 twice (conflicting duplicate) and its review, and two orphans
 #  out 50 = 22 scored runs + 28 reviews/outcomes attached to them
 # exports: 22 scored runs each (10 accepted, 5 partially accepted, 4 rejected, 3 to review)
+# holdout (10%): of the 11 tasks only T-certs hashes below 0.1 (sha256 point 0.099); its one
+#  trusted run, run-009, goes to the RAG and SFT holdout files; it forms no pair (its other three
+#  runs need review). Holdout rows still count as out.
+# near-duplicates (prompt + chosen for pairs): T-login's (run-001, run-003) and (run-001, run-002)
+#  share prompt and chosen, the first in export order is kept; T-refund's (run-004, run-005) and
+#  (run-006, run-005) too, since run-004 and run-006 differ only in whitespace: run-006 is then in
+#  no written pair and is quarantined near_duplicate (2 pair rows + 1 run row). SFT and RAG have
+#  no near-duplicates (run-006 is not in SFT, and RAG quotes one run per task).
+#  preference: out 12 - 1 = 11 (accepted 8 - 1 = 7), quarantined 10 + 1 = 11, pairs 8 - 2 = 6.
+# review queue: the 3 runs to review (run-007, run-008, run-010) are queued.
+# publish: dataset rows, train + holdout: RAG 10 + 1, SFT 8 + 1, preference 6 + 0 = 26.
 EXPECTED = {
     C.STAGE_COLLECT: dict(records_in=66, records_out=55, quarantined=7, skipped=4),
     C.STAGE_SCORE: dict(
@@ -75,9 +86,10 @@ EXPECTED = {
     C.STAGE_EXPORT_RAG: dict(records_in=22, records_out=15, quarantined=7, skipped=0),
     C.STAGE_EXPORT_SFT: dict(records_in=22, records_out=9, quarantined=13, skipped=0),
     C.STAGE_EXPORT_PREFERENCE: dict(
-        records_in=22, records_out=12, quarantined=10, skipped=0, accepted=8, rejected=4
+        records_in=22, records_out=11, quarantined=11, skipped=0, accepted=7, rejected=4
     ),
-    C.STAGE_PUBLISH: dict(records_in=28, records_out=28, quarantined=0, skipped=0),
+    C.STAGE_EXPORT_REVIEW: dict(records_in=3, records_out=3, quarantined=0, skipped=0),
+    C.STAGE_PUBLISH: dict(records_in=26, records_out=26, quarantined=0, skipped=0),
 }
 EXPECTED_REASONS = {
     C.STAGE_COLLECT: {
@@ -106,7 +118,9 @@ EXPECTED_REASONS = {
         C.R_NO_PAIR: 7,
         C.R_IDENTICAL_TEXT: 1,
         C.R_BELOW_MARGIN: 1,
+        C.R_NEAR_DUPLICATE: 3,
     },
+    C.STAGE_EXPORT_REVIEW: {},
     C.STAGE_PUBLISH: {},
 }
 
@@ -127,9 +141,15 @@ def test_conservation(receipts, stage):
 
 
 def test_dataset_sizes(out):
-    assert len(rows(out / C.RAG_PATH)) == 11  # one playbook per task with a trusted run
-    assert len(rows(out / C.SFT_PATH)) == 9
-    assert len(rows(out / C.PREFERENCE_PATH)) == 8
+    # one playbook per task with a trusted run (11), T-certs' in the holdout
+    assert len(rows(out / C.RAG_PATH)) == 10
+    assert [r["task_id"] for r in rows(out / C.RAG_HOLDOUT_PATH)] == ["T-certs"]
+    assert len(rows(out / C.SFT_PATH)) == 8
+    assert [r["source_run_id"] for r in rows(out / C.SFT_HOLDOUT_PATH)] == ["run-009"]
+    assert len(rows(out / C.PREFERENCE_PATH)) == 6
+    assert rows(out / C.PREFERENCE_HOLDOUT_PATH) == []
+    queue = rows(out / C.REVIEW_QUEUE_PATH)
+    assert [r["run_id"] for r in queue] == ["run-007", "run-008", "run-010"]
 
 
 def test_scored_grades(out):
@@ -245,7 +265,17 @@ def test_pair_rules(out):
     assert pair_rows == {
         ("run-004", "run-006"): [C.R_IDENTICAL_TEXT],
         ("run-014", "run-015"): [C.R_BELOW_MARGIN],
+        # same prompt and chosen text as a pair written before them (see EXPECTED)
+        ("run-001", "run-002"): [C.R_NEAR_DUPLICATE],
+        ("run-006", "run-005"): [C.R_NEAR_DUPLICATE],
     }
+    kept = {r["id"]: r for r in pairs}
+    for row in quarantined:
+        if C.R_NEAR_DUPLICATE in row["reasons"]:
+            assert row["kept_id"] in kept
+    near = next(r for r in quarantined if r["reasons"] == [C.R_NEAR_DUPLICATE] and r["run_id"])
+    assert near["run_id"] == "run-006"
+    assert kept[near["kept_id"]]["chosen_run_id"] == "run-004"
 
 
 def test_receipts_hash_the_files_on_disk(out, receipts):
@@ -275,7 +305,7 @@ def test_summary_and_drift_files(out, receipts):
     run_id = receipts[C.STAGE_COLLECT].run_id
     summary = load_summary(out, run_id)
     assert [row.stage for row in summary.stages] == list(C.STAGES)
-    assert summary.datasets["sft"].records == 9
+    assert summary.datasets["sft"].records == 8  # the train file; run-009 is in the holdout
     assert summary.totals["records_in"] == sum(r.stats.records_in for r in receipts.values())
     drift = load_drift(out, run_id)
     assert drift.prior_run_id is None and drift.baseline_established
@@ -288,8 +318,9 @@ def test_materialization_metadata(run):
     result, _, instance = run
     materializations = result.asset_materializations_for_node(C.ASSET_SFT_DATASET)
     metadata = materializations[-1].metadata
-    assert metadata[C.MD_ROW_COUNT].value == 9
-    assert metadata[C.MD_ACCEPTED].value == 9
+    assert metadata[C.MD_ROW_COUNT].value == 8  # train rows
+    assert metadata[C.MD_HOLDOUT_ROWS].value == 1
+    assert metadata[C.MD_ACCEPTED].value == 9  # train + holdout
     assert metadata[C.MD_QUARANTINED].value == 13
     assert metadata[f"{C.MD_REASON_PREFIX}{C.R_UNSAFE_SFT_CATEGORY}"].value == 1
     assert metadata[C.MD_DRIFT_SEVERITY].value == "ok"
@@ -310,6 +341,7 @@ def test_materialization_metadata(run):
 def test_manifest_lists_checked_datasets(out):
     manifest = orjson.loads((out / C.MANIFEST_PATH).read_bytes())
     listed = {f["path"]: f for f in manifest["files"]}
-    for path in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH):
+    for path in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH, *C.HOLDOUT_PATHS.values()):
         assert listed[path]["sha256"] == sha256_file(out / path)
+    assert listed[C.REVIEW_QUEUE_PATH]["rows"] == 3
     assert "run_id" not in manifest

@@ -17,6 +17,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.importers import make_spec, run_import
 from distill_assets.lib.io import iter_jsonl, sha256_file
+from distill_assets.lib.receipts import load_receipt
 from distill_assets.orchestration import DistillResource, ImportSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -345,7 +346,8 @@ def test_sample_pairs_stay_in_a_task_and_prefer_success(tau_graph, sample) -> No
     _result, out, day = tau_graph
     scored = {row["run_id"]: row for row in iter_jsonl(out / layout.scored_runs(day))}
     reward = {_run_id(r): r["reward"] for r in sample}
-    pairs = list(iter_jsonl(out / C.PREFERENCE_PATH))
+    # the holdout split moves whole tasks to holdout.jsonl: read both sides
+    pairs = [*iter_jsonl(out / C.PREFERENCE_PATH), *iter_jsonl(out / C.PREFERENCE_HOLDOUT_PATH)]
     assert pairs
     for pair in pairs:
         chosen, rejected = scored[pair["chosen_run_id"]], scored[pair["rejected_run_id"]]
@@ -369,5 +371,7 @@ def test_sample_passes_every_check_with_zero_firewall_violations(tau_graph) -> N
     firewall = [e for e in evaluations if e.check_name == C.CHECK_FIREWALL]
     assert len(firewall) == 3
     assert all(e.metadata["num_failures"] == dg.IntMetadataValue(0) for e in firewall)
-    sft = list(iter_jsonl(out / C.SFT_PATH))
-    assert len(sft) == 81
+    sft = [*iter_jsonl(out / C.SFT_PATH), *iter_jsonl(out / C.SFT_HOLDOUT_PATH)]
+    receipt = load_receipt(out / C.REPORTS_DIR / result.run_id / f"{C.STAGE_EXPORT_SFT}.json")
+    # every accepted run is a row on one side, or left out as a near-duplicate of one
+    assert len(sft) + receipt.stats.reasons.get(C.R_NEAR_DUPLICATE, 0) == 81

@@ -95,6 +95,7 @@ def test_lineage_and_checks_over_graphql(webserver):
         C.ASSET_RAG_PLAYBOOKS,
         C.ASSET_SFT_DATASET,
         C.ASSET_PREFERENCE_PAIRS,
+        C.ASSET_REVIEW_QUEUE,
     }
     for node in nodes:
         assert node["groupName"] == C.ASSET_GROUP

@@ -14,6 +14,7 @@ compact row per record with the fields scoring needs and the record's byte offse
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -34,6 +35,7 @@ from distill_assets.lib.evidence import (
     text_hash,
     validate_object,
 )
+from distill_assets.lib.hygiene.secrets import Finding, safe_identifier, scrub_record
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, sha256_file
 
 if TYPE_CHECKING:
@@ -167,8 +169,9 @@ def _records_line(
     line: int | None,
     sha: str,
     imported: tuple[str, int] | None = None,
+    findings: list[Finding] | None = None,
 ) -> bytes:
-    head = {
+    head: dict[str, Any] = {
         "evidence_id": record.evidence_id,
         "kind": record.kind,
         "run_id": record.run_id,
@@ -181,6 +184,9 @@ def _records_line(
     if imported is not None:
         # an imported object's provenance: the importer, and the record number in source_path
         head["importer"], head["source_record"] = imported
+    if findings:
+        # what was redacted in this record (type, field, preview; never the secret)
+        head["secrets"] = [finding.as_dict() for finding in findings]
     return orjson.dumps(head)[:-1] + b',"record":' + record.canonical + b"}\n"
 
 
@@ -199,7 +205,7 @@ def _quarantine_row(
         "line": line,
         "bytes": size,
         "kind": rejected.kind,
-        "run_id": rejected.run_id,
+        "run_id": safe_identifier(rejected.run_id),
         "evidence_id": rejected.evidence_id,
     }
     if detail is not None:
@@ -238,6 +244,7 @@ class Collector:
         self.inputs: list[WrittenFile] = []
         self.warnings: list[str] = []
         self.imports: list[dict[str, Any]] = []
+        self.secrets: Counter[str] = Counter()
 
     def _bucket(self, day: date | None) -> _Bucket | None:
         if day is not None and self.days is not None and day not in self.days:
@@ -296,9 +303,25 @@ class Collector:
             bucket.quarantine.write_row(_quarantine_row(duplicate, source_path, line, size))
             return
         bucket.seen.add(digest)
+        # the evidence store never holds a secret: it keeps the record with placeholders
+        scrubbed, findings = scrub_record(record)
+        self.secrets.update(finding.type for finding in findings)
+        if scrubbed is None:
+            rejected = Rejected(
+                C.DISPOSITION_QUARANTINED,
+                (C.R_SECRET_DETECTED,),
+                record.day,
+                record.kind,
+                None,
+                record.evidence_id,
+            )
+            bucket.tally.leave_out(rejected.disposition, rejected.reasons)
+            bucket.quarantine.write_row(_quarantine_row(rejected, source_path, line, size))
+            return
+        record = scrubbed
         assert bucket.records is not None and bucket.index is not None
         offset = bucket.records.position
-        bucket.records.write_raw(_records_line(record, source_path, line, sha, imported))
+        bucket.records.write_raw(_records_line(record, source_path, line, sha, imported, findings))
         bucket.index.write_row(index_row(record, offset))
         bucket.tally.records_out += 1
         bucket.tally.accepted += 1
@@ -412,6 +435,7 @@ class Collector:
         if self.imports:
             result.extra["imports"] = self.imports
         result.extra["rows"] = total.records_out
+        result.extra["secrets"] = dict(sorted(self.secrets.items()))
         result.errors.extend(conservation_errors(total))
         result.extra["per_partition"] = per_day
         if self.days is not None:

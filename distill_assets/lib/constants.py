@@ -19,6 +19,7 @@ STAGE_SCORE: Final = "score"
 STAGE_EXPORT_RAG: Final = "export-rag"
 STAGE_EXPORT_SFT: Final = "export-sft"
 STAGE_EXPORT_PREFERENCE: Final = "export-preference"
+STAGE_EXPORT_REVIEW: Final = "export-review"
 STAGE_PUBLISH: Final = "publish"
 STAGES: Final = (
     STAGE_COLLECT,
@@ -26,9 +27,18 @@ STAGES: Final = (
     STAGE_EXPORT_RAG,
     STAGE_EXPORT_SFT,
     STAGE_EXPORT_PREFERENCE,
+    STAGE_EXPORT_REVIEW,
     STAGE_PUBLISH,
 )
-EXPORT_STAGES: Final = (STAGE_EXPORT_RAG, STAGE_EXPORT_SFT, STAGE_EXPORT_PREFERENCE)
+# the stages writing under a run's version directory (published together)
+EXPORT_STAGES: Final = (
+    STAGE_EXPORT_RAG,
+    STAGE_EXPORT_SFT,
+    STAGE_EXPORT_PREFERENCE,
+    STAGE_EXPORT_REVIEW,
+)
+# the stages writing training datasets (train and holdout files)
+DATASET_STAGES: Final = (STAGE_EXPORT_RAG, STAGE_EXPORT_SFT, STAGE_EXPORT_PREFERENCE)
 # upstream stage of each stage: the chain of custody the run summary verifies
 STAGE_UPSTREAM: Final = {
     STAGE_COLLECT: None,
@@ -36,6 +46,7 @@ STAGE_UPSTREAM: Final = {
     STAGE_EXPORT_RAG: STAGE_SCORE,
     STAGE_EXPORT_SFT: STAGE_SCORE,
     STAGE_EXPORT_PREFERENCE: STAGE_SCORE,
+    STAGE_EXPORT_REVIEW: STAGE_SCORE,
     STAGE_PUBLISH: STAGE_EXPORT_PREFERENCE,
 }
 # every stage a stage reads from (the publish stage reads all three exports)
@@ -45,6 +56,7 @@ STAGE_READS: Final = {
     STAGE_EXPORT_RAG: (STAGE_SCORE, STAGE_COLLECT),
     STAGE_EXPORT_SFT: (STAGE_SCORE, STAGE_COLLECT),
     STAGE_EXPORT_PREFERENCE: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_EXPORT_REVIEW: (STAGE_SCORE, STAGE_COLLECT),
     STAGE_PUBLISH: EXPORT_STAGES,
 }
 
@@ -54,6 +66,7 @@ ASSET_SCORED_RUNS: Final = "scored_runs"
 ASSET_RAG_PLAYBOOKS: Final = "rag_playbooks"
 ASSET_SFT_DATASET: Final = "sft_dataset"
 ASSET_PREFERENCE_PAIRS: Final = "preference_pairs"
+ASSET_REVIEW_QUEUE: Final = "review_queue"
 ASSET_DATASET_MANIFEST: Final = "dataset_manifest"
 ASSET_STAGE: Final = {
     ASSET_EVIDENCE_INDEX: STAGE_COLLECT,
@@ -61,6 +74,7 @@ ASSET_STAGE: Final = {
     ASSET_RAG_PLAYBOOKS: STAGE_EXPORT_RAG,
     ASSET_SFT_DATASET: STAGE_EXPORT_SFT,
     ASSET_PREFERENCE_PAIRS: STAGE_EXPORT_PREFERENCE,
+    ASSET_REVIEW_QUEUE: STAGE_EXPORT_REVIEW,
     ASSET_DATASET_MANIFEST: STAGE_PUBLISH,
 }
 STAGE_ASSET: Final = {stage: asset for asset, stage in ASSET_STAGE.items()}
@@ -76,6 +90,20 @@ VERSIONS_KEPT: Final = 5
 RAG_PATH: Final = "exports/rag/playbooks.jsonl"
 SFT_PATH: Final = "exports/sft/instruction_response.jsonl"
 PREFERENCE_PATH: Final = "exports/preference/chosen_rejected.jsonl"
+RAG_HOLDOUT_PATH: Final = "exports/rag/holdout.jsonl"
+SFT_HOLDOUT_PATH: Final = "exports/sft/holdout.jsonl"
+PREFERENCE_HOLDOUT_PATH: Final = "exports/preference/holdout.jsonl"
+HOLDOUT_PATHS: Final = {
+    STAGE_EXPORT_RAG: RAG_HOLDOUT_PATH,
+    STAGE_EXPORT_SFT: SFT_HOLDOUT_PATH,
+    STAGE_EXPORT_PREFERENCE: PREFERENCE_HOLDOUT_PATH,
+}
+TRAIN_PATHS: Final = {
+    STAGE_EXPORT_RAG: RAG_PATH,
+    STAGE_EXPORT_SFT: SFT_PATH,
+    STAGE_EXPORT_PREFERENCE: PREFERENCE_PATH,
+}
+REVIEW_QUEUE_PATH: Final = "exports/review/queue.jsonl"
 QUARANTINE_DIR: Final = "exports/quarantine"
 MANIFEST_PATH: Final = "exports/MANIFEST.json"
 ALERTS_PATH: Final = "reports/alerts.jsonl"
@@ -170,6 +198,10 @@ R_NO_PAIR: Final = "no_valid_pair"
 R_EMPTY_RESPONSE: Final = "empty_response"
 R_NOT_SFT_ELIGIBLE: Final = "not_sft_eligible"
 R_INSTRUCTION_UNAVAILABLE: Final = "instruction_unavailable"
+# hygiene (docs/safety.md)
+R_SECRET_DETECTED: Final = "secret_detected"
+R_CONTAMINATED_EVAL: Final = "contaminated_eval"
+R_NEAR_DUPLICATE: Final = "near_duplicate"
 
 # categories kept out of SFT unless a configured deny-list replaces this one (docs/datasets.md)
 DEFAULT_UNSAFE_SFT_CATEGORIES: Final = (
@@ -200,6 +232,61 @@ def empty_field(field: str) -> str:
     return f"{R_EMPTY_FIELD}:{field}"
 
 
+# --- secret finding types (docs/safety.md); placeholders read [REDACTED:<type>] -------------
+SECRET_AWS_ACCESS_KEY: Final = "aws_access_key"
+SECRET_GITHUB_TOKEN: Final = "github_token"
+SECRET_GITLAB_TOKEN: Final = "gitlab_token"
+SECRET_SLACK_TOKEN: Final = "slack_token"
+SECRET_STRIPE_KEY: Final = "stripe_key"
+SECRET_OPENAI_API_KEY: Final = "openai_api_key"
+SECRET_ANTHROPIC_API_KEY: Final = "anthropic_api_key"
+SECRET_GOOGLE_API_KEY: Final = "google_api_key"
+SECRET_HUGGINGFACE_TOKEN: Final = "huggingface_token"
+SECRET_PRIVATE_KEY: Final = "private_key"
+SECRET_JWT: Final = "jwt"
+SECRET_PASSWORD_IN_URL: Final = "password_in_url"
+SECRET_ASSIGNMENT: Final = "secret_assignment"
+SECRET_HIGH_ENTROPY: Final = "high_entropy_string"
+SECRET_AZURE_STORAGE_KEY: Final = "azure_storage_key"
+SECRET_DISCORD_TOKEN: Final = "discord_token"
+SECRET_MAILCHIMP_KEY: Final = "mailchimp_key"
+SECRET_NPM_TOKEN: Final = "npm_token"
+SECRET_PYPI_TOKEN: Final = "pypi_token"
+SECRET_SENDGRID_KEY: Final = "sendgrid_key"
+SECRET_SQUARE_OAUTH: Final = "square_oauth_secret"
+SECRET_TELEGRAM_TOKEN: Final = "telegram_bot_token"
+SECRET_TWILIO_KEY: Final = "twilio_key"
+SECRET_TYPES: Final = frozenset(
+    {
+        SECRET_AWS_ACCESS_KEY,
+        SECRET_GITHUB_TOKEN,
+        SECRET_GITLAB_TOKEN,
+        SECRET_SLACK_TOKEN,
+        SECRET_STRIPE_KEY,
+        SECRET_OPENAI_API_KEY,
+        SECRET_ANTHROPIC_API_KEY,
+        SECRET_GOOGLE_API_KEY,
+        SECRET_HUGGINGFACE_TOKEN,
+        SECRET_PRIVATE_KEY,
+        SECRET_JWT,
+        SECRET_PASSWORD_IN_URL,
+        SECRET_ASSIGNMENT,
+        SECRET_HIGH_ENTROPY,
+        SECRET_AZURE_STORAGE_KEY,
+        SECRET_DISCORD_TOKEN,
+        SECRET_MAILCHIMP_KEY,
+        SECRET_NPM_TOKEN,
+        SECRET_PYPI_TOKEN,
+        SECRET_SENDGRID_KEY,
+        SECRET_SQUARE_OAUTH,
+        SECRET_TELEGRAM_TOKEN,
+        SECRET_TWILIO_KEY,
+    }
+)
+SECRET_ACTION_QUARANTINE: Final = "quarantine"
+SECRET_ACTION_REDACT: Final = "redact"
+SECRET_ACTIONS: Final = (SECRET_ACTION_QUARANTINE, SECRET_ACTION_REDACT)
+
 # --- metadata keys on materializations ----------------------------------------------------
 MD_ROW_COUNT: Final = "dagster/row_count"
 MD_COLUMN_SCHEMA: Final = "dagster/column_schema"
@@ -218,6 +305,8 @@ MD_RUN_ID: Final = "distill/run_id"
 MD_PARTITIONS: Final = "distill/partitions"
 MD_DURATION_MS: Final = "distill/duration_ms"
 MD_VALIDATION_PASSED: Final = "distill/validation_passed"
+MD_SECRETS_PREFIX: Final = "distill/secrets/"
+MD_HOLDOUT_ROWS: Final = "distill/holdout_rows"
 
 # --- asset check names --------------------------------------------------------------------
 CHECK_SCHEMA: Final = "schema_valid"
@@ -225,6 +314,8 @@ CHECK_FIREWALL: Final = "contamination_firewall"
 CHECK_PAIR_RULES: Final = "pair_rules"
 CHECK_CONSERVATION: Final = "conservation"
 CHECK_DRIFT: Final = "drift"
+CHECK_NO_SECRETS: Final = "no_secrets"
+CHECK_HOLDOUT_DISJOINT: Final = "holdout_disjoint"
 
 # --- drift --------------------------------------------------------------------------------
 SEVERITY_OK: Final = "ok"

@@ -21,6 +21,8 @@ import orjson
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
+from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
+from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
 
 
@@ -34,9 +36,10 @@ class ExportSettings:
     max_pairs_per_task: int | None = None
     rag_include_partial: bool = True
     title_chars: int = 80
+    hygiene: HygieneSettings = HygieneSettings()
 
     def errors(self) -> list[str]:
-        problems = []
+        problems = self.hygiene.errors()
         if not 0.0 <= self.min_margin <= 1.0:
             problems.append(f"min_margin={self.min_margin!r} must be between 0 and 1")
         if self.max_pairs_per_task is not None and self.max_pairs_per_task < 1:
@@ -230,6 +233,35 @@ def _last_answer(messages: list[dict[str, Any]]) -> int | None:
     return None
 
 
+def _texts_of(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        ]
+    return []
+
+
+def user_texts(messages: list[dict[str, Any]]) -> list[str]:
+    """The user turns of a conversation: its prompts, for decontamination."""
+    return [t for m in messages if m.get("role") == "user" for t in _texts_of(m.get("content"))]
+
+
+def conversation_text(messages: list[dict[str, Any]]) -> str:
+    """Every turn's text and tool-call arguments, one per line: what near-duplicates compare."""
+    parts: list[str] = []
+    for message in messages:
+        parts.extend(_texts_of(message.get("content")))
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                parts.append(f"{function.get('name', '')} {function.get('arguments', '')}")
+    return "\n".join(parts)
+
+
 def playbook_title(instruction: str, limit: int) -> str:
     first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
     first = " ".join(first.split())
@@ -245,13 +277,24 @@ def playbook_text(title: str, record: dict[str, Any], best: RunKey) -> str:
 
 
 class _Export:
-    """Shared skeleton: one dataset writer, one quarantine writer, a tally."""
+    """Shared skeleton: the hygiene (which writes the train and holdout files), one quarantine
+    writer, a tally."""
 
-    def __init__(self, out_root: Path, write_root: Path, stage: str, dataset_path: str) -> None:
+    def __init__(
+        self,
+        out_root: Path,
+        write_root: Path,
+        stage: str,
+        dataset_path: str,
+        settings: ExportSettings,
+        eval_set: EvalSet | None,
+    ) -> None:
         self.stage = stage
         self.tally = Tally()
-        self.dataset = AtomicJsonlWriter(write_root, dataset_path)
         self.quarantine = AtomicJsonlWriter(write_root, C.quarantine_path(stage))
+        self.curation = Curation(
+            stage, settings.hygiene, eval_set, write_root, dataset_path, C.HOLDOUT_PATHS[stage]
+        )
         self.texts = TextStore(out_root)
 
     def admit(self, keys: list[RunKey]) -> list[RunKey]:
@@ -267,21 +310,23 @@ class _Export:
                 kept.append(key)
         return kept
 
-    def leave_out(self, key: RunKey, reasons: list[str]) -> None:
+    def leave_out(self, key: RunKey, reasons: list[str], **details: Any) -> None:
         self.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
-        self.quarantine.write_row(quarantine_row(self.stage, reasons, key=key))
+        self.quarantine.write_row({**quarantine_row(self.stage, reasons, key=key), **details})
 
     def finish(self, inputs: list[WrittenFile]) -> StageResult:
         self.texts.close()
-        outputs = [self.dataset.commit(), self.quarantine.commit()]
+        outputs = self.curation.finish(self.tally, self.quarantine, quarantine_row)
+        outputs.append(self.quarantine.commit())
         result = StageResult(self.stage, inputs + self.texts.input_files(), outputs, self.tally)
-        result.extra["rows"] = self.dataset.lines
+        result.extra["rows"] = self.curation.train_rows
+        result.extra.update(self.curation.extra())
         result.errors.extend(conservation_errors(self.tally))
         return result
 
     def abort(self) -> None:
         self.texts.close()
-        self.dataset.abort()
+        self.curation.abort()
         self.quarantine.abort()
 
 
@@ -294,11 +339,16 @@ def _common_reasons(key: RunKey) -> list[str] | None:
 
 
 def export_rag(
-    out_root: Path, settings: ExportSettings, write_root: Path | None = None
+    out_root: Path,
+    settings: ExportSettings,
+    write_root: Path | None = None,
+    eval_set: EvalSet | None = None,
 ) -> StageResult:
     """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
     keys, inputs = load_run_keys(out_root)
-    job = _Export(out_root, write_root or out_root, C.STAGE_EXPORT_RAG, C.RAG_PATH)
+    job = _Export(
+        out_root, write_root or out_root, C.STAGE_EXPORT_RAG, C.RAG_PATH, settings, eval_set
+    )
     try:
         for task_id, runs in group_by_task(job.admit(keys)):
             eligible: list[RunKey] = []
@@ -319,33 +369,41 @@ def export_rag(
                     job.leave_out(key, reasons)
                 else:
                     eligible.append(key)
-            record = None
-            while eligible and record is None:
-                record = job.texts.fetch(eligible[0])
+            row = None
+            while eligible and row is None:
+                best = eligible[0]
+                record = job.texts.fetch(best)
                 if record is None:
                     job.leave_out(eligible.pop(0), [C.R_MISSING_SOURCE_RUN_ID])
-            if not eligible or record is None:
+                    continue
+                title = playbook_title(record["instruction"], settings.title_chars)
+                screened = job.curation.screen(
+                    {
+                        "id": stable_id("pb", task_id),
+                        "task_id": task_id,
+                        "title": title,
+                        "text": playbook_text(title, record, best),
+                        "source_run_ids": [key.run_id for key in eligible],
+                        "quality": best.quality,
+                        "score": best.score,
+                    },
+                    task_id,
+                    [record["instruction"]],
+                )
+                if screened.reasons:
+                    job.leave_out(eligible.pop(0), screened.reasons, **screened.details)
+                else:
+                    row = screened.row
+            if row is None:
                 continue
-            best = eligible[0]
-            title = playbook_title(record["instruction"], settings.title_chars)
-            job.dataset.write_row(
-                {
-                    "id": stable_id("pb", task_id),
-                    "task_id": task_id,
-                    "title": title,
-                    "text": playbook_text(title, record, best),
-                    "source_run_ids": [key.run_id for key in eligible],
-                    "quality": best.quality,
-                    "score": best.score,
-                }
-            )
+            job.curation.keep(row, tuple(eligible), row["text"], pair=False)
             job.tally.records_out += len(eligible)
             job.tally.accepted += len(eligible)
         result = job.finish(inputs)
     except BaseException:
         job.abort()
         raise
-    result.extra["playbooks"] = job.dataset.lines
+    result.extra["playbooks"] = job.curation.train_rows
     return result
 
 
@@ -363,11 +421,16 @@ def _category_reason(category: str | None, settings: ExportSettings) -> str | No
 
 
 def export_sft(
-    out_root: Path, settings: ExportSettings, write_root: Path | None = None
+    out_root: Path,
+    settings: ExportSettings,
+    write_root: Path | None = None,
+    eval_set: EvalSet | None = None,
 ) -> StageResult:
     """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
     keys, inputs = load_run_keys(out_root)
-    job = _Export(out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH)
+    job = _Export(
+        out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH, settings, eval_set
+    )
     try:
         for _task_id, runs in group_by_task(job.admit(keys)):
             for key in runs:
@@ -389,15 +452,23 @@ def export_sft(
                 if record is None:
                     job.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
                     continue
-                job.dataset.write_row(
+                messages = sft_messages(record)
+                screened = job.curation.screen(
                     {
-                        "messages": sft_messages(record),
+                        "messages": messages,
                         "id": stable_id("sft", key.run_id),
                         "source_run_id": key.run_id,
                         "task_id": key.task_id,
                         "category": key.category,
-                    }
+                    },
+                    key.task_id,
+                    user_texts(messages),
                 )
+                if screened.reasons:
+                    job.leave_out(key, screened.reasons, **screened.details)
+                    continue
+                text = conversation_text(screened.row["messages"])
+                job.curation.keep(screened.row, (key,), text, pair=False)
                 job.tally.records_out += 1
                 job.tally.accepted += 1
         return job.finish(inputs)
@@ -435,13 +506,26 @@ def candidate_pairs(
 
 
 def export_preference(
-    out_root: Path, settings: ExportSettings, write_root: Path | None = None
+    out_root: Path,
+    settings: ExportSettings,
+    write_root: Path | None = None,
+    eval_set: EvalSet | None = None,
 ) -> StageResult:
     """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
     keys, inputs = load_run_keys(out_root)
-    job = _Export(out_root, write_root or out_root, C.STAGE_EXPORT_PREFERENCE, C.PREFERENCE_PATH)
+    job = _Export(
+        out_root,
+        write_root or out_root,
+        C.STAGE_EXPORT_PREFERENCE,
+        C.PREFERENCE_PATH,
+        settings,
+        eval_set,
+    )
     tasks_without_pair = 0
     pairs_quarantined = 0
+    # runs whose own text kept their pairs out (a secret, an evaluation prompt): that is their
+    # reason when they end in no pair, rather than no_valid_pair
+    tainted: dict[str, list[str]] = {}
     try:
         for _task_id, runs in group_by_task(job.admit(keys)):
             ranked: list[RunKey] = []
@@ -478,7 +562,8 @@ def export_preference(
                         )
                     )
                     continue
-                job.dataset.write_row(
+                prompt_run = chosen if chosen.sft_eligible else rejected
+                screened = job.curation.screen(
                     {
                         "id": stable_id("pair", chosen.run_id, rejected.run_id),
                         "prompt": (chosen_record if chosen.sft_eligible else rejected_record)[
@@ -492,8 +577,32 @@ def export_preference(
                         "margin": round(chosen.score - rejected.score, 6),
                         "chosen_quality": chosen.quality,
                         "rejected_quality": rejected.quality,
-                    }
+                    },
+                    chosen.task_id,
+                    [(chosen_record if chosen.sft_eligible else rejected_record)["instruction"]],
                 )
+                if screened.reasons:
+                    pairs_quarantined += 1
+                    for reason in screened.reasons:
+                        job.tally.reasons[reason] += 1
+                    job.quarantine.write_row(
+                        {
+                            **quarantine_row(job.stage, screened.reasons, pair=(chosen, rejected)),
+                            **screened.details,
+                        }
+                    )
+                    owners = {"prompt": prompt_run, "chosen": chosen, "rejected": rejected}
+                    for finding in screened.details.get("findings", []):
+                        owner = owners.get(finding["field"].split(".")[0].split("[")[0])
+                        if owner is not None:
+                            tainted[owner.run_id] = [C.R_SECRET_DETECTED]
+                    if C.R_CONTAMINATED_EVAL in screened.reasons:
+                        for run in (chosen, rejected):
+                            tainted.setdefault(run.run_id, [C.R_CONTAMINATED_EVAL])
+                    continue
+                row = screened.row
+                text = f"{row['prompt']}\n{row['chosen']}"
+                job.curation.keep(row, (chosen, rejected), text, pair=True)
                 written.append((chosen, rejected))
             used = {key.run_id for pair in written for key in pair}
             if ranked and not written:
@@ -506,12 +615,12 @@ def export_preference(
                     else:
                         job.tally.accepted += 1
                 else:
-                    job.leave_out(key, [C.R_NO_PAIR])
+                    job.leave_out(key, tainted.get(key.run_id, [C.R_NO_PAIR]))
         result = job.finish(inputs)
     except BaseException:
         job.abort()
         raise
-    result.extra["pairs"] = job.dataset.lines
-    result.extra["pairs_quarantined"] = pairs_quarantined
+    result.extra["pairs"] = job.curation.train_rows
+    result.extra["pairs_quarantined"] = pairs_quarantined + job.curation.pairs_dropped
     result.extra["tasks_without_pair"] = tasks_without_pair
     return result

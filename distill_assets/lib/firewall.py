@@ -63,12 +63,16 @@ def scored_lookup(out_root: Path) -> dict[str, Scored]:
 
 
 def _rows(path: Path):
-    if not path.exists():
-        return
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if raw.strip():
-                yield number, orjson.loads(raw)
+    """(row number, row) of a dataset's train file and then its holdout file (numbered on)."""
+    number = 0
+    for part in (path, path.with_name("holdout.jsonl")):
+        if not part.exists():
+            continue
+        with open(part, "rb") as fh:
+            for raw in fh:
+                number += 1
+                if raw.strip():
+                    yield number, orjson.loads(raw)
 
 
 def verify_sft(

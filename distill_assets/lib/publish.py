@@ -26,6 +26,11 @@ from distill_assets.lib.versions import open_version
 from distill_assets.lib.versions import publish as swap_in
 
 DATASETS = {"rag": C.RAG_PATH, "sft": C.SFT_PATH, "preference": C.PREFERENCE_PATH}
+HOLDOUTS = {
+    "rag": C.RAG_HOLDOUT_PATH,
+    "sft": C.SFT_HOLDOUT_PATH,
+    "preference": C.PREFERENCE_HOLDOUT_PATH,
+}
 
 
 def _quarantine_views(out_root: Path, root: Path) -> tuple[list[WrittenFile], list[WrittenFile]]:
@@ -55,7 +60,9 @@ def publish(out_root: Path, run_id: str) -> StageResult:
     inputs: list[WrittenFile] = []
     outputs, parts = _quarantine_views(out_root, root)
     listed = []
-    for relpath in list(DATASETS.values()) + [C.quarantine_path(s) for s in C.EXPORT_STAGES]:
+    dataset_files = list(DATASETS.values()) + list(HOLDOUTS.values())
+    listed_files = dataset_files + [C.REVIEW_QUEUE_PATH]
+    for relpath in listed_files + [C.quarantine_path(s) for s in C.EXPORT_STAGES]:
         path = root / relpath
         if not path.exists():
             errors.append(f"{relpath} is missing: its export has never run")
@@ -66,7 +73,7 @@ def publish(out_root: Path, run_id: str) -> StageResult:
             errors.append(f"{relpath} differs from what its producer recorded")
         rows = count_lines(path)
         inputs.append(WrittenFile(relpath, sha, path.stat().st_size, rows))
-        if relpath in DATASETS.values():
+        if relpath in dataset_files:
             tally.records_in += rows
             tally.records_out += rows
             tally.accepted += rows
@@ -79,7 +86,13 @@ def publish(out_root: Path, run_id: str) -> StageResult:
                 "rows": entry.record_count,
             }
         )
-    manifest = {"schema_version": 1, "datasets": dict(DATASETS), "files": listed}
+    manifest = {
+        "schema_version": 1,
+        "datasets": dict(DATASETS),
+        "holdout": dict(HOLDOUTS),
+        "review_queue": C.REVIEW_QUEUE_PATH,
+        "files": listed,
+    }
     sha = write_json_atomic(root / C.MANIFEST_PATH, manifest)
     outputs.append(
         WrittenFile(C.MANIFEST_PATH, sha, (root / C.MANIFEST_PATH).stat().st_size, len(listed))

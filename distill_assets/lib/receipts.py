@@ -305,4 +305,9 @@ def receipt_metadata(
     }
     for code, count in sorted(stats.reasons.items()):
         metadata[f"{C.MD_REASON_PREFIX}{code}"] = count
+    # secret findings per type (counts only: a finding's text never leaves the quarantine file)
+    for kind, count in sorted((receipt.extra.get("secrets") or {}).items()):
+        metadata[f"{C.MD_SECRETS_PREFIX}{kind}"] = int(count)
+    if "holdout_rows" in receipt.extra:
+        metadata[C.MD_HOLDOUT_ROWS] = int(receipt.extra["holdout_rows"])
     return metadata

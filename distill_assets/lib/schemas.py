@@ -267,5 +267,8 @@ def validate_jsonl(
 
 
 def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
+    """A failing value as check metadata shows it: secrets redacted first, then cut."""
+    from distill_assets.lib.hygiene.secrets import redact_text
+
+    text, _ = redact_text(repr(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"

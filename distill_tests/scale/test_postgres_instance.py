@@ -77,6 +77,7 @@ def test_partitioned_graph_records_materializations_in_postgres(
         f'["{C.ASSET_RAG_PLAYBOOKS}"]': 1,
         f'["{C.ASSET_SFT_DATASET}"]': 1,
         f'["{C.ASSET_PREFERENCE_PAIRS}"]': 1,
+        f'["{C.ASSET_REVIEW_QUEUE}"]': 1,
         f'["{C.ASSET_DATASET_MANIFEST}"]': 1,
     }
     assert (out / C.SFT_PATH).stat().st_size > 0  # published through the exports link

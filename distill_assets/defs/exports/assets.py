@@ -4,6 +4,7 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.exports import export_preference, export_rag, export_sft
+from distill_assets.lib.hygiene.review_queue import export_review
 from distill_assets.lib.publish import publish
 from distill_assets.orchestration import SINGLE_RUN, DistillResource, ExportConfig, run_stage
 
@@ -26,7 +27,7 @@ def rag_playbooks(
     """One retrieval playbook per task, from its best verified run."""
 
     def work(out_root: Path, write_root: Path):
-        return export_rag(out_root, config.settings(), write_root)
+        return export_rag(out_root, config.settings(), write_root, config.eval_set(distill))
 
     return run_stage(context, distill, C.STAGE_EXPORT_RAG, work, config.model_dump())
 
@@ -45,7 +46,7 @@ def sft_dataset(
     """Accepted runs as TRL conversational messages for supervised fine-tuning."""
 
     def work(out_root: Path, write_root: Path):
-        return export_sft(out_root, config.settings(), write_root)
+        return export_sft(out_root, config.settings(), write_root, config.eval_set(distill))
 
     return run_stage(context, distill, C.STAGE_EXPORT_SFT, work, config.model_dump())
 
@@ -64,15 +65,39 @@ def preference_pairs(
     """Chosen/rejected pairs within a task, chosen strictly better, for preference tuning."""
 
     def work(out_root: Path, write_root: Path):
-        return export_preference(out_root, config.settings(), write_root)
+        return export_preference(out_root, config.settings(), write_root, config.eval_set(distill))
 
     return run_stage(context, distill, C.STAGE_EXPORT_PREFERENCE, work, config.model_dump())
 
 
 @dg.asset(
+    name=C.ASSET_REVIEW_QUEUE,
+    group_name=C.ASSET_GROUP,
+    deps=[C.ASSET_SCORED_RUNS],
+    backfill_policy=SINGLE_RUN,
+    kinds={"python", "jsonl"},
+    check_specs=_spec(C.ASSET_REVIEW_QUEUE),
+)
+def review_queue(
+    context: dg.AssetExecutionContext, distill: DistillResource
+) -> dg.MaterializeResult:
+    """Runs scored needs_human_review, with the evidence that flagged them, for annotators."""
+
+    def work(out_root: Path, write_root: Path):
+        return export_review(out_root, write_root)
+
+    return run_stage(context, distill, C.STAGE_EXPORT_REVIEW, work)
+
+
+@dg.asset(
     name=C.ASSET_DATASET_MANIFEST,
     group_name=C.ASSET_GROUP,
-    deps=[C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS],
+    deps=[
+        C.ASSET_RAG_PLAYBOOKS,
+        C.ASSET_SFT_DATASET,
+        C.ASSET_PREFERENCE_PAIRS,
+        C.ASSET_REVIEW_QUEUE,
+    ],
     backfill_policy=SINGLE_RUN,
     kinds={"python", "json"},
     check_specs=_spec(C.ASSET_DATASET_MANIFEST),

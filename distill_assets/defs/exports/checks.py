@@ -12,6 +12,8 @@ from distill_assets.lib.firewall import (
 from distill_assets.orchestration import (
     DistillResource,
     conservation_check,
+    holdout_check,
+    no_secrets_check,
     report_check,
     schema_check,
     this_runs_receipt,
@@ -31,8 +33,9 @@ def _written_root(out_root, receipt):
 
 
 def _is(relpath: str):
-    """The receipt outputs a firewall check reads: its dataset file."""
-    return lambda path: path == relpath
+    """The receipt outputs a firewall check reads: its dataset's train and holdout files."""
+    holdout = relpath.rsplit("/", 1)[0] + "/holdout.jsonl"
+    return lambda path: path in (relpath, holdout)
 
 
 def _firewall_result(context, workspace, asset: str, check: str, report: FirewallReport):
@@ -57,7 +60,7 @@ def _firewall_result(context, workspace, asset: str, check: str, report: Firewal
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_SCHEMA, blocking=True)
 def rag_playbooks_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Playbooks match RagPlaybookSchema."""
-    return schema_check(context, distill, C.ASSET_RAG_PLAYBOOKS, C.RAG_PATH)
+    return schema_check(context, distill, C.ASSET_RAG_PLAYBOOKS, (C.RAG_PATH, C.RAG_HOLDOUT_PATH))
 
 
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_FIREWALL, blocking=True)
@@ -79,7 +82,7 @@ def rag_playbooks_conservation(context: dg.AssetCheckExecutionContext, distill: 
 @dg.asset_check(asset=C.ASSET_SFT_DATASET, name=C.CHECK_SCHEMA, blocking=True)
 def sft_dataset_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """SFT rows match SftExampleSchema (user first, assistant last)."""
-    return schema_check(context, distill, C.ASSET_SFT_DATASET, C.SFT_PATH)
+    return schema_check(context, distill, C.ASSET_SFT_DATASET, (C.SFT_PATH, C.SFT_HOLDOUT_PATH))
 
 
 @dg.asset_check(asset=C.ASSET_SFT_DATASET, name=C.CHECK_FIREWALL, blocking=True)
@@ -101,7 +104,9 @@ def sft_dataset_conservation(context: dg.AssetCheckExecutionContext, distill: Di
 @dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_SCHEMA, blocking=True)
 def preference_pairs_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Pairs match PreferencePairSchema."""
-    return schema_check(context, distill, C.ASSET_PREFERENCE_PAIRS, C.PREFERENCE_PATH)
+    return schema_check(
+        context, distill, C.ASSET_PREFERENCE_PAIRS, (C.PREFERENCE_PATH, C.PREFERENCE_HOLDOUT_PATH)
+    )
 
 
 @dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_FIREWALL, blocking=True)
@@ -128,3 +133,34 @@ def preference_pairs_rules(context: dg.AssetCheckExecutionContext, distill: Dist
         root = _written_root(workspace.root, receipt)
         report = verify_pair_rules(workspace.root, _settings_used(receipt), root)
         return _firewall_result(context, workspace, asset, C.CHECK_PAIR_RULES, report)
+
+
+def _hygiene_checks(asset: str, holdout: bool) -> list[dg.AssetChecksDefinition]:
+    """The blocking ``no_secrets`` (and, for datasets, ``holdout_disjoint``) checks of an asset."""
+
+    @dg.asset_check(asset=asset, name=C.CHECK_NO_SECRETS, blocking=True)
+    def no_secrets(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+        """No file the asset wrote holds a secret (re-scanned from disk)."""
+        return no_secrets_check(context, distill, asset)
+
+    if not holdout:
+        return [no_secrets]
+
+    @dg.asset_check(asset=asset, name=C.CHECK_HOLDOUT_DISJOINT, blocking=True)
+    def holdout_disjoint(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+        """No task has rows in both the train and the holdout file."""
+        return holdout_check(context, distill, asset)
+
+    return [no_secrets, holdout_disjoint]
+
+
+rag_playbooks_hygiene = _hygiene_checks(C.ASSET_RAG_PLAYBOOKS, holdout=True)
+sft_dataset_hygiene = _hygiene_checks(C.ASSET_SFT_DATASET, holdout=True)
+preference_pairs_hygiene = _hygiene_checks(C.ASSET_PREFERENCE_PAIRS, holdout=True)
+review_queue_hygiene = _hygiene_checks(C.ASSET_REVIEW_QUEUE, holdout=False)
+
+
+@dg.asset_check(asset=C.ASSET_REVIEW_QUEUE, name=C.CHECK_CONSERVATION, blocking=True)
+def review_queue_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Every run needing review is queued or quarantined with a reason."""
+    return conservation_check(context, distill, C.ASSET_REVIEW_QUEUE)
