@@ -24,6 +24,7 @@ from distill_assets.lib.exports import ExportSettings
 from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
 from distill_assets.lib.layout import version_relroot
 from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
+from distill_assets.lib.playbooks import PlaybookSettings
 from distill_assets.lib.receipts import (
     StageReceipt,
     load_receipt,
@@ -32,6 +33,7 @@ from distill_assets.lib.receipts import (
 )
 from distill_assets.lib.reports import CheckRecord, record_check, record_failure, record_stage
 from distill_assets.lib.scoring import ScoringPolicy
+from distill_assets.lib.search import DEFAULT_DENSE_PACKAGE, IndexSettings
 from distill_assets.lib.versions import open_version
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -293,6 +295,47 @@ class ExportConfig(dg.Config):
         return settings
 
 
+class PlaybookConfig(dg.Config):
+    """How much of each run a playbook quotes (docs/rag.md)."""
+
+    max_steps: int = Field(default=40, description="Steps shown per playbook (the rest counted).")
+    argument_chars: int = Field(default=160, description="Longest summary of a call's arguments.")
+    value_chars: int = Field(default=60, description="Longest single argument value shown.")
+    result_chars: int = Field(default=240, description="Longest tool result shown.")
+    answer_chars: int = Field(default=400, description="Longest failed run's answer shown.")
+    max_divergences: int = Field(default=5, description="Failed runs compared per playbook.")
+    title_chars: int = Field(default=80, description="Longest title.")
+
+    def settings(self) -> PlaybookSettings:
+        settings = PlaybookSettings(**self.model_dump())
+        problems = settings.errors()
+        if problems:
+            raise ConfigError("playbook settings", None, "; ".join(problems))
+        return settings
+
+
+class IndexConfig(dg.Config):
+    """BM25 column weights and optional dense retrieval (docs/rag.md)."""
+
+    title_weight: float = Field(default=2.0, description="BM25 weight of the title column.")
+    text_weight: float = Field(default=1.0, description="BM25 weight of the playbook text.")
+    tags_weight: float = Field(default=1.0, description="BM25 weight of the tags.")
+    dense: bool = Field(
+        default=False, description="Also store embeddings (needs the dense extra installed)."
+    )
+    dense_package: str = Field(
+        default=DEFAULT_DENSE_PACKAGE,
+        description="Installed Python package that carries the embedding model.",
+    )
+
+    def settings(self) -> IndexSettings:
+        settings = IndexSettings(**self.model_dump())
+        problems = settings.errors()
+        if problems:
+            raise ConfigError("index settings", None, "; ".join(problems))
+        return settings
+
+
 def expected_stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
     """Stages the current run was asked to materialize."""
     selection = context.run.asset_selection
@@ -305,9 +348,11 @@ def expected_stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCo
 CONFIG_CLASSES: dict[str, type[dg.Config]] = {
     C.ASSET_EVIDENCE_INDEX: CollectConfig,
     C.ASSET_SCORED_RUNS: ScoringConfig,
+    C.ASSET_EXTRACTED_PLAYBOOKS: PlaybookConfig,
     C.ASSET_RAG_PLAYBOOKS: ExportConfig,
     C.ASSET_SFT_DATASET: ExportConfig,
     C.ASSET_PREFERENCE_PAIRS: ExportConfig,
+    C.ASSET_PLAYBOOK_INDEX: IndexConfig,
 }
 
 
@@ -366,7 +411,7 @@ def run_stage(
     except OutputLocked as exc:
         # nothing is written: the directory belongs to the run that holds it
         raise dg.Failure(description=str(exc)) from exc
-    versioned = stage in C.EXPORT_STAGES or stage == C.STAGE_PUBLISH
+    versioned = stage in C.VERSIONED_STAGES
     write_root = open_version(out_root, run_id) if versioned else out_root
     try:
         result = work(out_root, write_root)

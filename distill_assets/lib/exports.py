@@ -21,7 +21,7 @@ import orjson
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
+from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, iter_jsonl
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,6 @@ class ExportSettings:
     min_margin: float = 0.2
     max_pairs_per_task: int | None = None
     rag_include_partial: bool = True
-    title_chars: int = 80
 
     def errors(self) -> list[str]:
         problems = []
@@ -41,8 +40,6 @@ class ExportSettings:
             problems.append(f"min_margin={self.min_margin!r} must be between 0 and 1")
         if self.max_pairs_per_task is not None and self.max_pairs_per_task < 1:
             problems.append(f"max_pairs_per_task={self.max_pairs_per_task!r} must be at least 1")
-        if self.title_chars < 8:
-            problems.append(f"title_chars={self.title_chars!r} must be at least 8")
         return problems
 
 
@@ -230,20 +227,6 @@ def _last_answer(messages: list[dict[str, Any]]) -> int | None:
     return None
 
 
-def playbook_title(instruction: str, limit: int) -> str:
-    first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
-    first = " ".join(first.split())
-    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
-
-
-def playbook_text(title: str, record: dict[str, Any], best: RunKey) -> str:
-    return (
-        f"# {title}\n\n## Problem\n{record['instruction'].strip()}\n\n"
-        f"## Verified solution ({best.quality}, score {best.score:g})\n"
-        f"{record['response'].strip()}\n"
-    )
-
-
 class _Export:
     """Shared skeleton: one dataset writer, one quarantine writer, a tally."""
 
@@ -296,57 +279,78 @@ def _common_reasons(key: RunKey) -> list[str] | None:
 def export_rag(
     out_root: Path, settings: ExportSettings, write_root: Path | None = None
 ) -> StageResult:
-    """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
-    keys, inputs = load_run_keys(out_root)
-    job = _Export(out_root, write_root or out_root, C.STAGE_EXPORT_RAG, C.RAG_PATH)
+    """Render each extracted playbook (``extract-playbooks``, read from ``write_root``) as one
+    retrieval document; write the dataset and its quarantine under ``write_root``."""
+    from distill_assets.lib.playbooks import render_text, tags_of_sources
+
+    root = write_root or out_root
+    source = root / C.EXTRACTED_PATH
+    if not source.exists():
+        return StageResult(
+            C.STAGE_EXPORT_RAG,
+            [],
+            [],
+            Tally(),
+            errors=[f"{C.EXTRACTED_PATH} is missing: materialize extracted_playbooks first"],
+        )
+    allowed = (C.QUALITY_ACCEPTED,)
+    if settings.rag_include_partial:
+        allowed = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
+    job = _Export(out_root, root, C.STAGE_EXPORT_RAG, C.RAG_PATH)
     try:
-        for task_id, runs in group_by_task(job.admit(keys)):
-            eligible: list[RunKey] = []
-            for key in runs:
-                job.tally.records_in += 1
-                reasons = _common_reasons(key)
-                if (
-                    reasons is None
-                    and key.quality == C.QUALITY_PARTIAL
-                    and not (settings.rag_include_partial)
-                ):
-                    reasons = [C.R_PARTIALLY_ACCEPTED]
-                if reasons is None and key.response_empty:
-                    reasons = [C.R_EMPTY_RESPONSE]
-                if reasons is None and not key.sft_eligible:
-                    reasons = [C.R_INSTRUCTION_UNAVAILABLE]
-                if reasons:
-                    job.leave_out(key, reasons)
-                else:
-                    eligible.append(key)
-            record = None
-            while eligible and record is None:
-                record = job.texts.fetch(eligible[0])
-                if record is None:
-                    job.leave_out(eligible.pop(0), [C.R_MISSING_SOURCE_RUN_ID])
-            if not eligible or record is None:
+        for extracted in iter_jsonl(source):
+            job.tally.records_in += 1
+            kept = [s for s in extracted["sources"] if s["quality"] in allowed]
+            if not kept:
+                reasons = [C.R_PARTIALLY_ACCEPTED]
+                job.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
+                job.quarantine.write_row(playbook_quarantine_row(job.stage, reasons, extracted))
                 continue
-            best = eligible[0]
-            title = playbook_title(record["instruction"], settings.title_chars)
+            playbook = {
+                **extracted,
+                "quality": kept[0]["quality"],
+                "score": kept[0]["score"],
+                "source_run_ids": [s["run_id"] for s in kept],
+                "tags": tags_of_sources(extracted["tags"], kept),
+            }
             job.dataset.write_row(
                 {
-                    "id": stable_id("pb", task_id),
-                    "task_id": task_id,
-                    "title": title,
-                    "text": playbook_text(title, record, best),
-                    "source_run_ids": [key.run_id for key in eligible],
-                    "quality": best.quality,
-                    "score": best.score,
+                    "id": extracted["id"],
+                    "task_id": extracted["task_id"],
+                    "title": extracted["title"],
+                    "text": render_text(playbook),
+                    "source_run_ids": playbook["source_run_ids"],
+                    "quality": playbook["quality"],
+                    "score": playbook["score"],
+                    "failed_run_ids": extracted["failed_run_ids"],
+                    "tags": playbook["tags"],
                 }
             )
-            job.tally.records_out += len(eligible)
-            job.tally.accepted += len(eligible)
-        result = job.finish(inputs)
+            job.tally.records_out += 1
+            job.tally.accepted += 1
+        result = job.finish([WrittenFile(C.EXTRACTED_PATH, "", 0, job.tally.records_in)])
     except BaseException:
         job.abort()
         raise
+    result.input_root = layout.relroot(out_root, root)
     result.extra["playbooks"] = job.dataset.lines
     return result
+
+
+def playbook_quarantine_row(
+    stage: str, reasons: list[str], playbook: dict[str, Any]
+) -> dict[str, Any]:
+    """A playbook left out of a later stage: named by its id, task and source runs."""
+    return {
+        "stage": stage,
+        "disposition": C.DISPOSITION_QUARANTINED,
+        "reasons": reasons,
+        "record_type": "playbook",
+        "run_id": None,
+        "playbook_id": playbook.get("id"),
+        "task_id": playbook.get("task_id"),
+        "source_run_ids": playbook.get("source_run_ids") or [],
+    }
 
 
 def _category_reason(category: str | None, settings: ExportSettings) -> str | None:

@@ -86,3 +86,12 @@ def published_exports(out_root: Path) -> Path | None:
     if link.is_symlink() or link.is_dir():
         return link.resolve()
     return None
+
+
+def relroot(out_root: Path, root: Path) -> str:
+    """``root`` relative to the output directory ("" for the directory itself)."""
+    try:
+        relative = root.resolve().relative_to(out_root.resolve()).as_posix()
+    except ValueError:
+        return ""
+    return "" if relative == "." else relative

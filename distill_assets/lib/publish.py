@@ -22,10 +22,18 @@ from distill_assets.lib.io import (
     write_json_atomic,
 )
 from distill_assets.lib.receipts import read_ledger
+from distill_assets.lib.search import indexed_rows
 from distill_assets.lib.versions import open_version
 from distill_assets.lib.versions import publish as swap_in
 
-DATASETS = {"rag": C.RAG_PATH, "sft": C.SFT_PATH, "preference": C.PREFERENCE_PATH}
+DATASETS = {
+    "rag": C.RAG_PATH,
+    "rag_extracted": C.EXTRACTED_PATH,
+    "sft": C.SFT_PATH,
+    "preference": C.PREFERENCE_PATH,
+}
+# published beside the datasets, not a JSONL table: its rows are the playbooks it indexes
+INDEXES = {"rag_index": C.INDEX_PATH}
 
 
 def _quarantine_views(out_root: Path, root: Path) -> tuple[list[WrittenFile], list[WrittenFile]]:
@@ -55,7 +63,8 @@ def publish(out_root: Path, run_id: str) -> StageResult:
     inputs: list[WrittenFile] = []
     outputs, parts = _quarantine_views(out_root, root)
     listed = []
-    for relpath in list(DATASETS.values()) + [C.quarantine_path(s) for s in C.EXPORT_STAGES]:
+    published = list(DATASETS.values()) + list(INDEXES.values())
+    for relpath in published + [C.quarantine_path(s) for s in C.PUBLISHED_QUARANTINES]:
         path = root / relpath
         if not path.exists():
             errors.append(f"{relpath} is missing: its export has never run")
@@ -64,7 +73,7 @@ def publish(out_root: Path, run_id: str) -> StageResult:
         known = ledger.get(relpath)
         if known is None or known["sha256"] != sha:
             errors.append(f"{relpath} differs from what its producer recorded")
-        rows = count_lines(path)
+        rows = indexed_rows(path) if relpath in INDEXES.values() else count_lines(path)
         inputs.append(WrittenFile(relpath, sha, path.stat().st_size, rows))
         if relpath in DATASETS.values():
             tally.records_in += rows
@@ -79,7 +88,12 @@ def publish(out_root: Path, run_id: str) -> StageResult:
                 "rows": entry.record_count,
             }
         )
-    manifest = {"schema_version": 1, "datasets": dict(DATASETS), "files": listed}
+    manifest = {
+        "schema_version": 1,
+        "datasets": dict(DATASETS),
+        "indexes": dict(INDEXES),
+        "files": listed,
+    }
     sha = write_json_atomic(root / C.MANIFEST_PATH, manifest)
     outputs.append(
         WrittenFile(C.MANIFEST_PATH, sha, (root / C.MANIFEST_PATH).stat().st_size, len(listed))
