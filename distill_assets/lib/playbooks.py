@@ -243,12 +243,13 @@ def _call_text(step: dict[str, Any]) -> str:
     return f"`{step['tool']}`({step['arguments']})"
 
 
-def _divergence_line(item: dict[str, Any]) -> str:
+def _divergence_line(item: dict[str, Any], with_steps: bool) -> str:
     run = f"`{item['run_id']}`"
     kind, step = item["kind"], item["step"]
     expected, actual = item["expected"], item["actual"]
     if kind == C.DIVERGED_NONE:
-        return f"- {run}: same tool calls, but answered: {item['answer'] or '(nothing)'}"
+        same = "same tool calls, but answered" if with_steps else "answered"
+        return f"- {run}: {same}: {item['answer'] or '(nothing)'}"
     if kind == C.DIVERGED_STOPPED:
         return f"- {run}: stopped before step {step} ({_call_text(expected)})"
     head = f"- {run}: at step {step} called {_call_text(actual)}"
@@ -284,7 +285,8 @@ def render_text(playbook: dict[str, Any]) -> str:
     divergences = playbook["divergences"]
     if divergences:
         lines.append("## What failed runs did differently")
-        lines += [_divergence_line(item) for item in divergences]
+        with_steps = playbook["steps_total"] > 0
+        lines += [_divergence_line(item, with_steps) for item in divergences]
         hidden = len(playbook["failed_run_ids"]) - len(divergences)
         if hidden > 0:
             lines.append(f"- ({hidden} more failed run(s) not shown)")
