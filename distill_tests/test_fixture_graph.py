@@ -51,9 +51,16 @@ def test_run_succeeds_and_every_check_passes(run):
     assert result.success
     evaluations = result.get_asset_check_evaluations()
     names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
-    for asset in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
+    for asset in (
+        C.ASSET_EXTRACTED_PLAYBOOKS,
+        C.ASSET_RAG_PLAYBOOKS,
+        C.ASSET_SFT_DATASET,
+        C.ASSET_PREFERENCE_PAIRS,
+    ):
         assert (asset, C.CHECK_FIREWALL) in names
         assert (asset, C.CHECK_SCHEMA) in names
+    for check in (C.CHECK_SCHEMA, C.CHECK_INDEX_CONSISTENT, C.CHECK_CONSERVATION):
+        assert (C.ASSET_PLAYBOOK_INDEX, check) in names
     assert (C.ASSET_EVIDENCE_INDEX, C.CHECK_CONSERVATION) in names
     assert all(e.passed for e in evaluations), [e for e in evaluations if not e.passed]
 
@@ -67,17 +74,31 @@ def test_run_succeeds_and_every_check_passes(run):
 #  quarantined 5 = run-022 twice (conflicting duplicate) and its review, and two orphans
 #  out 50 = 22 scored runs + 28 reviews/outcomes attached to them
 # exports: 22 scored runs each (10 accepted, 5 partially accepted, 4 rejected, 3 to review)
+# extract-playbooks: the 22 scored runs. 11 tasks have a verified run (T-backup, T-cache,
+#  T-certs, T-dns, T-incident, T-login, T-onboard, T-phish, T-refund, T-sql, T-translate), so
+#  11 playbooks backed by the 15 accepted or partially accepted runs (none has an empty answer
+#  or a placeholder instruction); the 4 rejected runs (run-002 T-login, run-005 T-refund,
+#  run-012 T-sql, run-018 T-dns) all belong to one of those tasks and are compared as failed
+#  runs; out 15 + 4 = 19, accepted 15, rejected 4; the 3 runs to review (all T-certs) are
+#  quarantined
+# export-rag: the 11 extracted playbooks, all rendered (partially accepted runs are allowed)
+# index: the 11 RAG playbooks, all indexed
+# publish: rows of the four datasets: 11 extracted + 11 RAG + 9 SFT + 8 pairs = 39
 EXPECTED = {
     C.STAGE_COLLECT: dict(records_in=66, records_out=55, quarantined=7, skipped=4),
     C.STAGE_SCORE: dict(
         records_in=55, records_out=50, quarantined=5, skipped=0, accepted=10, rejected=4
     ),
-    C.STAGE_EXPORT_RAG: dict(records_in=22, records_out=15, quarantined=7, skipped=0),
+    C.STAGE_EXTRACT_PLAYBOOKS: dict(
+        records_in=22, records_out=19, quarantined=3, skipped=0, accepted=15, rejected=4
+    ),
+    C.STAGE_EXPORT_RAG: dict(records_in=11, records_out=11, quarantined=0, skipped=0),
     C.STAGE_EXPORT_SFT: dict(records_in=22, records_out=9, quarantined=13, skipped=0),
     C.STAGE_EXPORT_PREFERENCE: dict(
         records_in=22, records_out=12, quarantined=10, skipped=0, accepted=8, rejected=4
     ),
-    C.STAGE_PUBLISH: dict(records_in=28, records_out=28, quarantined=0, skipped=0),
+    C.STAGE_INDEX: dict(records_in=11, records_out=11, quarantined=0, skipped=0),
+    C.STAGE_PUBLISH: dict(records_in=39, records_out=39, quarantined=0, skipped=0),
 }
 EXPECTED_REASONS = {
     C.STAGE_COLLECT: {
@@ -94,7 +115,8 @@ EXPECTED_REASONS = {
         C.R_NOT_AN_OBJECT: 1,
     },
     C.STAGE_SCORE: {C.R_CONFLICTING_DUPLICATE: 3, C.R_ORPHAN_EVIDENCE: 2},
-    C.STAGE_EXPORT_RAG: {C.R_QUALITY_REJECTED: 4, C.R_NEEDS_HUMAN_REVIEW: 3},
+    C.STAGE_EXTRACT_PLAYBOOKS: {C.R_NEEDS_HUMAN_REVIEW: 3},
+    C.STAGE_EXPORT_RAG: {},
     C.STAGE_EXPORT_SFT: {
         C.R_PARTIALLY_ACCEPTED: 5,
         C.R_QUALITY_REJECTED: 4,
@@ -107,6 +129,7 @@ EXPECTED_REASONS = {
         C.R_IDENTICAL_TEXT: 1,
         C.R_BELOW_MARGIN: 1,
     },
+    C.STAGE_INDEX: {},
     C.STAGE_PUBLISH: {},
 }
 
@@ -128,6 +151,7 @@ def test_conservation(receipts, stage):
 
 def test_dataset_sizes(out):
     assert len(rows(out / C.RAG_PATH)) == 11  # one playbook per task with a trusted run
+    assert len(rows(out / C.EXTRACTED_PATH)) == 11
     assert len(rows(out / C.SFT_PATH)) == 9
     assert len(rows(out / C.PREFERENCE_PATH)) == 8
 
@@ -169,9 +193,44 @@ def test_quarantine_rows_name_the_record(out):
         "run-ghost",
         "run-ghost-2",
     }
-    for stage in C.EXPORT_STAGES:
+    for stage in C.PUBLISHED_QUARANTINES:
         for row in rows(out / C.quarantine_path(stage)):
-            assert row["reasons"] and (row["run_id"] or row["record_type"] == "pair")
+            assert row["reasons"] and (
+                row["run_id"] or row["record_type"] == "pair" or row["playbook_id"]
+            )
+    extract_q = rows(out / C.quarantine_path(C.STAGE_EXTRACT_PLAYBOOKS))
+    assert sorted(r["run_id"] for r in extract_q) == ["run-007", "run-008", "run-010"]
+
+
+def test_extracted_playbooks(out):
+    extracted = {r["task_id"]: r for r in rows(out / C.EXTRACTED_PATH)}
+    incident = extracted["T-incident"]  # run-014's chat: one call of fetch_incident
+    assert [(s["n"], s["tool"], s["arguments"]) for s in incident["steps"]] == [
+        (1, "fetch_incident", "id=INC-2291")
+    ]
+    assert incident["steps"][0]["result"].startswith('{"start": "14:02"')
+    assert incident["source_run_ids"] == ["run-014", "run-015"]  # both accepted, 014 earlier
+    assert incident["tags"] == {
+        "category": "ops",
+        "agents": ["ops-agent", "ops-agent-2"],
+        "tools": ["fetch_incident"],
+    }
+    login = extracted["T-login"]  # run-002 was rejected; no run of T-login has a chat
+    assert login["failed_run_ids"] == ["run-002"]
+    [diverged] = login["divergences"]
+    assert (diverged["run_id"], diverged["kind"], diverged["step"]) == (
+        "run-002",
+        "same_steps",
+        None,
+    )
+    assert diverged["answer"].startswith("I wrapped the handler in try/except")
+    assert extracted["T-sql"]["quality"] == C.QUALITY_PARTIAL
+    assert "T-certs" in extracted and extracted["T-certs"]["source_run_ids"] == ["run-009"]
+    rag = {r["task_id"]: r for r in rows(out / C.RAG_PATH)}
+    assert set(rag) == set(extracted)
+    assert "## Steps taken\n1. `fetch_incident`(id=INC-2291) → " in rag["T-incident"]["text"]
+    assert "- `run-002`: answered: I wrapped the handler" in rag["T-login"]["text"]
+    assert rag["T-login"]["failed_run_ids"] == ["run-002"]
 
 
 def test_evidence_provenance(out):
@@ -302,6 +361,8 @@ def test_materialization_metadata(run):
 def test_manifest_lists_checked_datasets(out):
     manifest = orjson.loads((out / C.MANIFEST_PATH).read_bytes())
     listed = {f["path"]: f for f in manifest["files"]}
-    for path in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH):
+    for path in (C.RAG_PATH, C.EXTRACTED_PATH, C.INDEX_PATH, C.SFT_PATH, C.PREFERENCE_PATH):
         assert listed[path]["sha256"] == sha256_file(out / path)
+    assert listed[C.INDEX_PATH]["rows"] == 11
+    assert manifest["indexes"] == {"rag_index": C.INDEX_PATH}
     assert "run_id" not in manifest

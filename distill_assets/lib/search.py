@@ -20,7 +20,6 @@ import os
 import re
 import sqlite3
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,13 @@ from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.exports import playbook_quarantine_row
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, _fsync_dir, sha256_file
+from distill_assets.lib.io import (
+    AtomicJsonlWriter,
+    WrittenFile,
+    _fsync_dir,
+    iter_jsonl_with_offsets,
+    sha256_file,
+)
 from distill_assets.lib.playbooks import tags_text
 
 TOKENIZER = "porter unicode61 remove_diacritics 2"
@@ -153,15 +158,6 @@ class BuiltIndex:
     left_out: list[tuple[dict[str, Any], list[str]]]
 
 
-def _rows_with_offsets(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    offset = 0
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                yield offset, orjson.loads(raw)
-            offset += len(raw)
-
-
 def write_index(
     playbooks: Path, target: Path, settings: IndexSettings, encoder: Encoder | None = None
 ) -> BuiltIndex:
@@ -184,29 +180,13 @@ def write_index(
             db.execute("BEGIN")
             seen: set[str] = set()
             batch: list[tuple[int, str]] = []
-            for offset, row in _rows_with_offsets(playbooks):
+            for offset, row in iter_jsonl_with_offsets(playbooks):
                 if row["id"] in seen:
                     left_out.append((row, [C.R_DUPLICATE_PLAYBOOK]))
                     continue
                 seen.add(row["id"])
                 rows += 1
-                db.execute(
-                    "INSERT INTO playbooks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        rows,
-                        row["id"],
-                        row["task_id"],
-                        row["title"],
-                        row["quality"],
-                        float(row["score"]),
-                        orjson.dumps(row["source_run_ids"]).decode("utf-8"),
-                        offset,
-                    ),
-                )
-                db.execute(
-                    "INSERT INTO playbooks_fts(rowid, title, text, tags) VALUES (?, ?, ?, ?)",
-                    (rows, row["title"], row["text"], tags_text(row.get("tags") or {})),
-                )
+                _insert(db, rows, offset, row)
                 if encoder is not None:
                     batch.append((rows, f"{row['title']}\n{row['text']}"))
                     if len(batch) >= 256:
@@ -239,6 +219,27 @@ def write_index(
         tmp.unlink(missing_ok=True)
         raise
     return BuiltIndex(sha, size, rows, left_out)
+
+
+def _insert(db: sqlite3.Connection, rowid: int, offset: int, row: dict[str, Any]) -> None:
+    """One playbook: its row (what a hit shows) and its document (what BM25 ranks)."""
+    db.execute(
+        "INSERT INTO playbooks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            rowid,
+            row["id"],
+            row["task_id"],
+            row["title"],
+            row["quality"],
+            float(row["score"]),
+            orjson.dumps(row["source_run_ids"]).decode("utf-8"),
+            offset,
+        ),
+    )
+    db.execute(
+        "INSERT INTO playbooks_fts(rowid, title, text, tags) VALUES (?, ?, ?, ?)",
+        (rowid, row["title"], row["text"], tags_text(row.get("tags") or {})),
+    )
 
 
 def _embed(db: sqlite3.Connection, encoder: Encoder, batch: list[tuple[int, str]]) -> None:
@@ -495,7 +496,7 @@ def index_problems(path: Path, playbooks: Path) -> tuple[list[str], list[str]]:
             )
         ids = {row_id for (row_id,) in db.execute("SELECT id FROM playbooks")}
         on_disk: set[str] = set()
-        for offset, row in _rows_with_offsets(playbooks):
+        for offset, row in iter_jsonl_with_offsets(playbooks):
             if row["id"] in on_disk:
                 continue  # a duplicate: the index keeps the first
             on_disk.add(row["id"])
