@@ -17,6 +17,7 @@ import pytest
 
 from distill_assets.cli import main
 from distill_assets.lib import constants as C
+from distill_assets.lib import search as S
 from distill_assets.lib.reports import load_summary
 from distill_assets.lib.search import published_index, search
 from distill_tests.conftest import REPO_ROOT, materialize_graph
@@ -211,3 +212,46 @@ def test_bench_search_runs_small(tmp_path):
     for key in ("build_s", "index_bytes", "query_ms_p50", "query_ms_p95", "recall_at_5"):
         assert report[key] >= 0
     assert report["query_ms_p50"] <= report["query_ms_p95"]
+
+
+DENSE_MISSING = S.dense_unavailable(S.DEFAULT_DENSE_PACKAGE)
+
+
+@pytest.mark.skipif(DENSE_MISSING is None, reason="the dense extra is installed here")
+def test_dense_without_its_package_fails_before_writing(tmp_path, project_defs, instance):
+    out = tmp_path / "out"
+    result = materialize_graph(
+        project_defs,
+        instance,
+        CORPUS / "evidence",
+        out,
+        run_config={"ops": {C.ASSET_PLAYBOOK_INDEX: {"config": {"dense": True}}}},
+    )
+    assert not result.success
+    failure = next(
+        e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+    ).event_specific_data.error.message
+    assert "invalid setting index settings" in failure and "not installed" in failure
+    assert not (out / C.EVIDENCE_DIR).exists()  # preflight stopped collect too
+
+
+@pytest.mark.skipif(DENSE_MISSING is not None, reason=f"dense retrieval: {DENSE_MISSING}")
+def test_dense_and_hybrid_retrieval(corpus_run, tmp_path):
+    """With the dense extra installed: embeddings stored in the index, recall of each mode."""
+    _, out = corpus_run
+    settings = S.IndexSettings(dense=True)
+    encoder = S.Encoder(settings.dense_package)
+    first = S.write_index(out / C.RAG_PATH, tmp_path / "a.sqlite", settings, encoder)
+    second = S.write_index(out / C.RAG_PATH, tmp_path / "b.sqlite", settings, encoder)
+    assert first.sha256 == second.sha256  # embeddings are deterministic on the CPU
+    questions = rows(CORPUS / "questions.jsonl")
+    recall = {}
+    for mode in S.MODES:
+        found = 0
+        for question in questions:
+            hits = S.search(tmp_path / "a.sqlite", question["question"], 5, mode, encoder)
+            found += question["task_id"] in [hit.task_id for hit in hits]
+        recall[mode] = found / len(questions)
+    print(f"recall@5 by mode: {recall}")
+    assert recall["bm25"] == RECALL_AT_5
+    assert recall["dense"] >= 0.9 and recall["hybrid"] >= 0.9
