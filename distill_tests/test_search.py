@@ -168,3 +168,27 @@ def test_readers_never_write_the_file(tmp_path, playbooks):
     before = (sha256_file(index), os.stat(index).st_mtime_ns, sorted(os.listdir(tmp_path)))
     S.search(index, "rotate")
     assert (sha256_file(index), os.stat(index).st_mtime_ns, sorted(os.listdir(tmp_path))) == before
+
+
+def test_terms_in_most_playbooks_are_left_out_without_changing_the_ranking(tmp_path):
+    corpus = [
+        row(n, f"Shared title {n}", "shared words " * n + ("needle" if n in (2, 5) else ""))
+        for n in range(1, 7)
+    ]
+    write_jsonl(tmp_path, "p.jsonl", corpus)
+    S.write_index(tmp_path / "p.jsonl", tmp_path / "i.sqlite", SETTINGS)
+    db = S.open_index(tmp_path / "i.sqlite")
+    try:
+        assert S.informative_terms(db, ["sharing", "needle"]) == ["needle"]  # shar(e) is common
+        assert S.informative_terms(db, ["shared", "words"]) == ["shared", "words"]  # all common
+        assert S.informative_terms(db, ["unknown"]) == ["unknown"]
+        full = db.execute(
+            "SELECT rowid FROM playbooks_fts WHERE playbooks_fts MATCH ? "
+            "ORDER BY bm25(playbooks_fts, 2.0, 1.0, 1.0), rowid LIMIT 2",
+            (S.match_expression(["shared", "needle"]),),
+        ).fetchall()
+        hits = S.search(db, "shared needle", k=2)
+    finally:
+        db.close()
+    assert [h.id for h in hits] == [f"pb-{rowid:04d}" for (rowid,) in full]
+    assert [h.task_id for h in hits] == ["T-2", "T-5"]

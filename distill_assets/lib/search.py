@@ -144,8 +144,10 @@ _DDL = (
     "CREATE VIRTUAL TABLE playbooks_fts USING fts5("
     f"title, text, tags, content='', columnsize=1, tokenize='{TOKENIZER}')",
     "CREATE TABLE embeddings(rowid INTEGER PRIMARY KEY, vector BLOB NOT NULL)",
+    # terms (as indexed, i.e. stemmed) found in more than half of the playbooks
+    "CREATE TABLE common_terms(term TEXT PRIMARY KEY) WITHOUT ROWID",
 )
-EXPECTED_TABLES = ("embeddings", "meta", "playbooks", "playbooks_fts")
+EXPECTED_TABLES = ("common_terms", "embeddings", "meta", "playbooks", "playbooks_fts")
 
 
 @dataclass
@@ -205,6 +207,16 @@ def write_index(
             db.executemany("INSERT INTO meta VALUES (?, ?)", sorted(meta.items()))
             db.execute("COMMIT")
             db.execute("INSERT INTO playbooks_fts(playbooks_fts) VALUES ('optimize')")
+            db.execute(
+                "CREATE VIRTUAL TABLE temp.indexed_terms "
+                "USING fts5vocab(main, 'playbooks_fts', 'row')"
+            )
+            db.execute(
+                "INSERT INTO common_terms SELECT term FROM temp.indexed_terms "
+                "WHERE doc * 2 > ? ORDER BY term",
+                (rows,),
+            )
+            db.execute("DROP TABLE temp.indexed_terms")
             db.execute("VACUUM")
         finally:
             db.close()
@@ -373,8 +385,47 @@ def match_expression(terms: list[str]) -> str:
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
 
 
+def informative_terms(db: sqlite3.Connection, terms: list[str]) -> list[str]:
+    """The terms without those found in more than half of the playbooks, unless none is left.
+
+    FTS5's BM25 floors the IDF of such a term at 1e-6, so it cannot change the ranking of the
+    documents that match another term; yet scoring every document that contains it is most of a
+    query's cost. Terms are compared as indexed: each is run through the index's tokenizer in
+    a temporary table of this connection.
+    """
+    db.execute(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_words "
+        f"USING fts5(word, tokenize='{TOKENIZER}')"
+    )
+    db.execute(
+        "CREATE VIRTUAL TABLE IF NOT EXISTS temp.query_tokens "
+        "USING fts5vocab(temp, 'query_words', 'instance')"
+    )
+    db.execute("DELETE FROM temp.query_words")
+    db.executemany(
+        "INSERT INTO temp.query_words(rowid, word) VALUES (?, ?)", list(enumerate(terms, 1))
+    )
+    tokens: dict[int, set[str]] = {}
+    for number, token in db.execute("SELECT doc, term FROM temp.query_tokens"):
+        tokens.setdefault(number, set()).add(token)
+    wanted = sorted({t for found in tokens.values() for t in found})
+    common = {
+        term
+        for (term,) in db.execute(
+            f"SELECT term FROM common_terms WHERE term IN ({','.join('?' * len(wanted))})", wanted
+        )
+    }
+    kept = [
+        term
+        for number, term in enumerate(terms, 1)
+        if not tokens.get(number) or tokens[number] - common
+    ]
+    return kept or terms
+
+
 def _bm25(db: sqlite3.Connection, terms: list[str], k: int) -> list[tuple[int, float]]:
     weights = orjson.loads(meta_of(db)["weights"])
+    terms = informative_terms(db, terms)
     return [
         (rowid, round(-value, 6))
         for rowid, value in db.execute(
