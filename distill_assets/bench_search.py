@@ -26,7 +26,7 @@ import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.io import AtomicJsonlWriter
-from distill_assets.lib.search import IndexSettings, open_index, search, write_index
+from distill_assets.lib.search import Encoder, IndexSettings, open_index, search, write_index
 
 _SYLLABLES = [a + b for a in "bcdfghklmnprstvz" for b in ("a", "e", "i", "o", "u", "ai", "ou")]
 _TOOLS = [
@@ -93,14 +93,18 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
 
 
-def run(playbooks: int, queries: int, seed: int, workdir: Path) -> dict[str, object]:
+def run(
+    playbooks: int, queries: int, seed: int, workdir: Path, mode: str = "bm25"
+) -> dict[str, object]:
     words, rows = playbook_rows(playbooks, seed)
     source = workdir / "playbooks.jsonl"
     with AtomicJsonlWriter(workdir, source.name) as writer:
         writer.write_rows(rows)
     index = workdir / "index.sqlite"
+    dense = mode != "bm25"
+    encoder = Encoder() if dense else None
     started = time.perf_counter()
-    built = write_index(source, index, IndexSettings())
+    built = write_index(source, index, IndexSettings(dense=dense), encoder)
     build_s = time.perf_counter() - started
 
     rng = random.Random(seed + 1)
@@ -119,12 +123,13 @@ def run(playbooks: int, queries: int, seed: int, workdir: Path) -> dict[str, obj
             body = [w for w in texts[number].split() if w.isalpha() and len(w) > 3]
             question = " ".join(rng.sample(body, min(4, len(body))) + [words[rng.randrange(50)]])
             started = time.perf_counter()
-            hits = search(db, question, k=5)
+            hits = search(db, question, 5, mode, encoder)
             latencies.append((time.perf_counter() - started) * 1000)
             found += any(hit.task_id == f"task-{number}" for hit in hits)
     finally:
         db.close()
     return {
+        "mode": mode,
         "playbooks": built.rows,
         "queries": len(latencies),
         "jsonl_bytes": source.stat().st_size,
@@ -147,13 +152,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--workdir", help="where to write the files (default: a temporary one)")
+    parser.add_argument(
+        "--mode",
+        choices=("bm25", "dense", "hybrid"),
+        default="bm25",
+        help="dense and hybrid embed every playbook (needs the dense extra)",
+    )
     args = parser.parse_args(argv)
     if args.playbooks < 1 or args.queries < 1:
         parser.error("--playbooks and --queries must be at least 1")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="distill-bench-search-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        report = run(args.playbooks, args.queries, args.seed, workdir)
+        report = run(args.playbooks, args.queries, args.seed, workdir, args.mode)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)

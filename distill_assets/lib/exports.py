@@ -4,7 +4,8 @@ The exports read every scored-runs partition on disk, keep only keys, grades and
 memory, decide what goes where (the contamination firewall is enforced here, and re-verified
 from the written files by blocking asset checks), and fetch each run's texts from the evidence
 index by byte offset only when writing its row. Every run an export leaves out gets a quarantine
-row saying why; preference candidate pairs that fail a rule get one too.
+row saying why; preference candidate pairs that fail a rule get one too. ``export-rag`` renders
+the playbooks that ``extract-playbooks`` (lib/extraction.py) built from the same runs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, iter_jsonl
+from distill_assets.lib.playbooks import render_text, tags_of_sources
 
 
 @dataclass(frozen=True)
@@ -281,8 +283,6 @@ def export_rag(
 ) -> StageResult:
     """Render each extracted playbook (``extract-playbooks``, read from ``write_root``) as one
     retrieval document; write the dataset and its quarantine under ``write_root``."""
-    from distill_assets.lib.playbooks import render_text, tags_of_sources
-
     root = write_root or out_root
     source = root / C.EXTRACTED_PATH
     if not source.exists():
