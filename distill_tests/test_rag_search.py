@@ -20,7 +20,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib import search as S
 from distill_assets.lib.reports import load_summary
 from distill_assets.lib.search import published_index, search
-from distill_tests.conftest import REPO_ROOT, materialize_graph
+from distill_tests.conftest import FIXTURES, REPO_ROOT, materialize_graph
 
 CORPUS = REPO_ROOT / "fixtures" / "playbooks"
 # measured on the 35 questions of fixtures/playbooks/questions.jsonl; both misses are real:
@@ -255,3 +255,38 @@ def test_dense_and_hybrid_retrieval(corpus_run, tmp_path):
     print(f"recall@5 by mode: {recall}")
     assert recall["bm25"] == RECALL_AT_5
     assert recall["dense"] >= 0.9 and recall["hybrid"] >= 0.9
+
+
+def test_a_rejected_run_quoted_as_a_playbook_is_stopped(
+    project_defs, instance, tmp_path, monkeypatch
+):
+    """A bug in extraction that takes rejected runs as sources fails the firewall check, and
+    nothing built on the extraction runs or is published."""
+    import distill_assets.lib.extraction as extraction
+
+    real = extraction._sort_task
+
+    def buggy(job, runs):  # the bug: rejected runs count as sources
+        task = real(job, runs)
+        return extraction._Task(task.sources + task.failed, [])
+
+    monkeypatch.setattr(extraction, "_sort_task", buggy)
+    out = tmp_path / "out"
+    result = materialize_graph(project_defs, instance, FIXTURES, out)
+    assert not result.success
+    [firewall] = [
+        e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == C.ASSET_EXTRACTED_PLAYBOOKS
+        and e.check_name == C.CHECK_FIREWALL
+    ]
+    assert not firewall.passed
+    # the fixture's four rejected runs, each in a task with a verified run
+    assert firewall.metadata["num_failures"].value == 4
+    assert {v["rule"] for v in firewall.metadata["violations"].value} == {"untrusted_source"}
+    summary = load_summary(out, result.run_id)
+    not_run = {item.stage: item.reason for item in summary.not_run}
+    for stage in (C.STAGE_EXPORT_RAG, C.STAGE_INDEX, C.STAGE_PUBLISH):
+        assert "extracted_playbooks.contamination_firewall" in not_run[stage]
+    assert C.STAGE_EXPORT_SFT not in not_run  # SFT does not read the extraction
+    assert published_index(out) is None and not (out / C.MANIFEST_PATH).exists()
