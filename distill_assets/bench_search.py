@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import random
 import resource
 import shutil
@@ -117,14 +118,16 @@ def run(
                 texts[number] = row["title"] + " " + row["text"]
     db = open_index(index)
     latencies: list[float] = []
+    cpu: list[float] = []
     found = 0
     try:
         for number in targets:
             body = [w for w in texts[number].split() if w.isalpha() and len(w) > 3]
             question = " ".join(rng.sample(body, min(4, len(body))) + [words[rng.randrange(50)]])
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
             hits = search(db, question, 5, mode, encoder)
             latencies.append((time.perf_counter() - started) * 1000)
+            cpu.append((time.process_time() - started_cpu) * 1000)
             found += any(hit.task_id == f"task-{number}" for hit in hits)
     finally:
         db.close()
@@ -139,9 +142,12 @@ def run(
         "query_ms_p95": round(percentile(latencies, 95), 3),
         "query_ms_p99": round(percentile(latencies, 99), 3),
         "query_ms_max": round(max(latencies), 3),
+        "query_cpu_ms_p50": round(statistics.median(cpu), 3),
+        "query_cpu_ms_p95": round(percentile(cpu, 95), 3),
         "recall_at_5": round(found / len(latencies), 4),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "sqlite": sqlite3.sqlite_version,
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "seed": seed,
     }
 
