@@ -290,3 +290,26 @@ def test_a_rejected_run_quoted_as_a_playbook_is_stopped(
         assert "extracted_playbooks.contamination_firewall" in not_run[stage]
     assert C.STAGE_EXPORT_SFT not in not_run  # SFT does not read the extraction
     assert published_index(out) is None and not (out / C.MANIFEST_PATH).exists()
+
+
+def test_playbooks_rebuilt_without_their_index_are_not_published(
+    corpus_run, tmp_path, project_defs, instance
+):
+    _, base_out = corpus_run
+    out = tmp_path / "out"
+    shutil.copytree(base_out, out, symlinks=True)
+    before = published_index(out)
+    result = materialize_graph(
+        project_defs,
+        instance,
+        CORPUS / "evidence",
+        out,
+        selection=[C.ASSET_EXTRACTED_PLAYBOOKS, C.ASSET_RAG_PLAYBOOKS, C.ASSET_DATASET_MANIFEST],
+        run_config={"ops": {C.ASSET_EXTRACTED_PLAYBOOKS: {"config": {"max_steps": 1}}}},
+    )
+    assert not result.success  # the new playbooks would be served by the old index
+    receipt = orjson.loads(
+        (out / C.REPORTS_DIR / result.run_id / f"{C.STAGE_PUBLISH}.json").read_bytes()
+    )
+    assert any("built from other playbooks" in e for e in receipt["validation"]["errors"])
+    assert published_index(out) == before

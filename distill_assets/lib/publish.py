@@ -22,7 +22,7 @@ from distill_assets.lib.io import (
     write_json_atomic,
 )
 from distill_assets.lib.receipts import read_ledger
-from distill_assets.lib.search import indexed_rows
+from distill_assets.lib.search import indexed_rows, indexed_source
 from distill_assets.lib.versions import open_version
 from distill_assets.lib.versions import publish as swap_in
 
@@ -75,6 +75,13 @@ def publish(out_root: Path, run_id: str) -> StageResult:
             errors.append(f"{relpath} differs from what its producer recorded")
         rows = indexed_rows(path) if relpath in INDEXES.values() else count_lines(path)
         inputs.append(WrittenFile(relpath, sha, path.stat().st_size, rows))
+        if relpath == C.INDEX_PATH and (root / C.RAG_PATH).exists():
+            # a run may rebuild the playbooks without the index: never publish such a pair
+            if indexed_source(path) != sha256_file(root / C.RAG_PATH):
+                errors.append(
+                    f"{relpath} was built from other playbooks than {C.RAG_PATH}: "
+                    "materialize playbook_index"
+                )
         if relpath in DATASETS.values():
             tally.records_in += rows
             tally.records_out += rows

@@ -369,6 +369,15 @@ def indexed_rows(path: Path) -> int:
         db.close()
 
 
+def indexed_source(path: Path) -> str:
+    """The sha256 of the playbooks file an index file was built from."""
+    db = open_index(path)
+    try:
+        return meta_of(db).get("source_sha256", "")
+    finally:
+        db.close()
+
+
 def meta_of(db: sqlite3.Connection) -> dict[str, str]:
     return dict(db.execute("SELECT key, value FROM meta").fetchall())
 
