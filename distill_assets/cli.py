@@ -30,9 +30,21 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line."""
 
 
-def _output_root(arg: str | None) -> Path:
-    raw = arg or os.environ.get(C.ENV_OUTPUT_DIR) or str(PROJECT_ROOT / "out")
-    return Path(raw)
+def _output_setting(arg: str | None) -> str:
+    return arg or os.environ.get(C.ENV_OUTPUT_DIR) or str(PROJECT_ROOT / "out")
+
+
+def _output_root(arg: str | None, reads: tuple[str, ...] = (f"{C.REPORTS_DIR}/*",)) -> Path:
+    """The output directory; for a URL, a local copy of the files the command ``reads``."""
+    from distill_assets.lib.storage import OutputLocation, StorageError, is_remote
+
+    raw = _output_setting(arg)
+    if not is_remote(raw):
+        return Path(raw)
+    try:
+        return OutputLocation(raw).view(reads)
+    except (ImportError, ValueError, OSError, StorageError) as exc:
+        raise UserError(f"cannot read output {raw}: {exc}") from exc
 
 
 def _source_root(arg: str | None) -> Path:
@@ -90,8 +102,9 @@ def partition_range(source: Path | None, imports: list[ImportSpec] | None = None
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
     earliest = date.fromisoformat(C.PARTITION_START)
-    # the daily partitions end with today's (end_offset=1); tomorrow's does not exist yet
-    latest = datetime.now(UTC).date()
+    # the daily partitions end with tomorrow's (end_offset=2, for the one-day future horizon)
+    today = datetime.now(UTC).date()
+    latest = today + timedelta(days=1)
     spans = [
         span
         for span in (
@@ -102,7 +115,7 @@ def partition_range(source: Path | None, imports: list[ImportSpec] | None = None
     ]
     found = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
     if found is None:
-        return f"{latest}...{latest}"
+        return f"{today}...{today}"
     first = max(earliest, found[0] - timedelta(days=1))
     last = min(latest, found[1] + timedelta(days=1))
     if first > last:
@@ -141,6 +154,10 @@ def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str,
 def cmd_materialize(args: argparse.Namespace) -> int:
     config = [orjson.loads(item) for item in args.config or []]
     imports, env = _configured_imports(config)
+    from distill_assets.lib.storage import is_remote
+
+    raw_out = _output_setting(args.output)
+    remote = is_remote(raw_out)
     out = _output_root(args.output)
     source: Path | None = None
     if args.source or os.environ.get(C.ENV_SOURCE_DIR) or not imports:
@@ -149,7 +166,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             raise UserError(f"source directory {source} does not exist (set {C.ENV_SOURCE_DIR})")
         os.environ[C.ENV_SOURCE_DIR] = str(source.resolve())
     os.environ.update(env)
-    os.environ[C.ENV_OUTPUT_DIR] = str(out.resolve())
+    os.environ[C.ENV_OUTPUT_DIR] = raw_out if remote else str(out.resolve())
     ensure_dagster_home()
     span = args.partition_range or partition_range(source, imports)
     command = [
@@ -165,7 +182,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         "--partition-range",
         span,
     ]
-    if not args.multiprocess:
+    # a named executor (DISTILL_EXECUTOR) takes its own config; in_process is the default's
+    if not args.multiprocess and not os.environ.get(C.ENV_EXECUTOR):
         config.append({"execution": {"config": {"in_process": {}}}})
     if config:
         merged: dict = {}
@@ -175,12 +193,16 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     print(f"distill: materializing {args.select} for partitions {span}", flush=True)
     sources = [str(source.resolve())] if source is not None else []
     sources += [f"{spec.kind} {spec.path}" for spec in imports]
-    print(f"distill: sources {', '.join(sources)} -> output {out.resolve()}", flush=True)
+    shown = raw_out.rstrip("/") if remote else str(out.resolve())
+    print(f"distill: sources {', '.join(sources)} -> output {shown}", flush=True)
     runs_before = _report_dirs(out)
     log_path = Path(os.environ["DAGSTER_HOME"]) / "last-materialize.log"
     with open(log_path, "wb") as log:
         sink = None if args.verbose else log
         done = subprocess.run(command, cwd=PROJECT_ROOT, check=False, stdout=sink, stderr=sink)
+    if remote:
+        # a URL output: its reports and published datasets, fetched into the local mirror
+        out = _output_root(args.output, (f"{C.REPORTS_DIR}/*", f"{C.EXPORTS_DIR}/*"))
     runs = sorted(_report_dirs(out) - runs_before)
     if runs:
         summary = out / C.REPORTS_DIR / runs[-1] / "summary.md"
@@ -192,12 +214,18 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     for rel in (C.EXTRACTED_PATH, C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH):
         path = out / rel
         state = f"{_lines(path)} rows" if path.exists() else "not written"
-        print(f"  {path}  ({state})")
+        print(f"  {path if not remote else f'{shown}/{rel}'}  ({state})")
     index = out / C.INDEX_PATH
-    print(f"  {index}  ({'search with `distill search`' if index.exists() else 'not written'})")
-    print(f"  quarantine: {out / C.QUARANTINE_DIR}/")
+    shown_index = index if not remote else f"{shown}/{C.INDEX_PATH}"
+    print(f"  {shown_index}  ({'search: distill search' if index.exists() else 'not written'})")
+    print(
+        f"  quarantine: {out / C.QUARANTINE_DIR if not remote else f'{shown}/{C.QUARANTINE_DIR}'}/"
+    )
     if runs:
-        print(f"  receipts:   {out / C.REPORTS_DIR / runs[-1]}/")
+        where = (
+            out / C.REPORTS_DIR / runs[-1] if not remote else f"{shown}/{C.REPORTS_DIR}/{runs[-1]}"
+        )
+        print(f"  receipts:   {where}/")
     if done.returncode != 0:
         if not args.verbose:
             for line in _failure_lines(log_path):
@@ -425,13 +453,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     """The best playbooks for a question, from the published search index."""
     from distill_assets.lib.search import SearchError, published_index, search
 
-    out = _output_root(args.output)
+    if not 1 <= args.k <= 1000:
+        raise UserError(f"-k must be between 1 and 1000, not {args.k}")
+    out = _output_root(args.output, (C.INDEX_PATH,))
     if not out.is_dir():
         raise UserError(
             f"output directory {out} does not exist (set {C.ENV_OUTPUT_DIR} or --output)"
         )
-    if not 1 <= args.k <= 1000:
-        raise UserError(f"-k must be between 1 and 1000, not {args.k}")
     index = published_index(out)
     if index is None:
         raise UserError(

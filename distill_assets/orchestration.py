@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
 from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
-from distill_assets.lib.layout import version_relroot
+from distill_assets.lib.layout import CHECK_INPUT_GLOBS, STAGE_INPUT_GLOBS, version_relroot
 from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
 from distill_assets.lib.playbooks import PlaybookSettings
 from distill_assets.lib.receipts import (
@@ -34,6 +35,7 @@ from distill_assets.lib.receipts import (
 from distill_assets.lib.reports import CheckRecord, record_check, record_failure, record_stage
 from distill_assets.lib.scoring import ScoringPolicy
 from distill_assets.lib.search import DEFAULT_DENSE_PACKAGE, IndexSettings
+from distill_assets.lib.storage import OutputLocation, Workspace
 from distill_assets.lib.versions import open_version
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -76,14 +78,21 @@ class DistillResource(dg.ConfigurableResource):
 
     Unset fields fall back to the environment (DISTILL_SOURCE_DIR, DISTILL_OUTPUT_DIR,
     DISTILL_IMPORTS, DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT), then to the bundled
-    fixtures (unless import sources are configured) and ``out/``.
+    fixtures (unless import sources are configured) and ``out/``. The output may be an fsspec
+    URL (``s3://bucket/prefix``): steps then work in a local staging directory synced with it
+    (lib/storage.py, docs/deploy.md).
     """
 
     source_dir: str | None = Field(
         default=None, description="Evidence directory (default: $DISTILL_SOURCE_DIR or fixtures)."
     )
     output_dir: str | None = Field(
-        default=None, description="Output directory (default: $DISTILL_OUTPUT_DIR or out/)."
+        default=None,
+        description="Output directory or fsspec URL (default: $DISTILL_OUTPUT_DIR or out/).",
+    )
+    staging_dir: str | None = Field(
+        default=None,
+        description="Local mirror of a URL output (default: $DISTILL_STAGING_DIR or ~/.cache).",
     )
     drift_warn_pct: float | None = Field(
         default=None, description="Percent change that warns (default 20)."
@@ -155,11 +164,34 @@ class DistillResource(dg.ConfigurableResource):
             raise ConfigError(setting, str(path), "the source directory is not readable")
         return path
 
-    def output_root(self) -> Path:
+    def _output_setting(self) -> tuple[str, str]:
         setting, raw = "output_dir", self.output_dir
         if raw is None:
             setting, raw = C.ENV_OUTPUT_DIR, os.environ.get(C.ENV_OUTPUT_DIR)
-        path = Path(raw) if raw else DEFAULT_OUTPUT_DIR
+        return setting, raw or str(DEFAULT_OUTPUT_DIR)
+
+    def output_location(self) -> OutputLocation:
+        """The output as configured: a local directory or a URL (with its staging directory)."""
+        setting, raw = self._output_setting()
+        location = OutputLocation(raw, Path(self.staging_dir) if self.staging_dir else None)
+        if location.remote:
+            try:
+                location.store()
+            except (ImportError, ValueError, OSError) as exc:
+                raise ConfigError(setting, raw, f"cannot open it ({exc})") from exc
+        return location
+
+    @contextmanager
+    def workspace(self, reads: Sequence[str]) -> Iterator[Workspace]:
+        """The directory a step works in: the output itself, or a synced copy of a URL's files."""
+        location = self.output_location()
+        root = None if location.remote else self.output_root()
+        with location.workspace(root, reads) as workspace:
+            yield workspace
+
+    def output_root(self) -> Path:
+        setting, raw = self._output_setting()
+        path = Path(raw)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -209,9 +241,11 @@ class CollectConfig(dg.Config):
         for name in ("max_line_bytes", "max_messages", "max_messages_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "must be at least 1")
-        if self.future_horizon_hours < 0:
+        if not 0 <= self.future_horizon_hours <= 24:
             raise ConfigError(
-                "future_horizon_hours", self.future_horizon_hours, "must not be negative"
+                "future_horizon_hours",
+                self.future_horizon_hours,
+                "must be between 0 and 24 (the last partition is tomorrow)",
             )
         return ParseSettings(
             max_line_bytes=self.max_line_bytes,
@@ -399,32 +433,44 @@ def run_stage(
     """
     started = time.perf_counter()
     run_id = context.run.run_id
-    out_root = distill.output_root()
     expected = expected_stages(context)
-    try:
-        preflight(context, distill, stage)
-        thresholds = distill.thresholds()
-        if acquire(out_root, run_id, _run_finished(context), context.log.warning):
-            swept = sweep_temp_files(out_root)
-            if swept:
-                context.log.warning(f"removed {swept} temporary file(s) left by a killed run")
-    except OutputLocked as exc:
-        # nothing is written: the directory belongs to the run that holds it
-        raise dg.Failure(description=str(exc)) from exc
     versioned = stage in C.VERSIONED_STAGES
-    write_root = open_version(out_root, run_id) if versioned else out_root
-    try:
-        result = work(out_root, write_root)
-    except Exception as exc:
-        record_failure(out_root, run_id, stage, exc, expected)
-        raise
-    if versioned:
-        result.output_root = version_relroot(run_id)
-    if settings:
-        result.extra["settings"] = settings
-    recorded = record_stage(out_root, run_id, result, started, expected, thresholds)
-    if stage == expected[-1]:
-        release(out_root, run_id)
+    with distill.workspace(STAGE_INPUT_GLOBS[stage]) as workspace:
+        out_root = workspace.root
+        try:
+            preflight(context, distill, stage)
+            thresholds = distill.thresholds()
+            with workspace.reports(run_id):
+                taken = acquire(out_root, run_id, _run_finished(context), context.log.warning)
+                if versioned and workspace.remote:
+                    # the run's version is seeded once, under the store's lock
+                    workspace.pull_versions(run_id)
+                    open_version(out_root, run_id)
+                    workspace.push_data()
+            if taken:
+                swept = sweep_temp_files(out_root)
+                if swept:
+                    context.log.warning(f"removed {swept} temporary file(s) left by a killed run")
+        except OutputLocked as exc:
+            # nothing is written: the directory belongs to the run that holds it
+            raise dg.Failure(description=str(exc)) from exc
+        write_root = open_version(out_root, run_id) if versioned else out_root
+        try:
+            result = work(out_root, write_root)
+        except Exception as exc:
+            with workspace.reports(run_id):
+                record_failure(out_root, run_id, stage, exc, expected)
+            raise
+        if versioned:
+            result.output_root = version_relroot(run_id)
+        if settings:
+            result.extra["settings"] = settings
+        workspace.push_data()
+        with workspace.reports(run_id):
+            recorded = record_stage(out_root, run_id, result, started, expected, thresholds)
+            if stage == expected[-1]:
+                release(out_root, run_id)
+        receipt_at = workspace.location_of(recorded.receipt_path)
     receipt = recorded.receipt
     stats = receipt.stats
     for warning in receipt.validation.warnings[:20]:
@@ -434,21 +480,24 @@ def run_stage(
     context.log.info(
         f"{stage}: {stats.records_in} in, {stats.records_out} out, {stats.quarantined} "
         f"quarantined, {stats.skipped} skipped; drift {recorded.drift.severity}; "
-        f"receipt {recorded.receipt_path}"
+        f"receipt {receipt_at}"
     )
     broken = [link for link in recorded.summary.chain if not link.ok and link.stage == stage]
     if broken:
         raise dg.Failure(
             description=f"{stage}: chain of custody broken for {len(broken)} input file(s), "
             f"first {broken[0].path}: {broken[0].problem}",
-            metadata={"receipt": str(recorded.receipt_path)},
+            metadata={"receipt": receipt_at},
         )
     if not receipt.validation.passed:
         raise dg.Failure(
             description=f"{stage}: validation failed: " + "; ".join(receipt.validation.errors),
-            metadata={"receipt": str(recorded.receipt_path)},
+            metadata={"receipt": receipt_at},
         )
-    metadata = receipt_metadata(receipt, recorded.receipt_path, recorded.drift.severity)
+    metadata = receipt_metadata(receipt, receipt_at, recorded.drift.severity)
+    schema = column_schema(C.STAGE_ASSET[stage])
+    if schema is not None:
+        metadata[C.MD_COLUMN_SCHEMA] = schema
     if result.partitions:
         metadata[C.MD_PARTITIONS] = f"{result.partitions[0]}..{result.partitions[-1]}"
     drift = recorded.drift
@@ -472,6 +521,27 @@ def run_stage(
     )
 
 
+def column_schema(asset: str) -> dg.TableSchema | None:
+    """The asset's table schema for the UI, from its Pandera model (one definition)."""
+    from distill_assets.lib.schemas import SCHEMAS
+
+    model = SCHEMAS.get(asset)
+    if model is None:
+        return None
+    columns = model.to_schema().columns
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=name,
+                type=str(column.dtype),
+                description=column.description,
+                constraints=dg.TableColumnConstraints(nullable=bool(column.nullable)),
+            )
+            for name, column in columns.items()
+        ]
+    )
+
+
 def stage_receipt(out_root: Path, run_id: str, stage: str) -> StageReceipt | None:
     path = out_root / receipt_relpath(run_id, stage)
     return load_receipt(path) if path.exists() else None
@@ -479,7 +549,7 @@ def stage_receipt(out_root: Path, run_id: str, stage: str) -> StageReceipt | Non
 
 def report_check(
     context: dg.AssetCheckExecutionContext,
-    distill: DistillResource,
+    workspace: Workspace,
     asset: str,
     check: str,
     passed: bool,
@@ -490,21 +560,22 @@ def report_check(
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetCheckResult:
     """Record a check's verdict with the run's reports and return it to Dagster."""
-    record_check(
-        distill.output_root(),
-        context.run.run_id,
-        CheckRecord(
-            asset=asset,
-            stage=C.ASSET_STAGE[asset],
-            check=check,
-            passed=passed,
-            severity="ERROR" if severity == dg.AssetCheckSeverity.ERROR else "WARN",
-            blocking=blocking,
-            num_failures=num_failures,
-            description=description,
-        ),
-        expected_stages(context),
-    )
+    with workspace.reports(context.run.run_id):
+        record_check(
+            workspace.root,
+            context.run.run_id,
+            CheckRecord(
+                asset=asset,
+                stage=C.ASSET_STAGE[asset],
+                check=check,
+                passed=passed,
+                severity="ERROR" if severity == dg.AssetCheckSeverity.ERROR else "WARN",
+                blocking=blocking,
+                num_failures=num_failures,
+                description=description,
+            ),
+            expected_stages(context),
+        )
     return dg.AssetCheckResult(
         passed=passed,
         severity=severity,
@@ -513,18 +584,28 @@ def report_check(
     )
 
 
+@contextmanager
 def this_runs_receipt(
-    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
-) -> tuple[Path, StageReceipt]:
-    """The receipt the checked asset wrote in this run (checks verify what this run wrote)."""
-    out_root = distill.output_root()
-    receipt = stage_receipt(out_root, context.run.run_id, C.ASSET_STAGE[asset])
-    if receipt is None:
-        raise dg.Failure(
-            description=f"{asset}: no receipt for stage {C.ASSET_STAGE[asset]} in run "
-            f"{context.run.run_id}; the asset was not materialized in this run"
+    context: dg.AssetCheckExecutionContext,
+    distill: DistillResource,
+    asset: str,
+    reads: Callable[[str], bool],
+) -> Iterator[tuple[Workspace, StageReceipt]]:
+    """The receipt the checked asset wrote in this run, with the files it lists that the check
+    ``reads`` at hand (checks verify what this run wrote)."""
+    stage = C.ASSET_STAGE[asset]
+    with distill.workspace(CHECK_INPUT_GLOBS[stage]) as workspace:
+        receipt = stage_receipt(workspace.root, context.run.run_id, stage)
+        if receipt is None:
+            raise dg.Failure(
+                description=f"{asset}: no receipt for stage {stage} in run "
+                f"{context.run.run_id}; the asset was not materialized in this run"
+            )
+        root = receipt.extra.get("root", "")
+        workspace.pull(
+            [f"{root}/{f.path}" if root else f.path for f in receipt.outputs.files if reads(f.path)]
         )
-    return out_root, receipt
+        yield workspace, receipt
 
 
 def schema_check(
@@ -536,29 +617,32 @@ def schema_check(
     """Validate every table file the asset wrote in this run against its Pandera model."""
     from distill_assets.lib.schemas import SCHEMAS, validate_jsonl
 
-    out_root, receipt = this_runs_receipt(context, distill, asset)
-    root = out_root / receipt.extra.get("root", "")
-    paths = [root / f.path for f in receipt.outputs.files if f.path.endswith(file_suffix)]
-    outcome = validate_jsonl(SCHEMAS[asset], paths)
-    description = (
-        f"{outcome.rows} rows in {len(paths)} file(s) match {SCHEMAS[asset].__name__}"
-        if outcome.passed
-        else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows"
-    )
-    return report_check(
-        context,
-        distill,
-        asset,
-        C.CHECK_SCHEMA,
-        outcome.passed,
-        True,
-        outcome.num_failures,
-        description,
-        {
-            "rows": outcome.rows,
-            "failure_cases": dg.MetadataValue.json(outcome.failure_cases),
-        },
-    )
+    def reads(path: str) -> bool:
+        return path.endswith(file_suffix)
+
+    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
+        root = workspace.root / receipt.extra.get("root", "")
+        paths = [root / f.path for f in receipt.outputs.files if reads(f.path)]
+        outcome = validate_jsonl(SCHEMAS[asset], paths)
+        description = (
+            f"{outcome.rows} rows in {len(paths)} file(s) match {SCHEMAS[asset].__name__}"
+            if outcome.passed
+            else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows"
+        )
+        return report_check(
+            context,
+            workspace,
+            asset,
+            C.CHECK_SCHEMA,
+            outcome.passed,
+            True,
+            outcome.num_failures,
+            description,
+            {
+                "rows": outcome.rows,
+                "failure_cases": dg.MetadataValue.json(outcome.failure_cases),
+            },
+        )
 
 
 def conservation_check(
@@ -568,46 +652,49 @@ def conservation_check(
     record left out, re-counted from the files on disk."""
     from distill_assets.lib.io import count_lines
 
-    out_root, receipt = this_runs_receipt(context, distill, asset)
-    stats = receipt.stats
-    problems = []
-    accounted = stats.records_out + stats.quarantined + stats.skipped
-    if stats.records_in != accounted:
-        problems.append(f"{stats.records_in} in != {accounted} out+quarantined+skipped")
-    quarantine_files = [
-        f
-        for f in receipt.outputs.files
-        if f.path.endswith("quarantine.jsonl") and not f.path.startswith(C.QUARANTINE_DIR)
-    ] or [f for f in receipt.outputs.files if f.path.startswith(C.QUARANTINE_DIR)]
-    run_rows = 0
-    root = out_root / receipt.extra.get("root", "")
-    for entry in quarantine_files:
-        on_disk = count_lines(root / entry.path)
-        if on_disk != entry.record_count:
+    def reads(path: str) -> bool:
+        return path.endswith("quarantine.jsonl") or path.startswith(C.QUARANTINE_DIR)
+
+    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
+        stats = receipt.stats
+        problems = []
+        accounted = stats.records_out + stats.quarantined + stats.skipped
+        if stats.records_in != accounted:
+            problems.append(f"{stats.records_in} in != {accounted} out+quarantined+skipped")
+        quarantine_files = [
+            f
+            for f in receipt.outputs.files
+            if f.path.endswith("quarantine.jsonl") and not f.path.startswith(C.QUARANTINE_DIR)
+        ] or [f for f in receipt.outputs.files if f.path.startswith(C.QUARANTINE_DIR)]
+        run_rows = 0
+        root = workspace.root / receipt.extra.get("root", "")
+        for entry in quarantine_files:
+            on_disk = count_lines(root / entry.path)
+            if on_disk != entry.record_count:
+                problems.append(
+                    f"{entry.path}: {on_disk} lines on disk, receipt says {entry.record_count}"
+                )
+            run_rows += on_disk
+        pair_rows = int(receipt.extra.get("pairs_quarantined", 0))
+        if run_rows - pair_rows != stats.quarantined + stats.skipped:
             problems.append(
-                f"{entry.path}: {on_disk} lines on disk, receipt says {entry.record_count}"
+                f"quarantine files hold {run_rows - pair_rows} record rows, receipt counts "
+                f"{stats.quarantined + stats.skipped} left out"
             )
-        run_rows += on_disk
-    pair_rows = int(receipt.extra.get("pairs_quarantined", 0))
-    if run_rows - pair_rows != stats.quarantined + stats.skipped:
-        problems.append(
-            f"quarantine files hold {run_rows - pair_rows} record rows, receipt counts "
-            f"{stats.quarantined + stats.skipped} left out"
+        passed = not problems
+        return report_check(
+            context,
+            workspace,
+            asset,
+            C.CHECK_CONSERVATION,
+            passed,
+            True,
+            len(problems),
+            "records in = out + quarantined + skipped" if passed else "; ".join(problems),
+            {
+                "records_in": stats.records_in,
+                "records_out": stats.records_out,
+                "quarantined": stats.quarantined,
+                "skipped": stats.skipped,
+            },
         )
-    passed = not problems
-    return report_check(
-        context,
-        distill,
-        asset,
-        C.CHECK_CONSERVATION,
-        passed,
-        True,
-        len(problems),
-        "records in = out + quarantined + skipped" if passed else "; ".join(problems),
-        {
-            "records_in": stats.records_in,
-            "records_out": stats.records_out,
-            "quarantined": stats.quarantined,
-            "skipped": stats.skipped,
-        },
-    )

@@ -16,6 +16,7 @@ def write_corpus(
     outcome, one file per day; 1-3 runs per task so preference pairs form."""
     rng = random.Random(seed)
     words = ["deploy", "index", "retry", "cache", "query", "patch", "token", "queue", "shard"]
+    bodies = [" ".join(rng.choice(words) for _ in range(response_chars // 6)) for _ in range(64)]
     root.mkdir(parents=True, exist_ok=True)
     handles = {}
     try:
@@ -27,7 +28,7 @@ def write_corpus(
             stamp = f"{day.isoformat()}T{rng.randrange(0, 20):02d}:{rng.randrange(60):02d}:00Z"
             later = f"{day.isoformat()}T21:{rng.randrange(60):02d}:00Z"
             task = f"task-{i // 2}"
-            body = " ".join(rng.choice(words) for _ in range(response_chars // 6))
+            body = bodies[i % len(bodies)]
             good = rng.random() < 0.6
             run_id = f"run-{i:07d}"
             lines = [

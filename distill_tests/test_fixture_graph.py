@@ -354,6 +354,14 @@ def test_materialization_metadata(run):
     assert metadata[C.MD_DRIFT_SEVERITY].value == "ok"
     for key in (C.MD_INPUT_HASH, C.MD_OUTPUT_HASH, C.MD_RECEIPT_PATH, C.MD_SKIPPED, C.MD_REJECTED):
         assert key in metadata
+    schema = metadata[C.MD_COLUMN_SCHEMA].value
+    assert [c.name for c in schema.columns] == [
+        "messages",
+        "id",
+        "source_run_id",
+        "task_id",
+        "category",
+    ]
     evidence = result.asset_materializations_for_node(C.ASSET_EVIDENCE_INDEX)
     assert {m.partition for m in evidence} == {"2026-03-01", "2026-03-02", "2026-03-03"}
 

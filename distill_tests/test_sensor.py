@@ -4,6 +4,7 @@ the drift check evaluation, appends the alert line and POSTs it to a local webho
 from __future__ import annotations
 
 import http.server
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,18 +52,37 @@ def _tick(instance, out: Path, url: str | None, cursor: str | None):
     return drift_sensor(context), context
 
 
-def _two_materializations(project_defs, instance, tmp_path: Path) -> Path:
-    source = copy_fixtures(tmp_path / "src")
-    out = tmp_path / "out"
-    assert materialize_graph(project_defs, instance, source, out).success
-    (source / "reviews" / "reviews.jsonl").unlink()  # every review gone: a large change
-    assert materialize_graph(project_defs, instance, source, out).success
-    return out
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory, project_defs):
+    """A baseline run over the fixtures, then a run with every review gone (a large change),
+    in one instance. Tests copy the output directory, where the sensor writes its alerts."""
+    base = tmp_path_factory.mktemp("sensor")
+    home = base / "home"
+    home.mkdir()
+    source = copy_fixtures(base / "src")
+    out = base / "out"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DISTILL_RECORDED_AT", "2026-03-10T00:00:00Z")
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        try:
+            assert materialize_graph(project_defs, instance, source, out).success
+            (source / "reviews" / "reviews.jsonl").unlink()
+            assert materialize_graph(project_defs, instance, source, out).success
+        finally:
+            mp.undo()
+        yield instance, out
 
 
-def test_sensor_raises_drift_checks_alerts_and_posts(project_defs, instance, tmp_path, webhook):
+def _fresh_copy(two_runs, tmp_path: Path):
+    instance, out = two_runs
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    return instance, copy
+
+
+def test_sensor_raises_drift_checks_alerts_and_posts(two_runs, tmp_path, webhook):
     url, received = webhook
-    out = _two_materializations(project_defs, instance, tmp_path)
+    instance, out = _fresh_copy(two_runs, tmp_path)
     result, context = _tick(instance, out, url, None)
     assert isinstance(result, dg.SensorResult)
     evaluations = [e for e in result.asset_events if isinstance(e, dg.AssetCheckEvaluation)]
@@ -95,9 +115,9 @@ def test_first_materializations_are_a_baseline(project_defs, instance, tmp_path)
     assert not (out / C.ALERTS_PATH).exists()
 
 
-def test_undelivered_alerts_wait_in_the_outbox(project_defs, instance, tmp_path, webhook):
+def test_undelivered_alerts_wait_in_the_outbox(two_runs, tmp_path, webhook):
     url, received = webhook
-    out = _two_materializations(project_defs, instance, tmp_path)
+    instance, out = _fresh_copy(two_runs, tmp_path)
     dead = "http://127.0.0.1:9/hook"  # discard port: nothing listens
     result, _ = _tick(instance, out, dead, None)
     queued = (out / OUTBOX_PATH).read_bytes().splitlines()

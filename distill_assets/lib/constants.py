@@ -283,6 +283,15 @@ ENV_DRIFT_MIN_BASE: Final = "DISTILL_DRIFT_MIN_BASE"
 ENV_ALERT_WEBHOOK: Final = "DISTILL_ALERT_WEBHOOK_URL"
 ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
 ENV_IMPORTS: Final = "DISTILL_IMPORTS"
+# scale-out (docs/deploy.md)
+ENV_STAGING_DIR: Final = "DISTILL_STAGING_DIR"
+ENV_EXECUTOR: Final = "DISTILL_EXECUTOR"
+ENV_CELERY_BROKER: Final = "DISTILL_CELERY_BROKER_URL"
+EXECUTOR_CELERY: Final = "celery"
+EXECUTOR_K8S: Final = "k8s"
+EXECUTORS: Final = (EXECUTOR_CELERY, EXECUTOR_K8S)
+# at an object-store URL, which version ``exports`` points at (there are no symlinks there)
+PUBLISHED_POINTER_PATH: Final = "reports/published.json"
 
 # --- importers (docs/importers.md) --------------------------------------------------------
 IMPORT_TAU_BENCH: Final = "tau-bench"

@@ -7,6 +7,35 @@ from pathlib import Path
 
 from distill_assets.lib import constants as C
 
+_DAY = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
+_SCORED = f"{C.SCORED_DIR}/{_DAY}/{C.SCORED_FILE}"
+_RECORDS = f"{C.EVIDENCE_DIR}/{_DAY}/records.jsonl"
+
+# The files under the output root each stage reads (glob patterns), so that a step working on a
+# copy of an object-store output pulls just these (lib/storage.py); a run's version directory
+# and the published one are added for the versioned stages.
+STAGE_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
+    C.STAGE_COLLECT: (),
+    C.STAGE_SCORE: (f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl",),
+    C.STAGE_EXTRACT_PLAYBOOKS: (_SCORED, _RECORDS),
+    # these two read only the run's version (the extraction, the playbooks)
+    C.STAGE_EXPORT_RAG: (),
+    C.STAGE_EXPORT_SFT: (_SCORED, _RECORDS),
+    C.STAGE_EXPORT_PREFERENCE: (_SCORED, _RECORDS),
+    C.STAGE_INDEX: (),
+    C.STAGE_PUBLISH: (
+        f"{C.EVIDENCE_DIR}/{_DAY}/{C.PART_QUARANTINE_FILE}",
+        f"{C.EVIDENCE_DIR}/{C.UNDATED_BUCKET}/{C.PART_QUARANTINE_FILE}",
+        f"{C.SCORED_DIR}/{_DAY}/{C.PART_QUARANTINE_FILE}",
+    ),
+}
+# What a stage's checks read besides the files the stage wrote in the run: the firewall looks
+# every exported run up in the scored runs.
+CHECK_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
+    stage: (_SCORED,) if stage in (*C.EXPORT_STAGES, C.STAGE_EXTRACT_PLAYBOOKS) else ()
+    for stage in C.STAGES
+}
+
 
 def day_dir(day: date) -> str:
     return f"{day.year:04d}/{day.month:02d}/{day.day:02d}"

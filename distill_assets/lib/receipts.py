@@ -283,7 +283,7 @@ def load_receipt(path: Path) -> StageReceipt:
 
 
 def receipt_metadata(
-    receipt: StageReceipt, receipt_path: Path, drift_severity: str
+    receipt: StageReceipt, receipt_path: Path | str, drift_severity: str
 ) -> dict[str, Any]:
     """The receipt's figures as materialization metadata (plain values; counts are ints)."""
     stats = receipt.stats

@@ -30,7 +30,12 @@ def _written_root(out_root, receipt):
     return out_root / receipt.extra.get("root", "")
 
 
-def _firewall_result(context, distill, asset: str, check: str, report: FirewallReport):
+def _is(relpath: str):
+    """The receipt outputs a firewall check reads: its dataset file."""
+    return lambda path: path == relpath
+
+
+def _firewall_result(context, workspace, asset: str, check: str, report: FirewallReport):
     description = (
         f"{report.rows} rows verified against the scored runs"
         if report.passed
@@ -38,7 +43,7 @@ def _firewall_result(context, distill, asset: str, check: str, report: FirewallR
     )
     return report_check(
         context,
-        distill,
+        workspace,
         asset,
         check,
         report.passed,
@@ -58,14 +63,16 @@ def rag_playbooks_schema(context: dg.AssetCheckExecutionContext, distill: Distil
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_FIREWALL, blocking=True)
 def rag_playbooks_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Only accepted or partially accepted runs of the same task back a playbook."""
-    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_RAG_PLAYBOOKS)
-    report = verify_rag(out_root, _settings_used(receipt), _written_root(out_root, receipt))
-    return _firewall_result(context, distill, C.ASSET_RAG_PLAYBOOKS, C.CHECK_FIREWALL, report)
+    asset = C.ASSET_RAG_PLAYBOOKS
+    with this_runs_receipt(context, distill, asset, _is(C.RAG_PATH)) as (workspace, receipt):
+        root = _written_root(workspace.root, receipt)
+        report = verify_rag(workspace.root, _settings_used(receipt), root)
+        return _firewall_result(context, workspace, asset, C.CHECK_FIREWALL, report)
 
 
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_CONSERVATION, blocking=True)
 def rag_playbooks_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
-    """Every scored run backs a playbook or is quarantined with a reason."""
+    """Every extracted playbook is rendered or quarantined with a reason."""
     return conservation_check(context, distill, C.ASSET_RAG_PLAYBOOKS)
 
 
@@ -78,9 +85,11 @@ def sft_dataset_schema(context: dg.AssetCheckExecutionContext, distill: DistillR
 @dg.asset_check(asset=C.ASSET_SFT_DATASET, name=C.CHECK_FIREWALL, blocking=True)
 def sft_dataset_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Only accepted runs in allowed categories reach SFT."""
-    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_SFT_DATASET)
-    report = verify_sft(out_root, _settings_used(receipt), _written_root(out_root, receipt))
-    return _firewall_result(context, distill, C.ASSET_SFT_DATASET, C.CHECK_FIREWALL, report)
+    asset = C.ASSET_SFT_DATASET
+    with this_runs_receipt(context, distill, asset, _is(C.SFT_PATH)) as (workspace, receipt):
+        root = _written_root(workspace.root, receipt)
+        report = verify_sft(workspace.root, _settings_used(receipt), root)
+        return _firewall_result(context, workspace, asset, C.CHECK_FIREWALL, report)
 
 
 @dg.asset_check(asset=C.ASSET_SFT_DATASET, name=C.CHECK_CONSERVATION, blocking=True)
@@ -98,9 +107,11 @@ def preference_pairs_schema(context: dg.AssetCheckExecutionContext, distill: Dis
 @dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_FIREWALL, blocking=True)
 def preference_pairs_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Pairs keep rejected and unreviewed runs off the chosen side, checked against the scores."""
-    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_PREFERENCE_PAIRS)
-    report = verify_preference(out_root, _settings_used(receipt), _written_root(out_root, receipt))
-    return _firewall_result(context, distill, C.ASSET_PREFERENCE_PAIRS, C.CHECK_FIREWALL, report)
+    asset = C.ASSET_PREFERENCE_PAIRS
+    with this_runs_receipt(context, distill, asset, _is(C.PREFERENCE_PATH)) as (workspace, receipt):
+        root = _written_root(workspace.root, receipt)
+        report = verify_preference(workspace.root, _settings_used(receipt), root)
+        return _firewall_result(context, workspace, asset, C.CHECK_FIREWALL, report)
 
 
 @dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_CONSERVATION, blocking=True)
@@ -112,6 +123,8 @@ def preference_pairs_conservation(context: dg.AssetCheckExecutionContext, distil
 @dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_PAIR_RULES, blocking=True)
 def preference_pairs_rules(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Pairs are two distinct runs of one task, chosen strictly better, texts different."""
-    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_PREFERENCE_PAIRS)
-    report = verify_pair_rules(out_root, _settings_used(receipt), _written_root(out_root, receipt))
-    return _firewall_result(context, distill, C.ASSET_PREFERENCE_PAIRS, C.CHECK_PAIR_RULES, report)
+    asset = C.ASSET_PREFERENCE_PAIRS
+    with this_runs_receipt(context, distill, asset, _is(C.PREFERENCE_PATH)) as (workspace, receipt):
+        root = _written_root(workspace.root, receipt)
+        report = verify_pair_rules(workspace.root, _settings_used(receipt), root)
+        return _firewall_result(context, workspace, asset, C.CHECK_PAIR_RULES, report)

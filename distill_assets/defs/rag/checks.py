@@ -29,60 +29,68 @@ def extracted_playbooks_conservation(
 @dg.asset_check(asset=C.ASSET_EXTRACTED_PLAYBOOKS, name=C.CHECK_FIREWALL, blocking=True)
 def extracted_playbooks_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Sources are verified runs, failed runs are rejected ones, nothing unreviewed appears."""
-    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_EXTRACTED_PLAYBOOKS)
-    report = verify_extracted(out_root, out_root / receipt.extra.get("root", ""))
-    description = (
-        f"{report.rows} playbooks verified against the scored runs"
-        if report.passed
-        else f"{report.count} violation(s) in {report.rows} playbooks"
-    )
-    return report_check(
-        context,
-        distill,
-        C.ASSET_EXTRACTED_PLAYBOOKS,
-        C.CHECK_FIREWALL,
-        report.passed,
-        True,
-        report.count,
-        description,
-        {"rows": report.rows, "violations": dg.MetadataValue.json(report.violations)},
-    )
+    asset = C.ASSET_EXTRACTED_PLAYBOOKS
+    reads = lambda path: path == C.EXTRACTED_PATH  # noqa: E731
+    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
+        report = verify_extracted(workspace.root, workspace.root / receipt.extra.get("root", ""))
+        description = (
+            f"{report.rows} playbooks verified against the scored runs"
+            if report.passed
+            else f"{report.count} violation(s) in {report.rows} playbooks"
+        )
+        return report_check(
+            context,
+            workspace,
+            asset,
+            C.CHECK_FIREWALL,
+            report.passed,
+            True,
+            report.count,
+            description,
+            {"rows": report.rows, "violations": dg.MetadataValue.json(report.violations)},
+        )
 
 
-def _index_result(context, distill, check: str, problems: list[str], passed_text: str):
-    return report_check(
-        context,
-        distill,
-        C.ASSET_PLAYBOOK_INDEX,
-        check,
-        not problems,
-        True,
-        len(problems),
-        "; ".join(problems[:5]) if problems else passed_text,
-        {"problems": dg.MetadataValue.json(problems[:20])},
-    )
-
-
-def _index_files(context, distill):
-    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_PLAYBOOK_INDEX)
-    root = out_root / receipt.extra.get("root", "")
-    return index_problems(root / C.INDEX_PATH, root / C.RAG_PATH)
+def _index_check(context, distill, check: str, passed_text: str, pick) -> dg.AssetCheckResult:
+    """Run ``index_problems`` on the index this run built and the playbooks beside it, and
+    report the problems ``pick`` selects from (schema problems, consistency problems)."""
+    asset = C.ASSET_PLAYBOOK_INDEX
+    reads = lambda path: path == C.INDEX_PATH  # noqa: E731
+    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
+        root = receipt.extra.get("root", "")
+        workspace.pull([f"{root}/{C.RAG_PATH}" if root else C.RAG_PATH])
+        base = workspace.root / root
+        problems = pick(*index_problems(base / C.INDEX_PATH, base / C.RAG_PATH))
+        return report_check(
+            context,
+            workspace,
+            asset,
+            check,
+            not problems,
+            True,
+            len(problems),
+            "; ".join(problems[:5]) if problems else passed_text,
+            {"problems": dg.MetadataValue.json(problems[:20])},
+        )
 
 
 @dg.asset_check(asset=C.ASSET_PLAYBOOK_INDEX, name=C.CHECK_SCHEMA, blocking=True)
 def playbook_index_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """The index file is a distill search index of this schema version, intact."""
-    schema, _ = _index_files(context, distill)
-    return _index_result(context, distill, C.CHECK_SCHEMA, schema, "index schema valid")
+    return _index_check(
+        context, distill, C.CHECK_SCHEMA, "index schema valid", lambda schema, _: schema
+    )
 
 
 @dg.asset_check(asset=C.ASSET_PLAYBOOK_INDEX, name=C.CHECK_INDEX_CONSISTENT, blocking=True)
 def playbook_index_consistent(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """The index holds exactly the playbooks beside it, at their byte offsets."""
-    schema, consistency = _index_files(context, distill)
-    problems = consistency or [f"not checked: {p}" for p in schema]
-    return _index_result(
-        context, distill, C.CHECK_INDEX_CONSISTENT, problems, "index matches the playbooks"
+    return _index_check(
+        context,
+        distill,
+        C.CHECK_INDEX_CONSISTENT,
+        "index matches the playbooks",
+        lambda schema, consistency: consistency or [f"not checked: {p}" for p in schema],
     )
 
 
