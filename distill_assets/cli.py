@@ -211,12 +211,21 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     else:
         print("distill: this run recorded no stage (it failed before the first one finished)")
     print("distill: datasets:")
-    for rel in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH, *C.HOLDOUT_PATHS.values()):
+    for rel in (
+        C.EXTRACTED_PATH,
+        C.RAG_PATH,
+        C.SFT_PATH,
+        C.PREFERENCE_PATH,
+        *C.HOLDOUT_PATHS.values(),
+    ):
         path = out / rel
         state = f"{_lines(path)} rows" if path.exists() else "not written"
         print(f"  {path if not remote else f'{shown}/{rel}'}  ({state})")
     review = out / C.REVIEW_QUEUE_PATH if not remote else f"{shown}/{C.REVIEW_QUEUE_PATH}"
     print(f"  review queue: {review}")
+    index = out / C.INDEX_PATH
+    shown_index = index if not remote else f"{shown}/{C.INDEX_PATH}"
+    print(f"  {shown_index}  ({'search: distill search' if index.exists() else 'not written'})")
     print(
         f"  quarantine: {out / C.QUARANTINE_DIR if not remote else f'{shown}/{C.QUARANTINE_DIR}'}/"
     )
@@ -534,6 +543,41 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 0 if report.severity != "alert" or not args.fail_on_alert else 3
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """The best playbooks for a question, from the published search index."""
+    from distill_assets.lib.search import SearchError, published_index, search
+
+    if not 1 <= args.k <= 1000:
+        raise UserError(f"-k must be between 1 and 1000, not {args.k}")
+    out = _output_root(args.output, (C.INDEX_PATH,))
+    if not out.is_dir():
+        raise UserError(
+            f"output directory {out} does not exist (set {C.ENV_OUTPUT_DIR} or --output)"
+        )
+    index = published_index(out)
+    if index is None:
+        raise UserError(
+            f"no published search index under {out}: materialize the graph first "
+            "(distill materialize; the playbook_index asset builds it)"
+        )
+    try:
+        hits = search(index, args.query, args.k, args.mode)
+    except SearchError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        _print_json([hit.as_dict() for hit in hits])
+        return 0
+    if not hits:
+        print("no playbook matches")
+        return 0
+    for hit in hits:
+        print(f"{hit.rank:>2}. {hit.score:8.4f}  {hit.title}")
+        runs = ", ".join(hit.source_run_ids[:5])
+        more = f" (+{len(hit.source_run_ids) - 5} more)" if len(hit.source_run_ids) > 5 else ""
+        print(f"    task {hit.task_id}  {hit.quality}  {hit.id}  runs {runs}{more}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -602,6 +646,20 @@ def build_parser() -> argparse.ArgumentParser:
     rshow.add_argument("--stage", help="only this stage")
     rshow.add_argument("--json", action="store_true")
     rshow.set_defaults(func=cmd_receipts_show)
+
+    find = sub.add_parser(
+        "search", parents=[common], help="the best playbooks for a question (docs/rag.md)"
+    )
+    find.add_argument("query", help="free text, e.g. 'rotate the staging TLS certificates'")
+    find.add_argument("-k", type=int, default=5, help="how many playbooks (default 5)")
+    find.add_argument("--json", action="store_true")
+    find.add_argument(
+        "--mode",
+        choices=("bm25", "dense", "hybrid"),
+        default="bm25",
+        help="ranking: BM25 (default), dense embeddings, or both fused (needs a dense index)",
+    )
+    find.set_defaults(func=cmd_search)
 
     drift = sub.add_parser("drift", parents=[common], help="show a run's drift report")
     drift.add_argument("run_id")

@@ -27,6 +27,7 @@ from distill_assets.lib.hygiene.decontam import EvalSet, load_eval_set, resolve_
 from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
 from distill_assets.lib.layout import CHECK_INPUT_GLOBS, STAGE_INPUT_GLOBS, version_relroot
 from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
+from distill_assets.lib.playbooks import PlaybookSettings
 from distill_assets.lib.receipts import (
     StageReceipt,
     load_receipt,
@@ -35,6 +36,7 @@ from distill_assets.lib.receipts import (
 )
 from distill_assets.lib.reports import CheckRecord, record_check, record_failure, record_stage
 from distill_assets.lib.scoring import ScoringPolicy
+from distill_assets.lib.search import DEFAULT_DENSE_PACKAGE, IndexSettings
 from distill_assets.lib.storage import OutputLocation, Workspace
 from distill_assets.lib.versions import open_version
 
@@ -294,22 +296,20 @@ class ScoringConfig(dg.Config):
         return policy
 
 
-class ExportConfig(dg.Config):
-    """Export rules (docs/datasets.md); each export reads the fields that concern it."""
+# hygiene settings that must agree across a run (near_dup_threshold may differ per export)
+AGREED_HYGIENE = (
+    "secret_action",
+    "holdout_fraction",
+    "eval_set_path",
+    "decontam_ngram",
+    "decontam_min_overlap",
+)
 
-    sft_allow_categories: list[str] | None = Field(
-        default=None, description="When set, only these categories reach SFT."
-    )
-    sft_deny_categories: list[str] | None = Field(
-        default=None, description="Categories kept out of SFT (default: the unsafe list)."
-    )
-    min_margin: float = Field(default=0.2, description="Least score gap of a preference pair.")
-    max_pairs_per_task: int | None = Field(
-        default=None, description="Cap on pairs per task (widest margins kept)."
-    )
-    rag_include_partial: bool = Field(
-        default=True, description="Partially accepted runs may back a playbook."
-    )
+
+class HygieneConfig(dg.Config):
+    """Secrets, holdout and decontamination (docs/safety.md): the same for every asset of a run
+    that writes published rows (the run refuses settings that differ between them)."""
+
     secret_action: str = Field(
         default=C.SECRET_ACTION_QUARANTINE,
         description="A row with a secret: quarantine it (secret_detected) or redact and keep it.",
@@ -362,6 +362,24 @@ class ExportConfig(dg.Config):
         except ValueError as exc:
             raise ConfigError("eval_set_path", self.eval_set_path, str(exc)) from exc
 
+
+class ExportConfig(HygieneConfig):
+    """Export rules (docs/datasets.md); each export reads the fields that concern it."""
+
+    sft_allow_categories: list[str] | None = Field(
+        default=None, description="When set, only these categories reach SFT."
+    )
+    sft_deny_categories: list[str] | None = Field(
+        default=None, description="Categories kept out of SFT (default: the unsafe list)."
+    )
+    min_margin: float = Field(default=0.2, description="Least score gap of a preference pair.")
+    max_pairs_per_task: int | None = Field(
+        default=None, description="Cap on pairs per task (widest margins kept)."
+    )
+    rag_include_partial: bool = Field(
+        default=True, description="Partially accepted runs may back a playbook."
+    )
+
     def settings(self) -> ExportSettings:
         settings = ExportSettings(
             sft_allow_categories=None
@@ -381,6 +399,51 @@ class ExportConfig(dg.Config):
         return settings
 
 
+class PlaybookConfig(HygieneConfig):
+    """How much of each run a playbook quotes (docs/rag.md)."""
+
+    max_steps: int = Field(default=40, description="Steps shown per playbook (the rest counted).")
+    argument_chars: int = Field(default=160, description="Longest summary of a call's arguments.")
+    value_chars: int = Field(default=60, description="Longest single argument value shown.")
+    result_chars: int = Field(default=240, description="Longest tool result shown.")
+    answer_chars: int = Field(default=400, description="Longest failed run's answer shown.")
+    max_divergences: int = Field(default=5, description="Failed runs compared per playbook.")
+    title_chars: int = Field(default=80, description="Longest title.")
+
+    def settings(self) -> PlaybookSettings:
+        problems = self.hygiene().errors()
+        if problems:
+            raise ConfigError("playbook settings", None, "; ".join(problems))
+        fields = self.model_dump(include=set(PlaybookSettings.__dataclass_fields__))
+        settings = PlaybookSettings(**fields)
+        problems = settings.errors()
+        if problems:
+            raise ConfigError("playbook settings", None, "; ".join(problems))
+        return settings
+
+
+class IndexConfig(dg.Config):
+    """BM25 column weights and optional dense retrieval (docs/rag.md)."""
+
+    title_weight: float = Field(default=2.0, description="BM25 weight of the title column.")
+    text_weight: float = Field(default=1.0, description="BM25 weight of the playbook text.")
+    tags_weight: float = Field(default=1.0, description="BM25 weight of the tags.")
+    dense: bool = Field(
+        default=False, description="Also store embeddings (needs the dense extra installed)."
+    )
+    dense_package: str = Field(
+        default=DEFAULT_DENSE_PACKAGE,
+        description="Installed Python package that carries the embedding model.",
+    )
+
+    def settings(self) -> IndexSettings:
+        settings = IndexSettings(**self.model_dump())
+        problems = settings.errors()
+        if problems:
+            raise ConfigError("index settings", None, "; ".join(problems))
+        return settings
+
+
 def expected_stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
     """Stages the current run was asked to materialize."""
     selection = context.run.asset_selection
@@ -393,9 +456,11 @@ def expected_stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCo
 CONFIG_CLASSES: dict[str, type[dg.Config]] = {
     C.ASSET_EVIDENCE_INDEX: CollectConfig,
     C.ASSET_SCORED_RUNS: ScoringConfig,
+    C.ASSET_EXTRACTED_PLAYBOOKS: PlaybookConfig,
     C.ASSET_RAG_PLAYBOOKS: ExportConfig,
     C.ASSET_SFT_DATASET: ExportConfig,
     C.ASSET_PREFERENCE_PAIRS: ExportConfig,
+    C.ASSET_PLAYBOOK_INDEX: IndexConfig,
 }
 
 
@@ -420,6 +485,26 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
     distill.thresholds()
     if C.STAGE_COLLECT in selected:
         distill.source_root()
+    hygienic = [
+        asset
+        for asset, config_class in CONFIG_CLASSES.items()
+        if C.ASSET_STAGE[asset] in selected and issubclass(config_class, HygieneConfig)
+    ]
+    for name in AGREED_HYGIENE:
+        values = {
+            asset: ((ops.get(asset) or {}).get("config") or {}).get(
+                name, HygieneConfig.model_fields[name].default
+            )
+            for asset in hygienic
+        }
+        if len({repr(v) for v in values.values()}) > 1:
+            raise ConfigError(
+                name,
+                values,
+                "must be the same for every asset that publishes rows (set it on each of "
+                + ", ".join(sorted(values))
+                + ")",
+            )
 
 
 def _run_finished(context: dg.AssetExecutionContext) -> Callable[[str], bool]:
@@ -445,7 +530,7 @@ def run_stage(
     started = time.perf_counter()
     run_id = context.run.run_id
     expected = expected_stages(context)
-    versioned = stage in C.EXPORT_STAGES or stage == C.STAGE_PUBLISH
+    versioned = stage in C.VERSIONED_STAGES
     with distill.workspace(STAGE_INPUT_GLOBS[stage]) as workspace:
         out_root = workspace.root
         try:
@@ -778,3 +863,22 @@ def conservation_check(
                 "skipped": stats.skipped,
             },
         )
+
+
+def hygiene_checks(asset: str, holdout: bool) -> list[dg.AssetChecksDefinition]:
+    """The blocking ``no_secrets`` (and, for datasets, ``holdout_disjoint``) checks of an asset."""
+
+    @dg.asset_check(asset=asset, name=C.CHECK_NO_SECRETS, blocking=True)
+    def no_secrets(context, distill: DistillResource):  # annotations are strings here
+        """No file the asset wrote holds a secret (re-scanned from disk)."""
+        return no_secrets_check(context, distill, asset)
+
+    if not holdout:
+        return [no_secrets]
+
+    @dg.asset_check(asset=asset, name=C.CHECK_HOLDOUT_DISJOINT, blocking=True)
+    def holdout_disjoint(context, distill: DistillResource):
+        """No task has rows in both the train and the holdout file."""
+        return holdout_check(context, distill, asset)
+
+    return [no_secrets, holdout_disjoint]

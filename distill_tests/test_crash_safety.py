@@ -51,7 +51,7 @@ def assert_previous_state_intact(out: Path, snapshot: dict[str, bytes], run_id: 
         assert sha256_file(out / entry["path"]) == entry["sha256"], entry["path"]
     for stage in C.STAGES:
         receipt = load_receipt(out / C.REPORTS_DIR / run_id / f"{stage}.json")
-        if stage in C.EXPORT_STAGES:
+        if stage in (*C.EXPORT_STAGES, C.STAGE_EXTRACT_PLAYBOOKS, C.STAGE_INDEX):
             for entry in receipt.outputs.files:
                 assert sha256_file(out / entry.path) == entry.sha256
     assert load_summary(out, run_id).overall_passed

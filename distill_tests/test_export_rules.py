@@ -10,7 +10,6 @@ from distill_assets.lib.exports import (
     RunKey,
     _category_reason,
     candidate_pairs,
-    playbook_title,
     sft_messages,
 )
 
@@ -115,8 +114,3 @@ def test_pairs_need_a_real_instruction_on_one_side():
     ]
     [(_, _, reasons)] = list(candidate_pairs(runs, ExportSettings()))
     assert C.R_INSTRUCTION_UNAVAILABLE in reasons
-
-
-def test_playbook_title():
-    assert playbook_title("\n  Fix   the bug\nmore", 80) == "Fix the bug"
-    assert len(playbook_title("x" * 200, 80)) == 80

@@ -51,9 +51,16 @@ def test_run_succeeds_and_every_check_passes(run):
     assert result.success
     evaluations = result.get_asset_check_evaluations()
     names = {(e.asset_key.to_user_string(), e.check_name) for e in evaluations}
-    for asset in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
+    for asset in (
+        C.ASSET_EXTRACTED_PLAYBOOKS,
+        C.ASSET_RAG_PLAYBOOKS,
+        C.ASSET_SFT_DATASET,
+        C.ASSET_PREFERENCE_PAIRS,
+    ):
         assert (asset, C.CHECK_FIREWALL) in names
         assert (asset, C.CHECK_SCHEMA) in names
+    for check in (C.CHECK_SCHEMA, C.CHECK_INDEX_CONSISTENT, C.CHECK_CONSERVATION):
+        assert (C.ASSET_PLAYBOOK_INDEX, check) in names
     assert (C.ASSET_EVIDENCE_INDEX, C.CHECK_CONSERVATION) in names
     assert all(e.passed for e in evaluations), [e for e in evaluations if not e.passed]
 
@@ -68,28 +75,43 @@ def test_run_succeeds_and_every_check_passes(run):
 #  out 50 = 22 scored runs + 28 reviews/outcomes attached to them
 # exports: 22 scored runs each (10 accepted, 5 partially accepted, 4 rejected, 3 to review)
 # holdout (10%): of the 11 tasks only T-certs hashes below 0.1 (sha256 point 0.099); its one
-#  trusted run, run-009, goes to the RAG and SFT holdout files; it forms no pair (its other three
-#  runs need review). Holdout rows still count as out.
+#  trusted run, run-009, goes to the holdout files (extracted playbooks, RAG, SFT); it forms no
+#  pair (its other three runs need review). Holdout rows still count as out.
+# extract-playbooks: the 22 scored runs. 11 tasks have a verified run (T-backup, T-cache,
+#  T-certs, T-dns, T-incident, T-login, T-onboard, T-phish, T-refund, T-sql, T-translate), so
+#  11 playbooks backed by the 15 accepted or partially accepted runs (none has an empty answer
+#  or a placeholder instruction); the 4 rejected runs (run-002 T-login, run-005 T-refund,
+#  run-012 T-sql, run-018 T-dns) all belong to one of those tasks and are compared as failed
+#  runs; out 15 + 4 = 19, accepted 15, rejected 4; the 3 runs to review (all T-certs) are
+#  quarantined. 10 playbooks in the train file, T-certs' in the holdout file.
+# export-rag: the 11 extracted playbooks (10 + 1), all rendered (partially accepted runs are
+#  allowed), none near-duplicate of another: RAG 10 train + 1 holdout.
 # near-duplicates (prompt + chosen for pairs): T-login's (run-001, run-003) and (run-001, run-002)
 #  share prompt and chosen, the first in export order is kept; T-refund's (run-004, run-005) and
 #  (run-006, run-005) too, since run-004 and run-006 differ only in whitespace: run-006 is then in
-#  no written pair and is quarantined near_duplicate (2 pair rows + 1 run row). SFT and RAG have
-#  no near-duplicates (run-006 is not in SFT, and RAG quotes one run per task).
+#  no written pair and is quarantined near_duplicate (2 pair rows + 1 run row). SFT has no
+#  near-duplicates (run-006 is not in SFT).
 #  preference: out 12 - 1 = 11 (accepted 8 - 1 = 7), quarantined 10 + 1 = 11, pairs 8 - 2 = 6.
 # review queue: the 3 runs to review (run-007, run-008, run-010) are queued.
-# publish: dataset rows, train + holdout: RAG 10 + 1, SFT 8 + 1, preference 6 + 0 = 26.
+# index: the 10 RAG train playbooks, all indexed (held-out tasks are not searchable).
+# publish: dataset rows, train + holdout: extracted 10 + 1, RAG 10 + 1, SFT 8 + 1,
+#  preference 6 + 0 = 37.
 EXPECTED = {
     C.STAGE_COLLECT: dict(records_in=66, records_out=55, quarantined=7, skipped=4),
     C.STAGE_SCORE: dict(
         records_in=55, records_out=50, quarantined=5, skipped=0, accepted=10, rejected=4
     ),
-    C.STAGE_EXPORT_RAG: dict(records_in=22, records_out=15, quarantined=7, skipped=0),
+    C.STAGE_EXTRACT_PLAYBOOKS: dict(
+        records_in=22, records_out=19, quarantined=3, skipped=0, accepted=15, rejected=4
+    ),
+    C.STAGE_EXPORT_RAG: dict(records_in=11, records_out=11, quarantined=0, skipped=0),
     C.STAGE_EXPORT_SFT: dict(records_in=22, records_out=9, quarantined=13, skipped=0),
     C.STAGE_EXPORT_PREFERENCE: dict(
         records_in=22, records_out=11, quarantined=11, skipped=0, accepted=7, rejected=4
     ),
     C.STAGE_EXPORT_REVIEW: dict(records_in=3, records_out=3, quarantined=0, skipped=0),
-    C.STAGE_PUBLISH: dict(records_in=26, records_out=26, quarantined=0, skipped=0),
+    C.STAGE_INDEX: dict(records_in=10, records_out=10, quarantined=0, skipped=0),
+    C.STAGE_PUBLISH: dict(records_in=37, records_out=37, quarantined=0, skipped=0),
 }
 EXPECTED_REASONS = {
     C.STAGE_COLLECT: {
@@ -106,7 +128,8 @@ EXPECTED_REASONS = {
         C.R_NOT_AN_OBJECT: 1,
     },
     C.STAGE_SCORE: {C.R_CONFLICTING_DUPLICATE: 3, C.R_ORPHAN_EVIDENCE: 2},
-    C.STAGE_EXPORT_RAG: {C.R_QUALITY_REJECTED: 4, C.R_NEEDS_HUMAN_REVIEW: 3},
+    C.STAGE_EXTRACT_PLAYBOOKS: {C.R_NEEDS_HUMAN_REVIEW: 3},
+    C.STAGE_EXPORT_RAG: {},
     C.STAGE_EXPORT_SFT: {
         C.R_PARTIALLY_ACCEPTED: 5,
         C.R_QUALITY_REJECTED: 4,
@@ -121,6 +144,7 @@ EXPECTED_REASONS = {
         C.R_NEAR_DUPLICATE: 3,
     },
     C.STAGE_EXPORT_REVIEW: {},
+    C.STAGE_INDEX: {},
     C.STAGE_PUBLISH: {},
 }
 
@@ -143,6 +167,8 @@ def test_conservation(receipts, stage):
 def test_dataset_sizes(out):
     # one playbook per task with a trusted run (11), T-certs' in the holdout
     assert len(rows(out / C.RAG_PATH)) == 10
+    assert len(rows(out / C.EXTRACTED_PATH)) == 10
+    assert [r["task_id"] for r in rows(out / C.EXTRACTED_HOLDOUT_PATH)] == ["T-certs"]
     assert [r["task_id"] for r in rows(out / C.RAG_HOLDOUT_PATH)] == ["T-certs"]
     assert len(rows(out / C.SFT_PATH)) == 8
     assert [r["source_run_id"] for r in rows(out / C.SFT_HOLDOUT_PATH)] == ["run-009"]
@@ -189,9 +215,46 @@ def test_quarantine_rows_name_the_record(out):
         "run-ghost",
         "run-ghost-2",
     }
-    for stage in C.EXPORT_STAGES:
+    for stage in C.PUBLISHED_QUARANTINES:
         for row in rows(out / C.quarantine_path(stage)):
-            assert row["reasons"] and (row["run_id"] or row["record_type"] == "pair")
+            assert row["reasons"] and (
+                row["run_id"] or row["record_type"] == "pair" or row["playbook_id"]
+            )
+    extract_q = rows(out / C.quarantine_path(C.STAGE_EXTRACT_PLAYBOOKS))
+    assert sorted(r["run_id"] for r in extract_q) == ["run-007", "run-008", "run-010"]
+
+
+def test_extracted_playbooks(out):
+    extracted = {
+        r["task_id"]: r for r in rows(out / C.EXTRACTED_PATH) + rows(out / C.EXTRACTED_HOLDOUT_PATH)
+    }
+    incident = extracted["T-incident"]  # run-014's chat: one call of fetch_incident
+    assert [(s["n"], s["tool"], s["arguments"]) for s in incident["steps"]] == [
+        (1, "fetch_incident", "id=INC-2291")
+    ]
+    assert incident["steps"][0]["result"].startswith('{"start": "14:02"')
+    assert incident["source_run_ids"] == ["run-014", "run-015"]  # both accepted, 014 earlier
+    assert incident["tags"] == {
+        "category": "ops",
+        "agents": ["ops-agent", "ops-agent-2"],
+        "tools": ["fetch_incident"],
+    }
+    login = extracted["T-login"]  # run-002 was rejected; no run of T-login has a chat
+    assert login["failed_run_ids"] == ["run-002"]
+    [diverged] = login["divergences"]
+    assert (diverged["run_id"], diverged["kind"], diverged["step"]) == (
+        "run-002",
+        "same_steps",
+        None,
+    )
+    assert diverged["answer"].startswith("I wrapped the handler in try/except")
+    assert extracted["T-sql"]["quality"] == C.QUALITY_PARTIAL
+    assert "T-certs" in extracted and extracted["T-certs"]["source_run_ids"] == ["run-009"]
+    rag = {r["task_id"]: r for r in rows(out / C.RAG_PATH) + rows(out / C.RAG_HOLDOUT_PATH)}
+    assert set(rag) == set(extracted)
+    assert "## Steps taken\n1. `fetch_incident`(id=INC-2291) → " in rag["T-incident"]["text"]
+    assert "- `run-002`: answered: I wrapped the handler" in rag["T-login"]["text"]
+    assert rag["T-login"]["failed_run_ids"] == ["run-002"]
 
 
 def test_evidence_provenance(out):
@@ -341,7 +404,16 @@ def test_materialization_metadata(run):
 def test_manifest_lists_checked_datasets(out):
     manifest = orjson.loads((out / C.MANIFEST_PATH).read_bytes())
     listed = {f["path"]: f for f in manifest["files"]}
-    for path in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH, *C.HOLDOUT_PATHS.values()):
+    for path in (
+        C.RAG_PATH,
+        C.EXTRACTED_PATH,
+        C.INDEX_PATH,
+        C.SFT_PATH,
+        C.PREFERENCE_PATH,
+        *C.HOLDOUT_PATHS.values(),
+    ):
         assert listed[path]["sha256"] == sha256_file(out / path)
     assert listed[C.REVIEW_QUEUE_PATH]["rows"] == 3
+    assert listed[C.INDEX_PATH]["rows"] == 10
+    assert manifest["indexes"] == {"rag_index": C.INDEX_PATH}
     assert "run_id" not in manifest

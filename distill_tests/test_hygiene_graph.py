@@ -36,7 +36,12 @@ def test_eval_set_quarantines_contaminated_rows(tmp_path, project_defs, instance
     run_config = {
         "ops": {
             asset: {"config": config}
-            for asset in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS)
+            for asset in (
+                C.ASSET_EXTRACTED_PLAYBOOKS,
+                C.ASSET_RAG_PLAYBOOKS,
+                C.ASSET_SFT_DATASET,
+                C.ASSET_PREFERENCE_PAIRS,
+            )
         }
     }
     out = tmp_path / "out"
@@ -55,9 +60,13 @@ def test_eval_set_quarantines_contaminated_rows(tmp_path, project_defs, instance
     assert quarantined["run-004"]["contamination"] == "exact"
     for path in (C.SFT_PATH, C.SFT_HOLDOUT_PATH, C.RAG_PATH, C.PREFERENCE_PATH):
         assert not {r["task_id"] for r in _rows(out / path)} & {"T-login", "T-refund"}
-    # RAG: every eligible run of both tasks (T-login 2, T-refund 2) is quarantined
-    rag = _receipt(out, result, C.STAGE_EXPORT_RAG)
-    assert rag.stats.reasons[C.R_CONTAMINATED_EVAL] == 4
+    # playbooks: both tasks' extracted playbooks are quarantined at extraction (their 4 trusted
+    # runs and 2 failed runs: T-login 001, 003 and 002; T-refund 004, 006 and 005), so neither
+    # reaches the extracted file, the RAG playbooks or the index
+    extracted = _receipt(out, result, C.STAGE_EXTRACT_PLAYBOOKS)
+    assert extracted.stats.reasons[C.R_CONTAMINATED_EVAL] == 6
+    for path in (C.EXTRACTED_PATH, C.EXTRACTED_HOLDOUT_PATH, C.RAG_HOLDOUT_PATH):
+        assert not {r["task_id"] for r in _rows(out / path)} & {"T-login", "T-refund"}
     pref = _receipt(out, result, C.STAGE_EXPORT_PREFERENCE)
     assert pref.stats.reasons[C.R_CONTAMINATED_EVAL] > 0
     assert pref.extra["eval_set"]["task_ids"] == 1 and pref.extra["eval_set"]["prompts"] == 1
@@ -65,7 +74,17 @@ def test_eval_set_quarantines_contaminated_rows(tmp_path, project_defs, instance
 
 def test_eval_path_escaping_the_source_is_refused(tmp_path, project_defs, instance):
     source = copy_fixtures(tmp_path / "source")
-    run_config = {"ops": {C.ASSET_SFT_DATASET: {"config": {"eval_set_path": "../evals.jsonl"}}}}
+    run_config = {
+        "ops": {
+            asset: {"config": {"eval_set_path": "../evals.jsonl"}}
+            for asset in (
+                C.ASSET_EXTRACTED_PLAYBOOKS,
+                C.ASSET_RAG_PLAYBOOKS,
+                C.ASSET_SFT_DATASET,
+                C.ASSET_PREFERENCE_PAIRS,
+            )
+        }
+    }
     out = tmp_path / "out"
     result = materialize_graph(project_defs, instance, source, out, run_config=run_config)
     assert not result.success
@@ -129,3 +148,15 @@ def test_review_queue_and_verdicts_round_trip(tmp_path, project_defs, instance, 
         for r in _rows(path)
     }
     assert scored["run-010"] == C.QUALITY_ACCEPTED
+
+
+def test_hygiene_settings_must_agree_across_the_run(tmp_path, project_defs, instance):
+    source = copy_fixtures(tmp_path / "source")
+    run_config = {"ops": {C.ASSET_SFT_DATASET: {"config": {"holdout_fraction": 0.3}}}}
+    out = tmp_path / "out"
+    result = materialize_graph(project_defs, instance, source, out, run_config=run_config)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.error.to_string()
+    assert "invalid setting holdout_fraction=" in message and "sft_dataset" in message
+    assert not (out / "evidence").exists()  # refused before collect wrote anything

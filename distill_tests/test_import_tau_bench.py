@@ -3,6 +3,7 @@ real sample (../shared/real_runs/tau-bench/gpt-4o-airline.json, 200 runs of gpt-
 
 from __future__ import annotations
 
+import json
 import os
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -369,9 +370,48 @@ def test_sample_passes_every_check_with_zero_firewall_violations(tau_graph) -> N
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
     assert failed == []
     firewall = [e for e in evaluations if e.check_name == C.CHECK_FIREWALL]
-    assert len(firewall) == 3
+    assert len(firewall) == 4  # extracted playbooks, RAG, SFT, preference
     assert all(e.metadata["num_failures"] == dg.IntMetadataValue(0) for e in firewall)
     sft = [*iter_jsonl(out / C.SFT_PATH), *iter_jsonl(out / C.SFT_HOLDOUT_PATH)]
     receipt = load_receipt(out / C.REPORTS_DIR / result.run_id / f"{C.STAGE_EXPORT_SFT}.json")
     # every accepted run is a row on one side, or left out as a near-duplicate of one
     assert len(sft) + receipt.stats.reasons.get(C.R_NEAR_DUPLICATE, 0) == 81
+
+
+@needs_sample
+def test_sample_playbooks_come_from_the_tool_calls_and_are_searchable(tau_graph, capsys) -> None:
+    """The τ-bench chats carry tool calls: the playbooks quote them, failed trials of the same
+    task are compared with them, and `distill search` finds them in the published index."""
+    from distill_assets.cli import main
+
+    result, out, _day = tau_graph
+    extracted = [*iter_jsonl(out / C.EXTRACTED_PATH), *iter_jsonl(out / C.EXTRACTED_HOLDOUT_PATH)]
+    # (train and holdout together) 34 tasks have an accepted trial (a complete reward 1.0);
+    # 24 of them also have a rejected one (a complete reward 0.0), whose trials are compared
+    assert len(extracted) == 34
+    assert sum(1 for row in extracted if row["failed_run_ids"]) == 24
+    # 3 accepted trials only talked (they asked the user for a reservation id and stopped)
+    assert sum(1 for row in extracted if row["steps"]) == 31
+    assert all(len(row["steps"]) == min(row["steps_total"], 40) for row in extracted)
+    assert all(row["task_id"].startswith("tau-bench/airline/") for row in extracted)
+    tools = {tool for row in extracted for tool in row["tags"]["tools"]}
+    assert {"get_user_details", "get_reservation_details"} <= tools
+    step = extracted[0]["steps"][0]
+    assert step["n"] == 1 and step["tool"] and "=" in step["arguments"]
+    assert len(step["result"] or "") <= 240
+    diverged = [d for row in extracted for d in row["divergences"]]
+    assert len(diverged) >= 24 and all(d["kind"] in C.DIVERGENCE_KINDS for d in diverged)
+    assert {d["kind"] for d in diverged} - {"same_steps"}  # most failed trials acted differently
+    rag = [*iter_jsonl(out / C.RAG_PATH), *iter_jsonl(out / C.RAG_HOLDOUT_PATH)]
+    assert len(rag) == 34
+    # the index holds the train playbooks only: held-out tasks are not searchable
+    held_out = {row["task_id"] for row in iter_jsonl(out / C.RAG_HOLDOUT_PATH)}
+
+    assert main(["search", "cancel my reservation", "-k", "5", "--json", "--output", str(out)]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 5 and all(h["task_id"].startswith("tau-bench/airline/") for h in hits)
+    assert not {h["task_id"] for h in hits} & held_out
+    by_id = {row["id"]: row for row in extracted}
+    top = by_id[hits[0]["id"]]
+    assert "cancel" in (top["problem"] + " ".join(s["tool"] for s in top["steps"])).lower()
+    assert hits[0]["source_run_ids"] == top["source_run_ids"]

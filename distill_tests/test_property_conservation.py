@@ -21,8 +21,11 @@ from distill_assets.lib import constants as C
 from distill_assets.lib.collect import collect, list_source_files
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings, export_preference, export_rag, export_sft
+from distill_assets.lib.extraction import extract_playbooks
 from distill_assets.lib.layout import day_range
+from distill_assets.lib.playbooks import PlaybookSettings
 from distill_assets.lib.scoring import ScoringPolicy, score
+from distill_assets.lib.search import IndexSettings, build_index
 
 LONG = os.environ.get("DISTILL_FUZZ") == "long"
 STATS = {"corpora": 0, "lines": 0, "left_out": 0, "kept": 0}
@@ -126,7 +129,9 @@ def test_every_stage_conserves_records_and_every_line_is_accounted(corpus):
         results = [collected, score(out, DAYS, ScoringPolicy())]
         exports = ExportSettings()
         results += [
+            extract_playbooks(out, PlaybookSettings()),
             export_rag(out, exports),
+            build_index(out, IndexSettings()),
             export_sft(out, exports),
             export_preference(out, exports),
         ]

@@ -223,7 +223,12 @@ def canary_runs(tmp_path_factory):
     redact = {
         "ops": {
             asset: {"config": {"secret_action": C.SECRET_ACTION_REDACT}}
-            for asset in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS)
+            for asset in (
+                C.ASSET_EXTRACTED_PLAYBOOKS,
+                C.ASSET_RAG_PLAYBOOKS,
+                C.ASSET_SFT_DATASET,
+                C.ASSET_PREFERENCE_PAIRS,
+            )
         }
     }
     quarantined = {

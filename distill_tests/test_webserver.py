@@ -86,16 +86,20 @@ def test_lineage_and_checks_over_graphql(webserver):
     deps = {key: {"/".join(d["path"]) for d in n["dependencyKeys"]} for key, n in by_key.items()}
     assert deps[C.ASSET_EVIDENCE_INDEX] == set()
     assert deps[C.ASSET_SCORED_RUNS] == {C.ASSET_EVIDENCE_INDEX}
+    assert deps[C.ASSET_EXTRACTED_PLAYBOOKS] == {C.ASSET_SCORED_RUNS}
+    assert deps[C.ASSET_RAG_PLAYBOOKS] == {C.ASSET_EXTRACTED_PLAYBOOKS}
+    assert deps[C.ASSET_PLAYBOOK_INDEX] == {C.ASSET_RAG_PLAYBOOKS}
     for export in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
-        assert deps[export] == {C.ASSET_SCORED_RUNS}
         checks = {c["name"]: c["blocking"] for c in by_key[export]["assetChecksOrError"]["checks"]}
         assert checks[C.CHECK_FIREWALL] is True and checks[C.CHECK_SCHEMA] is True
         assert checks[C.CHECK_DRIFT] is False
     assert deps[C.ASSET_DATASET_MANIFEST] == {
+        C.ASSET_EXTRACTED_PLAYBOOKS,
         C.ASSET_RAG_PLAYBOOKS,
         C.ASSET_SFT_DATASET,
         C.ASSET_PREFERENCE_PAIRS,
         C.ASSET_REVIEW_QUEUE,
+        C.ASSET_PLAYBOOK_INDEX,
     }
     for node in nodes:
         assert node["groupName"] == C.ASSET_GROUP

@@ -12,69 +12,86 @@ EVIDENCE_FORMAT_VERSION: Final = 1
 RECEIPT_SCHEMA_VERSION: Final = 1
 SUMMARY_SCHEMA_VERSION: Final = 1
 DRIFT_SCHEMA_VERSION: Final = 1
+INDEX_SCHEMA_VERSION: Final = 1
 
 # --- stages -------------------------------------------------------------------------------
 STAGE_COLLECT: Final = "collect"
 STAGE_SCORE: Final = "score"
+STAGE_EXTRACT_PLAYBOOKS: Final = "extract-playbooks"
 STAGE_EXPORT_RAG: Final = "export-rag"
 STAGE_EXPORT_SFT: Final = "export-sft"
 STAGE_EXPORT_PREFERENCE: Final = "export-preference"
 STAGE_EXPORT_REVIEW: Final = "export-review"
+STAGE_INDEX: Final = "index"
 STAGE_PUBLISH: Final = "publish"
 STAGES: Final = (
     STAGE_COLLECT,
     STAGE_SCORE,
+    STAGE_EXTRACT_PLAYBOOKS,
     STAGE_EXPORT_RAG,
     STAGE_EXPORT_SFT,
     STAGE_EXPORT_PREFERENCE,
     STAGE_EXPORT_REVIEW,
+    STAGE_INDEX,
     STAGE_PUBLISH,
-)
-# the stages writing under a run's version directory (published together)
-EXPORT_STAGES: Final = (
-    STAGE_EXPORT_RAG,
-    STAGE_EXPORT_SFT,
-    STAGE_EXPORT_PREFERENCE,
-    STAGE_EXPORT_REVIEW,
 )
 # the stages writing training datasets (train and holdout files)
 DATASET_STAGES: Final = (STAGE_EXPORT_RAG, STAGE_EXPORT_SFT, STAGE_EXPORT_PREFERENCE)
+# the exports of scored runs (the review queue is one: it is published with the datasets)
+EXPORT_STAGES: Final = (*DATASET_STAGES, STAGE_EXPORT_REVIEW)
+# stages that write into the run's version directory and are published together
+VERSIONED_STAGES: Final = (
+    STAGE_EXTRACT_PLAYBOOKS,
+    *EXPORT_STAGES,
+    STAGE_INDEX,
+    STAGE_PUBLISH,
+)
+# stages whose quarantine file is published with the datasets
+PUBLISHED_QUARANTINES: Final = (STAGE_EXTRACT_PLAYBOOKS, *EXPORT_STAGES, STAGE_INDEX)
 # upstream stage of each stage: the chain of custody the run summary verifies
 STAGE_UPSTREAM: Final = {
     STAGE_COLLECT: None,
     STAGE_SCORE: STAGE_COLLECT,
-    STAGE_EXPORT_RAG: STAGE_SCORE,
+    STAGE_EXTRACT_PLAYBOOKS: STAGE_SCORE,
+    STAGE_EXPORT_RAG: STAGE_EXTRACT_PLAYBOOKS,
     STAGE_EXPORT_SFT: STAGE_SCORE,
     STAGE_EXPORT_PREFERENCE: STAGE_SCORE,
     STAGE_EXPORT_REVIEW: STAGE_SCORE,
+    STAGE_INDEX: STAGE_EXPORT_RAG,
     STAGE_PUBLISH: STAGE_EXPORT_PREFERENCE,
 }
-# every stage a stage reads from (the publish stage reads all three exports)
+# every stage a stage reads from (the publish stage reads all the exports and the index)
 STAGE_READS: Final = {
     STAGE_COLLECT: (),
     STAGE_SCORE: (STAGE_COLLECT,),
-    STAGE_EXPORT_RAG: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_EXTRACT_PLAYBOOKS: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_EXPORT_RAG: (STAGE_EXTRACT_PLAYBOOKS,),
     STAGE_EXPORT_SFT: (STAGE_SCORE, STAGE_COLLECT),
     STAGE_EXPORT_PREFERENCE: (STAGE_SCORE, STAGE_COLLECT),
     STAGE_EXPORT_REVIEW: (STAGE_SCORE, STAGE_COLLECT),
-    STAGE_PUBLISH: EXPORT_STAGES,
+    STAGE_INDEX: (STAGE_EXPORT_RAG,),
+    STAGE_PUBLISH: (STAGE_EXTRACT_PLAYBOOKS, *EXPORT_STAGES, STAGE_INDEX),
 }
 
 # --- assets -------------------------------------------------------------------------------
 ASSET_EVIDENCE_INDEX: Final = "evidence_index"
 ASSET_SCORED_RUNS: Final = "scored_runs"
+ASSET_EXTRACTED_PLAYBOOKS: Final = "extracted_playbooks"
 ASSET_RAG_PLAYBOOKS: Final = "rag_playbooks"
 ASSET_SFT_DATASET: Final = "sft_dataset"
 ASSET_PREFERENCE_PAIRS: Final = "preference_pairs"
 ASSET_REVIEW_QUEUE: Final = "review_queue"
+ASSET_PLAYBOOK_INDEX: Final = "playbook_index"
 ASSET_DATASET_MANIFEST: Final = "dataset_manifest"
 ASSET_STAGE: Final = {
     ASSET_EVIDENCE_INDEX: STAGE_COLLECT,
     ASSET_SCORED_RUNS: STAGE_SCORE,
+    ASSET_EXTRACTED_PLAYBOOKS: STAGE_EXTRACT_PLAYBOOKS,
     ASSET_RAG_PLAYBOOKS: STAGE_EXPORT_RAG,
     ASSET_SFT_DATASET: STAGE_EXPORT_SFT,
     ASSET_PREFERENCE_PAIRS: STAGE_EXPORT_PREFERENCE,
     ASSET_REVIEW_QUEUE: STAGE_EXPORT_REVIEW,
+    ASSET_PLAYBOOK_INDEX: STAGE_INDEX,
     ASSET_DATASET_MANIFEST: STAGE_PUBLISH,
 }
 STAGE_ASSET: Final = {stage: asset for asset, stage in ASSET_STAGE.items()}
@@ -88,17 +105,22 @@ REPORTS_DIR: Final = "reports"
 VERSIONS_DIR: Final = ".versions"
 VERSIONS_KEPT: Final = 5
 RAG_PATH: Final = "exports/rag/playbooks.jsonl"
+EXTRACTED_PATH: Final = "exports/rag/extracted_playbooks.jsonl"
+INDEX_PATH: Final = "exports/rag/index.sqlite"
 SFT_PATH: Final = "exports/sft/instruction_response.jsonl"
 PREFERENCE_PATH: Final = "exports/preference/chosen_rejected.jsonl"
 RAG_HOLDOUT_PATH: Final = "exports/rag/holdout.jsonl"
 SFT_HOLDOUT_PATH: Final = "exports/sft/holdout.jsonl"
 PREFERENCE_HOLDOUT_PATH: Final = "exports/preference/holdout.jsonl"
+EXTRACTED_HOLDOUT_PATH: Final = "exports/rag/extracted_holdout.jsonl"
 HOLDOUT_PATHS: Final = {
+    STAGE_EXTRACT_PLAYBOOKS: EXTRACTED_HOLDOUT_PATH,
     STAGE_EXPORT_RAG: RAG_HOLDOUT_PATH,
     STAGE_EXPORT_SFT: SFT_HOLDOUT_PATH,
     STAGE_EXPORT_PREFERENCE: PREFERENCE_HOLDOUT_PATH,
 }
 TRAIN_PATHS: Final = {
+    STAGE_EXTRACT_PLAYBOOKS: EXTRACTED_PATH,
     STAGE_EXPORT_RAG: RAG_PATH,
     STAGE_EXPORT_SFT: SFT_PATH,
     STAGE_EXPORT_PREFERENCE: PREFERENCE_PATH,
@@ -134,6 +156,20 @@ QUALITY_REVIEW: Final = "needs_human_review"
 QUALITIES: Final = (QUALITY_ACCEPTED, QUALITY_PARTIAL, QUALITY_REJECTED, QUALITY_REVIEW)
 # rank used to order runs: higher is better; needs_human_review is never ranked
 QUALITY_RANK: Final = {QUALITY_ACCEPTED: 2, QUALITY_PARTIAL: 1, QUALITY_REJECTED: 0}
+
+# where a failed run left a playbook's steps (docs/rag.md)
+DIVERGED_TOOL: Final = "different_tool"
+DIVERGED_ARGUMENTS: Final = "different_arguments"
+DIVERGED_STOPPED: Final = "stopped_early"
+DIVERGED_EXTRA: Final = "extra_step"
+DIVERGED_NONE: Final = "same_steps"
+DIVERGENCE_KINDS: Final = (
+    DIVERGED_TOOL,
+    DIVERGED_ARGUMENTS,
+    DIVERGED_STOPPED,
+    DIVERGED_EXTRA,
+    DIVERGED_NONE,
+)
 
 # --- dispositions of a left-out record ----------------------------------------------------
 DISPOSITION_SKIPPED: Final = "skipped"
@@ -202,6 +238,8 @@ R_INSTRUCTION_UNAVAILABLE: Final = "instruction_unavailable"
 R_SECRET_DETECTED: Final = "secret_detected"
 R_CONTAMINATED_EVAL: Final = "contaminated_eval"
 R_NEAR_DUPLICATE: Final = "near_duplicate"
+# index
+R_DUPLICATE_PLAYBOOK: Final = "duplicate_playbook_id"
 
 # categories kept out of SFT unless a configured deny-list replaces this one (docs/datasets.md)
 DEFAULT_UNSAFE_SFT_CATEGORIES: Final = (
@@ -316,6 +354,7 @@ CHECK_CONSERVATION: Final = "conservation"
 CHECK_DRIFT: Final = "drift"
 CHECK_NO_SECRETS: Final = "no_secrets"
 CHECK_HOLDOUT_DISJOINT: Final = "holdout_disjoint"
+CHECK_INDEX_CONSISTENT: Final = "index_consistent"
 
 # --- drift --------------------------------------------------------------------------------
 SEVERITY_OK: Final = "ok"

@@ -4,17 +4,18 @@ The exports read every scored-runs partition on disk, keep only keys, grades and
 memory, decide what goes where (the contamination firewall is enforced here, and re-verified
 from the written files by blocking asset checks), and fetch each run's texts from the evidence
 index by byte offset only when writing its row. Every run an export leaves out gets a quarantine
-row saying why; preference candidate pairs that fail a rule get one too.
+row saying why; preference candidate pairs that fail a rule get one too. ``export-rag`` renders
+the playbooks that ``extract-playbooks`` (lib/extraction.py) built from the same runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -23,7 +24,8 @@ from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
+from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, iter_jsonl
+from distill_assets.lib.playbooks import render_text, tags_of_sources
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,6 @@ class ExportSettings:
     min_margin: float = 0.2
     max_pairs_per_task: int | None = None
     rag_include_partial: bool = True
-    title_chars: int = 80
     hygiene: HygieneSettings = HygieneSettings()
 
     def errors(self) -> list[str]:
@@ -44,8 +45,6 @@ class ExportSettings:
             problems.append(f"min_margin={self.min_margin!r} must be between 0 and 1")
         if self.max_pairs_per_task is not None and self.max_pairs_per_task < 1:
             problems.append(f"max_pairs_per_task={self.max_pairs_per_task!r} must be at least 1")
-        if self.title_chars < 8:
-            problems.append(f"title_chars={self.title_chars!r} must be at least 8")
         return problems
 
 
@@ -262,20 +261,6 @@ def conversation_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def playbook_title(instruction: str, limit: int) -> str:
-    first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
-    first = " ".join(first.split())
-    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
-
-
-def playbook_text(title: str, record: dict[str, Any], best: RunKey) -> str:
-    return (
-        f"# {title}\n\n## Problem\n{record['instruction'].strip()}\n\n"
-        f"## Verified solution ({best.quality}, score {best.score:g})\n"
-        f"{record['response'].strip()}\n"
-    )
-
-
 class _Export:
     """Shared skeleton: the hygiene (which writes the train and holdout files), one quarantine
     writer, a tally."""
@@ -286,14 +271,14 @@ class _Export:
         write_root: Path,
         stage: str,
         dataset_path: str,
-        settings: ExportSettings,
+        hygiene: HygieneSettings,
         eval_set: EvalSet | None,
     ) -> None:
         self.stage = stage
         self.tally = Tally()
         self.quarantine = AtomicJsonlWriter(write_root, C.quarantine_path(stage))
         self.curation = Curation(
-            stage, settings.hygiene, eval_set, write_root, dataset_path, C.HOLDOUT_PATHS[stage]
+            stage, hygiene, eval_set, write_root, dataset_path, C.HOLDOUT_PATHS[stage]
         )
         self.texts = TextStore(out_root)
 
@@ -314,9 +299,23 @@ class _Export:
         self.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
         self.quarantine.write_row({**quarantine_row(self.stage, reasons, key=key), **details})
 
-    def finish(self, inputs: list[WrittenFile]) -> StageResult:
+    def leave_out_playbook(
+        self, playbook: dict[str, Any], reasons: list[str], **details: Any
+    ) -> None:
+        self.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
+        self.quarantine.write_row(
+            {**playbook_quarantine_row(self.stage, reasons, playbook), **details}
+        )
+
+    def finish(
+        self,
+        inputs: list[WrittenFile],
+        row_for: Callable[..., dict[str, Any]] | None = None,
+    ) -> StageResult:
+        """Write the train and holdout files (``row_for`` builds a near-duplicate's quarantine
+        row from its unit: a run key by default)."""
         self.texts.close()
-        outputs = self.curation.finish(self.tally, self.quarantine, quarantine_row)
+        outputs = self.curation.finish(self.tally, self.quarantine, row_for or quarantine_row)
         outputs.append(self.quarantine.commit())
         result = StageResult(self.stage, inputs + self.texts.input_files(), outputs, self.tally)
         result.extra["rows"] = self.curation.train_rows
@@ -344,67 +343,107 @@ def export_rag(
     write_root: Path | None = None,
     eval_set: EvalSet | None = None,
 ) -> StageResult:
-    """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
-    keys, inputs = load_run_keys(out_root)
-    job = _Export(
-        out_root, write_root or out_root, C.STAGE_EXPORT_RAG, C.RAG_PATH, settings, eval_set
-    )
+    """Render each extracted playbook (``extract-playbooks``, train and holdout, read from
+    ``write_root``) as one retrieval document; write the dataset, its holdout and its quarantine
+    under ``write_root``. The unit is the playbook."""
+    root = write_root or out_root
+    sources = [C.EXTRACTED_PATH, C.EXTRACTED_HOLDOUT_PATH]
+    if not (root / C.EXTRACTED_PATH).exists():
+        return StageResult(
+            C.STAGE_EXPORT_RAG,
+            [],
+            [],
+            Tally(),
+            errors=[f"{C.EXTRACTED_PATH} is missing: materialize extracted_playbooks first"],
+        )
+    allowed = (C.QUALITY_ACCEPTED,)
+    if settings.rag_include_partial:
+        allowed = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
+    job = _Export(out_root, root, C.STAGE_EXPORT_RAG, C.RAG_PATH, settings.hygiene, eval_set)
+    read: list[WrittenFile] = []
     try:
-        for task_id, runs in group_by_task(job.admit(keys)):
-            eligible: list[RunKey] = []
-            for key in runs:
+        for relpath in sources:
+            if not (root / relpath).exists():
+                continue
+            count = 0
+            for extracted in iter_jsonl(root / relpath):
+                count += 1
                 job.tally.records_in += 1
-                reasons = _common_reasons(key)
-                if (
-                    reasons is None
-                    and key.quality == C.QUALITY_PARTIAL
-                    and not (settings.rag_include_partial)
-                ):
-                    reasons = [C.R_PARTIALLY_ACCEPTED]
-                if reasons is None and key.response_empty:
-                    reasons = [C.R_EMPTY_RESPONSE]
-                if reasons is None and not key.sft_eligible:
-                    reasons = [C.R_INSTRUCTION_UNAVAILABLE]
-                if reasons:
-                    job.leave_out(key, reasons)
-                else:
-                    eligible.append(key)
-            row = None
-            while eligible and row is None:
-                best = eligible[0]
-                record = job.texts.fetch(best)
-                if record is None:
-                    job.leave_out(eligible.pop(0), [C.R_MISSING_SOURCE_RUN_ID])
+                kept = [s for s in extracted["sources"] if s["quality"] in allowed]
+                if not kept:
+                    job.leave_out_playbook(extracted, [C.R_PARTIALLY_ACCEPTED])
                     continue
-                title = playbook_title(record["instruction"], settings.title_chars)
+                playbook = {
+                    **extracted,
+                    "quality": kept[0]["quality"],
+                    "score": kept[0]["score"],
+                    "source_run_ids": [s["run_id"] for s in kept],
+                    "tags": tags_of_sources(extracted["tags"], kept),
+                }
                 screened = job.curation.screen(
                     {
-                        "id": stable_id("pb", task_id),
-                        "task_id": task_id,
-                        "title": title,
-                        "text": playbook_text(title, record, best),
-                        "source_run_ids": [key.run_id for key in eligible],
-                        "quality": best.quality,
-                        "score": best.score,
+                        "id": extracted["id"],
+                        "task_id": extracted["task_id"],
+                        "title": extracted["title"],
+                        "text": render_text(playbook),
+                        "source_run_ids": playbook["source_run_ids"],
+                        "quality": playbook["quality"],
+                        "score": playbook["score"],
+                        "failed_run_ids": extracted["failed_run_ids"],
+                        "tags": playbook["tags"],
                     },
-                    task_id,
-                    [record["instruction"]],
+                    extracted["task_id"],
+                    [extracted["problem"]],
                 )
                 if screened.reasons:
-                    job.leave_out(eligible.pop(0), screened.reasons, **screened.details)
-                else:
-                    row = screened.row
-            if row is None:
-                continue
-            job.curation.keep(row, tuple(eligible), row["text"], pair=False)
-            job.tally.records_out += len(eligible)
-            job.tally.accepted += len(eligible)
-        result = job.finish(inputs)
+                    job.leave_out_playbook(extracted, screened.reasons, **screened.details)
+                    continue
+                unit = PlaybookUnit(extracted["id"], extracted["task_id"], playbook["quality"])
+                job.curation.keep(screened.row, (unit,), screened.row["text"], pair=False)
+                job.tally.records_out += 1
+                job.tally.accepted += 1
+            read.append(WrittenFile(relpath, "", 0, count))
+        result = job.finish(read, row_for=playbook_unit_row)
     except BaseException:
         job.abort()
         raise
+    result.input_root = layout.relroot(out_root, root)
     result.extra["playbooks"] = job.curation.train_rows
     return result
+
+
+class PlaybookUnit(NamedTuple):
+    """What the hygiene accounts a playbook by (it stands where a run key would)."""
+
+    run_id: str  # the playbook's id
+    task_id: str
+    quality: str
+
+
+def playbook_unit_row(
+    stage: str, reasons: list[str], key: PlaybookUnit | None = None, pair: Any = None
+) -> dict[str, Any]:
+    assert key is not None
+    return playbook_quarantine_row(stage, reasons, {"id": key.run_id, "task_id": key.task_id})
+
+
+def playbook_quarantine_row(
+    stage: str, reasons: list[str], playbook: dict[str, Any]
+) -> dict[str, Any]:
+    """A playbook left out of a later stage: named by its id, task and source runs."""
+    return {
+        "stage": stage,
+        "disposition": C.DISPOSITION_QUARANTINED,
+        "reasons": reasons,
+        "record_type": "playbook",
+        "run_id": None,
+        "playbook_id": playbook.get("id"),
+        "task_id": playbook.get("task_id"),
+        "source_run_ids": [
+            s["run_id"] if isinstance(s, dict) else s
+            for s in playbook.get("source_run_ids") or playbook.get("sources") or []
+        ],
+    }
 
 
 def _category_reason(category: str | None, settings: ExportSettings) -> str | None:
@@ -429,7 +468,7 @@ def export_sft(
     """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
     keys, inputs = load_run_keys(out_root)
     job = _Export(
-        out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH, settings, eval_set
+        out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH, settings.hygiene, eval_set
     )
     try:
         for _task_id, runs in group_by_task(job.admit(keys)):
@@ -518,7 +557,7 @@ def export_preference(
         write_root or out_root,
         C.STAGE_EXPORT_PREFERENCE,
         C.PREFERENCE_PATH,
-        settings,
+        settings.hygiene,
         eval_set,
     )
     tasks_without_pair = 0

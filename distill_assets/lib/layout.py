@@ -17,11 +17,14 @@ _RECORDS = f"{C.EVIDENCE_DIR}/{_DAY}/records.jsonl"
 STAGE_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
     C.STAGE_COLLECT: (),
     C.STAGE_SCORE: (f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl",),
-    C.STAGE_EXPORT_RAG: (_SCORED, _RECORDS),
+    C.STAGE_EXTRACT_PLAYBOOKS: (_SCORED, _RECORDS),
+    # these two read only the run's version (the extraction, the playbooks)
+    C.STAGE_EXPORT_RAG: (),
     C.STAGE_EXPORT_SFT: (_SCORED, _RECORDS),
     C.STAGE_EXPORT_PREFERENCE: (_SCORED, _RECORDS),
     # the review queue also looks up each run's reviews and outcomes through the index
     C.STAGE_EXPORT_REVIEW: (_SCORED, _RECORDS, f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl"),
+    C.STAGE_INDEX: (),
     C.STAGE_PUBLISH: (
         f"{C.EVIDENCE_DIR}/{_DAY}/{C.PART_QUARANTINE_FILE}",
         f"{C.EVIDENCE_DIR}/{C.UNDATED_BUCKET}/{C.PART_QUARANTINE_FILE}",
@@ -31,7 +34,8 @@ STAGE_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
 # What a stage's checks read besides the files the stage wrote in the run: the firewall looks
 # every exported run up in the scored runs.
 CHECK_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
-    stage: (_SCORED,) if stage in C.EXPORT_STAGES else () for stage in C.STAGES
+    stage: (_SCORED,) if stage in (*C.EXPORT_STAGES, C.STAGE_EXTRACT_PLAYBOOKS) else ()
+    for stage in C.STAGES
 }
 
 
@@ -113,3 +117,12 @@ def published_exports(out_root: Path) -> Path | None:
     if link.is_symlink() or link.is_dir():
         return link.resolve()
     return None
+
+
+def relroot(out_root: Path, root: Path) -> str:
+    """``root`` relative to the output directory ("" for the directory itself)."""
+    try:
+        relative = root.resolve().relative_to(out_root.resolve()).as_posix()
+    except ValueError:
+        return ""
+    return "" if relative == "." else relative

@@ -22,15 +22,24 @@ from distill_assets.lib.io import (
     write_json_atomic,
 )
 from distill_assets.lib.receipts import read_ledger
+from distill_assets.lib.search import indexed_rows, indexed_source
 from distill_assets.lib.versions import open_version
 from distill_assets.lib.versions import publish as swap_in
 
-DATASETS = {"rag": C.RAG_PATH, "sft": C.SFT_PATH, "preference": C.PREFERENCE_PATH}
+DATASETS = {
+    "rag": C.RAG_PATH,
+    "rag_extracted": C.EXTRACTED_PATH,
+    "sft": C.SFT_PATH,
+    "preference": C.PREFERENCE_PATH,
+}
 HOLDOUTS = {
     "rag": C.RAG_HOLDOUT_PATH,
+    "rag_extracted": C.EXTRACTED_HOLDOUT_PATH,
     "sft": C.SFT_HOLDOUT_PATH,
     "preference": C.PREFERENCE_HOLDOUT_PATH,
 }
+# published beside the datasets, not a JSONL table: its rows are the playbooks it indexes
+INDEXES = {"rag_index": C.INDEX_PATH}
 
 
 def _quarantine_views(out_root: Path, root: Path) -> tuple[list[WrittenFile], list[WrittenFile]]:
@@ -61,8 +70,8 @@ def publish(out_root: Path, run_id: str) -> StageResult:
     outputs, parts = _quarantine_views(out_root, root)
     listed = []
     dataset_files = list(DATASETS.values()) + list(HOLDOUTS.values())
-    listed_files = dataset_files + [C.REVIEW_QUEUE_PATH]
-    for relpath in listed_files + [C.quarantine_path(s) for s in C.EXPORT_STAGES]:
+    published = dataset_files + [C.REVIEW_QUEUE_PATH] + list(INDEXES.values())
+    for relpath in published + [C.quarantine_path(s) for s in C.PUBLISHED_QUARANTINES]:
         path = root / relpath
         if not path.exists():
             errors.append(f"{relpath} is missing: its export has never run")
@@ -71,8 +80,15 @@ def publish(out_root: Path, run_id: str) -> StageResult:
         known = ledger.get(relpath)
         if known is None or known["sha256"] != sha:
             errors.append(f"{relpath} differs from what its producer recorded")
-        rows = count_lines(path)
+        rows = indexed_rows(path) if relpath in INDEXES.values() else count_lines(path)
         inputs.append(WrittenFile(relpath, sha, path.stat().st_size, rows))
+        if relpath == C.INDEX_PATH and (root / C.RAG_PATH).exists():
+            # a run may rebuild the playbooks without the index: never publish such a pair
+            if indexed_source(path) != sha256_file(root / C.RAG_PATH):
+                errors.append(
+                    f"{relpath} was built from other playbooks than {C.RAG_PATH}: "
+                    "materialize playbook_index"
+                )
         if relpath in dataset_files:
             tally.records_in += rows
             tally.records_out += rows
@@ -91,6 +107,7 @@ def publish(out_root: Path, run_id: str) -> StageResult:
         "datasets": dict(DATASETS),
         "holdout": dict(HOLDOUTS),
         "review_queue": C.REVIEW_QUEUE_PATH,
+        "indexes": dict(INDEXES),
         "files": listed,
     }
     sha = write_json_atomic(root / C.MANIFEST_PATH, manifest)

@@ -338,7 +338,13 @@ def verify_chain(out_root: Path, receipts: dict[str, StageReceipt]) -> list[Chai
 
 
 def _dataset_sizes(receipts: dict[str, StageReceipt]) -> dict[str, DatasetSize]:
-    wanted = {C.RAG_PATH: "rag", C.SFT_PATH: "sft", C.PREFERENCE_PATH: "preference"}
+    wanted = {
+        C.RAG_PATH: "rag",
+        C.EXTRACTED_PATH: "rag_extracted",
+        C.INDEX_PATH: "rag_index",
+        C.SFT_PATH: "sft",
+        C.PREFERENCE_PATH: "preference",
+    }
     sizes = {}
     for receipt in receipts.values():
         for f in receipt.outputs.files:

@@ -183,3 +183,23 @@ def test_the_store_lock_excludes_other_processes(tmp_path: Path) -> None:
         assert worker.exitcode == 0
     assert (tmp_path / "store" / "counter").read_text() == "60"
     assert list((tmp_path / "store" / C.REPORTS_DIR / ".locks").iterdir()) == []
+
+
+def test_search_reads_the_index_published_in_a_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import json
+
+    from distill_assets.cli import main
+
+    url = (tmp_path / "store").as_uri()
+    with dg.instance_for_test() as instance:
+        result = materialize_range(instance, FIXTURES, url, staging=tmp_path / "staging")
+        assert result.success
+    fs, base = fsspec.core.url_to_fs(url)
+    assert fs.exists(f"{base}/{C.INDEX_PATH}")  # the published copy, beside the playbooks
+    monkeypatch.setenv(C.ENV_STAGING_DIR, str(tmp_path / "reader"))
+    query = "login fails with a plus sign in the email"
+    assert main(["search", query, "-k", "1", "--json", "--output", url]) == 0
+    [hit] = json.loads(capsys.readouterr().out)
+    assert hit["task_id"] == "T-login" and hit["source_run_ids"][0] == "run-001"

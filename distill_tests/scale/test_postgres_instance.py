@@ -74,10 +74,12 @@ def test_partitioned_graph_records_materializations_in_postgres(
     assert counts == {
         f'["{C.ASSET_EVIDENCE_INDEX}"]': days,
         f'["{C.ASSET_SCORED_RUNS}"]': days,
+        f'["{C.ASSET_EXTRACTED_PLAYBOOKS}"]': 1,
         f'["{C.ASSET_RAG_PLAYBOOKS}"]': 1,
         f'["{C.ASSET_SFT_DATASET}"]': 1,
         f'["{C.ASSET_PREFERENCE_PAIRS}"]': 1,
         f'["{C.ASSET_REVIEW_QUEUE}"]': 1,
+        f'["{C.ASSET_PLAYBOOK_INDEX}"]': 1,
         f'["{C.ASSET_DATASET_MANIFEST}"]': 1,
     }
     assert (out / C.SFT_PATH).stat().st_size > 0  # published through the exports link

@@ -16,7 +16,7 @@ def _spec(asset: str) -> list[dg.AssetCheckSpec]:
 @dg.asset(
     name=C.ASSET_RAG_PLAYBOOKS,
     group_name=C.ASSET_GROUP,
-    deps=[C.ASSET_SCORED_RUNS],
+    deps=[C.ASSET_EXTRACTED_PLAYBOOKS],
     backfill_policy=SINGLE_RUN,
     kinds={"python", "jsonl"},
     check_specs=_spec(C.ASSET_RAG_PLAYBOOKS),
@@ -24,7 +24,7 @@ def _spec(asset: str) -> list[dg.AssetCheckSpec]:
 def rag_playbooks(
     context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
 ) -> dg.MaterializeResult:
-    """One retrieval playbook per task, from its best verified run."""
+    """One retrieval document per extracted playbook: its Markdown, source runs and tags."""
 
     def work(out_root: Path, write_root: Path):
         return export_rag(out_root, config.settings(), write_root, config.eval_set(distill))
@@ -93,10 +93,12 @@ def review_queue(
     name=C.ASSET_DATASET_MANIFEST,
     group_name=C.ASSET_GROUP,
     deps=[
+        C.ASSET_EXTRACTED_PLAYBOOKS,
         C.ASSET_RAG_PLAYBOOKS,
         C.ASSET_SFT_DATASET,
         C.ASSET_PREFERENCE_PAIRS,
         C.ASSET_REVIEW_QUEUE,
+        C.ASSET_PLAYBOOK_INDEX,
     ],
     backfill_policy=SINGLE_RUN,
     kinds={"python", "json"},

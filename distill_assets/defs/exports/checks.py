@@ -12,8 +12,7 @@ from distill_assets.lib.firewall import (
 from distill_assets.orchestration import (
     DistillResource,
     conservation_check,
-    holdout_check,
-    no_secrets_check,
+    hygiene_checks,
     report_check,
     schema_check,
     this_runs_receipt,
@@ -75,7 +74,7 @@ def rag_playbooks_firewall(context: dg.AssetCheckExecutionContext, distill: Dist
 
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_CONSERVATION, blocking=True)
 def rag_playbooks_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
-    """Every scored run backs a playbook or is quarantined with a reason."""
+    """Every extracted playbook is rendered or quarantined with a reason."""
     return conservation_check(context, distill, C.ASSET_RAG_PLAYBOOKS)
 
 
@@ -135,29 +134,10 @@ def preference_pairs_rules(context: dg.AssetCheckExecutionContext, distill: Dist
         return _firewall_result(context, workspace, asset, C.CHECK_PAIR_RULES, report)
 
 
-def _hygiene_checks(asset: str, holdout: bool) -> list[dg.AssetChecksDefinition]:
-    """The blocking ``no_secrets`` (and, for datasets, ``holdout_disjoint``) checks of an asset."""
-
-    @dg.asset_check(asset=asset, name=C.CHECK_NO_SECRETS, blocking=True)
-    def no_secrets(context: dg.AssetCheckExecutionContext, distill: DistillResource):
-        """No file the asset wrote holds a secret (re-scanned from disk)."""
-        return no_secrets_check(context, distill, asset)
-
-    if not holdout:
-        return [no_secrets]
-
-    @dg.asset_check(asset=asset, name=C.CHECK_HOLDOUT_DISJOINT, blocking=True)
-    def holdout_disjoint(context: dg.AssetCheckExecutionContext, distill: DistillResource):
-        """No task has rows in both the train and the holdout file."""
-        return holdout_check(context, distill, asset)
-
-    return [no_secrets, holdout_disjoint]
-
-
-rag_playbooks_hygiene = _hygiene_checks(C.ASSET_RAG_PLAYBOOKS, holdout=True)
-sft_dataset_hygiene = _hygiene_checks(C.ASSET_SFT_DATASET, holdout=True)
-preference_pairs_hygiene = _hygiene_checks(C.ASSET_PREFERENCE_PAIRS, holdout=True)
-review_queue_hygiene = _hygiene_checks(C.ASSET_REVIEW_QUEUE, holdout=False)
+rag_playbooks_hygiene = hygiene_checks(C.ASSET_RAG_PLAYBOOKS, holdout=True)
+sft_dataset_hygiene = hygiene_checks(C.ASSET_SFT_DATASET, holdout=True)
+preference_pairs_hygiene = hygiene_checks(C.ASSET_PREFERENCE_PAIRS, holdout=True)
+review_queue_hygiene = hygiene_checks(C.ASSET_REVIEW_QUEUE, holdout=False)
 
 
 @dg.asset_check(asset=C.ASSET_REVIEW_QUEUE, name=C.CHECK_CONSERVATION, blocking=True)

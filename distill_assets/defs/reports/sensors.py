@@ -8,9 +8,11 @@ from distill_assets.orchestration import DistillResource
 WATCHED = [
     C.ASSET_EVIDENCE_INDEX,
     C.ASSET_SCORED_RUNS,
+    C.ASSET_EXTRACTED_PLAYBOOKS,
     C.ASSET_RAG_PLAYBOOKS,
     C.ASSET_SFT_DATASET,
     C.ASSET_PREFERENCE_PAIRS,
+    C.ASSET_PLAYBOOK_INDEX,
     C.ASSET_DATASET_MANIFEST,
 ]
 BATCH = 500
@@ -49,7 +51,7 @@ def _previous(instance: dg.DagsterInstance, key: dg.AssetKey, record, metadata: 
     description="Compares each new materialization with the previous one and raises drift checks.",
 )
 def drift_sensor(context: dg.SensorEvaluationContext, distill: DistillResource):
-    """Judge every new materialization of the five assets once; warn/alert becomes a failed
+    """Judge every new materialization of the watched assets once; warn/alert becomes a failed
     ``drift`` check, a line in reports/alerts.jsonl and, when configured, a webhook POST."""
     cursor = orjson.loads(context.cursor) if context.cursor else {}
     thresholds = distill.thresholds()
