@@ -1,4 +1,4 @@
-"""The ``distill`` command: run the graph, read receipts and drift reports.
+"""The ``distill`` command: run the graph, import foreign logs, read receipts and drift reports.
 
 Errors a user can cause (unknown run id, missing output directory, bad arguments) print one line
 to stderr and exit non-zero; nothing here prints input text.
@@ -13,10 +13,14 @@ import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from distill_assets.lib import constants as C
+
+if TYPE_CHECKING:
+    from distill_assets.lib.importers import ImportSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 _DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
@@ -26,9 +30,21 @@ class UserError(Exception):
     """A problem the user can fix; printed as one line."""
 
 
-def _output_root(arg: str | None) -> Path:
-    raw = arg or os.environ.get(C.ENV_OUTPUT_DIR) or str(PROJECT_ROOT / "out")
-    return Path(raw)
+def _output_setting(arg: str | None) -> str:
+    return arg or os.environ.get(C.ENV_OUTPUT_DIR) or str(PROJECT_ROOT / "out")
+
+
+def _output_root(arg: str | None, reads: tuple[str, ...] = (f"{C.REPORTS_DIR}/*",)) -> Path:
+    """The output directory; for a URL, a local copy of the files the command ``reads``."""
+    from distill_assets.lib.storage import OutputLocation, StorageError, is_remote
+
+    raw = _output_setting(arg)
+    if not is_remote(raw):
+        return Path(raw)
+    try:
+        return OutputLocation(raw).view(reads)
+    except (ImportError, ValueError, OSError, StorageError) as exc:
+        raise UserError(f"cannot read output {raw}: {exc}") from exc
 
 
 def _source_root(arg: str | None) -> Path:
@@ -68,13 +84,38 @@ def source_date_range(source: Path) -> tuple[date, date] | None:
     return None if first is None or last is None else (first, last)
 
 
-def partition_range(source: Path) -> str:
-    """The partition range covering every day in the sources (a day either side for offsets)."""
+def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
+    """First and last created_at date of what the import sources would give."""
+    from distill_assets.lib.evidence import parse_timestamp
+    from distill_assets.lib.importers import run_import
+
+    days = []
+    for spec in specs:
+        for item in run_import(spec).objects:
+            moment = parse_timestamp(item.obj.get("created_at"))
+            if moment is not None:
+                days.append(moment.date())
+    return (min(days), max(days)) if days else None
+
+
+def partition_range(source: Path | None, imports: list[ImportSpec] | None = None) -> str:
+    """The partition range covering every day in the sources and import sources (a day either
+    side for offsets)."""
     earliest = date.fromisoformat(C.PARTITION_START)
-    latest = datetime.now(UTC).date() + timedelta(days=1)
-    found = source_date_range(source)
+    # the daily partitions end with tomorrow's (end_offset=2, for the one-day future horizon)
+    today = datetime.now(UTC).date()
+    latest = today + timedelta(days=1)
+    spans = [
+        span
+        for span in (
+            source_date_range(source) if source is not None else None,
+            import_date_range(imports) if imports else None,
+        )
+        if span is not None
+    ]
+    found = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
     if found is None:
-        return f"{latest - timedelta(days=1)}...{latest - timedelta(days=1)}"
+        return f"{today}...{today}"
     first = max(earliest, found[0] - timedelta(days=1))
     last = min(latest, found[1] + timedelta(days=1))
     if first > last:
@@ -82,22 +123,59 @@ def partition_range(source: Path) -> str:
     return f"{first.isoformat()}...{last.isoformat()}"
 
 
+def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str, str]]:
+    """Import sources from run config (resources.distill.config.imports, edited in place) or
+    $DISTILL_IMPORTS, with paths made absolute, since the graph runs from the project folder."""
+    from distill_assets.lib.importers import parse_specs
+
+    given = None
+    for item in config:
+        found = item.get("resources", {}).get("distill", {}).get("config", {}).get("imports")
+        if found is not None:
+            given = found
+    raw = os.environ.get(C.ENV_IMPORTS)
+    try:
+        entries = given if given is not None else (orjson.loads(raw) if raw else [])
+    except orjson.JSONDecodeError as exc:
+        raise UserError(f"{C.ENV_IMPORTS} is not valid JSON ({exc.msg})") from None
+    if not isinstance(entries, list):
+        raise UserError("import sources: expected a JSON list of objects with kind and path")
+    for entry in entries:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            entry["path"] = str(Path(entry["path"]).resolve())
+    try:
+        specs = parse_specs(orjson.dumps(entries).decode())
+    except ValueError as exc:
+        raise UserError(f"import sources: {exc}") from None
+    env = {C.ENV_IMPORTS: orjson.dumps(entries).decode()} if given is None and raw else {}
+    return specs, env
+
+
 def cmd_materialize(args: argparse.Namespace) -> int:
-    source = _source_root(args.source)
+    config = [orjson.loads(item) for item in args.config or []]
+    imports, env = _configured_imports(config)
+    from distill_assets.lib.storage import is_remote
+
+    raw_out = _output_setting(args.output)
+    remote = is_remote(raw_out)
     out = _output_root(args.output)
-    if not source.is_dir():
-        raise UserError(f"source directory {source} does not exist (set {C.ENV_SOURCE_DIR})")
-    os.environ[C.ENV_SOURCE_DIR] = str(source.resolve())
-    os.environ[C.ENV_OUTPUT_DIR] = str(out.resolve())
+    source: Path | None = None
+    if args.source or os.environ.get(C.ENV_SOURCE_DIR) or not imports:
+        source = _source_root(args.source)
+        if not source.is_dir():
+            raise UserError(f"source directory {source} does not exist (set {C.ENV_SOURCE_DIR})")
+        os.environ[C.ENV_SOURCE_DIR] = str(source.resolve())
+    os.environ.update(env)
+    os.environ[C.ENV_OUTPUT_DIR] = raw_out if remote else str(out.resolve())
     ensure_dagster_home()
-    span = args.partition_range or partition_range(source)
+    span = args.partition_range or partition_range(source, imports)
     per_day = args.per_day or os.environ.get(C.ENV_BACKFILL) == "per_day"
     if per_day and args.select != "*":
         raise UserError("--per-day materializes the whole graph; leave out --select")
     base = [sys.executable, "-m", "dagster", "asset", "materialize"]
     base += ["-m", "distill_assets.definitions"]
-    config = [orjson.loads(item) for item in args.config or []]
-    if not args.multiprocess:
+    # a named executor (DISTILL_EXECUTOR) takes its own config; in_process is the default's
+    if not args.multiprocess and not os.environ.get(C.ENV_EXECUTOR):
         config.append({"execution": {"config": {"in_process": {}}}})
     if config:
         merged: dict = {}
@@ -112,7 +190,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         os.environ[C.ENV_BACKFILL] = "single_run"
         commands = [base + ["--select", args.select, "--partition-range", span]]
         print(f"distill: materializing {args.select} for partitions {span}", flush=True)
-    print(f"distill: sources {source.resolve()} -> output {out.resolve()}", flush=True)
+    sources = [str(source.resolve())] if source is not None else []
+    sources += [f"{spec.kind} {spec.path}" for spec in imports]
+    shown = raw_out.rstrip("/") if remote else str(out.resolve())
+    print(f"distill: sources {', '.join(sources)} -> output {shown}", flush=True)
+    runs_before = _report_dirs(out)
     log_path = Path(os.environ["DAGSTER_HOME"]) / "last-materialize.log"
     with open(log_path, "wb") as log:
         sink = None if args.verbose else log
@@ -120,20 +202,44 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             done = subprocess.run(command, cwd=PROJECT_ROOT, check=False, stdout=sink, stderr=sink)
             if done.returncode != 0:
                 break
-    runs = _run_ids(out)
+    if remote:
+        # a URL output: its reports and published datasets, fetched into the local mirror
+        out = _output_root(args.output, (f"{C.REPORTS_DIR}/*", f"{C.EXPORTS_DIR}/*"))
+    runs = sorted(_report_dirs(out) - runs_before)
     if runs:
         summary = out / C.REPORTS_DIR / runs[-1] / "summary.md"
         if summary.exists():
             print(summary.read_text(encoding="utf-8"))
+    else:
+        print("distill: this run recorded no stage (it failed before the first one finished)")
     print("distill: datasets:")
-    for rel in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH):
+    for rel in (
+        C.EXTRACTED_PATH,
+        C.RAG_PATH,
+        C.SFT_PATH,
+        C.PREFERENCE_PATH,
+        *C.HOLDOUT_PATHS.values(),
+    ):
         path = out / rel
         state = f"{_lines(path)} rows" if path.exists() else "not written"
-        print(f"  {path}  ({state})")
-    print(f"  quarantine: {out / C.QUARANTINE_DIR}/")
+        print(f"  {path if not remote else f'{shown}/{rel}'}  ({state})")
+    review = out / C.REVIEW_QUEUE_PATH if not remote else f"{shown}/{C.REVIEW_QUEUE_PATH}"
+    print(f"  review queue: {review}")
+    index = out / C.INDEX_PATH
+    shown_index = index if not remote else f"{shown}/{C.INDEX_PATH}"
+    print(f"  {shown_index}  ({'search: distill search' if index.exists() else 'not written'})")
+    print(
+        f"  quarantine: {out / C.QUARANTINE_DIR if not remote else f'{shown}/{C.QUARANTINE_DIR}'}/"
+    )
     if runs:
-        print(f"  receipts:   {out / C.REPORTS_DIR / runs[-1]}/")
+        where = (
+            out / C.REPORTS_DIR / runs[-1] if not remote else f"{shown}/{C.REPORTS_DIR}/{runs[-1]}"
+        )
+        print(f"  receipts:   {where}/")
     if done.returncode != 0:
+        if not args.verbose:
+            for line in _failure_lines(log_path):
+                print(f"distill: {line}", file=sys.stderr)
         where = "above" if args.verbose else f"in {log_path}"
         print(f"distill: materialization FAILED; Dagster's log is {where}", file=sys.stderr)
     return done.returncode
@@ -142,19 +248,155 @@ def cmd_materialize(args: argparse.Namespace) -> int:
 def per_day_steps(span: str) -> list[list[str]]:
     """Arguments of the runs of a per-day backfill over ``span``, in the order it needs: every
     day's evidence index, then every day's scoring (a day reads the index of the days around
-    it), then the exports (which read every scored day)."""
+    it), then every unpartitioned asset (the exports read every scored day)."""
     first, _, last = span.partition("...")
     days = [str(day) for day in _days(date.fromisoformat(first), date.fromisoformat(last))]
     steps = []
     for asset in (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS):
         steps += [["--select", asset, "--partition", day] for day in days]
-    exports = (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS)
-    steps.append(["--select", ",".join(exports)])
+    daily = (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS)
+    rest = [asset for asset in C.ASSET_STAGE if asset not in daily]
+    steps.append(["--select", ",".join(rest)])
     return steps
 
 
 def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Convert one foreign source into evidence JSONL: ``OUT/<name>.jsonl``, written atomically."""
+    from distill_assets.lib.evidence import ParseSettings, Record, validate_object
+    from distill_assets.lib.importers import make_spec, run_import
+    from distill_assets.lib.io import AtomicJsonlWriter, canonical_json
+
+    try:
+        spec = make_spec(
+            args.kind,
+            args.path,
+            name=args.name,
+            system=args.system,
+            domain=getattr(args, "domain", None),
+            created_at=args.created_at,
+        )
+    except ValueError as exc:
+        raise UserError(f"import {args.kind}: {exc}") from None
+    batch = run_import(spec)
+    target = Path(args.out) / f"{spec.name}.jsonl"
+    settings = ParseSettings()
+    invalid = 0
+    counts = dict.fromkeys(C.KINDS, 0)
+    if batch.objects:
+        with AtomicJsonlWriter(Path(args.out), target.name) as writer:
+            for item in batch.objects:
+                writer.write_raw(canonical_json(item.obj) + b"\n")
+                counts[item.obj["kind"]] += 1
+                if not isinstance(validate_object(item.obj, settings), Record):
+                    invalid += 1
+    for failure in batch.failures:
+        print(
+            f"distill import: {failure.disposition} ({failure.reason}): {failure.message}",
+            file=sys.stderr,
+        )
+    for warning in batch.warnings:
+        print(f"distill import: warning: {warning}", file=sys.stderr)
+    made = ", ".join(f"{n} {kind}s" for kind, n in counts.items() if n)
+    where = f"-> {target}" if made else f"nothing imported; {target} left as it was"
+    files = f"{len(batch.files)} file(s) of {spec.path}"
+    print(f"distill import: {made or 'no records'} from {files} {where}")
+    if invalid:
+        print(
+            f"distill import: {invalid} record(s) break the evidence format and will be "
+            "quarantined by collect",
+            file=sys.stderr,
+        )
+    return 1 if batch.failures or invalid else 0
+
+
+def _verdict_items(path: Path) -> list[tuple[int, object]]:
+    """Items of a verdict file: JSON lines, a JSON list, or a Langfuse page ``{"data": [...]}``."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path} ({exc.strerror})") from None
+    try:
+        whole = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict) and isinstance(whole.get("data"), list):
+        whole = whole["data"]
+    if isinstance(whole, list):
+        return list(enumerate(whole, start=1))
+    items: list[tuple[int, object]] = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if raw.strip():
+            try:
+                items.append((number, orjson.loads(raw)))
+            except orjson.JSONDecodeError:
+                items.append((number, None))
+    return items
+
+
+def verdict_to_review(item: object, reviewer: str | None, created_at: str) -> dict | None:
+    """One verdict (distill's shape, or a Langfuse score) as review evidence; None if unusable.
+
+    distill: ``{"run_id" | "id", "verdict", "score"?, "reviewer"?, "comment"?, "created_at"?}``;
+    Langfuse: a score ``{"name": "verdict", "traceId", "stringValue" | "value", "comment"?,
+    "createdAt"?, "authorUserId"?}`` whose trace id is the queue row's id (the run id).
+    """
+    if not isinstance(item, dict):
+        return None
+    if "traceId" in item:
+        if item.get("name") != "verdict":
+            return None
+        verdict = item.get("stringValue") or item.get("value")
+        run_id = item.get("traceId")
+        who = item.get("authorUserId") or reviewer
+        when = item.get("createdAt") or item.get("timestamp") or created_at
+        score = None
+    else:
+        verdict = item.get("verdict")
+        run_id = item.get("run_id") or item.get("id")
+        who = item.get("reviewer") or reviewer
+        when = item.get("created_at") or created_at
+        score = item.get("score")
+    review = {"kind": C.KIND_REVIEW, "run_id": run_id, "verdict": verdict, "created_at": when}
+    if score is not None:
+        review["score"] = score
+    if who:
+        review["reviewer"] = who
+    if isinstance(item.get("comment"), str) and item["comment"]:
+        review["comment"] = item["comment"]
+    return review
+
+
+def cmd_review_import(args: argparse.Namespace) -> int:
+    """Turn reviewers' verdicts into review evidence: ``OUT/<name>.jsonl``, written atomically."""
+    from distill_assets.lib.evidence import ParseSettings, Record, validate_object
+    from distill_assets.lib.io import AtomicJsonlWriter, canonical_json
+
+    created_at = args.created_at or datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    settings = ParseSettings()
+    good: list[dict] = []
+    bad = 0
+    for number, item in _verdict_items(Path(args.path)):
+        review = verdict_to_review(item, args.reviewer, created_at)
+        if review is None or not isinstance(validate_object(review, settings), Record):
+            bad += 1
+            # never the item's content: it may quote the run
+            print(f"distill review import: item {number} is not a usable verdict", file=sys.stderr)
+            continue
+        good.append(review)
+    target = Path(args.out) / f"{args.name}.jsonl"
+    if good:
+        with AtomicJsonlWriter(Path(args.out), target.name) as writer:
+            for review in good:
+                writer.write_raw(canonical_json(review) + b"\n")
+    print(
+        f"distill review import: {len(good)} review(s) -> {target}"
+        + (f", {bad} left out" if bad else "")
+    )
+    return 1 if bad else 0
 
 
 def _deep_merge(into: dict, extra: dict) -> None:
@@ -163,6 +405,32 @@ def _deep_merge(into: dict, extra: dict) -> None:
             _deep_merge(into[key], value)
         else:
             into[key] = value
+
+
+_FAILURE_MARKERS = (
+    "invalid setting",
+    "is in use by run",
+    "DagsterInvalidConfigError",
+    "Error 1:",
+    "blocking asset check",
+    "validation failed",
+    "chain of custody",
+)
+
+
+def _failure_lines(log_path: Path, limit: int = 8) -> list[str]:
+    """The lines of Dagster's log that say why a run failed (our own messages, no input text)."""
+    found: list[str] = []
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        text = line.strip()
+        if any(marker in text for marker in _FAILURE_MARKERS) and text not in found:
+            found.append(text[:400])
+    return found[:limit]
+
+
+def _report_dirs(out: Path) -> set[str]:
+    reports = out / C.REPORTS_DIR
+    return {p.name for p in reports.iterdir() if p.is_dir()} if reports.is_dir() else set()
 
 
 def _lines(path: Path) -> int:
@@ -266,6 +534,8 @@ def cmd_receipts_show(args: argparse.Namespace) -> int:
             print(f"  reason {code}: {count}")
         for error in r.validation.errors:
             print(f"  error: {error}")
+        for warning in r.validation.warnings:
+            print(f"  warning: {warning}")
     return 0
 
 
@@ -309,6 +579,41 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    """The best playbooks for a question, from the published search index."""
+    from distill_assets.lib.search import SearchError, published_index, search
+
+    if not 1 <= args.k <= 1000:
+        raise UserError(f"-k must be between 1 and 1000, not {args.k}")
+    out = _output_root(args.output, (C.INDEX_PATH,))
+    if not out.is_dir():
+        raise UserError(
+            f"output directory {out} does not exist (set {C.ENV_OUTPUT_DIR} or --output)"
+        )
+    index = published_index(out)
+    if index is None:
+        raise UserError(
+            f"no published search index under {out}: materialize the graph first "
+            "(distill materialize; the playbook_index asset builds it)"
+        )
+    try:
+        hits = search(index, args.query, args.k, args.mode)
+    except SearchError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        _print_json([hit.as_dict() for hit in hits])
+        return 0
+    if not hits:
+        print("no playbook matches")
+        return 0
+    for hit in hits:
+        print(f"{hit.rank:>2}. {hit.score:8.4f}  {hit.title}")
+        runs = ", ".join(hit.source_run_ids[:5])
+        more = f" (+{len(hit.source_run_ids) - 5} more)" if len(hit.source_run_ids) > 5 else ""
+        print(f"    task {hit.task_id}  {hit.quality}  {hit.id}  runs {runs}{more}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -349,6 +654,35 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="directory to create (must be empty)")
     synth.add_argument("--workers", type=int, default=1, help="generating processes")
     synth.set_defaults(func=cmd_synth)
+    imp = sub.add_parser(
+        "import", help="convert foreign agent logs into evidence JSONL (docs/importers.md)"
+    )
+    isub = imp.add_subparsers(dest="import_kind", required=True)
+    for kind, what in (
+        (C.IMPORT_TAU_BENCH, "PATH: a τ-bench result file (JSON array) or a folder of them"),
+        (C.IMPORT_SWE_BENCH, "ROOT: ROOT/<system>/all_preds.jsonl + results/results.json"),
+    ):
+        one = isub.add_parser(kind, help=what)
+        one.add_argument("path", metavar=what.split(":")[0])
+        one.add_argument("--out", required=True, help="directory to write <name>.jsonl into")
+        one.add_argument("--name", help="names the source in provenance (default: the kind)")
+        one.add_argument("--system", help="system that made the runs (default: from file names)")
+        if kind == C.IMPORT_TAU_BENCH:
+            one.add_argument("--domain", help="τ-bench domain (default: from the file name)")
+        one.add_argument(
+            "--created-at", help="ISO 8601 time for runs without one (default: file mtime)"
+        )
+        one.set_defaults(func=cmd_import, kind=kind)
+
+    review = sub.add_parser("review", help="review queue verdicts (docs/review.md)")
+    vsub = review.add_subparsers(dest="review_command", required=True)
+    vimp = vsub.add_parser("import", help="turn verdicts into review evidence JSONL")
+    vimp.add_argument("path", help="verdicts: JSON lines, a JSON list or a Langfuse scores page")
+    vimp.add_argument("--out", required=True, help="evidence directory to write <name>.jsonl into")
+    vimp.add_argument("--name", default="review-verdicts", help="file name (default: %(default)s)")
+    vimp.add_argument("--reviewer", help="reviewer for verdicts that name none")
+    vimp.add_argument("--created-at", help="ISO 8601 time for verdicts without one (default: now)")
+    vimp.set_defaults(func=cmd_review_import)
 
     receipts = sub.add_parser("receipts", help="read stage receipts")
     rsub = receipts.add_subparsers(dest="receipts_command", required=True)
@@ -360,6 +694,20 @@ def build_parser() -> argparse.ArgumentParser:
     rshow.add_argument("--stage", help="only this stage")
     rshow.add_argument("--json", action="store_true")
     rshow.set_defaults(func=cmd_receipts_show)
+
+    find = sub.add_parser(
+        "search", parents=[common], help="the best playbooks for a question (docs/rag.md)"
+    )
+    find.add_argument("query", help="free text, e.g. 'rotate the staging TLS certificates'")
+    find.add_argument("-k", type=int, default=5, help="how many playbooks (default 5)")
+    find.add_argument("--json", action="store_true")
+    find.add_argument(
+        "--mode",
+        choices=("bm25", "dense", "hybrid"),
+        default="bm25",
+        help="ranking: BM25 (default), dense embeddings, or both fused (needs a dense index)",
+    )
+    find.set_defaults(func=cmd_search)
 
     drift = sub.add_parser("drift", parents=[common], help="show a run's drift report")
     drift.add_argument("run_id")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +23,13 @@ from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
+from distill_assets.lib.hygiene.curate import HygieneSettings
+from distill_assets.lib.hygiene.decontam import EvalSet, load_eval_set, resolve_eval_path
+from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
+from distill_assets.lib.layout import CHECK_INPUT_GLOBS, STAGE_INPUT_GLOBS, version_relroot
+from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
 from distill_assets.lib.parallel import default_workers
+from distill_assets.lib.playbooks import PlaybookSettings
 from distill_assets.lib.receipts import (
     StageReceipt,
     load_receipt,
@@ -32,12 +38,16 @@ from distill_assets.lib.receipts import (
 )
 from distill_assets.lib.reports import CheckRecord, record_check, record_failure, record_stage
 from distill_assets.lib.scoring import ScoringPolicy
+from distill_assets.lib.search import DEFAULT_DENSE_PACKAGE, IndexSettings
+from distill_assets.lib.storage import OutputLocation, Workspace
+from distill_assets.lib.versions import open_version
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "out"
 
-DAILY = dg.DailyPartitionsDefinition(start_date=C.PARTITION_START, end_offset=1)
+# the last partition is tomorrow (UTC), so records up to the one-day horizon have a home
+DAILY = dg.DailyPartitionsDefinition(start_date=C.PARTITION_START, end_offset=2)
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PER_DAY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 BACKFILL_SINGLE_RUN = "single_run"
@@ -51,19 +61,45 @@ class ConfigError(dg.Failure):
         super().__init__(description=f"invalid setting {setting}={value!r}: {problem}")
 
 
+class ImportSource(dg.Config):
+    """A foreign layout of agent runs read by an importer (docs/importers.md)."""
+
+    kind: str = Field(description="Importer: tau-bench or swe-bench.")
+    path: str = Field(description="A τ-bench result file or folder; a SWE-bench experiment root.")
+    name: str | None = Field(
+        default=None, description="Names its files in provenance as <name>:<path> (default: kind)."
+    )
+    system: str | None = Field(
+        default=None, description="System that made the runs (default: from the file name)."
+    )
+    domain: str | None = Field(
+        default=None, description="τ-bench domain (default: from the file name)."
+    )
+    created_at: str | None = Field(
+        default=None, description="ISO 8601 time of runs without one (default: the file's mtime)."
+    )
+
+
 class DistillResource(dg.ConfigurableResource):
     """Where evidence is read from and datasets are written to, and the drift thresholds.
 
     Unset fields fall back to the environment (DISTILL_SOURCE_DIR, DISTILL_OUTPUT_DIR,
-    DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT, DISTILL_WORKERS), then to the bundled
-    fixtures, ``out/`` and one worker per CPU.
+    DISTILL_IMPORTS, DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT, DISTILL_WORKERS), then to
+    the bundled fixtures (unless import sources are configured), ``out/`` and one worker per
+    CPU. The output may be an fsspec URL (``s3://bucket/prefix``): steps then work in a local
+    staging directory synced with it (lib/storage.py, docs/deploy.md).
     """
 
     source_dir: str | None = Field(
         default=None, description="Evidence directory (default: $DISTILL_SOURCE_DIR or fixtures)."
     )
     output_dir: str | None = Field(
-        default=None, description="Output directory (default: $DISTILL_OUTPUT_DIR or out/)."
+        default=None,
+        description="Output directory or fsspec URL (default: $DISTILL_OUTPUT_DIR or out/).",
+    )
+    staging_dir: str | None = Field(
+        default=None,
+        description="Local mirror of a URL output (default: $DISTILL_STAGING_DIR or ~/.cache).",
     )
     drift_warn_pct: float | None = Field(
         default=None, description="Percent change that warns (default 20)."
@@ -76,6 +112,56 @@ class DistillResource(dg.ConfigurableResource):
         description="Processes a stage may use (default: $DISTILL_WORKERS, else one per CPU up "
         "to 4; 1 keeps all work in the step's process). Outputs are the same for any value.",
     )
+    drift_min_base: int | None = Field(
+        default=None, description="Counts below this never drive a percentage (default 10)."
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="Drift alerts are POSTed here (default: $DISTILL_ALERT_WEBHOOK_URL).",
+    )
+
+    def webhook_url(self) -> str | None:
+        return self.alert_webhook_url or os.environ.get(C.ENV_ALERT_WEBHOOK) or None
+
+    imports: list[ImportSource] | None = Field(
+        default=None,
+        description="Import sources read with the evidence directory (default: $DISTILL_IMPORTS, "
+        "a JSON list of objects with the same fields).",
+    )
+
+    def import_specs(self) -> list[ImportSpec]:
+        """The configured import sources, validated (paths must exist, names be distinct)."""
+        if self.imports is None:
+            raw = os.environ.get(C.ENV_IMPORTS)
+            if not raw:
+                return []
+            try:
+                return parse_specs(raw)
+            except ValueError as exc:
+                raise ConfigError(C.ENV_IMPORTS, raw[:200], str(exc)) from exc
+        specs = []
+        for number, item in enumerate(self.imports):
+            try:
+                specs.append(
+                    make_spec(
+                        item.kind, item.path, item.name, item.system, item.domain, item.created_at
+                    )
+                )
+            except ValueError as exc:
+                raise ConfigError(f"imports[{number}]", item.path, str(exc)) from exc
+        try:
+            check_distinct(specs)
+        except ValueError as exc:
+            raise ConfigError("imports", None, str(exc)) from exc
+        return specs
+
+    def evidence_sources(self) -> tuple[Path | None, list[ImportSpec]]:
+        """The evidence directory and the import sources; with imports configured and no
+        directory set, only the imports are read (the bundled fixtures are not mixed in)."""
+        specs = self.import_specs()
+        if specs and self.source_dir is None and not os.environ.get(C.ENV_SOURCE_DIR):
+            return None, specs
+        return self.source_root(), specs
 
     def source_root(self) -> Path:
         setting, raw = "source_dir", self.source_dir
@@ -90,11 +176,34 @@ class DistillResource(dg.ConfigurableResource):
             raise ConfigError(setting, str(path), "the source directory is not readable")
         return path
 
-    def output_root(self) -> Path:
+    def _output_setting(self) -> tuple[str, str]:
         setting, raw = "output_dir", self.output_dir
         if raw is None:
             setting, raw = C.ENV_OUTPUT_DIR, os.environ.get(C.ENV_OUTPUT_DIR)
-        path = Path(raw) if raw else DEFAULT_OUTPUT_DIR
+        return setting, raw or str(DEFAULT_OUTPUT_DIR)
+
+    def output_location(self) -> OutputLocation:
+        """The output as configured: a local directory or a URL (with its staging directory)."""
+        setting, raw = self._output_setting()
+        location = OutputLocation(raw, Path(self.staging_dir) if self.staging_dir else None)
+        if location.remote:
+            try:
+                location.store()
+            except (ImportError, ValueError, OSError) as exc:
+                raise ConfigError(setting, raw, f"cannot open it ({exc})") from exc
+        return location
+
+    @contextmanager
+    def workspace(self, reads: Sequence[str]) -> Iterator[Workspace]:
+        """The directory a step works in: the output itself, or a synced copy of a URL's files."""
+        location = self.output_location()
+        root = None if location.remote else self.output_root()
+        with location.workspace(root, reads) as workspace:
+            yield workspace
+
+    def output_root(self) -> Path:
+        setting, raw = self._output_setting()
+        path = Path(raw)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -119,7 +228,9 @@ class DistillResource(dg.ConfigurableResource):
 
     def thresholds(self) -> DriftThresholds:
         try:
-            thresholds = DriftThresholds.from_env(self.drift_warn_pct, self.drift_alert_pct)
+            thresholds = DriftThresholds.from_env(
+                self.drift_warn_pct, self.drift_alert_pct, self.drift_min_base
+            )
         except ValueError as exc:
             raise ConfigError("drift thresholds", None, str(exc)) from exc
         problems = thresholds.errors()
@@ -189,9 +300,11 @@ class CollectConfig(dg.Config):
         for name in ("max_line_bytes", "max_messages", "max_messages_depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, getattr(self, name), "must be at least 1")
-        if self.future_horizon_hours < 0:
+        if not 0 <= self.future_horizon_hours <= 24:
             raise ConfigError(
-                "future_horizon_hours", self.future_horizon_hours, "must not be negative"
+                "future_horizon_hours",
+                self.future_horizon_hours,
+                "must be between 0 and 24 (the last partition is tomorrow)",
             )
         return ParseSettings(
             max_line_bytes=self.max_line_bytes,
@@ -240,7 +353,74 @@ class ScoringConfig(dg.Config):
         return policy
 
 
-class ExportConfig(dg.Config):
+# hygiene settings that must agree across a run (near_dup_threshold may differ per export)
+AGREED_HYGIENE = (
+    "secret_action",
+    "holdout_fraction",
+    "eval_set_path",
+    "decontam_ngram",
+    "decontam_min_overlap",
+)
+
+
+class HygieneConfig(dg.Config):
+    """Secrets, holdout and decontamination (docs/safety.md): the same for every asset of a run
+    that writes published rows (the run refuses settings that differ between them)."""
+
+    secret_action: str = Field(
+        default=C.SECRET_ACTION_QUARANTINE,
+        description="A row with a secret: quarantine it (secret_detected) or redact and keep it.",
+    )
+    holdout_fraction: float = Field(
+        default=0.1, description="Share of tasks (by a hash of task_id) held out, in [0, 1)."
+    )
+    near_dup_threshold: float | None = Field(
+        default=0.8, description="MinHash Jaccard threshold of near-duplicate rows (null: off)."
+    )
+    eval_set_path: str | None = Field(
+        default=None,
+        description="Evaluation prompts / task ids kept out (absolute, or under the source dir).",
+    )
+    decontam_ngram: int = Field(default=13, description="Word n-gram size of decontamination.")
+    decontam_min_overlap: float = Field(
+        default=0.0,
+        description="A row is contaminated above this share of an eval prompt's n-grams.",
+    )
+
+    def hygiene(self) -> HygieneSettings:
+        return HygieneSettings(
+            secret_action=self.secret_action,
+            holdout_fraction=self.holdout_fraction,
+            near_dup_threshold=self.near_dup_threshold,
+            eval_set_path=self.eval_set_path,
+            decontam_ngram=self.decontam_ngram,
+            decontam_min_overlap=self.decontam_min_overlap,
+        )
+
+    def eval_path(self, distill: DistillResource) -> Path | None:
+        """The evaluation file, resolved (a relative path under the source directory)."""
+        if not self.eval_set_path:
+            return None
+        source, _ = distill.evidence_sources()
+        try:
+            path = resolve_eval_path(self.eval_set_path, source)
+        except ValueError as exc:
+            raise ConfigError("eval_set_path", self.eval_set_path, str(exc)) from exc
+        if not path.is_file():
+            raise ConfigError("eval_set_path", self.eval_set_path, "no such file")
+        return path
+
+    def eval_set(self, distill: DistillResource) -> EvalSet | None:
+        path = self.eval_path(distill)
+        if path is None:
+            return None
+        try:
+            return load_eval_set(path, self.decontam_ngram, self.decontam_min_overlap)
+        except ValueError as exc:
+            raise ConfigError("eval_set_path", self.eval_set_path, str(exc)) from exc
+
+
+class ExportConfig(HygieneConfig):
     """Export rules (docs/datasets.md); each export reads the fields that concern it."""
 
     sft_allow_categories: list[str] | None = Field(
@@ -268,10 +448,56 @@ class ExportConfig(dg.Config):
             min_margin=self.min_margin,
             max_pairs_per_task=self.max_pairs_per_task,
             rag_include_partial=self.rag_include_partial,
+            hygiene=self.hygiene(),
         )
         problems = settings.errors()
         if problems:
             raise ConfigError("export settings", None, "; ".join(problems))
+        return settings
+
+
+class PlaybookConfig(HygieneConfig):
+    """How much of each run a playbook quotes (docs/rag.md)."""
+
+    max_steps: int = Field(default=40, description="Steps shown per playbook (the rest counted).")
+    argument_chars: int = Field(default=160, description="Longest summary of a call's arguments.")
+    value_chars: int = Field(default=60, description="Longest single argument value shown.")
+    result_chars: int = Field(default=240, description="Longest tool result shown.")
+    answer_chars: int = Field(default=400, description="Longest failed run's answer shown.")
+    max_divergences: int = Field(default=5, description="Failed runs compared per playbook.")
+    title_chars: int = Field(default=80, description="Longest title.")
+
+    def settings(self) -> PlaybookSettings:
+        problems = self.hygiene().errors()
+        if problems:
+            raise ConfigError("playbook settings", None, "; ".join(problems))
+        fields = self.model_dump(include=set(PlaybookSettings.__dataclass_fields__))
+        settings = PlaybookSettings(**fields)
+        problems = settings.errors()
+        if problems:
+            raise ConfigError("playbook settings", None, "; ".join(problems))
+        return settings
+
+
+class IndexConfig(dg.Config):
+    """BM25 column weights and optional dense retrieval (docs/rag.md)."""
+
+    title_weight: float = Field(default=2.0, description="BM25 weight of the title column.")
+    text_weight: float = Field(default=1.0, description="BM25 weight of the playbook text.")
+    tags_weight: float = Field(default=1.0, description="BM25 weight of the tags.")
+    dense: bool = Field(
+        default=False, description="Also store embeddings (needs the dense extra installed)."
+    )
+    dense_package: str = Field(
+        default=DEFAULT_DENSE_PACKAGE,
+        description="Installed Python package that carries the embedding model.",
+    )
+
+    def settings(self) -> IndexSettings:
+        settings = IndexSettings(**self.model_dump())
+        problems = settings.errors()
+        if problems:
+            raise ConfigError("index settings", None, "; ".join(problems))
         return settings
 
 
@@ -298,47 +524,148 @@ def frozen_gc() -> Iterator[None]:
         gc.unfreeze()
 
 
+CONFIG_CLASSES: dict[str, type[dg.Config]] = {
+    C.ASSET_EVIDENCE_INDEX: CollectConfig,
+    C.ASSET_SCORED_RUNS: ScoringConfig,
+    C.ASSET_EXTRACTED_PLAYBOOKS: PlaybookConfig,
+    C.ASSET_RAG_PLAYBOOKS: ExportConfig,
+    C.ASSET_SFT_DATASET: ExportConfig,
+    C.ASSET_PREFERENCE_PAIRS: ExportConfig,
+    C.ASSET_PLAYBOOK_INDEX: IndexConfig,
+}
+
+
+def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage: str) -> None:
+    """Validate every setting the run will use before the first byte is written.
+
+    Dagster has already refused unknown keys and wrong types; this checks values (thresholds,
+    paths) for all assets selected in the run, so a bad export setting fails the run before
+    collect writes anything.
+    """
+    ops = (context.run.run_config or {}).get("ops", {})
+    selected = set(expected_stages(context))
+    for asset, config_class in CONFIG_CLASSES.items():
+        if C.ASSET_STAGE[asset] not in selected:
+            continue
+        values = (ops.get(asset) or {}).get("config") or {}
+        config = config_class(**values)
+        validate = getattr(config, "settings", None) or config.policy
+        validate()
+        if isinstance(config, ExportConfig):
+            config.eval_path(distill)
+    distill.thresholds()
+    if C.STAGE_COLLECT in selected:
+        distill.source_root()
+    hygienic = [
+        asset
+        for asset, config_class in CONFIG_CLASSES.items()
+        if C.ASSET_STAGE[asset] in selected and issubclass(config_class, HygieneConfig)
+    ]
+    for name in AGREED_HYGIENE:
+        values = {
+            asset: ((ops.get(asset) or {}).get("config") or {}).get(
+                name, HygieneConfig.model_fields[name].default
+            )
+            for asset in hygienic
+        }
+        if len({repr(v) for v in values.values()}) > 1:
+            raise ConfigError(
+                name,
+                values,
+                "must be the same for every asset that publishes rows (set it on each of "
+                + ", ".join(sorted(values))
+                + ")",
+            )
+
+
+def _run_finished(context: dg.AssetExecutionContext) -> Callable[[str], bool]:
+    def finished(run_id: str) -> bool:
+        run = context.instance.get_run_by_id(run_id)
+        return run is not None and run.is_finished
+
+    return finished
+
+
 def run_stage(
     context: dg.AssetExecutionContext,
     distill: DistillResource,
     stage: str,
-    work: Callable[[Path], StageResult],
+    work: Callable[[Path, Path], StageResult],
     settings: dict[str, object] | None = None,
 ) -> dg.MaterializeResult:
-    """Run one stage and account for it: receipt, ledger, drift, summary and metadata."""
+    """Run one stage and account for it: lock, receipt, ledger, drift, summary and metadata.
+
+    ``work(out_root, write_root)`` does the stage; ``write_root`` is the run's version
+    directory for the export and publish stages (see lib/versions.py), else ``out_root``.
+    """
     started = time.perf_counter()
-    out_root = distill.output_root()
-    thresholds = distill.thresholds()
+    run_id = context.run.run_id
     expected = expected_stages(context)
-    try:
-        with frozen_gc():
-            result = work(out_root)
-    except Exception as exc:
-        record_failure(out_root, context.run.run_id, stage, exc, expected)
-        raise
-    if settings:
-        result.extra["settings"] = settings
-    recorded = record_stage(out_root, context.run.run_id, result, started, expected, thresholds)
+    versioned = stage in C.VERSIONED_STAGES
+    with distill.workspace(STAGE_INPUT_GLOBS[stage]) as workspace:
+        out_root = workspace.root
+        try:
+            preflight(context, distill, stage)
+            thresholds = distill.thresholds()
+            with workspace.reports(run_id):
+                taken = acquire(out_root, run_id, _run_finished(context), context.log.warning)
+                if versioned and workspace.remote:
+                    # the run's version is seeded once, under the store's lock
+                    workspace.pull_versions(run_id)
+                    open_version(out_root, run_id)
+                    workspace.push_data()
+            if taken:
+                swept = sweep_temp_files(out_root)
+                if swept:
+                    context.log.warning(f"removed {swept} temporary file(s) left by a killed run")
+        except OutputLocked as exc:
+            # nothing is written: the directory belongs to the run that holds it
+            raise dg.Failure(description=str(exc)) from exc
+        write_root = open_version(out_root, run_id) if versioned else out_root
+        try:
+            with frozen_gc():
+                result = work(out_root, write_root)
+        except Exception as exc:
+            with workspace.reports(run_id):
+                record_failure(out_root, run_id, stage, exc, expected)
+            raise
+        if versioned:
+            result.output_root = version_relroot(run_id)
+        if settings:
+            result.extra["settings"] = settings
+        workspace.push_data()
+        with workspace.reports(run_id):
+            recorded = record_stage(out_root, run_id, result, started, expected, thresholds)
+            if stage == expected[-1]:
+                release(out_root, run_id)
+        receipt_at = workspace.location_of(recorded.receipt_path)
     receipt = recorded.receipt
     stats = receipt.stats
+    for warning in receipt.validation.warnings[:20]:
+        context.log.warning(f"{stage}: {warning}")
+    if len(receipt.validation.warnings) > 20:
+        context.log.warning(f"{stage}: {len(receipt.validation.warnings) - 20} more warning(s)")
     context.log.info(
         f"{stage}: {stats.records_in} in, {stats.records_out} out, {stats.quarantined} "
         f"quarantined, {stats.skipped} skipped; drift {recorded.drift.severity}; "
-        f"receipt {recorded.receipt_path}"
+        f"receipt {receipt_at}"
     )
     broken = [link for link in recorded.summary.chain if not link.ok and link.stage == stage]
     if broken:
         raise dg.Failure(
             description=f"{stage}: chain of custody broken for {len(broken)} input file(s), "
             f"first {broken[0].path}: {broken[0].problem}",
-            metadata={"receipt": str(recorded.receipt_path)},
+            metadata={"receipt": receipt_at},
         )
     if not receipt.validation.passed:
         raise dg.Failure(
             description=f"{stage}: validation failed: " + "; ".join(receipt.validation.errors),
-            metadata={"receipt": str(recorded.receipt_path)},
+            metadata={"receipt": receipt_at},
         )
-    metadata = receipt_metadata(receipt, recorded.receipt_path, recorded.drift.severity)
+    metadata = receipt_metadata(receipt, receipt_at, recorded.drift.severity)
+    schema = column_schema(C.STAGE_ASSET[stage])
+    if schema is not None:
+        metadata[C.MD_COLUMN_SCHEMA] = schema
     if result.partitions:
         metadata[C.MD_PARTITIONS] = f"{result.partitions[0]}..{result.partitions[-1]}"
     drift = recorded.drift
@@ -362,6 +689,27 @@ def run_stage(
     )
 
 
+def column_schema(asset: str) -> dg.TableSchema | None:
+    """The asset's table schema for the UI, from its Pandera model (one definition)."""
+    from distill_assets.lib.schemas import SCHEMAS
+
+    model = SCHEMAS.get(asset)
+    if model is None:
+        return None
+    columns = model.to_schema().columns
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(
+                name=name,
+                type=str(column.dtype),
+                description=column.description,
+                constraints=dg.TableColumnConstraints(nullable=bool(column.nullable)),
+            )
+            for name, column in columns.items()
+        ]
+    )
+
+
 def stage_receipt(out_root: Path, run_id: str, stage: str) -> StageReceipt | None:
     path = out_root / receipt_relpath(run_id, stage)
     return load_receipt(path) if path.exists() else None
@@ -369,7 +717,7 @@ def stage_receipt(out_root: Path, run_id: str, stage: str) -> StageReceipt | Non
 
 def report_check(
     context: dg.AssetCheckExecutionContext,
-    distill: DistillResource,
+    workspace: Workspace,
     asset: str,
     check: str,
     passed: bool,
@@ -380,21 +728,22 @@ def report_check(
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetCheckResult:
     """Record a check's verdict with the run's reports and return it to Dagster."""
-    record_check(
-        distill.output_root(),
-        context.run.run_id,
-        CheckRecord(
-            asset=asset,
-            stage=C.ASSET_STAGE[asset],
-            check=check,
-            passed=passed,
-            severity="ERROR" if severity == dg.AssetCheckSeverity.ERROR else "WARN",
-            blocking=blocking,
-            num_failures=num_failures,
-            description=description,
-        ),
-        expected_stages(context),
-    )
+    with workspace.reports(context.run.run_id):
+        record_check(
+            workspace.root,
+            context.run.run_id,
+            CheckRecord(
+                asset=asset,
+                stage=C.ASSET_STAGE[asset],
+                check=check,
+                passed=passed,
+                severity="ERROR" if severity == dg.AssetCheckSeverity.ERROR else "WARN",
+                blocking=blocking,
+                num_failures=num_failures,
+                description=description,
+            ),
+            expected_stages(context),
+        )
     return dg.AssetCheckResult(
         passed=passed,
         severity=severity,
@@ -403,52 +752,135 @@ def report_check(
     )
 
 
+@contextmanager
 def this_runs_receipt(
-    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
-) -> tuple[Path, StageReceipt]:
-    """The receipt the checked asset wrote in this run (checks verify what this run wrote)."""
-    out_root = distill.output_root()
-    receipt = stage_receipt(out_root, context.run.run_id, C.ASSET_STAGE[asset])
-    if receipt is None:
-        raise dg.Failure(
-            description=f"{asset}: no receipt for stage {C.ASSET_STAGE[asset]} in run "
-            f"{context.run.run_id}; the asset was not materialized in this run"
+    context: dg.AssetCheckExecutionContext,
+    distill: DistillResource,
+    asset: str,
+    reads: Callable[[str], bool],
+) -> Iterator[tuple[Workspace, StageReceipt]]:
+    """The receipt the checked asset wrote in this run, with the files it lists that the check
+    ``reads`` at hand (checks verify what this run wrote)."""
+    stage = C.ASSET_STAGE[asset]
+    with distill.workspace(CHECK_INPUT_GLOBS[stage]) as workspace:
+        receipt = stage_receipt(workspace.root, context.run.run_id, stage)
+        if receipt is None:
+            raise dg.Failure(
+                description=f"{asset}: no receipt for stage {stage} in run "
+                f"{context.run.run_id}; the asset was not materialized in this run"
+            )
+        root = receipt.extra.get("root", "")
+        workspace.pull(
+            [f"{root}/{f.path}" if root else f.path for f in receipt.outputs.files if reads(f.path)]
         )
-    return out_root, receipt
+        yield workspace, receipt
 
 
 def schema_check(
     context: dg.AssetCheckExecutionContext,
     distill: DistillResource,
     asset: str,
-    file_suffix: str,
+    file_suffix: str | tuple[str, ...],
 ) -> dg.AssetCheckResult:
     """Validate every table file the asset wrote in this run against its Pandera model."""
     from distill_assets.lib.schemas import SCHEMAS, validate_jsonl
 
-    out_root, receipt = this_runs_receipt(context, distill, asset)
-    paths = [out_root / f.path for f in receipt.outputs.files if f.path.endswith(file_suffix)]
-    with frozen_gc():
-        outcome = validate_jsonl(SCHEMAS[asset], paths, workers=distill.worker_count())
-    description = (
-        f"{outcome.rows} rows in {len(paths)} file(s) match {SCHEMAS[asset].__name__}"
-        if outcome.passed
-        else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows"
-    )
-    return report_check(
-        context,
-        distill,
-        asset,
-        C.CHECK_SCHEMA,
-        outcome.passed,
-        True,
-        outcome.num_failures,
-        description,
-        {
-            "rows": outcome.rows,
-            "failure_cases": dg.MetadataValue.json(outcome.failure_cases),
-        },
-    )
+    def reads(path: str) -> bool:
+        return path.endswith(file_suffix)
+
+    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
+        root = workspace.root / receipt.extra.get("root", "")
+        paths = [root / f.path for f in receipt.outputs.files if reads(f.path)]
+        with frozen_gc():
+            outcome = validate_jsonl(SCHEMAS[asset], paths, workers=distill.worker_count())
+        description = (
+            f"{outcome.rows} rows in {len(paths)} file(s) match {SCHEMAS[asset].__name__}"
+            if outcome.passed
+            else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows"
+        )
+        return report_check(
+            context,
+            workspace,
+            asset,
+            C.CHECK_SCHEMA,
+            outcome.passed,
+            True,
+            outcome.num_failures,
+            description,
+            {
+                "rows": outcome.rows,
+                "failure_cases": dg.MetadataValue.json(outcome.failure_cases),
+            },
+        )
+
+
+def no_secrets_check(
+    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
+) -> dg.AssetCheckResult:
+    """Every JSONL file the asset wrote in this run (datasets, holdout, quarantine) holds no
+    secret, re-scanned from disk; the metadata names files, rows and types, never text."""
+    from distill_assets.lib.hygiene.verify import verify_no_secrets
+
+    def reads(path: str) -> bool:
+        return path.endswith(".jsonl")
+
+    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
+        root = workspace.root / receipt.extra.get("root", "")
+        paths = [f.path for f in receipt.outputs.files if reads(f.path)]
+        report = verify_no_secrets(root, paths)
+        description = (
+            f"no secret in {report.rows} rows of {len(paths)} file(s)"
+            if report.passed
+            else f"{report.count} row(s) hold a secret ({', '.join(sorted(report.types))})"
+        )
+        return report_check(
+            context,
+            workspace,
+            asset,
+            C.CHECK_NO_SECRETS,
+            report.passed,
+            True,
+            report.count,
+            description,
+            {"rows": report.rows, "violations": dg.MetadataValue.json(report.samples)},
+        )
+
+
+def holdout_check(
+    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
+) -> dg.AssetCheckResult:
+    """No task has rows in both the train file and the holdout file this run wrote."""
+    from distill_assets.lib.hygiene.holdout import verify_disjoint
+
+    stage = C.ASSET_STAGE[asset]
+    wanted = (C.TRAIN_PATHS[stage], C.HOLDOUT_PATHS[stage])
+
+    def reads(path: str) -> bool:
+        return path in wanted
+
+    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
+        root = workspace.root / receipt.extra.get("root", "")
+        report = verify_disjoint(root / C.TRAIN_PATHS[stage], root / C.HOLDOUT_PATHS[stage])
+        description = (
+            f"{report.train_rows} train and {report.holdout_rows} holdout rows share no task"
+            if report.passed
+            else f"{report.count} task(s) on both sides"
+        )
+        return report_check(
+            context,
+            workspace,
+            asset,
+            C.CHECK_HOLDOUT_DISJOINT,
+            report.passed,
+            True,
+            report.count,
+            description,
+            {
+                "train_rows": report.train_rows,
+                "holdout_rows": report.holdout_rows,
+                "shared_tasks": dg.MetadataValue.json(report.shared_tasks),
+            },
+        )
 
 
 def conservation_check(
@@ -458,45 +890,68 @@ def conservation_check(
     record left out, re-counted from the files on disk."""
     from distill_assets.lib.io import count_lines
 
-    out_root, receipt = this_runs_receipt(context, distill, asset)
-    stats = receipt.stats
-    problems = []
-    accounted = stats.records_out + stats.quarantined + stats.skipped
-    if stats.records_in != accounted:
-        problems.append(f"{stats.records_in} in != {accounted} out+quarantined+skipped")
-    quarantine_files = [
-        f
-        for f in receipt.outputs.files
-        if f.path.endswith("quarantine.jsonl") and not f.path.startswith(C.QUARANTINE_DIR)
-    ] or [f for f in receipt.outputs.files if f.path.startswith(C.QUARANTINE_DIR)]
-    run_rows = 0
-    for entry in quarantine_files:
-        on_disk = count_lines(out_root / entry.path)
-        if on_disk != entry.record_count:
+    def reads(path: str) -> bool:
+        return path.endswith("quarantine.jsonl") or path.startswith(C.QUARANTINE_DIR)
+
+    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
+        stats = receipt.stats
+        problems = []
+        accounted = stats.records_out + stats.quarantined + stats.skipped
+        if stats.records_in != accounted:
+            problems.append(f"{stats.records_in} in != {accounted} out+quarantined+skipped")
+        quarantine_files = [
+            f
+            for f in receipt.outputs.files
+            if f.path.endswith("quarantine.jsonl") and not f.path.startswith(C.QUARANTINE_DIR)
+        ] or [f for f in receipt.outputs.files if f.path.startswith(C.QUARANTINE_DIR)]
+        run_rows = 0
+        root = workspace.root / receipt.extra.get("root", "")
+        for entry in quarantine_files:
+            on_disk = count_lines(root / entry.path)
+            if on_disk != entry.record_count:
+                problems.append(
+                    f"{entry.path}: {on_disk} lines on disk, receipt says {entry.record_count}"
+                )
+            run_rows += on_disk
+        pair_rows = int(receipt.extra.get("pairs_quarantined", 0))
+        if run_rows - pair_rows != stats.quarantined + stats.skipped:
             problems.append(
-                f"{entry.path}: {on_disk} lines on disk, receipt says {entry.record_count}"
+                f"quarantine files hold {run_rows - pair_rows} record rows, receipt counts "
+                f"{stats.quarantined + stats.skipped} left out"
             )
-        run_rows += on_disk
-    pair_rows = int(receipt.extra.get("pairs_quarantined", 0))
-    if run_rows - pair_rows != stats.quarantined + stats.skipped:
-        problems.append(
-            f"quarantine files hold {run_rows - pair_rows} record rows, receipt counts "
-            f"{stats.quarantined + stats.skipped} left out"
+        passed = not problems
+        return report_check(
+            context,
+            workspace,
+            asset,
+            C.CHECK_CONSERVATION,
+            passed,
+            True,
+            len(problems),
+            "records in = out + quarantined + skipped" if passed else "; ".join(problems),
+            {
+                "records_in": stats.records_in,
+                "records_out": stats.records_out,
+                "quarantined": stats.quarantined,
+                "skipped": stats.skipped,
+            },
         )
-    passed = not problems
-    return report_check(
-        context,
-        distill,
-        asset,
-        C.CHECK_CONSERVATION,
-        passed,
-        True,
-        len(problems),
-        "records in = out + quarantined + skipped" if passed else "; ".join(problems),
-        {
-            "records_in": stats.records_in,
-            "records_out": stats.records_out,
-            "quarantined": stats.quarantined,
-            "skipped": stats.skipped,
-        },
-    )
+
+
+def hygiene_checks(asset: str, holdout: bool) -> list[dg.AssetChecksDefinition]:
+    """The blocking ``no_secrets`` (and, for datasets, ``holdout_disjoint``) checks of an asset."""
+
+    @dg.asset_check(asset=asset, name=C.CHECK_NO_SECRETS, blocking=True)
+    def no_secrets(context, distill: DistillResource):  # annotations are strings here
+        """No file the asset wrote holds a secret (re-scanned from disk)."""
+        return no_secrets_check(context, distill, asset)
+
+    if not holdout:
+        return [no_secrets]
+
+    @dg.asset_check(asset=asset, name=C.CHECK_HOLDOUT_DISJOINT, blocking=True)
+    def holdout_disjoint(context, distill: DistillResource):
+        """No task has rows in both the train and the holdout file."""
+        return holdout_check(context, distill, asset)
+
+    return [no_secrets, holdout_disjoint]

@@ -15,7 +15,10 @@ from distill_assets.lib.synth import SynthSpec, synthesize
 from distill_assets.orchestration import PER_DAY, SINGLE_RUN, ConfigError, DistillResource
 
 DATASET_DIRS = (C.EXPORTS_DIR, C.EVIDENCE_DIR, C.SCORED_DIR)
-EXPORT_ASSETS = (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS)
+# everything downstream of the daily assets (extraction, exports, index, publish)
+UNPARTITIONED = tuple(
+    asset for asset in C.ASSET_STAGE if asset not in (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS)
+)
 
 
 def _datasets(root: Path) -> dict[str, str]:
@@ -86,11 +89,14 @@ def test_single_run_and_per_day_write_the_same_datasets(tmp_path: Path, corpus) 
         for asset in (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS):
             for day in days:
                 _run(definitions, instance, source, per_day, [asset], partition_key=str(day))
-        _run(definitions, instance, source, per_day, list(EXPORT_ASSETS))
+        _run(definitions, instance, source, per_day, list(UNPARTITIONED))
         assert len(instance.get_runs()) == 2 * len(days) + 1
 
     expected = _datasets(single)
     assert any(path.startswith("evidence/undated/") for path in expected)
+    # the published datasets (through the ``exports`` link), their holdouts and quarantines
+    for rel in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH, *C.HOLDOUT_PATHS.values()):
+        assert rel in expected
     assert sum(path.endswith("/records.jsonl") for path in expected) == len(days)
     assert _datasets(per_day) == expected
 
@@ -101,12 +107,13 @@ def test_backfill_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.delenv(C.ENV_BACKFILL, raising=False)
     assert policies()[C.ASSET_EVIDENCE_INDEX] == SINGLE_RUN
+    checks = len(defs().asset_checks)
     monkeypatch.setenv(C.ENV_BACKFILL, "per_day")
     found = policies()
     assert found[C.ASSET_EVIDENCE_INDEX] == PER_DAY
     assert found[C.ASSET_SCORED_RUNS] == PER_DAY
     assert found[C.ASSET_SFT_DATASET] == SINGLE_RUN  # not partitioned
-    assert len(defs().asset_checks) == 13
+    assert len(defs().asset_checks) == checks  # the checks stay
     monkeypatch.setenv(C.ENV_BACKFILL, "weekly")
     with pytest.raises(ConfigError, match="DISTILL_BACKFILL"):
         defs()

@@ -12,7 +12,12 @@ def test_per_day_steps_collect_every_day_before_scoring_any() -> None:
     assert steps == [
         *(["--select", C.ASSET_EVIDENCE_INDEX, "--partition", day] for day in days),
         *(["--select", C.ASSET_SCORED_RUNS, "--partition", day] for day in days),
-        ["--select", "rag_playbooks,sft_dataset,preference_pairs"],
+        # then every unpartitioned asset, in one run
+        [
+            "--select",
+            "extracted_playbooks,rag_playbooks,sft_dataset,preference_pairs,review_queue,"
+            "playbook_index,dataset_manifest",
+        ],
     ]
 
 

@@ -34,6 +34,12 @@ def _review(run_id: str, at: str) -> bytes:
     )
 
 
+KEY = "sk-ant-api03-" + "Q7vX2pL9mK4rT8wZ3nB6yH1cF5dJ0sG2aE7uI9oP"
+# a key in an answer is redacted; a key in an identifier quarantines the record
+SCRUBBED = _run("r-scrubbed", "2024-05-03T08:00:00Z", f"Use {KEY} to call the API.")
+HELD = _run(f"r-{KEY}", "2024-05-03T09:00:00Z")
+
+
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("src")
@@ -48,6 +54,8 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 b"",
                 _review("r1", "2024-05-02T01:00:00+02:00"),
                 _run("r2", "2024-05-02T11:30:00.250000Z"),
+                SCRUBBED,
+                HELD,
             ]
         )
         + b"\n"
@@ -61,6 +69,8 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 b"[1,2]",
                 _run("r3", "2024-05-02T13:00:00Z"),
                 shared,
+                HELD,  # duplicates of records of a.jsonl: skipped, whatever their secrets
+                SCRUBBED,
             ]
         )
     )
@@ -89,7 +99,8 @@ MODES = {
 def test_duplicates_across_files_are_skipped_in_line_order(tmp_path: Path, sources: Path) -> None:
     out = tmp_path / "out"
     result = collect(list_source_files(sources), out, None, ParseSettings(), workers=1)
-    assert result.tally.reasons[C.R_DUPLICATE] == 3
+    # three copies of r-shared on 2024-05-02, and b.jsonl's copies of HELD and SCRUBBED
+    assert result.tally.reasons[C.R_DUPLICATE] == 5
     assert result.tally.records_in == result.tally.records_out + result.tally.skipped + (
         result.tally.quarantined
     )
@@ -170,3 +181,31 @@ def test_a_duplicate_is_found_after_its_day_left_memory(tmp_path: Path) -> None:
     assert result.tally.reasons[C.R_DUPLICATE] == 1
     assert result.tally.records_out == 2
     assert not (tmp_path / "out" / C.SCRATCH_DIR).exists()
+
+
+def test_secrets_are_scrubbed_once_and_duplicates_of_held_records_skipped(
+    tmp_path: Path, sources: Path
+) -> None:
+    out = tmp_path / "out"
+    result = collect(list_source_files(sources), out, None, ParseSettings(), workers=1)
+    day = layout.day_from_key("2024-05-03")
+    rows = [
+        orjson.loads(raw)
+        for raw in (out / layout.evidence_quarantine(day)).read_bytes().splitlines()
+    ]
+    assert [(r["source_path"], r["line"], r["reasons"], r["run_id"]) for r in rows] == [
+        ("a.jsonl", 9, [C.R_SECRET_DETECTED], None),
+        ("b.jsonl", 6, [C.R_DUPLICATE], None),  # the held record's id is never written
+        ("b.jsonl", 7, [C.R_DUPLICATE], "r-scrubbed"),
+    ]
+    records = (out / layout.evidence_records(day)).read_bytes()
+    assert (
+        KEY.encode() not in records
+        and KEY.encode() not in (out / layout.evidence_index(day)).read_bytes()
+    )
+    kept = [orjson.loads(raw) for raw in records.splitlines()]
+    assert [r["run_id"] for r in kept] == ["r-scrubbed"]
+    assert [f["field"] for f in kept[0]["secrets"]] == ["instruction"]
+    # each record counted once (a duplicate is not scanned again)
+    assert sum(result.extra["secrets"].values()) == 2
+    assert result.tally.reasons[C.R_SECRET_DETECTED] == 1

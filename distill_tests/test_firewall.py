@@ -1,4 +1,4 @@
-"""The firewall checks catch rows that break it, looking runs up by digest."""
+"""The firewall checks catch rows that break it, on a synthetic corpus."""
 
 from __future__ import annotations
 
@@ -18,12 +18,15 @@ from distill_assets.lib.exports import (
     export_sft,
     scored_files,
 )
+from distill_assets.lib.extraction import extract_playbooks
 from distill_assets.lib.firewall import (
     scored_lookup,
+    verify_pair_rules,
     verify_preference,
     verify_rag,
     verify_sft,
 )
+from distill_assets.lib.playbooks import PlaybookSettings
 from distill_assets.lib.scoring import ScoringPolicy, score
 from distill_assets.lib.synth import SynthSpec, synthesize
 
@@ -36,9 +39,9 @@ def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = collect(list_source_files(base / "src"), out, None, ParseSettings())
     days = [d for d in result.extra["per_partition"] if d != C.UNDATED_BUCKET]
     score(out, [date.fromisoformat(d) for d in days], ScoringPolicy())
-    for export in (export_rag, export_sft):
-        export(out, ExportSettings())
-    export_preference(out, ExportSettings())
+    assert extract_playbooks(out, PlaybookSettings()).errors == []
+    for export in (export_rag, export_sft, export_preference):
+        assert export(out, ExportSettings()).errors == []
     return out
 
 
@@ -55,7 +58,8 @@ def _rewrite(path: Path, rows: list[dict]) -> None:
 
 def test_clean_exports_pass(out: Path) -> None:
     settings = ExportSettings()
-    for report in (verify_sft(out, settings), verify_rag(out), verify_preference(out, settings)):
+    for verify in (verify_sft, verify_rag, verify_preference, verify_pair_rules):
+        report = verify(out, settings)
         assert report.rows > 0 and report.passed, report.violations
 
 
@@ -63,13 +67,19 @@ def test_lookup_knows_every_scored_run(out: Path) -> None:
     scored = _scored(out)
     lookup = scored_lookup(out)
     assert len(lookup) == len(scored)
-    known = lookup.get_many([row["run_id"] for row in scored] + ["no-such-run", None, ""])
-    for row, found in zip(scored, known, strict=False):
-        assert found is not None
+    for row in scored:
+        found = lookup[row["run_id"]]
         assert found.quality == row["quality_score"] and found.score == row["score"]
-        assert found.same_task(row["task_id"]) and not found.same_task(row["task_id"] + "x")
-    assert known[-3:] == [None, None, None]
+        assert found.task_id == row["task_id"]
     assert scored_lookup(out) is lookup  # reused while the scored files stay the same
+    path = out / scored_files(out)[0]
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original.split(b"\n", 1)[1])  # one run fewer: built again
+        assert len(scored_lookup(out)) == len(scored) - 1
+    finally:
+        path.write_bytes(original)
+    assert len(scored_lookup(out)) == len(scored)
 
 
 def test_broken_rows_are_caught(out: Path, tmp_path: Path) -> None:
@@ -108,7 +118,7 @@ def test_broken_rows_are_caught(out: Path, tmp_path: Path) -> None:
     rows[0]["task_id"] = review["task_id"]
     try:
         _rewrite(rag_path, rows)
-        report = verify_rag(out)
+        report = verify_rag(out, ExportSettings())
     finally:
         rag_path.write_bytes(original)
     assert [(v["row"], v["rule"]) for v in report.violations] == [(1, "untrusted_run_in_rag")]
@@ -122,7 +132,7 @@ def test_broken_rows_are_caught(out: Path, tmp_path: Path) -> None:
     rows[1]["rejected_run_id"] = elsewhere["run_id"]
     try:
         _rewrite(pref_path, rows)
-        report = verify_preference(out, ExportSettings())
+        report = verify_pair_rules(out, ExportSettings())
     finally:
         pref_path.write_bytes(original)
     found = {(v["row"], v["rule"]) for v in report.violations}

@@ -56,8 +56,10 @@ class StageResult:
     warnings: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
     partitions: list[str] | None = None
-    # records each input file contributed (path -> producer run id), for the chain of custody
-    input_producers: dict[str, str | None] = field(default_factory=dict)
+    # where, under the output directory, the inputs were read and the outputs written: "" for
+    # the directory itself, ".versions/<run_id>" for a run's staged exports
+    input_root: str = ""
+    output_root: str = ""
 
 
 def conservation_errors(tally: Tally) -> list[str]:

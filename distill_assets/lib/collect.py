@@ -21,13 +21,13 @@ import io
 import os
 import shutil
 import tempfile
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -42,9 +42,14 @@ from distill_assets.lib.evidence import (
     parse_line,
     strip_line,
     text_hash,
+    validate_object,
 )
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, concat_files, sha256_file
+from distill_assets.lib.hygiene.secrets import Finding, safe_identifier, scrub_record
+from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, sha256_file
 from distill_assets.lib.parallel import process_pool
+
+if TYPE_CHECKING:
+    from distill_assets.lib.importers.base import ImportBatch
 
 
 @dataclass(frozen=True)
@@ -57,8 +62,8 @@ class SourceFile:
     problem: str | None = None
 
 
-def list_source_files(root: Path, prefix: str = "") -> list[SourceFile]:
-    """Every ``*.jsonl`` under ``root``, recursively, in path order.
+def list_source_files(root: Path, prefix: str = "", suffix: str = ".jsonl") -> list[SourceFile]:
+    """Every ``*.jsonl`` (or ``*<suffix>``) under ``root``, recursively, in path order.
 
     Symbolic links are followed only while they stay inside ``root``; a link that leads out is
     reported with reason ``outside_source_dir`` rather than read.
@@ -78,7 +83,7 @@ def list_source_files(root: Path, prefix: str = "") -> list[SourceFile]:
         seen_dirs.add(real_dir)
         dirnames.sort()
         for name in filenames:
-            if not name.endswith(".jsonl"):
+            if not name.endswith(suffix):
                 continue
             path = current / name
             rel = prefix + path.relative_to(root).as_posix()
@@ -156,29 +161,46 @@ def _partial_signals(obj: dict[str, Any]) -> dict[str, float] | None:
     kept = {
         str(name): float(value)
         for name, value in signals.items()
-        if isinstance(value, int | float) and not isinstance(value, bool)
+        if isinstance(value, int | float)  # a bool counts as 1.0 / 0.0
     }
     return kept or None
 
 
-def _records_line(record: Record, source: SourceFile, line: int, sha: str) -> bytes:
-    head = {
+def _records_line(
+    record: Record,
+    source_path: str,
+    line: int | None,
+    sha: str,
+    imported: tuple[str, int] | None = None,
+    findings: list[Finding] | None = None,
+) -> bytes:
+    head: dict[str, Any] = {
         "evidence_id": record.evidence_id,
         "kind": record.kind,
         "run_id": record.run_id,
         "task_id": record.obj.get("task_id") if record.kind == C.KIND_RUN else None,
         "created_at": record.created_at,
-        "source_path": source.relpath,
+        "source_path": source_path,
         "line": line,
         "source_sha256": sha,
     }
+    if imported is not None:
+        # an imported object's provenance: the importer, and the record number in source_path
+        head["importer"], head["source_record"] = imported
+    if findings:
+        # what was redacted in this record (type, field, preview; never the secret)
+        head["secrets"] = [finding.as_dict() for finding in findings]
     return orjson.dumps(head)[:-1] + b',"record":' + record.canonical + b"}\n"
 
 
 def _quarantine_row(
-    rejected: Rejected, source_path: str, line: int | None, size: int | None
+    rejected: Rejected,
+    source_path: str,
+    line: int | None,
+    size: int | None,
+    detail: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    row = {
         "stage": C.STAGE_COLLECT,
         "disposition": rejected.disposition,
         "reasons": list(rejected.reasons),
@@ -186,9 +208,13 @@ def _quarantine_row(
         "line": line,
         "bytes": size,
         "kind": rejected.kind,
-        "run_id": rejected.run_id,
+        "run_id": safe_identifier(rejected.run_id),
         "evidence_id": rejected.evidence_id,
     }
+    if detail is not None:
+        # import problems say what is wrong with the file (never its content)
+        row["detail"] = detail
+    return row
 
 
 _OUT_OF_RANGE = frozenset({C.R_FUTURE_TIMESTAMP, C.R_TIMESTAMP_OUT_OF_RANGE})
@@ -213,7 +239,9 @@ class DayPart:
     """What a stretch of one source file contributes to one day bucket, in line order.
 
     Kept records and left-out lines carry sequence numbers, so a record that turns out to
-    duplicate one from an earlier file can be put back among the left-out lines in order.
+    duplicate one from an earlier file can be put back among the left-out lines in order. A
+    record whose identifier holds a secret is ``held``: quarantined (``secret_detected``) unless
+    it duplicates a record of an earlier file, which only the writer knows.
     """
 
     records: list[bytes] = field(default_factory=list)  # joined into ``data`` when handed over
@@ -223,7 +251,15 @@ class DayPart:
     index_tails: list[bytes] = field(default_factory=list)  # index line after its offset
     digests: list[bytes] = field(default_factory=list)
     keep_seq: list[int] = field(default_factory=list)
-    keep_meta: list[tuple[str, str, int, int]] = field(default_factory=list)
+    # (kind, run_id, line, size, source path) of each kept record
+    keep_meta: list[tuple[str, str, int | None, int | None, str]] = field(default_factory=list)
+    # secret types found in a kept record (by its position among the kept ones)
+    keep_secrets: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    held_digests: list[bytes] = field(default_factory=list)
+    held_seq: list[int] = field(default_factory=list)
+    # (kind, run_id, line, size, source path) of each held record
+    held_meta: list[tuple[str, str, int | None, int | None, str]] = field(default_factory=list)
+    held_secrets: list[tuple[str, ...]] = field(default_factory=list)
     quarantine: list[bytes] = field(default_factory=list)
     quarantine_seq: list[int] = field(default_factory=list)
     size: int = 0
@@ -270,36 +306,63 @@ class _Scanner:
         return part
 
     def leave(
-        self, day: date | None, rejected: Rejected, line: int | None, size: int | None
+        self,
+        day: date | None,
+        rejected: Rejected,
+        line: int | None,
+        size: int | None,
+        relpath: str | None = None,
+        detail: str | None = None,
     ) -> None:
         part = self._part(day)
         if part is None:
             return
         part.tally.records_in += 1
         part.tally.leave_out(rejected.disposition, rejected.reasons)
-        row = _quarantine_row(rejected, self.source.relpath, line, size)
+        row = _quarantine_row(rejected, relpath or self.source.relpath, line, size, detail)
         part.quarantine.append(orjson.dumps(row) + b"\n")
         part.quarantine_seq.append(part.seq)
         part.seq += 1
 
-    def keep(self, record: Record, line: int, size: int) -> None:
+    def keep(
+        self,
+        record: Record,
+        line: int | None,
+        size: int | None,
+        relpath: str | None = None,
+        sha: str | None = None,
+        imported: tuple[str, int] | None = None,
+    ) -> None:
         day = record.day
         part = self._part(day)
         if part is None:
             return
+        relpath = relpath or self.source.relpath
         digest = bytes.fromhex(record.evidence_id)
         seen = self.seen.get(day)
         if seen is None:
             seen = self.seen[day] = set()
         if digest in seen:
-            self.leave(day, _duplicate(record), line, size)
+            self.leave(day, _duplicate(record), line, size, relpath)
             return
         seen.add(digest)
+        # the evidence store never holds a secret: it keeps the record with placeholders
+        scrubbed, findings = scrub_record(record)
+        if scrubbed is None:
+            part.held_digests.append(digest)
+            part.held_seq.append(part.seq)
+            part.held_meta.append((record.kind, record.run_id, line, size, relpath))
+            part.held_secrets.append(tuple(finding.type for finding in findings))
+            part.seq += 1
+            return
+        if findings:
+            part.keep_secrets[len(part.digests)] = tuple(finding.type for finding in findings)
+        record = scrubbed
         tally = part.tally
         tally.records_in += 1
         tally.records_out += 1
         tally.accepted += 1
-        rec = _records_line(record, self.source, line, self.sha)
+        rec = _records_line(record, relpath, line, sha or self.sha, imported, findings)
         part.offsets.append(part.size)
         part.size += len(rec)
         part.records.append(rec)
@@ -309,7 +372,7 @@ class _Scanner:
         part.index_tails.append(index_line[cut + len(_OFFSET_KEY) :] + b"\n")
         part.digests.append(digest)
         part.keep_seq.append(part.seq)
-        part.keep_meta.append((record.kind, record.run_id, line, size))
+        part.keep_meta.append((record.kind, record.run_id, line, size, relpath))
         part.seq += 1
 
     def scan(self, number: int, raw: bytes) -> None:
@@ -357,6 +420,10 @@ class _Scanner:
         self.pending.clear()
         if size == 0:
             self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_EMPTY_FILE,)), None, 0)
+
+
+def _duplicate_of(kind: str, run_id: str, digest: bytes) -> Rejected:
+    return Rejected(C.DISPOSITION_SKIPPED, (C.R_DUPLICATE,), None, kind, run_id, digest.hex())
 
 
 def _duplicate(record: Record) -> Rejected:
@@ -507,6 +574,9 @@ class Collector:
         self.buckets: dict[date | None, _Bucket] = {}
         self.inputs: list[WrittenFile] = []
         self.seen = _SeenTables(out_root, resident_days)
+        self.warnings: list[str] = []
+        self.imports: list[dict[str, Any]] = []
+        self.secrets: Counter[str] = Counter()
 
     def _bucket(self, day: date | None) -> _Bucket:
         bucket = self.buckets.get(day)
@@ -529,14 +599,20 @@ class Collector:
         """Write one stretch of a scanned file into the day buckets."""
         for day, part in scan.parts.items():
             bucket = self._bucket(day)
-            self._apply_part(bucket, self.seen.use(day, bucket, self.buckets), part, scan.relpath)
+            self._apply_part(bucket, self.seen.use(day, bucket, self.buckets), part)
         if scan.info is not None:
             self.inputs.append(scan.info)
 
-    def _apply_part(self, bucket: _Bucket, seen: DigestTable, part: DayPart, relpath: str) -> None:
-        dup_at = [i for i, at in enumerate(seen.find(part.digests)) if at >= 0]
-        if not dup_at:
-            kept = range(len(part.offsets))
+    def _apply_part(self, bucket: _Bucket, seen: DigestTable, part: DayPart) -> None:
+        count = len(part.digests)
+        found = seen.find(part.digests + part.held_digests)
+        dup_at = [i for i, at in enumerate(found[:count]) if at >= 0]
+        held_dup = [at >= 0 for at in found[count:]]
+        for i, types in part.keep_secrets.items():
+            if found[i] < 0:
+                self.secrets.update(types)
+        if not dup_at and not part.held_digests:
+            kept: list[int] | range = range(count)
             records_data = part.data
             offsets = part.offsets
             quarantine_data = b"".join(part.quarantine)
@@ -546,37 +622,57 @@ class Collector:
             # records already seen in an earlier file: skipped as duplicates, in line order
             dups = set(dup_at)
             ends = [*part.offsets[1:], len(part.data)]
-            kept = [i for i in range(len(part.offsets)) if i not in dups]
+            kept = [i for i in range(count) if i not in dups]
             lines = [part.data[part.offsets[i] : ends[i]] for i in kept]
             records_data = b"".join(lines)
             offsets, position = [], 0
             for line in lines:
                 offsets.append(position)
                 position += len(line)
-            rows = list(zip(part.quarantine_seq, part.quarantine, strict=True))
+            rows: list[tuple[int, bytes | dict[str, Any]]] = list(
+                zip(part.quarantine_seq, part.quarantine, strict=True)
+            )
+            tally = part.tally
             for i in dup_at:
-                kind, run_id, line, size = part.keep_meta[i]
-                rejected = Rejected(
-                    C.DISPOSITION_SKIPPED,
-                    (C.R_DUPLICATE,),
-                    None,
-                    kind,
-                    run_id,
-                    part.digests[i].hex(),
-                )
-                row = _quarantine_row(rejected, relpath, line, size)
-                rows.append((part.keep_seq[i], row))
+                kind, run_id, line, size, relpath = part.keep_meta[i]
+                rejected = _duplicate_of(kind, run_id, part.digests[i])
+                rows.append((part.keep_seq[i], _quarantine_row(rejected, relpath, line, size)))
+            tally.records_out -= len(dup_at)
+            tally.accepted -= len(dup_at)
+            tally.skipped += len(dup_at)
+            tally.reasons[C.R_DUPLICATE] += len(dup_at)
+            # records whose identifier holds a secret: quarantined, unless seen before
+            for j, duplicate in enumerate(held_dup):
+                kind, run_id, line, size, relpath = part.held_meta[j]
+                evidence_id = part.held_digests[j].hex()
+                if duplicate:
+                    rejected = _duplicate_of(kind, run_id, part.held_digests[j])
+                else:
+                    self.secrets.update(part.held_secrets[j])
+                    rejected = Rejected(
+                        C.DISPOSITION_QUARANTINED,
+                        (C.R_SECRET_DETECTED,),
+                        None,
+                        kind,
+                        None,
+                        evidence_id,
+                    )
+                tally.records_in += 1
+                tally.leave_out(rejected.disposition, rejected.reasons)
+                rows.append((part.held_seq[j], _quarantine_row(rejected, relpath, line, size)))
             rows.sort(key=lambda item: item[0])
             quarantine_data = b"".join(
                 row if isinstance(row, bytes) else orjson.dumps(row) + b"\n" for _, row in rows
             )
             quarantine_rows = len(rows)
-            tally = part.tally
-            tally.records_out -= len(dup_at)
-            tally.accepted -= len(dup_at)
-            tally.skipped += len(dup_at)
-            tally.reasons[C.R_DUPLICATE] += len(dup_at)
             bucket.tally.merge(tally)
+            seen.add(
+                [
+                    d
+                    for d, duplicate in zip(part.held_digests, held_dup, strict=True)
+                    if not duplicate
+                ]
+            )
         if kept:
             assert bucket.records is not None and bucket.index is not None
             base = bucket.records.position
@@ -592,6 +688,32 @@ class Collector:
             seen.add([part.digests[i] for i in kept])
         if quarantine_rows:
             bucket.quarantine.write_block(quarantine_data, quarantine_rows)
+
+    def read_imported(self, batch: ImportBatch) -> None:
+        """Account for one import source exactly like source lines: every object is validated
+        as evidence format v1, bucketed by its own day, deduplicated, and kept with provenance
+        (the original file and record number) or left out with reasons; every file or record
+        the importer could not use is left out with its reason and a message saying why."""
+        name = f"import:{batch.spec.name}"
+        scanner = _Scanner(SourceFile(Path(), name, Path()), "", self.days, self.settings)
+        for failure in batch.failures:
+            rejected = Rejected(failure.disposition, (failure.reason,), failure.day)
+            scanner.leave(failure.day, rejected, None, None, failure.path, failure.message)
+            if failure.disposition == C.DISPOSITION_SKIPPED:
+                self.warnings.append(failure.message)
+        self.warnings.extend(batch.warnings)
+        settings = self.settings
+        for item in batch.objects:
+            origin = item.origin
+            parsed = validate_object(item.obj, settings)
+            if isinstance(parsed, Record):
+                imported = (batch.spec.kind, origin.record)
+                scanner.keep(parsed, origin.line, None, origin.path, origin.sha256, imported)
+            else:
+                scanner.leave(parsed.day, parsed, origin.line, None, origin.path)
+        self.apply(FileScan(name, scanner.take()))
+        self.inputs.extend(batch.files)
+        self.imports.append(batch.summary())
 
     def finish(self) -> StageResult:
         """Write every bucket (empty files for asked-for days without data) and account."""
@@ -615,9 +737,12 @@ class Collector:
                 "skipped": bucket.tally.skipped,
             }
         self.seen.close()
-        outputs.append(merge_quarantine(self.out_root))
         result = StageResult(C.STAGE_COLLECT, self.inputs, outputs, total)
+        result.warnings.extend(self.warnings)
+        if self.imports:
+            result.extra["imports"] = self.imports
         result.extra["rows"] = total.records_out
+        result.extra["secrets"] = dict(sorted(self.secrets.items()))
         result.errors.extend(conservation_errors(total))
         result.extra["per_partition"] = per_day
         if self.days is not None:
@@ -630,16 +755,6 @@ class Collector:
             for writer in (bucket.records, bucket.index, bucket.quarantine):
                 if writer is not None:
                     writer.abort()
-
-
-def merge_quarantine(out_root: Path) -> WrittenFile:
-    """Rebuild exports/quarantine/collect.jsonl from every bucket's part on disk."""
-    parts = [layout.evidence_quarantine(None)] + [
-        layout.evidence_quarantine(day)
-        for day in layout.days_on_disk(out_root, C.EVIDENCE_DIR, C.PART_QUARANTINE_FILE)
-    ]
-    existing = [part for part in parts if (out_root / part).exists()]
-    return concat_files(out_root, existing, C.quarantine_path(C.STAGE_COLLECT))
 
 
 def _scans(
@@ -706,12 +821,13 @@ def collect(
     out_root: Path,
     days: Iterable[date] | None,
     settings: ParseSettings,
+    imported: Iterable[ImportBatch] = (),
     workers: int = 1,
     whole_file_bytes: int = WHOLE_FILE_BYTES,
     pool_min_bytes: int = POOL_MIN_BYTES,
     resident_days: int = RESIDENT_DAYS,
 ) -> StageResult:
-    """Read ``sources`` and write the evidence buckets of ``days`` (all days when None).
+    """Read ``sources`` and ``imported`` batches; write the buckets of ``days`` (all when None).
 
     With ``workers`` > 1 and at least ``pool_min_bytes`` in files no larger than
     ``whole_file_bytes``, those files are scanned in worker processes; the bytes written are
@@ -723,6 +839,8 @@ def collect(
     try:
         for scan in scans:
             collector.apply(scan)
+        for batch in imported:
+            collector.read_imported(batch)
         return collector.finish()
     except BaseException:
         scans.close()

@@ -12,41 +12,87 @@ EVIDENCE_FORMAT_VERSION: Final = 1
 RECEIPT_SCHEMA_VERSION: Final = 1
 SUMMARY_SCHEMA_VERSION: Final = 1
 DRIFT_SCHEMA_VERSION: Final = 1
+INDEX_SCHEMA_VERSION: Final = 1
 
 # --- stages -------------------------------------------------------------------------------
 STAGE_COLLECT: Final = "collect"
 STAGE_SCORE: Final = "score"
+STAGE_EXTRACT_PLAYBOOKS: Final = "extract-playbooks"
 STAGE_EXPORT_RAG: Final = "export-rag"
 STAGE_EXPORT_SFT: Final = "export-sft"
 STAGE_EXPORT_PREFERENCE: Final = "export-preference"
+STAGE_EXPORT_REVIEW: Final = "export-review"
+STAGE_INDEX: Final = "index"
+STAGE_PUBLISH: Final = "publish"
 STAGES: Final = (
     STAGE_COLLECT,
     STAGE_SCORE,
+    STAGE_EXTRACT_PLAYBOOKS,
     STAGE_EXPORT_RAG,
     STAGE_EXPORT_SFT,
     STAGE_EXPORT_PREFERENCE,
+    STAGE_EXPORT_REVIEW,
+    STAGE_INDEX,
+    STAGE_PUBLISH,
 )
+# the stages writing training datasets (train and holdout files)
+DATASET_STAGES: Final = (STAGE_EXPORT_RAG, STAGE_EXPORT_SFT, STAGE_EXPORT_PREFERENCE)
+# the exports of scored runs (the review queue is one: it is published with the datasets)
+EXPORT_STAGES: Final = (*DATASET_STAGES, STAGE_EXPORT_REVIEW)
+# stages that write into the run's version directory and are published together
+VERSIONED_STAGES: Final = (
+    STAGE_EXTRACT_PLAYBOOKS,
+    *EXPORT_STAGES,
+    STAGE_INDEX,
+    STAGE_PUBLISH,
+)
+# stages whose quarantine file is published with the datasets
+PUBLISHED_QUARANTINES: Final = (STAGE_EXTRACT_PLAYBOOKS, *EXPORT_STAGES, STAGE_INDEX)
 # upstream stage of each stage: the chain of custody the run summary verifies
 STAGE_UPSTREAM: Final = {
     STAGE_COLLECT: None,
     STAGE_SCORE: STAGE_COLLECT,
-    STAGE_EXPORT_RAG: STAGE_SCORE,
+    STAGE_EXTRACT_PLAYBOOKS: STAGE_SCORE,
+    STAGE_EXPORT_RAG: STAGE_EXTRACT_PLAYBOOKS,
     STAGE_EXPORT_SFT: STAGE_SCORE,
     STAGE_EXPORT_PREFERENCE: STAGE_SCORE,
+    STAGE_EXPORT_REVIEW: STAGE_SCORE,
+    STAGE_INDEX: STAGE_EXPORT_RAG,
+    STAGE_PUBLISH: STAGE_EXPORT_PREFERENCE,
+}
+# every stage a stage reads from (the publish stage reads all the exports and the index)
+STAGE_READS: Final = {
+    STAGE_COLLECT: (),
+    STAGE_SCORE: (STAGE_COLLECT,),
+    STAGE_EXTRACT_PLAYBOOKS: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_EXPORT_RAG: (STAGE_EXTRACT_PLAYBOOKS,),
+    STAGE_EXPORT_SFT: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_EXPORT_PREFERENCE: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_EXPORT_REVIEW: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_INDEX: (STAGE_EXPORT_RAG,),
+    STAGE_PUBLISH: (STAGE_EXTRACT_PLAYBOOKS, *EXPORT_STAGES, STAGE_INDEX),
 }
 
 # --- assets -------------------------------------------------------------------------------
 ASSET_EVIDENCE_INDEX: Final = "evidence_index"
 ASSET_SCORED_RUNS: Final = "scored_runs"
+ASSET_EXTRACTED_PLAYBOOKS: Final = "extracted_playbooks"
 ASSET_RAG_PLAYBOOKS: Final = "rag_playbooks"
 ASSET_SFT_DATASET: Final = "sft_dataset"
 ASSET_PREFERENCE_PAIRS: Final = "preference_pairs"
+ASSET_REVIEW_QUEUE: Final = "review_queue"
+ASSET_PLAYBOOK_INDEX: Final = "playbook_index"
+ASSET_DATASET_MANIFEST: Final = "dataset_manifest"
 ASSET_STAGE: Final = {
     ASSET_EVIDENCE_INDEX: STAGE_COLLECT,
     ASSET_SCORED_RUNS: STAGE_SCORE,
+    ASSET_EXTRACTED_PLAYBOOKS: STAGE_EXTRACT_PLAYBOOKS,
     ASSET_RAG_PLAYBOOKS: STAGE_EXPORT_RAG,
     ASSET_SFT_DATASET: STAGE_EXPORT_SFT,
     ASSET_PREFERENCE_PAIRS: STAGE_EXPORT_PREFERENCE,
+    ASSET_REVIEW_QUEUE: STAGE_EXPORT_REVIEW,
+    ASSET_PLAYBOOK_INDEX: STAGE_INDEX,
+    ASSET_DATASET_MANIFEST: STAGE_PUBLISH,
 }
 STAGE_ASSET: Final = {stage: asset for asset, stage in ASSET_STAGE.items()}
 ASSET_GROUP: Final = "distill"
@@ -56,19 +102,38 @@ EVIDENCE_DIR: Final = "evidence"
 SCORED_DIR: Final = "scored-runs"
 EXPORTS_DIR: Final = "exports"
 REPORTS_DIR: Final = "reports"
+VERSIONS_DIR: Final = ".versions"
+VERSIONS_KEPT: Final = 5
 RAG_PATH: Final = "exports/rag/playbooks.jsonl"
+EXTRACTED_PATH: Final = "exports/rag/extracted_playbooks.jsonl"
+INDEX_PATH: Final = "exports/rag/index.sqlite"
 SFT_PATH: Final = "exports/sft/instruction_response.jsonl"
 PREFERENCE_PATH: Final = "exports/preference/chosen_rejected.jsonl"
+RAG_HOLDOUT_PATH: Final = "exports/rag/holdout.jsonl"
+SFT_HOLDOUT_PATH: Final = "exports/sft/holdout.jsonl"
+PREFERENCE_HOLDOUT_PATH: Final = "exports/preference/holdout.jsonl"
+EXTRACTED_HOLDOUT_PATH: Final = "exports/rag/extracted_holdout.jsonl"
+HOLDOUT_PATHS: Final = {
+    STAGE_EXTRACT_PLAYBOOKS: EXTRACTED_HOLDOUT_PATH,
+    STAGE_EXPORT_RAG: RAG_HOLDOUT_PATH,
+    STAGE_EXPORT_SFT: SFT_HOLDOUT_PATH,
+    STAGE_EXPORT_PREFERENCE: PREFERENCE_HOLDOUT_PATH,
+}
+TRAIN_PATHS: Final = {
+    STAGE_EXTRACT_PLAYBOOKS: EXTRACTED_PATH,
+    STAGE_EXPORT_RAG: RAG_PATH,
+    STAGE_EXPORT_SFT: SFT_PATH,
+    STAGE_EXPORT_PREFERENCE: PREFERENCE_PATH,
+}
+REVIEW_QUEUE_PATH: Final = "exports/review/queue.jsonl"
 QUARANTINE_DIR: Final = "exports/quarantine"
+MANIFEST_PATH: Final = "exports/MANIFEST.json"
 ALERTS_PATH: Final = "reports/alerts.jsonl"
 RUN_INDEX_PATH: Final = "reports/runs.jsonl"
 UNDATED_BUCKET: Final = "undated"
 # scratch space of a running stage (sorted spills); removed when the stage ends
 SCRATCH_DIR: Final = ".scratch"
 # per-partition file names
-RUNS_FILE: Final = "runs.jsonl"
-REVIEWS_FILE: Final = "reviews.jsonl"
-OUTCOMES_FILE: Final = "outcomes.jsonl"
 SCORED_FILE: Final = "scored_runs.jsonl"
 # the day's scored runs as sort entries by task, best first (see lib/scoring.task_entry)
 BY_TASK_FILE: Final = "runs_by_task.jsonl"
@@ -96,6 +161,20 @@ QUALITIES: Final = (QUALITY_ACCEPTED, QUALITY_PARTIAL, QUALITY_REJECTED, QUALITY
 # rank used to order runs: higher is better; needs_human_review is never ranked
 QUALITY_RANK: Final = {QUALITY_ACCEPTED: 2, QUALITY_PARTIAL: 1, QUALITY_REJECTED: 0}
 
+# where a failed run left a playbook's steps (docs/rag.md)
+DIVERGED_TOOL: Final = "different_tool"
+DIVERGED_ARGUMENTS: Final = "different_arguments"
+DIVERGED_STOPPED: Final = "stopped_early"
+DIVERGED_EXTRA: Final = "extra_step"
+DIVERGED_NONE: Final = "same_steps"
+DIVERGENCE_KINDS: Final = (
+    DIVERGED_TOOL,
+    DIVERGED_ARGUMENTS,
+    DIVERGED_STOPPED,
+    DIVERGED_EXTRA,
+    DIVERGED_NONE,
+)
+
 # --- dispositions of a left-out record ----------------------------------------------------
 DISPOSITION_SKIPPED: Final = "skipped"
 DISPOSITION_QUARANTINED: Final = "quarantined"
@@ -112,6 +191,10 @@ R_JSON_TOO_DEEP: Final = "json_too_deep"
 R_UNREADABLE_FILE: Final = "unreadable_file"
 R_OUTSIDE_SOURCE_DIR: Final = "outside_source_dir"
 R_DUPLICATE: Final = "duplicate_record"
+# collect: import sources (docs/importers.md); whole files skipped, bad records quarantined
+R_IMPORT_MISSING_FILE: Final = "import_missing_file"
+R_IMPORT_INVALID_JSON: Final = "import_invalid_json"
+R_IMPORT_MALFORMED: Final = "import_malformed"
 # collect: records that parse but break the format (quarantined)
 R_UNKNOWN_KIND: Final = "unknown_kind"
 R_MISSING_FIELD: Final = "missing_field"  # rendered as missing_field:<name>
@@ -154,6 +237,13 @@ R_BELOW_MARGIN: Final = "below_margin"
 R_NO_PAIR: Final = "no_valid_pair"
 R_EMPTY_RESPONSE: Final = "empty_response"
 R_NOT_SFT_ELIGIBLE: Final = "not_sft_eligible"
+R_INSTRUCTION_UNAVAILABLE: Final = "instruction_unavailable"
+# hygiene (docs/safety.md)
+R_SECRET_DETECTED: Final = "secret_detected"
+R_CONTAMINATED_EVAL: Final = "contaminated_eval"
+R_NEAR_DUPLICATE: Final = "near_duplicate"
+# index
+R_DUPLICATE_PLAYBOOK: Final = "duplicate_playbook_id"
 
 # categories kept out of SFT unless a configured deny-list replaces this one (docs/datasets.md)
 DEFAULT_UNSAFE_SFT_CATEGORIES: Final = (
@@ -184,6 +274,61 @@ def empty_field(field: str) -> str:
     return f"{R_EMPTY_FIELD}:{field}"
 
 
+# --- secret finding types (docs/safety.md); placeholders read [REDACTED:<type>] -------------
+SECRET_AWS_ACCESS_KEY: Final = "aws_access_key"
+SECRET_GITHUB_TOKEN: Final = "github_token"
+SECRET_GITLAB_TOKEN: Final = "gitlab_token"
+SECRET_SLACK_TOKEN: Final = "slack_token"
+SECRET_STRIPE_KEY: Final = "stripe_key"
+SECRET_OPENAI_API_KEY: Final = "openai_api_key"
+SECRET_ANTHROPIC_API_KEY: Final = "anthropic_api_key"
+SECRET_GOOGLE_API_KEY: Final = "google_api_key"
+SECRET_HUGGINGFACE_TOKEN: Final = "huggingface_token"
+SECRET_PRIVATE_KEY: Final = "private_key"
+SECRET_JWT: Final = "jwt"
+SECRET_PASSWORD_IN_URL: Final = "password_in_url"
+SECRET_ASSIGNMENT: Final = "secret_assignment"
+SECRET_HIGH_ENTROPY: Final = "high_entropy_string"
+SECRET_AZURE_STORAGE_KEY: Final = "azure_storage_key"
+SECRET_DISCORD_TOKEN: Final = "discord_token"
+SECRET_MAILCHIMP_KEY: Final = "mailchimp_key"
+SECRET_NPM_TOKEN: Final = "npm_token"
+SECRET_PYPI_TOKEN: Final = "pypi_token"
+SECRET_SENDGRID_KEY: Final = "sendgrid_key"
+SECRET_SQUARE_OAUTH: Final = "square_oauth_secret"
+SECRET_TELEGRAM_TOKEN: Final = "telegram_bot_token"
+SECRET_TWILIO_KEY: Final = "twilio_key"
+SECRET_TYPES: Final = frozenset(
+    {
+        SECRET_AWS_ACCESS_KEY,
+        SECRET_GITHUB_TOKEN,
+        SECRET_GITLAB_TOKEN,
+        SECRET_SLACK_TOKEN,
+        SECRET_STRIPE_KEY,
+        SECRET_OPENAI_API_KEY,
+        SECRET_ANTHROPIC_API_KEY,
+        SECRET_GOOGLE_API_KEY,
+        SECRET_HUGGINGFACE_TOKEN,
+        SECRET_PRIVATE_KEY,
+        SECRET_JWT,
+        SECRET_PASSWORD_IN_URL,
+        SECRET_ASSIGNMENT,
+        SECRET_HIGH_ENTROPY,
+        SECRET_AZURE_STORAGE_KEY,
+        SECRET_DISCORD_TOKEN,
+        SECRET_MAILCHIMP_KEY,
+        SECRET_NPM_TOKEN,
+        SECRET_PYPI_TOKEN,
+        SECRET_SENDGRID_KEY,
+        SECRET_SQUARE_OAUTH,
+        SECRET_TELEGRAM_TOKEN,
+        SECRET_TWILIO_KEY,
+    }
+)
+SECRET_ACTION_QUARANTINE: Final = "quarantine"
+SECRET_ACTION_REDACT: Final = "redact"
+SECRET_ACTIONS: Final = (SECRET_ACTION_QUARANTINE, SECRET_ACTION_REDACT)
+
 # --- metadata keys on materializations ----------------------------------------------------
 MD_ROW_COUNT: Final = "dagster/row_count"
 MD_COLUMN_SCHEMA: Final = "dagster/column_schema"
@@ -202,6 +347,8 @@ MD_RUN_ID: Final = "distill/run_id"
 MD_PARTITIONS: Final = "distill/partitions"
 MD_DURATION_MS: Final = "distill/duration_ms"
 MD_VALIDATION_PASSED: Final = "distill/validation_passed"
+MD_SECRETS_PREFIX: Final = "distill/secrets/"
+MD_HOLDOUT_ROWS: Final = "distill/holdout_rows"
 
 # --- asset check names --------------------------------------------------------------------
 CHECK_SCHEMA: Final = "schema_valid"
@@ -209,6 +356,9 @@ CHECK_FIREWALL: Final = "contamination_firewall"
 CHECK_PAIR_RULES: Final = "pair_rules"
 CHECK_CONSERVATION: Final = "conservation"
 CHECK_DRIFT: Final = "drift"
+CHECK_NO_SECRETS: Final = "no_secrets"
+CHECK_HOLDOUT_DISJOINT: Final = "holdout_disjoint"
+CHECK_INDEX_CONSISTENT: Final = "index_consistent"
 
 # --- drift --------------------------------------------------------------------------------
 SEVERITY_OK: Final = "ok"
@@ -222,10 +372,26 @@ ENV_OUTPUT_DIR: Final = "DISTILL_OUTPUT_DIR"
 ENV_RECORDED_AT: Final = "DISTILL_RECORDED_AT"
 ENV_DRIFT_WARN: Final = "DISTILL_DRIFT_WARN_PCT"
 ENV_DRIFT_ALERT: Final = "DISTILL_DRIFT_ALERT_PCT"
+ENV_DRIFT_MIN_BASE: Final = "DISTILL_DRIFT_MIN_BASE"
 ENV_ALERT_WEBHOOK: Final = "DISTILL_ALERT_WEBHOOK_URL"
 ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
 ENV_WORKERS: Final = "DISTILL_WORKERS"
 ENV_BACKFILL: Final = "DISTILL_BACKFILL"
+ENV_IMPORTS: Final = "DISTILL_IMPORTS"
+# scale-out (docs/deploy.md)
+ENV_STAGING_DIR: Final = "DISTILL_STAGING_DIR"
+ENV_EXECUTOR: Final = "DISTILL_EXECUTOR"
+ENV_CELERY_BROKER: Final = "DISTILL_CELERY_BROKER_URL"
+EXECUTOR_CELERY: Final = "celery"
+EXECUTOR_K8S: Final = "k8s"
+EXECUTORS: Final = (EXECUTOR_CELERY, EXECUTOR_K8S)
+# at an object-store URL, which version ``exports`` points at (there are no symlinks there)
+PUBLISHED_POINTER_PATH: Final = "reports/published.json"
+
+# --- importers (docs/importers.md) --------------------------------------------------------
+IMPORT_TAU_BENCH: Final = "tau-bench"
+IMPORT_SWE_BENCH: Final = "swe-bench"
+IMPORT_KINDS: Final = (IMPORT_TAU_BENCH, IMPORT_SWE_BENCH)
 
 # --- partitions ---------------------------------------------------------------------------
 PARTITION_START: Final = "2020-01-01"

@@ -39,8 +39,14 @@ class DriftThresholds:
         return problems
 
     @classmethod
-    def from_env(cls, warn_pct: float | None = None, alert_pct: float | None = None):
-        """Explicit values win, then DISTILL_DRIFT_WARN_PCT / _ALERT_PCT, then the defaults."""
+    def from_env(
+        cls,
+        warn_pct: float | None = None,
+        alert_pct: float | None = None,
+        min_base: int | None = None,
+    ) -> DriftThresholds:
+        """Explicit values win, then DISTILL_DRIFT_WARN_PCT / _ALERT_PCT / _MIN_BASE, then the
+        defaults."""
 
         def pick(explicit: float | None, env: str, default: float) -> float:
             if explicit is not None:
@@ -56,6 +62,7 @@ class DriftThresholds:
         return cls(
             warn_pct=pick(warn_pct, C.ENV_DRIFT_WARN, cls.warn_pct),
             alert_pct=pick(alert_pct, C.ENV_DRIFT_ALERT, cls.alert_pct),
+            min_base=int(pick(min_base, C.ENV_DRIFT_MIN_BASE, cls.min_base)),
         )
 
 

@@ -290,6 +290,8 @@ def validate_object(
             reasons.append(C.R_FUTURE_TIMESTAMP)
 
     if reasons:
+        if C.R_TIMESTAMP_OUT_OF_RANGE in reasons or C.R_FUTURE_TIMESTAMP in reasons:
+            day = None  # no partition holds that day: file it with its neighbours instead
         return Rejected(C.DISPOSITION_QUARANTINED, tuple(reasons), day, kind, run_id_text)
     assert moment is not None and run_id_text is not None
     return _record(obj, kind, run_id_text, moment, stamp)

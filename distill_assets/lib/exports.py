@@ -4,7 +4,8 @@ The exports read every scored-runs partition on disk, keep only keys, grades and
 memory, decide what goes where (the contamination firewall is enforced here, and re-verified
 from the written files by blocking asset checks), and fetch each run's texts from the evidence
 index by byte offset only when writing its row. Every run an export leaves out gets a quarantine
-row saying why; preference candidate pairs that fail a rule get one too.
+row saying why; preference candidate pairs that fail a rule get one too. ``export-rag`` renders
+the playbooks that ``extract-playbooks`` (lib/extraction.py) built from the same runs.
 """
 
 from __future__ import annotations
@@ -14,19 +15,24 @@ import hashlib
 import heapq
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, count_lines
+from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
+from distill_assets.lib.hygiene.decontam import EvalSet
+from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, count_lines, iter_jsonl
+from distill_assets.lib.playbooks import render_text, tags_of_sources
 from distill_assets.lib.scoring import task_entry
 
 
@@ -39,7 +45,7 @@ class ExportSettings:
     min_margin: float = 0.2
     max_pairs_per_task: int | None = None
     rag_include_partial: bool = True
-    title_chars: int = 80
+    hygiene: HygieneSettings = HygieneSettings()
 
     @functools.cached_property
     def denied(self) -> frozenset[str]:
@@ -54,13 +60,11 @@ class ExportSettings:
         return frozenset(c.lower() for c in self.sft_allow_categories)
 
     def errors(self) -> list[str]:
-        problems = []
+        problems = self.hygiene.errors()
         if not 0.0 <= self.min_margin <= 1.0:
             problems.append(f"min_margin={self.min_margin!r} must be between 0 and 1")
         if self.max_pairs_per_task is not None and self.max_pairs_per_task < 1:
             problems.append(f"max_pairs_per_task={self.max_pairs_per_task!r} must be at least 1")
-        if self.title_chars < 8:
-            problems.append(f"title_chars={self.title_chars!r} must be at least 8")
         return problems
 
 
@@ -205,6 +209,62 @@ class TaskStream:
         for task_id, entries in groupby(merged, key=itemgetter(0)):
             yield task_id, [_run_key(entry) for entry in entries]
 
+    def repeated_run_ids(self) -> frozenset[str]:
+        """Run ids scored more than once across all days on disk (conflicting duplicates the
+        score stage could not see: further apart than its evidence window)."""
+        return repeated_run_ids(self.out_root)
+
+
+_REPEATED: dict[Path, tuple[tuple[tuple[str, int, int], ...], frozenset[str]]] = {}
+
+
+def repeated_run_ids(out_root: Path) -> frozenset[str]:
+    """Run ids that appear in more than one scored row on disk; found from 8-byte digests of
+    the ids (8 bytes a run in memory), confirmed exactly; reused while the files stay the same."""
+    files = [
+        relpath
+        for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE)
+        for relpath in (layout.scored_by_task(day), layout.scored_runs(day))
+        if (out_root / relpath).exists()
+    ]
+    # a day's by-task file holds the same runs as its scored file: read one of the two
+    by_day: dict[str, str] = {}
+    for relpath in files:
+        by_day.setdefault(relpath.rsplit("/", 1)[0], relpath)
+    chosen = sorted(by_day.values())
+    fingerprint = tuple(
+        (relpath, stat.st_size, stat.st_mtime_ns)
+        for relpath in chosen
+        for stat in [(out_root / relpath).stat()]
+    )
+    cached = _REPEATED.get(out_root)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+
+    def run_ids() -> Iterator[str]:
+        loads = orjson.loads
+        for relpath in chosen:
+            by_task = relpath.endswith(C.BY_TASK_FILE)
+            with open(out_root / relpath, "rb") as fh:
+                for raw in fh:
+                    if raw.strip():
+                        row = loads(raw)
+                        yield row[4] if by_task else row["run_id"]
+
+    def short(run_id: str) -> bytes:
+        return hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+    prefixes = np.frombuffer(b"".join(short(run_id) for run_id in run_ids()), dtype=np.uint64)
+    values, counts = np.unique(prefixes, return_counts=True)
+    shared = {value.tobytes() for value in values[counts > 1]}
+    repeated: frozenset[str] = frozenset()
+    if shared:
+        exact = Counter(run_id for run_id in run_ids() if short(run_id) in shared)
+        repeated = frozenset(run_id for run_id, n in exact.items() if n > 1)
+    _REPEATED.clear()
+    _REPEATED[out_root] = (fingerprint, repeated)
+    return repeated
+
 
 class TextStore:
     """Fetches run records from the evidence index by (file, offset), checking their identity."""
@@ -294,53 +354,132 @@ def sft_messages(record: dict[str, Any]) -> list[dict[str, Any]]:
             if message.get(name) is not None:
                 clean[name] = message[name]
         kept.append(clean)
-    last = kept[-1] if kept else None
-    if last is None or last["role"] != "assistant" or last.get("tool_calls"):
+    final = _last_answer(kept)
+    if final is None:
         kept.append({"role": "assistant", "content": record["response"]})
+    else:
+        del kept[final + 1 :]  # turns after the final answer (e.g. a user's goodbye) teach nothing
     if kept[0]["role"] != "user":
         kept.insert(0, {"role": "user", "content": record["instruction"]})
     return kept
 
 
-def playbook_title(instruction: str, limit: int) -> str:
-    first = next((line.strip() for line in instruction.splitlines() if line.strip()), "")
-    first = " ".join(first.split())
-    return first if len(first) <= limit else first[: limit - 1].rstrip() + "…"
+def _last_answer(messages: list[dict[str, Any]]) -> int | None:
+    """Index of the last assistant message that answers in text (no tool call)."""
+    for index in range(len(messages) - 1, -1, -1):
+        message = messages[index]
+        if message["role"] == "assistant" and not message.get("tool_calls"):
+            content = message.get("content")
+            if (
+                isinstance(content, str)
+                and content.strip()
+                or isinstance(content, list)
+                and content
+            ):
+                return index
+    return None
 
 
-def playbook_text(title: str, record: dict[str, Any], best: RunKey) -> str:
-    return (
-        f"# {title}\n\n## Problem\n{record['instruction'].strip()}\n\n"
-        f"## Verified solution ({best.quality}, score {best.score:g})\n"
-        f"{record['response'].strip()}\n"
-    )
+def _texts_of(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [
+            part["text"]
+            for part in content
+            if isinstance(part, dict) and isinstance(part.get("text"), str)
+        ]
+    return []
+
+
+def user_texts(messages: list[dict[str, Any]]) -> list[str]:
+    """The user turns of a conversation: its prompts, for decontamination."""
+    return [t for m in messages if m.get("role") == "user" for t in _texts_of(m.get("content"))]
+
+
+def conversation_text(messages: list[dict[str, Any]]) -> str:
+    """Every turn's text and tool-call arguments, one per line: what near-duplicates compare."""
+    parts: list[str] = []
+    for message in messages:
+        parts.extend(_texts_of(message.get("content")))
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict):
+                parts.append(f"{function.get('name', '')} {function.get('arguments', '')}")
+    return "\n".join(parts)
 
 
 class _Export:
-    """Shared skeleton: one dataset writer, one quarantine writer, a tally."""
+    """Shared skeleton: the hygiene (which writes the train and holdout files), one quarantine
+    writer, a tally."""
 
-    def __init__(self, out_root: Path, stage: str, dataset_path: str) -> None:
+    def __init__(
+        self,
+        out_root: Path,
+        write_root: Path,
+        stage: str,
+        dataset_path: str,
+        hygiene: HygieneSettings,
+        eval_set: EvalSet | None,
+    ) -> None:
         self.stage = stage
         self.tally = Tally()
-        self.dataset = AtomicJsonlWriter(out_root, dataset_path)
-        self.quarantine = AtomicJsonlWriter(out_root, C.quarantine_path(stage))
+        self.quarantine = AtomicJsonlWriter(write_root, C.quarantine_path(stage))
+        self.curation = Curation(
+            stage, hygiene, eval_set, write_root, dataset_path, C.HOLDOUT_PATHS[stage]
+        )
         self.texts = TextStore(out_root)
 
-    def leave_out(self, key: RunKey, reasons: list[str]) -> None:
-        self.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
-        self.quarantine.write_row(quarantine_row(self.stage, reasons, key=key))
+    def admit(self, stream: TaskStream) -> Iterator[tuple[str, list[RunKey]]]:
+        """Every task's runs whose id is unique across all partitions; the others are
+        conflicting duplicates (the same run_id scored on days further apart than the evidence
+        window), left out as their task comes up."""
+        repeated = stream.repeated_run_ids()
+        for task_id, runs in stream.tasks():
+            if repeated:
+                kept = []
+                for key in runs:
+                    if key.run_id in repeated:
+                        self.tally.records_in += 1
+                        self.leave_out(key, [C.R_CONFLICTING_DUPLICATE])
+                    else:
+                        kept.append(key)
+                if not kept:
+                    continue
+                runs = kept
+            yield task_id, runs
 
-    def finish(self, inputs: list[WrittenFile]) -> StageResult:
+    def leave_out(self, key: RunKey, reasons: list[str], **details: Any) -> None:
+        self.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
+        self.quarantine.write_row({**quarantine_row(self.stage, reasons, key=key), **details})
+
+    def leave_out_playbook(
+        self, playbook: dict[str, Any], reasons: list[str], **details: Any
+    ) -> None:
+        self.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
+        self.quarantine.write_row(
+            {**playbook_quarantine_row(self.stage, reasons, playbook), **details}
+        )
+
+    def finish(
+        self,
+        inputs: list[WrittenFile],
+        row_for: Callable[..., dict[str, Any]] | None = None,
+    ) -> StageResult:
+        """Write the train and holdout files (``row_for`` builds a near-duplicate's quarantine
+        row from its unit: a run key by default)."""
         self.texts.close()
-        outputs = [self.dataset.commit(), self.quarantine.commit()]
+        outputs = self.curation.finish(self.tally, self.quarantine, row_for or quarantine_row)
+        outputs.append(self.quarantine.commit())
         result = StageResult(self.stage, inputs + self.texts.input_files(), outputs, self.tally)
-        result.extra["rows"] = self.dataset.lines
+        result.extra["rows"] = self.curation.train_rows
+        result.extra.update(self.curation.extra())
         result.errors.extend(conservation_errors(self.tally))
         return result
 
     def abort(self) -> None:
         self.texts.close()
-        self.dataset.abort()
+        self.curation.abort()
         self.quarantine.abort()
 
 
@@ -352,57 +491,113 @@ def _common_reasons(key: RunKey) -> list[str] | None:
     return None
 
 
-def export_rag(out_root: Path, settings: ExportSettings) -> StageResult:
-    stream = TaskStream(out_root)
-    job = _Export(out_root, C.STAGE_EXPORT_RAG, C.RAG_PATH)
+def export_rag(
+    out_root: Path,
+    settings: ExportSettings,
+    write_root: Path | None = None,
+    eval_set: EvalSet | None = None,
+) -> StageResult:
+    """Render each extracted playbook (``extract-playbooks``, train and holdout, read from
+    ``write_root``) as one retrieval document; write the dataset, its holdout and its quarantine
+    under ``write_root``. The unit is the playbook."""
+    root = write_root or out_root
+    sources = [C.EXTRACTED_PATH, C.EXTRACTED_HOLDOUT_PATH]
+    if not (root / C.EXTRACTED_PATH).exists():
+        return StageResult(
+            C.STAGE_EXPORT_RAG,
+            [],
+            [],
+            Tally(),
+            errors=[f"{C.EXTRACTED_PATH} is missing: materialize extracted_playbooks first"],
+        )
+    allowed = (C.QUALITY_ACCEPTED,)
+    if settings.rag_include_partial:
+        allowed = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
+    job = _Export(out_root, root, C.STAGE_EXPORT_RAG, C.RAG_PATH, settings.hygiene, eval_set)
+    read: list[WrittenFile] = []
     try:
-        for task_id, runs in stream.tasks():
-            eligible: list[RunKey] = []
-            for key in runs:
-                job.tally.records_in += 1
-                reasons = _common_reasons(key)
-                if (
-                    reasons is None
-                    and key.quality == C.QUALITY_PARTIAL
-                    and not (settings.rag_include_partial)
-                ):
-                    reasons = [C.R_PARTIALLY_ACCEPTED]
-                if reasons is None and key.response_empty:
-                    reasons = [C.R_EMPTY_RESPONSE]
-                if reasons:
-                    job.leave_out(key, reasons)
-                else:
-                    eligible.append(key)
-            record = None
-            while eligible and record is None:
-                record = job.texts.fetch(eligible[0])
-                if record is None:
-                    job.leave_out(eligible.pop(0), [C.R_MISSING_SOURCE_RUN_ID])
-            if not eligible or record is None:
+        for relpath in sources:
+            if not (root / relpath).exists():
                 continue
-            best = eligible[0]
-            title = playbook_title(record["instruction"], settings.title_chars)
-            job.dataset.write_row(
-                {
-                    "id": stable_id("pb", task_id),
-                    "task_id": task_id,
-                    "title": title,
-                    "text": playbook_text(title, record, best),
-                    "source_run_ids": [key.run_id for key in eligible],
-                    "quality": best.quality,
-                    "score": best.score,
+            count = 0
+            for extracted in iter_jsonl(root / relpath):
+                count += 1
+                job.tally.records_in += 1
+                kept = [s for s in extracted["sources"] if s["quality"] in allowed]
+                if not kept:
+                    job.leave_out_playbook(extracted, [C.R_PARTIALLY_ACCEPTED])
+                    continue
+                playbook = {
+                    **extracted,
+                    "quality": kept[0]["quality"],
+                    "score": kept[0]["score"],
+                    "source_run_ids": [s["run_id"] for s in kept],
+                    "tags": tags_of_sources(extracted["tags"], kept),
                 }
-            )
-            job.tally.records_out += len(eligible)
-            job.tally.accepted += len(eligible)
-        result = job.finish(stream.inputs)
+                screened = job.curation.screen(
+                    {
+                        "id": extracted["id"],
+                        "task_id": extracted["task_id"],
+                        "title": extracted["title"],
+                        "text": render_text(playbook),
+                        "source_run_ids": playbook["source_run_ids"],
+                        "quality": playbook["quality"],
+                        "score": playbook["score"],
+                        "failed_run_ids": extracted["failed_run_ids"],
+                        "tags": playbook["tags"],
+                    },
+                    extracted["task_id"],
+                    [extracted["problem"]],
+                )
+                if screened.reasons:
+                    job.leave_out_playbook(extracted, screened.reasons, **screened.details)
+                    continue
+                unit = PlaybookUnit(extracted["id"], extracted["task_id"], playbook["quality"])
+                job.curation.keep(screened.row, (unit,), screened.row["text"], pair=False)
+                job.tally.records_out += 1
+                job.tally.accepted += 1
+            read.append(WrittenFile(relpath, "", 0, count))
+        result = job.finish(read, row_for=playbook_unit_row)
     except BaseException:
         job.abort()
         raise
-    finally:
-        stream.close()
-    result.extra["playbooks"] = job.dataset.lines
+    result.input_root = layout.relroot(out_root, root)
+    result.extra["playbooks"] = job.curation.train_rows
     return result
+
+
+class PlaybookUnit(NamedTuple):
+    """What the hygiene accounts a playbook by (it stands where a run key would)."""
+
+    run_id: str  # the playbook's id
+    task_id: str
+    quality: str
+
+
+def playbook_unit_row(
+    stage: str, reasons: list[str], key: PlaybookUnit | None = None, pair: Any = None
+) -> dict[str, Any]:
+    assert key is not None
+    return playbook_quarantine_row(stage, reasons, {"id": key.run_id, "task_id": key.task_id})
+
+
+def playbook_quarantine_row(
+    stage: str, reasons: list[str], playbook: dict[str, Any]
+) -> dict[str, Any]:
+    """A playbook left out of a later stage: named by its id, task and source runs."""
+    return {
+        "stage": stage,
+        "disposition": C.DISPOSITION_QUARANTINED,
+        "reasons": reasons,
+        "record_type": "playbook",
+        "run_id": None,
+        "playbook_id": playbook.get("id"),
+        "task_id": playbook.get("task_id"),
+        "source_run_ids": [
+            s["run_id"] if isinstance(s, dict) else s
+            for s in playbook.get("source_run_ids") or playbook.get("sources") or []
+        ],
+    }
 
 
 def _category_reason(category: str | None, settings: ExportSettings) -> str | None:
@@ -416,11 +611,19 @@ def _category_reason(category: str | None, settings: ExportSettings) -> str | No
     return None
 
 
-def export_sft(out_root: Path, settings: ExportSettings) -> StageResult:
+def export_sft(
+    out_root: Path,
+    settings: ExportSettings,
+    write_root: Path | None = None,
+    eval_set: EvalSet | None = None,
+) -> StageResult:
+    """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
     stream = TaskStream(out_root)
-    job = _Export(out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH)
+    job = _Export(
+        out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH, settings.hygiene, eval_set
+    )
     try:
-        for _task_id, runs in stream.tasks():
+        for _task_id, runs in job.admit(stream):
             for key in runs:
                 job.tally.records_in += 1
                 reasons = _common_reasons(key) or []
@@ -440,15 +643,23 @@ def export_sft(out_root: Path, settings: ExportSettings) -> StageResult:
                 if record is None:
                     job.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
                     continue
-                job.dataset.write_row(
+                messages = sft_messages(record)
+                screened = job.curation.screen(
                     {
-                        "messages": sft_messages(record),
+                        "messages": messages,
                         "id": stable_id("sft", key.run_id),
                         "source_run_id": key.run_id,
                         "task_id": key.task_id,
                         "category": key.category,
-                    }
+                    },
+                    key.task_id,
+                    user_texts(messages),
                 )
+                if screened.reasons:
+                    job.leave_out(key, screened.reasons, **screened.details)
+                    continue
+                text = conversation_text(screened.row["messages"])
+                job.curation.keep(screened.row, (key,), text, pair=False)
                 job.tally.records_out += 1
                 job.tally.accepted += 1
         return job.finish(stream.inputs)
@@ -478,20 +689,38 @@ def candidate_pairs(
                 reasons.append(C.R_SELF_PAIR)
             if chosen.response_hash == rejected.response_hash:
                 reasons.append(C.R_IDENTICAL_TEXT)
-            if chosen.score - rejected.score < settings.min_margin:
+            if round(chosen.score - rejected.score, 6) < settings.min_margin:
                 reasons.append(C.R_BELOW_MARGIN)
             if chosen.response_empty:
                 reasons.append(C.R_EMPTY_RESPONSE)
+            if not (chosen.sft_eligible or rejected.sft_eligible):
+                reasons.append(C.R_INSTRUCTION_UNAVAILABLE)
             yield chosen, rejected, reasons
 
 
-def export_preference(out_root: Path, settings: ExportSettings) -> StageResult:
+def export_preference(
+    out_root: Path,
+    settings: ExportSettings,
+    write_root: Path | None = None,
+    eval_set: EvalSet | None = None,
+) -> StageResult:
+    """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
     stream = TaskStream(out_root)
-    job = _Export(out_root, C.STAGE_EXPORT_PREFERENCE, C.PREFERENCE_PATH)
+    job = _Export(
+        out_root,
+        write_root or out_root,
+        C.STAGE_EXPORT_PREFERENCE,
+        C.PREFERENCE_PATH,
+        settings.hygiene,
+        eval_set,
+    )
     tasks_without_pair = 0
     pairs_quarantined = 0
+    # runs whose own text kept their pairs out (a secret, an evaluation prompt): that is their
+    # reason when they end in no pair, rather than no_valid_pair
+    tainted: dict[str, list[str]] = {}
     try:
-        for _task_id, runs in stream.tasks():
+        for _task_id, runs in job.admit(stream):
             ranked: list[RunKey] = []
             for key in runs:
                 job.tally.records_in += 1
@@ -530,10 +759,13 @@ def export_preference(out_root: Path, settings: ExportSettings) -> StageResult:
                         )
                     )
                     continue
-                job.dataset.write_row(
+                prompt_run = chosen if chosen.sft_eligible else rejected
+                screened = job.curation.screen(
                     {
                         "id": stable_id("pair", chosen.run_id, rejected.run_id),
-                        "prompt": chosen_record["instruction"],
+                        "prompt": (chosen_record if chosen.sft_eligible else rejected_record)[
+                            "instruction"
+                        ],
                         "chosen": chosen_record["response"],
                         "rejected": rejected_record["response"],
                         "chosen_run_id": chosen.run_id,
@@ -542,8 +774,32 @@ def export_preference(out_root: Path, settings: ExportSettings) -> StageResult:
                         "margin": round(chosen.score - rejected.score, 6),
                         "chosen_quality": chosen.quality,
                         "rejected_quality": rejected.quality,
-                    }
+                    },
+                    chosen.task_id,
+                    [(chosen_record if chosen.sft_eligible else rejected_record)["instruction"]],
                 )
+                if screened.reasons:
+                    pairs_quarantined += 1
+                    for reason in screened.reasons:
+                        job.tally.reasons[reason] += 1
+                    job.quarantine.write_row(
+                        {
+                            **quarantine_row(job.stage, screened.reasons, pair=(chosen, rejected)),
+                            **screened.details,
+                        }
+                    )
+                    owners = {"prompt": prompt_run, "chosen": chosen, "rejected": rejected}
+                    for finding in screened.details.get("findings", []):
+                        owner = owners.get(finding["field"].split(".")[0].split("[")[0])
+                        if owner is not None:
+                            tainted[owner.run_id] = [C.R_SECRET_DETECTED]
+                    if C.R_CONTAMINATED_EVAL in screened.reasons:
+                        for run in (chosen, rejected):
+                            tainted.setdefault(run.run_id, [C.R_CONTAMINATED_EVAL])
+                    continue
+                row = screened.row
+                text = f"{row['prompt']}\n{row['chosen']}"
+                job.curation.keep(row, (chosen, rejected), text, pair=True)
                 written.append((chosen, rejected))
             used = {key.run_id for pair in written for key in pair}
             if ranked and not written:
@@ -556,14 +812,14 @@ def export_preference(out_root: Path, settings: ExportSettings) -> StageResult:
                     else:
                         job.tally.accepted += 1
                 else:
-                    job.leave_out(key, [C.R_NO_PAIR])
+                    job.leave_out(key, tainted.get(key.run_id, [C.R_NO_PAIR]))
         result = job.finish(stream.inputs)
     except BaseException:
         job.abort()
         raise
     finally:
         stream.close()
-    result.extra["pairs"] = job.dataset.lines
-    result.extra["pairs_quarantined"] = pairs_quarantined
+    result.extra["pairs"] = job.curation.train_rows
+    result.extra["pairs_quarantined"] = pairs_quarantined + job.curation.pairs_dropped
     result.extra["tasks_without_pair"] = tasks_without_pair
     return result

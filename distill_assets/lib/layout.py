@@ -7,6 +7,39 @@ from pathlib import Path
 
 from distill_assets.lib import constants as C
 
+_DAY = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
+_SCORED = f"{C.SCORED_DIR}/{_DAY}/{C.SCORED_FILE}"
+_RECORDS = f"{C.EVIDENCE_DIR}/{_DAY}/records.jsonl"
+# the scored runs sorted by task, which the exports merge (the scored files name the days)
+_BY_TASK = f"{C.SCORED_DIR}/{_DAY}/{C.BY_TASK_FILE}"
+
+# The files under the output root each stage reads (glob patterns), so that a step working on a
+# copy of an object-store output pulls just these (lib/storage.py); a run's version directory
+# and the published one are added for the versioned stages.
+STAGE_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
+    C.STAGE_COLLECT: (),
+    C.STAGE_SCORE: (f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl",),
+    C.STAGE_EXTRACT_PLAYBOOKS: (_SCORED, _BY_TASK, _RECORDS),
+    # these two read only the run's version (the extraction, the playbooks)
+    C.STAGE_EXPORT_RAG: (),
+    C.STAGE_EXPORT_SFT: (_SCORED, _BY_TASK, _RECORDS),
+    C.STAGE_EXPORT_PREFERENCE: (_SCORED, _BY_TASK, _RECORDS),
+    # the review queue also looks up each run's reviews and outcomes through the index
+    C.STAGE_EXPORT_REVIEW: (_SCORED, _RECORDS, f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl"),
+    C.STAGE_INDEX: (),
+    C.STAGE_PUBLISH: (
+        f"{C.EVIDENCE_DIR}/{_DAY}/{C.PART_QUARANTINE_FILE}",
+        f"{C.EVIDENCE_DIR}/{C.UNDATED_BUCKET}/{C.PART_QUARANTINE_FILE}",
+        f"{C.SCORED_DIR}/{_DAY}/{C.PART_QUARANTINE_FILE}",
+    ),
+}
+# What a stage's checks read besides the files the stage wrote in the run: the firewall looks
+# every exported run up in the scored runs.
+CHECK_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
+    stage: (_SCORED,) if stage in (*C.EXPORT_STAGES, C.STAGE_EXTRACT_PLAYBOOKS) else ()
+    for stage in C.STAGES
+}
+
 
 def day_dir(day: date) -> str:
     return f"{day.year:04d}/{day.month:02d}/{day.day:02d}"
@@ -66,3 +99,36 @@ def inside(root: Path, relpath: str) -> Path:
     if not candidate.is_relative_to(root.resolve()):
         raise ValueError(f"path {relpath!r} escapes {root}")
     return candidate
+
+
+# --- versioned exports ----------------------------------------------------------------------
+# A run writes its exports into its own version directory, ``.versions/<run_id>/exports/``,
+# seeded with hard links to the files currently published. The publish stage swaps the
+# ``exports`` symlink to that directory in one rename, so every dataset, quarantine and the
+# manifest become visible together, and a killed or blocked run leaves the previous ones alone.
+
+
+def version_root(out_root: Path, run_id: str) -> Path:
+    """The root a run's export files are written under (it holds ``exports/...``)."""
+    return out_root / C.VERSIONS_DIR / run_id
+
+
+def version_relroot(run_id: str) -> str:
+    return f"{C.VERSIONS_DIR}/{run_id}"
+
+
+def published_exports(out_root: Path) -> Path | None:
+    """The directory ``exports`` points at, or None before anything was published."""
+    link = out_root / C.EXPORTS_DIR
+    if link.is_symlink() or link.is_dir():
+        return link.resolve()
+    return None
+
+
+def relroot(out_root: Path, root: Path) -> str:
+    """``root`` relative to the output directory ("" for the directory itself)."""
+    try:
+        relative = root.resolve().relative_to(out_root.resolve()).as_posix()
+    except ValueError:
+        return ""
+    return "" if relative == "." else relative

@@ -23,7 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.accounting import StageResult
-from distill_assets.lib.io import WrittenFile, sha256_file, write_json_atomic
+from distill_assets.lib.io import (
+    WrittenFile,
+    canonical_json,
+    sha256_bytes,
+    sha256_file,
+    write_json_atomic,
+)
 
 PACKAGE_VERSION = "0.1.0"
 _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -150,23 +156,32 @@ def read_ledger(out_root: Path) -> dict[str, dict[str, Any]]:
     return orjson.loads(path.read_bytes())
 
 
-def update_ledger(out_root: Path, run_id: str, stage: str, outputs: list[WrittenFile]) -> None:
+def update_ledger(
+    out_root: Path, run_id: str, stage: str, outputs: list[WrittenFile], root: str = ""
+) -> None:
+    """Record who wrote each output; ``root`` is where a versioned export actually lives."""
     with reports_lock(out_root):
         ledger = read_ledger(out_root)
         for written in outputs:
-            stat = (out_root / written.path).stat()
+            stat = (out_root / root / written.path).stat()
             ledger[written.path] = {
                 "sha256": written.sha256,
                 "bytes": written.bytes,
                 "mtime_ns": stat.st_mtime_ns,
                 "run_id": run_id,
                 "stage": stage,
+                "root": root,
             }
         write_json_atomic(_ledger_path(out_root), ledger)
 
 
-def resolve_inputs(out_root: Path, inputs: list[WrittenFile]) -> list[FileEntry]:
+def resolve_inputs(
+    out_root: Path, inputs: list[WrittenFile], read_root: Path | None = None
+) -> list[FileEntry]:
     """Describe files a stage read from the output directory, naming their producer.
+
+    Files are looked up under ``read_root`` (a run's version directory) first, then under
+    ``out_root``.
 
     A file whose size and mtime match the ledger keeps the ledger's sha256 (the file was not
     touched since its producer wrote it); any other file is hashed again, and it has a producer
@@ -175,7 +190,9 @@ def resolve_inputs(out_root: Path, inputs: list[WrittenFile]) -> list[FileEntry]
     ledger = read_ledger(out_root)
     entries: list[FileEntry] = []
     for item in inputs:
-        path = out_root / item.path
+        path = (read_root or out_root) / item.path
+        if not path.exists():
+            path = out_root / item.path
         stat = path.stat()
         known = ledger.get(item.path)
         if known and known["bytes"] == stat.st_size and known["mtime_ns"] == stat.st_mtime_ns:
@@ -196,11 +213,23 @@ def resolve_inputs(out_root: Path, inputs: list[WrittenFile]) -> list[FileEntry]
     return entries
 
 
-def _file_set(entries: list[FileEntry]) -> FileSet:
+def _file_set(entries: list[FileEntry], settings: dict[str, Any] | None = None) -> FileSet:
+    """A receipt's file block; an input block's hash also covers the stage's settings, so a
+    changed configuration is a changed input, not a determinism violation."""
+    hashed: list[FileEntry] = list(entries)
+    if settings is not None:
+        hashed.append(
+            FileEntry(
+                path="<settings>",
+                sha256=sha256_bytes(canonical_json(settings)),
+                bytes=0,
+                record_count=0,
+            )
+        )
     return FileSet(
         files=sorted(entries, key=lambda e: e.path),
         record_count=sum(e.record_count for e in entries),
-        hash=aggregate_hash(entries),
+        hash=aggregate_hash(hashed),
     )
 
 
@@ -222,7 +251,7 @@ def build_receipt(
         git_commit=git_commit(),
         code_version=code_version(),
         partitions=result.partitions,
-        inputs=_file_set(input_entries),
+        inputs=_file_set(input_entries, result.extra.get("settings")),
         outputs=_file_set([FileEntry(**f.as_dict()) for f in result.outputs]),
         stats=Stats(
             accepted=tally.accepted,
@@ -254,7 +283,7 @@ def load_receipt(path: Path) -> StageReceipt:
 
 
 def receipt_metadata(
-    receipt: StageReceipt, receipt_path: Path, drift_severity: str
+    receipt: StageReceipt, receipt_path: Path | str, drift_severity: str
 ) -> dict[str, Any]:
     """The receipt's figures as materialization metadata (plain values; counts are ints)."""
     stats = receipt.stats
@@ -276,4 +305,9 @@ def receipt_metadata(
     }
     for code, count in sorted(stats.reasons.items()):
         metadata[f"{C.MD_REASON_PREFIX}{code}"] = count
+    # secret findings per type (counts only: a finding's text never leaves the quarantine file)
+    for kind, count in sorted((receipt.extra.get("secrets") or {}).items()):
+        metadata[f"{C.MD_SECRETS_PREFIX}{kind}"] = int(count)
+    if "holdout_rows" in receipt.extra:
+        metadata[C.MD_HOLDOUT_ROWS] = int(receipt.extra["holdout_rows"])
     return metadata

@@ -186,11 +186,13 @@ def record_stage(
     if result.stage == C.STAGE_COLLECT:
         inputs = [FileEntry(**f.as_dict()) for f in result.inputs]
     else:
-        inputs = resolve_inputs(out_root, result.inputs)
+        inputs = resolve_inputs(out_root, result.inputs, out_root / result.input_root)
+    if result.output_root:
+        result.extra["root"] = result.output_root
     duration_ms = int((time.perf_counter() - started) * 1000)
     receipt = build_receipt(result, run_id, inputs, duration_ms)
     path = write_receipt(out_root, receipt)
-    update_ledger(out_root, run_id, result.stage, result.outputs)
+    update_ledger(out_root, run_id, result.stage, result.outputs, result.output_root)
     with reports_lock(out_root):
         _note_plan(out_root, run_id, expected_stages)
         _append_index(
@@ -241,14 +243,26 @@ def record_check(
 
 
 def record_failure(
-    out_root: Path, run_id: str, stage: str, error: BaseException, expected_stages: list[str]
+    out_root: Path,
+    run_id: str,
+    stage: str,
+    error: BaseException,
+    expected_stages: list[str],
+    message: str | None = None,
 ) -> RunSummary:
-    """Note that a stage raised, without its message's arguments (they may hold input text)."""
+    """Note that a stage raised. Only messages we wrote ourselves (a setting, a lock) are kept:
+    an arbitrary exception's text may quote input."""
     with reports_lock(out_root):
         _note_plan(out_root, run_id, expected_stages)
         path = run_dir(out_root, run_id) / "failures" / f"{stage}.json"
         write_json_atomic(
-            path, {"stage": stage, "error_type": type(error).__name__, "timestamp": recorded_at()}
+            path,
+            {
+                "stage": stage,
+                "error_type": type(error).__name__,
+                "message": message,
+                "timestamp": recorded_at(),
+            },
         )
         return _write_summary_locked(out_root, run_id)
 
@@ -278,7 +292,8 @@ def _failures(directory: Path) -> dict[str, str]:
     found = {}
     for p in sorted(failures_dir.glob("*.json")):
         row = orjson.loads(p.read_bytes())
-        found[row["stage"]] = row["error_type"]
+        detail = f": {row['message']}" if row.get("message") else ""
+        found[row["stage"]] = f"{row['error_type']}{detail}"
     return found
 
 
@@ -323,7 +338,13 @@ def verify_chain(out_root: Path, receipts: dict[str, StageReceipt]) -> list[Chai
 
 
 def _dataset_sizes(receipts: dict[str, StageReceipt]) -> dict[str, DatasetSize]:
-    wanted = {C.RAG_PATH: "rag", C.SFT_PATH: "sft", C.PREFERENCE_PATH: "preference"}
+    wanted = {
+        C.RAG_PATH: "rag",
+        C.EXTRACTED_PATH: "rag_extracted",
+        C.INDEX_PATH: "rag_index",
+        C.SFT_PATH: "sft",
+        C.PREFERENCE_PATH: "preference",
+    }
     sizes = {}
     for receipt in receipts.values():
         for f in receipt.outputs.files:
@@ -343,18 +364,22 @@ def _not_run_reason(
 ) -> str:
     if stage in failures:
         return f"failed: the stage raised {failures[stage]}"
-    upstream = C.STAGE_UPSTREAM.get(stage)
-    chain = []
-    while upstream is not None:
-        chain.append(upstream)
-        upstream = C.STAGE_UPSTREAM.get(upstream)
-    for up in chain:
-        blocked = [c for c in checks if c.stage == up and c.blocking and not c.passed]
-        if blocked:
-            names = ", ".join(f"{c.asset}.{c.check}" for c in blocked)
-            return f"blocked: blocking check {names} failed upstream"
+    ancestors: list[str] = []
+    frontier = list(C.STAGE_READS.get(stage, ()))
+    while frontier:
+        up = frontier.pop(0)
+        if up not in ancestors:
+            ancestors.append(up)
+            frontier.extend(C.STAGE_READS.get(up, ()))
+    blocked = [c for c in checks if c.stage in ancestors and c.blocking and not c.passed]
+    if blocked:
+        names = ", ".join(sorted(f"{c.asset}.{c.check}" for c in blocked))
+        return f"blocked: blocking check {names} failed upstream"
+    for up in ancestors:
         if up in failures:
             return f"blocked: upstream stage {up} failed"
+        if up in receipts and not receipts[up].validation.passed:
+            return f"blocked: upstream stage {up} failed its validation"
         if up in expected and up not in receipts:
             return f"blocked: upstream stage {up} did not run"
     return "not run (yet): no receipt was recorded for this stage in this run"

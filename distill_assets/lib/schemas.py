@@ -118,6 +118,8 @@ class RagPlaybookSchema(pa.DataFrameModel):
     source_run_ids: Series[object]
     quality: Series[str] = pa.Field(isin=TRAINABLE)
     score: Series[float] = pa.Field(ge=0, le=1)
+    failed_run_ids: Series[object] = pa.Field(description="rejected runs of the task (list)")
+    tags: Series[object] = pa.Field(description="{category, agents, tools}")
 
     class Config:
         strict = True
@@ -125,9 +127,135 @@ class RagPlaybookSchema(pa.DataFrameModel):
 
     @pa.check("source_run_ids", name="source_run_ids_nonempty")
     def source_run_ids_nonempty(cls, s: Series[object]) -> Series[bool]:
+        return s.map(_distinct_ids)
+
+    @pa.check("failed_run_ids", name="failed_run_ids_list")
+    def failed_run_ids_list(cls, s: Series[object]) -> Series[bool]:
+        return s.map(lambda ids: _distinct_ids(ids, minimum=0))
+
+    @pa.check("tags", name="tags_shape")
+    def tags_shape(cls, s: Series[object]) -> Series[bool]:
+        return s.map(_valid_tags)
+
+
+def _distinct_ids(ids: Any, minimum: int = 1) -> bool:
+    return (
+        isinstance(ids, list)
+        and len(ids) >= minimum
+        and all(isinstance(i, str) and i for i in ids)
+        and len(set(ids)) == len(ids)
+    )
+
+
+def _valid_tags(tags: Any) -> bool:
+    if not isinstance(tags, dict) or set(tags) != {"category", "agents", "tools"}:
+        return False
+    category = tags["category"]
+    return (
+        (category is None or isinstance(category, str))
+        and isinstance(tags["agents"], list)
+        and all(isinstance(a, str) for a in tags["agents"])
+        and isinstance(tags["tools"], list)
+        and all(isinstance(t, str) for t in tags["tools"])
+    )
+
+
+_STEP_KEYS = {"n", "tool", "arguments", "result", "error"}
+
+
+def _valid_step(step: Any, number: int | None = None) -> bool:
+    return (
+        isinstance(step, dict)
+        and set(step) == _STEP_KEYS
+        and isinstance(step["n"], int)
+        and (number is None or step["n"] == number)
+        and isinstance(step["tool"], str)
+        and bool(step["tool"])
+        and isinstance(step["arguments"], str)
+        and (step["result"] is None or isinstance(step["result"], str))
+        and isinstance(step["error"], bool)
+    )
+
+
+def _valid_divergence(item: Any) -> bool:
+    if not isinstance(item, dict) or item.get("kind") not in C.DIVERGENCE_KINDS:
+        return False
+    if not isinstance(item.get("run_id"), str) or not isinstance(item.get("answer"), str):
+        return False
+    expected, actual, step = item.get("expected"), item.get("actual"), item.get("step")
+    if item["kind"] == C.DIVERGED_NONE:
+        return step is None and expected is None and actual is None
+    return (
+        isinstance(step, int)
+        and step >= 1
+        and (expected is None or _valid_step(expected, step))
+        and (actual is None or _valid_step(actual, step))
+        and (expected is not None or actual is not None)
+    )
+
+
+class ExtractedPlaybookSchema(pa.DataFrameModel):
+    """One structured playbook per task (exports/rag/extracted_playbooks.jsonl)."""
+
+    id: Series[str] = pa.Field(unique=True, str_startswith="pb-")
+    task_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    title: Series[str] = pa.Field(str_length={"min_value": 1})
+    problem: Series[str] = pa.Field(str_length={"min_value": 1}, description="the instruction")
+    steps: Series[object] = pa.Field(description="tool calls of the best run, in order")
+    steps_total: Series[int] = pa.Field(ge=0, description="tool calls the best run made")
+    final_answer: Series[str] = pa.Field(str_length={"min_value": 1})
+    failed_run_ids: Series[object] = pa.Field(description="rejected runs of the task")
+    divergences: Series[object] = pa.Field(description="where failed runs left the playbook")
+    tags: Series[object] = pa.Field(description="{category, agents, tools}")
+    quality: Series[str] = pa.Field(isin=TRAINABLE)
+    score: Series[float] = pa.Field(ge=0, le=1)
+    source_run_ids: Series[object] = pa.Field(description="verified runs, best first")
+    sources: Series[object] = pa.Field(description="{run_id, quality, score, agent} per source")
+
+    class Config:
+        strict = True
+        coerce = True
+
+    @pa.check("steps", name="steps_numbered")
+    def steps_numbered(cls, s: Series[object]) -> Series[bool]:
         return s.map(
-            lambda ids: isinstance(ids, list) and len(ids) >= 1 and len(set(ids)) == len(ids)
+            lambda steps: (
+                isinstance(steps, list)
+                and all(_valid_step(step, n) for n, step in enumerate(steps, 1))
+            )
         )
+
+    @pa.check("divergences", name="divergences_shape")
+    def divergences_shape(cls, s: Series[object]) -> Series[bool]:
+        return s.map(lambda items: isinstance(items, list) and all(map(_valid_divergence, items)))
+
+    @pa.check("tags", name="tags_shape")
+    def tags_shape(cls, s: Series[object]) -> Series[bool]:
+        return s.map(_valid_tags)
+
+    @pa.check("failed_run_ids", name="failed_run_ids_list")
+    def failed_run_ids_list(cls, s: Series[object]) -> Series[bool]:
+        return s.map(lambda ids: _distinct_ids(ids, minimum=0))
+
+    @pa.check("source_run_ids", name="source_run_ids_nonempty")
+    def source_run_ids_nonempty(cls, s: Series[object]) -> Series[bool]:
+        return s.map(_distinct_ids)
+
+    @pa.dataframe_check(description="sources list the source runs, in order")
+    def sources_match(cls, df: pd.DataFrame) -> Series[bool]:
+        return pd.Series(
+            [
+                isinstance(sources, list)
+                and [s.get("run_id") if isinstance(s, dict) else None for s in sources] == ids
+                and all(s.get("quality") in TRAINABLE for s in sources)
+                for sources, ids in zip(df["sources"], df["source_run_ids"], strict=True)
+            ],
+            index=df.index,
+        )
+
+    @pa.dataframe_check(description="the steps shown never exceed the steps taken")
+    def steps_within_total(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["steps"].map(len) <= df["steps_total"]
 
 
 _ROLES = {"user", "assistant", "tool", "function"}
@@ -190,6 +318,7 @@ class PreferencePairSchema(pa.DataFrameModel):
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
     C.ASSET_EVIDENCE_INDEX: EvidenceIndexSchema,
     C.ASSET_SCORED_RUNS: ScoredRunSchema,
+    C.ASSET_EXTRACTED_PLAYBOOKS: ExtractedPlaybookSchema,
     C.ASSET_RAG_PLAYBOOKS: RagPlaybookSchema,
     C.ASSET_SFT_DATASET: SftExampleSchema,
     C.ASSET_PREFERENCE_PAIRS: PreferencePairSchema,
@@ -330,5 +459,8 @@ def validate_jsonl(
 
 
 def _short(value: Any, limit: int = 120) -> str:
-    text = repr(value)
+    """A failing value as check metadata shows it: secrets redacted first, then cut."""
+    from distill_assets.lib.hygiene.secrets import redact_text
+
+    text, _ = redact_text(repr(value))
     return text if len(text) <= limit else text[: limit - 1] + "…"

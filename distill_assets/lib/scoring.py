@@ -23,7 +23,7 @@ import orjson
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, concat_files
+from distill_assets.lib.io import AtomicJsonlWriter, SealedFile, WrittenFile
 from distill_assets.lib.parallel import process_pool
 
 ConflictPolicy = Literal["human_review", "review_wins", "outcome_wins"]
@@ -394,10 +394,12 @@ def _grade_evidence(evidence: list[_Evidence], policy: ScoringPolicy) -> Grade:
 
 def score_day(
     day: date, window: _Window, policy: ScoringPolicy, out_root: Path
-) -> tuple[list[WrittenFile], Tally, Counter[str]]:
+) -> tuple[list[SealedFile], Tally, Counter[str]]:
     """Score the runs created on ``day`` and account for the evidence dated ``day``.
 
-    A run id seen more than once among the runs of the window (``day`` give or take
+    Returns the day's files written but not yet in place; the caller puts every day's files in
+    place only once all days are done, so a failure leaves no day half-updated. A run id seen
+    more than once among the runs of the window (``day`` give or take
     ``evidence_window_days``) is a conflicting duplicate; review and outcome rows attach to the
     run with their run id anywhere in the window, in (created_at, evidence_id) order.
     """
@@ -451,7 +453,7 @@ def score_day(
         by_task.write_block(
             b"".join(orjson.dumps(entry) + b"\n" for entry in entries), len(entries)
         )
-        return [scored.commit(), by_task.commit(), quarantine.commit()], tally, qualities
+        return [scored.seal(), by_task.seal(), quarantine.seal()], tally, qualities
     except BaseException:
         scored.abort()
         by_task.abort()
@@ -459,20 +461,11 @@ def score_day(
         raise
 
 
-def merge_quarantine(out_root: Path) -> WrittenFile:
-    """Rebuild exports/quarantine/score.jsonl from every day's part on disk."""
-    parts = [
-        layout.scored_quarantine(day)
-        for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.PART_QUARANTINE_FILE)
-    ]
-    return concat_files(out_root, parts, C.quarantine_path(C.STAGE_SCORE))
-
-
 @dataclass
 class _Scored:
-    """What scoring a run of consecutive days wrote and counted."""
+    """What scoring a run of consecutive days wrote (not yet in place) and counted."""
 
-    outputs: list[WrittenFile] = field(default_factory=list)
+    sealed: list[SealedFile] = field(default_factory=list)
     tallies: dict[date, Tally] = field(default_factory=dict)
     qualities: Counter[str] = field(default_factory=Counter)
     inputs: dict[str, WrittenFile] = field(default_factory=dict)
@@ -482,12 +475,17 @@ def score_days(out_root: Path, days: list[date], policy: ScoringPolicy) -> _Scor
     """Score ``days`` (sorted) with one sliding window: the unit of work of a worker process."""
     window = _Window(out_root)
     done = _Scored()
-    for day in days:
-        window.evict_before(day - timedelta(days=policy.evidence_window_days))
-        written, tally, day_qualities = score_day(day, window, policy, out_root)
-        done.outputs.extend(written)
-        done.tallies[day] = tally
-        done.qualities.update(day_qualities)
+    try:
+        for day in days:
+            window.evict_before(day - timedelta(days=policy.evidence_window_days))
+            written, tally, day_qualities = score_day(day, window, policy, out_root)
+            done.sealed.extend(written)
+            done.tallies[day] = tally
+            done.qualities.update(day_qualities)
+    except BaseException:
+        for sealed in done.sealed:
+            sealed.abort()
+        raise
     done.inputs = window.inputs
     return done
 
@@ -521,22 +519,36 @@ def score(
         path = out_root / layout.evidence_index(day)
         index_bytes += path.stat().st_size if path.exists() else 0
     count = min(workers, len(ordered) // max(1, 2 * policy.evidence_window_days + 1))
-    if count <= 1 or index_bytes < pool_min_bytes:
-        parts = [score_days(out_root, ordered, policy)]
-    else:
-        with process_pool(count) as pool:
-            futures = [
-                pool.submit(score_days, out_root, chunk, policy)
-                for chunk in _chunks(ordered, count)
-            ]
-            parts = [future.result() for future in futures]
-    outputs: list[WrittenFile] = []
+    parts: list[_Scored] = []
+    try:
+        if count <= 1 or index_bytes < pool_min_bytes:
+            parts.append(score_days(out_root, ordered, policy))
+        else:
+            with process_pool(count) as pool:
+                futures = [
+                    pool.submit(score_days, out_root, chunk, policy)
+                    for chunk in _chunks(ordered, count)
+                ]
+                failure: BaseException | None = None
+                for future in futures:
+                    try:
+                        parts.append(future.result())
+                    except BaseException as exc:  # the others' files are removed below
+                        failure = failure or exc
+                if failure is not None:
+                    raise failure
+        # every day is written: only now are the files put in place
+        outputs = [sealed.commit() for part in parts for sealed in part.sealed]
+    except BaseException:
+        for part in parts:
+            for sealed in part.sealed:
+                sealed.abort()
+        raise
     total = Tally()
     qualities: Counter[str] = Counter()
     inputs: dict[str, WrittenFile] = {}
     per_day: dict[str, dict[str, int]] = {}
     for part in parts:
-        outputs.extend(part.outputs)
         qualities.update(part.qualities)
         inputs.update(part.inputs)
         for day, tally in part.tallies.items():
@@ -547,7 +559,6 @@ def score(
                 "quarantined": tally.quarantined,
                 "skipped": tally.skipped,
             }
-    outputs.append(merge_quarantine(out_root))
     result = StageResult(C.STAGE_SCORE, [], outputs, total)
     result.extra["rows"] = sum(qualities.values())
     result.inputs = sorted(inputs.values(), key=lambda f: f.path)

@@ -4,6 +4,7 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.collect import collect, list_source_files
+from distill_assets.lib.importers import run_import
 from distill_assets.lib.layout import day_from_key
 from distill_assets.orchestration import (
     DAILY,
@@ -26,12 +27,13 @@ def evidence_index(
     context: dg.AssetExecutionContext, config: CollectConfig, distill: DistillResource
 ) -> dg.MaterializeResult:
     """Every usable evidence record of the day with provenance; bad lines skipped with a reason."""
-    settings = config.settings()
-    workers = distill.worker_count()
-    source_root = distill.source_root()
     days = [day_from_key(key) for key in context.partition_keys]
+    workers = distill.worker_count()
 
-    def work(out_root: Path):
-        return collect(list_source_files(source_root), out_root, days, settings, workers)
+    def work(out_root: Path, _write_root: Path):
+        source_root, imports = distill.evidence_sources()
+        files = list_source_files(source_root) if source_root is not None else []
+        batches = (run_import(spec) for spec in imports)
+        return collect(files, out_root, days, config.settings(), batches, workers)
 
     return run_stage(context, distill, C.STAGE_COLLECT, work, config.model_dump())

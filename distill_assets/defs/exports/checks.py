@@ -2,11 +2,18 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.exports import ExportSettings
-from distill_assets.lib.firewall import FirewallReport, verify_preference, verify_rag, verify_sft
+from distill_assets.lib.firewall import (
+    FirewallReport,
+    verify_pair_rules,
+    verify_preference,
+    verify_rag,
+    verify_sft,
+)
 from distill_assets.orchestration import (
     DistillResource,
     conservation_check,
     frozen_gc,
+    hygiene_checks,
     report_check,
     schema_check,
     this_runs_receipt,
@@ -20,7 +27,18 @@ def _settings_used(receipt) -> ExportSettings:
     return ExportConfig(**receipt.extra.get("settings", {})).settings()
 
 
-def _firewall_result(context, distill, asset: str, check: str, report: FirewallReport):
+def _written_root(out_root, receipt):
+    """Where the checked run wrote its exports (its version directory)."""
+    return out_root / receipt.extra.get("root", "")
+
+
+def _is(relpath: str):
+    """The receipt outputs a firewall check reads: its dataset's train and holdout files."""
+    holdout = relpath.rsplit("/", 1)[0] + "/holdout.jsonl"
+    return lambda path: path in (relpath, holdout)
+
+
+def _firewall_result(context, workspace, asset: str, check: str, report: FirewallReport):
     description = (
         f"{report.rows} rows verified against the scored runs"
         if report.passed
@@ -28,7 +46,7 @@ def _firewall_result(context, distill, asset: str, check: str, report: FirewallR
     )
     return report_check(
         context,
-        distill,
+        workspace,
         asset,
         check,
         report.passed,
@@ -42,37 +60,41 @@ def _firewall_result(context, distill, asset: str, check: str, report: FirewallR
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_SCHEMA, blocking=True)
 def rag_playbooks_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Playbooks match RagPlaybookSchema."""
-    return schema_check(context, distill, C.ASSET_RAG_PLAYBOOKS, C.RAG_PATH)
+    return schema_check(context, distill, C.ASSET_RAG_PLAYBOOKS, (C.RAG_PATH, C.RAG_HOLDOUT_PATH))
 
 
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_FIREWALL, blocking=True)
 def rag_playbooks_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Only accepted or partially accepted runs of the same task back a playbook."""
-    out_root, _receipt = this_runs_receipt(context, distill, C.ASSET_RAG_PLAYBOOKS)
-    with frozen_gc():
-        report = verify_rag(out_root)
-    return _firewall_result(context, distill, C.ASSET_RAG_PLAYBOOKS, C.CHECK_FIREWALL, report)
+    asset = C.ASSET_RAG_PLAYBOOKS
+    with this_runs_receipt(context, distill, asset, _is(C.RAG_PATH)) as (workspace, receipt):
+        root = _written_root(workspace.root, receipt)
+        with frozen_gc():
+            report = verify_rag(workspace.root, _settings_used(receipt), root)
+        return _firewall_result(context, workspace, asset, C.CHECK_FIREWALL, report)
 
 
 @dg.asset_check(asset=C.ASSET_RAG_PLAYBOOKS, name=C.CHECK_CONSERVATION, blocking=True)
 def rag_playbooks_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
-    """Every scored run backs a playbook or is quarantined with a reason."""
+    """Every extracted playbook is rendered or quarantined with a reason."""
     return conservation_check(context, distill, C.ASSET_RAG_PLAYBOOKS)
 
 
 @dg.asset_check(asset=C.ASSET_SFT_DATASET, name=C.CHECK_SCHEMA, blocking=True)
 def sft_dataset_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """SFT rows match SftExampleSchema (user first, assistant last)."""
-    return schema_check(context, distill, C.ASSET_SFT_DATASET, C.SFT_PATH)
+    return schema_check(context, distill, C.ASSET_SFT_DATASET, (C.SFT_PATH, C.SFT_HOLDOUT_PATH))
 
 
 @dg.asset_check(asset=C.ASSET_SFT_DATASET, name=C.CHECK_FIREWALL, blocking=True)
 def sft_dataset_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Only accepted runs in allowed categories reach SFT."""
-    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_SFT_DATASET)
-    with frozen_gc():
-        report = verify_sft(out_root, _settings_used(receipt))
-    return _firewall_result(context, distill, C.ASSET_SFT_DATASET, C.CHECK_FIREWALL, report)
+    asset = C.ASSET_SFT_DATASET
+    with this_runs_receipt(context, distill, asset, _is(C.SFT_PATH)) as (workspace, receipt):
+        root = _written_root(workspace.root, receipt)
+        with frozen_gc():
+            report = verify_sft(workspace.root, _settings_used(receipt), root)
+        return _firewall_result(context, workspace, asset, C.CHECK_FIREWALL, report)
 
 
 @dg.asset_check(asset=C.ASSET_SFT_DATASET, name=C.CHECK_CONSERVATION, blocking=True)
@@ -84,19 +106,46 @@ def sft_dataset_conservation(context: dg.AssetCheckExecutionContext, distill: Di
 @dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_SCHEMA, blocking=True)
 def preference_pairs_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Pairs match PreferencePairSchema."""
-    return schema_check(context, distill, C.ASSET_PREFERENCE_PAIRS, C.PREFERENCE_PATH)
+    return schema_check(
+        context, distill, C.ASSET_PREFERENCE_PAIRS, (C.PREFERENCE_PATH, C.PREFERENCE_HOLDOUT_PATH)
+    )
 
 
 @dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_FIREWALL, blocking=True)
 def preference_pairs_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
-    """Pairs obey the firewall and the pair rules, checked against the scored runs."""
-    out_root, receipt = this_runs_receipt(context, distill, C.ASSET_PREFERENCE_PAIRS)
-    with frozen_gc():
-        report = verify_preference(out_root, _settings_used(receipt))
-    return _firewall_result(context, distill, C.ASSET_PREFERENCE_PAIRS, C.CHECK_FIREWALL, report)
+    """Pairs keep rejected and unreviewed runs off the chosen side, checked against the scores."""
+    asset = C.ASSET_PREFERENCE_PAIRS
+    with this_runs_receipt(context, distill, asset, _is(C.PREFERENCE_PATH)) as (workspace, receipt):
+        root = _written_root(workspace.root, receipt)
+        with frozen_gc():
+            report = verify_preference(workspace.root, _settings_used(receipt), root)
+        return _firewall_result(context, workspace, asset, C.CHECK_FIREWALL, report)
 
 
 @dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_CONSERVATION, blocking=True)
 def preference_pairs_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
     """Every scored run is in a pair or is quarantined with a reason."""
     return conservation_check(context, distill, C.ASSET_PREFERENCE_PAIRS)
+
+
+@dg.asset_check(asset=C.ASSET_PREFERENCE_PAIRS, name=C.CHECK_PAIR_RULES, blocking=True)
+def preference_pairs_rules(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Pairs are two distinct runs of one task, chosen strictly better, texts different."""
+    asset = C.ASSET_PREFERENCE_PAIRS
+    with this_runs_receipt(context, distill, asset, _is(C.PREFERENCE_PATH)) as (workspace, receipt):
+        root = _written_root(workspace.root, receipt)
+        with frozen_gc():
+            report = verify_pair_rules(workspace.root, _settings_used(receipt), root)
+        return _firewall_result(context, workspace, asset, C.CHECK_PAIR_RULES, report)
+
+
+rag_playbooks_hygiene = hygiene_checks(C.ASSET_RAG_PLAYBOOKS, holdout=True)
+sft_dataset_hygiene = hygiene_checks(C.ASSET_SFT_DATASET, holdout=True)
+preference_pairs_hygiene = hygiene_checks(C.ASSET_PREFERENCE_PAIRS, holdout=True)
+review_queue_hygiene = hygiene_checks(C.ASSET_REVIEW_QUEUE, holdout=False)
+
+
+@dg.asset_check(asset=C.ASSET_REVIEW_QUEUE, name=C.CHECK_CONSERVATION, blocking=True)
+def review_queue_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Every run needing review is queued or quarantined with a reason."""
+    return conservation_check(context, distill, C.ASSET_REVIEW_QUEUE)

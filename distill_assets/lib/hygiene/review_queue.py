@@ -1,0 +1,205 @@
+"""Stage ``export-review``: runs scored needs_human_review → ``exports/review/queue.jsonl``.
+
+One row per flagged run, in task order, with the run's texts, the reviews and outcomes that
+caused the flag, its reason codes and the question a reviewer answers (docs/review.md maps the
+row onto Argilla records and Langfuse annotation queues). Texts are always scrubbed: a reviewer
+must see the run, so secrets are replaced by placeholders here rather than quarantined. Verdicts
+come back as ``review`` evidence (``distill review import``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from distill_assets.lib import constants as C
+from distill_assets.lib import layout
+from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
+from distill_assets.lib.exports import scored_files
+from distill_assets.lib.hygiene.secrets import scrub
+from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
+
+QUESTION = {"name": "verdict", "options": list(C.VERDICTS)}
+# where an index row's evidence_id sits: {"evidence_id":"<64 hex>",...
+_ID_SLICE = slice(16, 80)
+
+
+@dataclass(frozen=True, slots=True)
+class Flagged:
+    """A scored run that needs a human, without its texts."""
+
+    run_id: str
+    task_id: str
+    score: float
+    reasons: tuple[str, ...]
+    evidence_ids: tuple[str, ...]
+    created_at: str
+    agent: str | None
+    category: str | None
+    run_file: str
+    run_offset: int
+
+
+def _flagged(out_root: Path) -> tuple[list[Flagged], list[WrittenFile]]:
+    found: list[Flagged] = []
+    inputs: list[WrittenFile] = []
+    for relpath in scored_files(out_root):
+        count = 0
+        with open(out_root / relpath, "rb") as fh:
+            for raw in fh:
+                count += 1
+                row = orjson.loads(raw)
+                if row["quality_score"] != C.QUALITY_REVIEW:
+                    continue
+                found.append(
+                    Flagged(
+                        row["run_id"],
+                        row["task_id"],
+                        row["score"],
+                        tuple(row["reasons"]),
+                        tuple(row["evidence_ids"]),
+                        row["created_at"],
+                        row.get("agent"),
+                        row.get("category"),
+                        row["run_file"],
+                        row["run_offset"],
+                    )
+                )
+        inputs.append(WrittenFile(relpath, "", 0, count))
+    found.sort(key=lambda f: (f.task_id, f.created_at, f.run_id))
+    return found, inputs
+
+
+def _locate(out_root: Path, wanted: set[str]) -> tuple[dict[str, tuple[str, int]], list[str]]:
+    """evidence_id -> (records file, offset) for the wanted ids, from the index files; only
+    lines whose id is wanted are parsed."""
+    where: dict[str, tuple[str, int]] = {}
+    read: list[str] = []
+    if not wanted:
+        return where, read
+    for day in layout.days_on_disk(out_root, C.EVIDENCE_DIR, "index.jsonl"):
+        relpath = layout.evidence_index(day)
+        read.append(relpath)
+        with open(out_root / relpath, "rb") as fh:
+            for raw in fh:
+                if raw[_ID_SLICE].decode("ascii", "replace") in wanted:
+                    row = orjson.loads(raw)
+                    where[row["evidence_id"]] = (layout.evidence_records(day), row["offset"])
+    return where, read
+
+
+class _Records:
+    """Reads evidence records by (file, offset), checking the evidence id."""
+
+    def __init__(self, out_root: Path) -> None:
+        self.out_root = out_root
+        self.handles: dict[str, Any] = {}
+
+    def get(self, relpath: str, offset: int, evidence_id: str) -> dict[str, Any] | None:
+        handle = self.handles.get(relpath)
+        if handle is None:
+            try:
+                handle = open(layout.inside(self.out_root, relpath), "rb")
+            except (OSError, ValueError):
+                return None
+            self.handles[relpath] = handle
+        try:
+            handle.seek(offset)
+            line = orjson.loads(handle.readline())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return line["record"] if line.get("evidence_id") == evidence_id else None
+
+    def close(self) -> None:
+        for handle in self.handles.values():
+            handle.close()
+
+
+def queue_row(flag: Flagged, record: dict[str, Any], evidence: list[dict[str, Any]]) -> dict:
+    """The documented queue row (docs/review.md)."""
+    return {
+        "id": flag.run_id,
+        "run_id": flag.run_id,
+        "task_id": flag.task_id,
+        "quality_score": C.QUALITY_REVIEW,
+        "score": flag.score,
+        "reasons": list(flag.reasons),
+        "created_at": flag.created_at,
+        "agent": flag.agent,
+        "category": flag.category,
+        "instruction": record.get("instruction"),
+        "response": record.get("response"),
+        "messages": record.get("messages"),
+        "evidence": evidence,
+        "question": QUESTION,
+        "source": {
+            "evidence_id": flag.evidence_ids[0],
+            "run_file": flag.run_file,
+            "run_offset": flag.run_offset,
+        },
+    }
+
+
+def export_review(out_root: Path, write_root: Path | None = None) -> StageResult:
+    """Write the review queue and its quarantine under ``write_root`` (default ``out_root``).
+
+    Records in = the runs scored needs_human_review; each is queued, or quarantined as
+    ``missing_source_run_id`` when its record cannot be read.
+    """
+    root = write_root or out_root
+    flagged, inputs = _flagged(out_root)
+    wanted = {eid for flag in flagged for eid in flag.evidence_ids}
+    where, index_files = _locate(out_root, wanted)
+    tally = Tally()
+    secrets: Counter[str] = Counter()
+    queue = AtomicJsonlWriter(root, C.REVIEW_QUEUE_PATH)
+    quarantine = AtomicJsonlWriter(root, C.quarantine_path(C.STAGE_EXPORT_REVIEW))
+    records = _Records(out_root)
+    try:
+        for flag in flagged:
+            tally.records_in += 1
+            record = records.get(flag.run_file, flag.run_offset, flag.evidence_ids[0])
+            if record is None:
+                tally.leave_out(C.DISPOSITION_QUARANTINED, [C.R_MISSING_SOURCE_RUN_ID])
+                quarantine.write_row(
+                    {
+                        "stage": C.STAGE_EXPORT_REVIEW,
+                        "disposition": C.DISPOSITION_QUARANTINED,
+                        "reasons": [C.R_MISSING_SOURCE_RUN_ID],
+                        "record_type": "run",
+                        "run_id": flag.run_id,
+                        "task_id": flag.task_id,
+                        "evidence_id": flag.evidence_ids[0],
+                        "quality_score": C.QUALITY_REVIEW,
+                    }
+                )
+                continue
+            evidence = []
+            for evidence_id in flag.evidence_ids[1:]:
+                found = where.get(evidence_id)
+                item = records.get(*found, evidence_id) if found else None
+                if item is not None:
+                    evidence.append({"evidence_id": evidence_id, **item})
+            row, findings = scrub(queue_row(flag, record, evidence))
+            secrets.update(finding.type for finding in findings)
+            queue.write_row(row)
+            tally.records_out += 1
+            tally.accepted += 1
+        outputs = [queue.commit(), quarantine.commit()]
+    except BaseException:
+        queue.abort()
+        quarantine.abort()
+        raise
+    finally:
+        records.close()
+    read = inputs + [WrittenFile(path, "", 0, 0) for path in index_files]
+    read += [WrittenFile(path, "", 0, 0) for path in sorted(records.handles)]
+    result = StageResult(C.STAGE_EXPORT_REVIEW, read, outputs, tally)
+    result.extra["rows"] = queue.lines
+    result.extra["secrets"] = dict(sorted(secrets.items()))
+    result.errors.extend(conservation_errors(tally))
+    return result

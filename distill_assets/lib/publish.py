@@ -1,0 +1,123 @@
+"""Stage ``publish``: assemble the run's exports and make them visible in one step.
+
+It writes the merged quarantine views of ``collect`` and ``score`` (from the per-day parts on
+disk) and ``MANIFEST.json`` into the run's version directory, verifies every listed file against
+the sha256 its producer recorded, and then repoints ``exports`` at the version with one rename.
+It runs after the exports' blocking checks, so only checked datasets are ever published. The
+manifest's bytes hold no run ids or times.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill_assets.lib import constants as C
+from distill_assets.lib import layout
+from distill_assets.lib.accounting import StageResult, Tally
+from distill_assets.lib.io import (
+    WrittenFile,
+    concat_files,
+    count_lines,
+    sha256_file,
+    write_json_atomic,
+)
+from distill_assets.lib.receipts import read_ledger
+from distill_assets.lib.search import indexed_rows, indexed_source
+from distill_assets.lib.versions import open_version
+from distill_assets.lib.versions import publish as swap_in
+
+DATASETS = {
+    "rag": C.RAG_PATH,
+    "rag_extracted": C.EXTRACTED_PATH,
+    "sft": C.SFT_PATH,
+    "preference": C.PREFERENCE_PATH,
+}
+HOLDOUTS = {
+    "rag": C.RAG_HOLDOUT_PATH,
+    "rag_extracted": C.EXTRACTED_HOLDOUT_PATH,
+    "sft": C.SFT_HOLDOUT_PATH,
+    "preference": C.PREFERENCE_HOLDOUT_PATH,
+}
+# published beside the datasets, not a JSONL table: its rows are the playbooks it indexes
+INDEXES = {"rag_index": C.INDEX_PATH}
+
+
+def _quarantine_views(out_root: Path, root: Path) -> tuple[list[WrittenFile], list[WrittenFile]]:
+    """The merged collect and score quarantines, and the part files they were built from."""
+    collect_parts = [layout.evidence_quarantine(None)] + [
+        layout.evidence_quarantine(day)
+        for day in layout.days_on_disk(out_root, C.EVIDENCE_DIR, C.PART_QUARANTINE_FILE)
+    ]
+    score_parts = [
+        layout.scored_quarantine(day)
+        for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.PART_QUARANTINE_FILE)
+    ]
+    views, read = [], []
+    for stage, parts in ((C.STAGE_COLLECT, collect_parts), (C.STAGE_SCORE, score_parts)):
+        present = [part for part in parts if (out_root / part).exists()]
+        views.append(concat_files(out_root, present, C.quarantine_path(stage), target_root=root))
+        read.extend(WrittenFile(part, "", 0, count_lines(out_root / part)) for part in present)
+    return views, read
+
+
+def publish(out_root: Path, run_id: str) -> StageResult:
+    root = open_version(out_root, run_id)
+    relroot = layout.version_relroot(run_id)
+    ledger = read_ledger(out_root)
+    tally = Tally()
+    errors: list[str] = []
+    inputs: list[WrittenFile] = []
+    outputs, parts = _quarantine_views(out_root, root)
+    listed = []
+    dataset_files = list(DATASETS.values()) + list(HOLDOUTS.values())
+    published = dataset_files + [C.REVIEW_QUEUE_PATH] + list(INDEXES.values())
+    for relpath in published + [C.quarantine_path(s) for s in C.PUBLISHED_QUARANTINES]:
+        path = root / relpath
+        if not path.exists():
+            errors.append(f"{relpath} is missing: its export has never run")
+            continue
+        sha = sha256_file(path)
+        known = ledger.get(relpath)
+        if known is None or known["sha256"] != sha:
+            errors.append(f"{relpath} differs from what its producer recorded")
+        rows = indexed_rows(path) if relpath in INDEXES.values() else count_lines(path)
+        inputs.append(WrittenFile(relpath, sha, path.stat().st_size, rows))
+        if relpath == C.INDEX_PATH and (root / C.RAG_PATH).exists():
+            # a run may rebuild the playbooks without the index: never publish such a pair
+            if indexed_source(path) != sha256_file(root / C.RAG_PATH):
+                errors.append(
+                    f"{relpath} was built from other playbooks than {C.RAG_PATH}: "
+                    "materialize playbook_index"
+                )
+        if relpath in dataset_files:
+            tally.records_in += rows
+            tally.records_out += rows
+            tally.accepted += rows
+    for entry in sorted(inputs + outputs, key=lambda f: f.path):
+        listed.append(
+            {
+                "path": entry.path,
+                "sha256": entry.sha256,
+                "bytes": entry.bytes,
+                "rows": entry.record_count,
+            }
+        )
+    manifest = {
+        "schema_version": 1,
+        "datasets": dict(DATASETS),
+        "holdout": dict(HOLDOUTS),
+        "review_queue": C.REVIEW_QUEUE_PATH,
+        "indexes": dict(INDEXES),
+        "files": listed,
+    }
+    sha = write_json_atomic(root / C.MANIFEST_PATH, manifest)
+    outputs.append(
+        WrittenFile(C.MANIFEST_PATH, sha, (root / C.MANIFEST_PATH).stat().st_size, len(listed))
+    )
+    result = StageResult(C.STAGE_PUBLISH, inputs + parts, outputs, tally, errors=errors)
+    result.input_root = result.output_root = relroot
+    result.extra["rows"] = len(listed)
+    if not errors:
+        swap_in(out_root, run_id)
+        result.extra["published"] = True
+    return result

@@ -1,0 +1,118 @@
+"""Shared test helpers: the project's real definitions, a temporary Dagster instance, and a
+function that materializes the whole graph (assets and their checks) over a partition range."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from distill_assets.definitions import defs as load_defs
+from distill_assets.orchestration import DistillResource
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = REPO_ROOT / "fixtures" / "evidence"
+SHARED = REPO_ROOT.parent / "shared"
+FIXTURE_RANGE = ("2026-03-01", "2026-03-03")
+
+
+@pytest.fixture(scope="session")
+def project_defs() -> dg.Definitions:
+    return load_defs()
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        yield inst
+
+
+@pytest.fixture(autouse=True)
+def _pinned_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pin 'now' so future-timestamp checks and receipts do not depend on the day tests run."""
+    monkeypatch.setenv("DISTILL_RECORDED_AT", "2026-03-10T00:00:00Z")
+    monkeypatch.delenv("DISTILL_SOURCE_DIR", raising=False)
+    monkeypatch.delenv("DISTILL_OUTPUT_DIR", raising=False)
+    monkeypatch.delenv("DISTILL_ALERT_WEBHOOK_URL", raising=False)
+
+
+def copy_fixtures(dest: Path) -> Path:
+    shutil.copytree(FIXTURES, dest)
+    return dest
+
+
+def materialize_graph(
+    project_defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    source: Path,
+    out: Path,
+    days: tuple[str, str] = FIXTURE_RANGE,
+    run_config: dict | None = None,
+    selection: str | list[str] | None = None,
+    raise_on_error: bool = False,
+    **resource_fields: object,
+) -> dg.ExecuteInProcessResult:
+    """Materialize the real graph (assets and checks) over ``days`` in one run."""
+    resource = DistillResource(source_dir=str(source), output_dir=str(out), **resource_fields)
+    assets = list(project_defs.assets or []) + list(project_defs.asset_checks or [])
+    return dg.materialize(
+        assets,
+        instance=instance,
+        resources={"distill": resource},
+        run_config=run_config,
+        selection=selection,
+        raise_on_error=raise_on_error,
+        tags={
+            "dagster/asset_partition_range_start": days[0],
+            "dagster/asset_partition_range_end": days[1],
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+def fixture_run(tmp_path_factory, project_defs):
+    """One real run of the whole graph over the bundled fixtures, shared by read-only tests:
+    (result, output directory, instance)."""
+    base = tmp_path_factory.mktemp("fixture_run")
+    home = base / "home"
+    home.mkdir()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DISTILL_RECORDED_AT", "2026-03-10T00:00:00Z")
+    with dg.instance_for_test(temp_dir=str(home)) as inst:
+        try:
+            result = materialize_graph(project_defs, inst, FIXTURES, base / "out")
+        finally:
+            mp.undo()  # the pin must not leak into tests that run later in this session
+        yield result, base / "out", inst
+
+
+GraphRunner = Callable[[DistillResource, str, str | None], dg.ExecuteInProcessResult]
+
+
+@pytest.fixture(scope="session")
+def run_graph(project_defs: dg.Definitions) -> GraphRunner:
+    """Materialize every asset and check for a partition range with the given resource, on a
+    fresh ephemeral instance (a single run over the range, as ``distill materialize`` does)."""
+
+    def run(
+        resource: DistillResource, first: str, last: str | None = None
+    ) -> dg.ExecuteInProcessResult:
+        tags = {
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last or first,
+        }
+        with dg.DagsterInstance.ephemeral() as instance:
+            return dg.materialize(
+                [*project_defs.assets, *project_defs.asset_checks],
+                instance=instance,
+                resources={"distill": resource},
+                tags=tags,
+                raise_on_error=False,
+            )
+
+    return run

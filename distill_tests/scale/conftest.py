@@ -1,0 +1,327 @@
+"""Real servers for the scale-out tests: a throwaway PostgreSQL cluster and a redis-server, both
+bound to 127.0.0.1 on free ports, started here and torn down after the session.
+
+A missing server binary or Python library skips the test with the exact reason; under CI
+(CI set in the environment) it fails instead, since .ci/run installs them
+(deploy/ci-services.sh and the ``scale`` extra).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES_SCRIPT = "deploy/ci-services.sh"
+
+
+def unavailable(reason: str) -> None:
+    """Skip with ``reason`` on a developer machine; fail under CI, where it must run."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must provide it: see {SERVICES_SCRIPT})")
+    pytest.skip(reason)
+
+
+def need_module(name: str) -> None:
+    try:
+        __import__(name)
+    except ImportError:
+        unavailable(f"Python package {name} is not installed: pip install -e '.[scale]'")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pg_bindir() -> Path | None:
+    """The directory of initdb, pg_ctl and createdb (Debian keeps them off PATH)."""
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("initdb")
+    return Path(on_path).resolve().parent if on_path else None
+
+
+@dataclass(frozen=True)
+class Postgres:
+    host: str
+    port: int
+    user: str
+    password: str
+    db: str
+
+    def env(self) -> dict[str, str]:
+        """The variables deploy/dagster-postgres.yaml reads."""
+        return {
+            "DISTILL_PG_HOST": self.host,
+            "DISTILL_PG_PORT": str(self.port),
+            "DISTILL_PG_USER": self.user,
+            "DISTILL_PG_PASSWORD": self.password,
+            "DISTILL_PG_DB": self.db,
+        }
+
+
+def _as_owner(command: list[str], owner: str | None) -> list[str]:
+    return ["runuser", "-u", owner, "--", *command] if owner else command
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL cluster made by initdb in a fresh directory, with password auth."""
+    need_module("dagster_postgres")
+    bindir = _pg_bindir()
+    if bindir is None:
+        unavailable(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under "
+            "/usr/lib/postgresql/*/bin: install the Debian package postgresql"
+        )
+    # PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user
+    owner = None
+    if os.geteuid() == 0:
+        if shutil.which("runuser") is None:
+            unavailable("running as root and runuser is missing, so postgres cannot be started")
+        try:
+            import pwd
+
+            pwd.getpwnam("postgres")
+        except KeyError:
+            unavailable("running as root and there is no postgres user to own the cluster")
+        owner = "postgres"
+    base = Path(tempfile.mkdtemp(prefix="distill-pg-"))
+    if owner:
+        shutil.chown(base, owner)
+    data = base / "data"
+    password = "distill-test-pw"
+    pwfile = base / "pw"
+    pwfile.write_text(password + "\n")
+    if owner:
+        shutil.chown(pwfile, owner)
+    port = free_port()
+    server = Postgres("127.0.0.1", port, "distill", password, "distill")
+    log = base / "server.log"
+
+    def stop() -> None:
+        if (data / "postmaster.pid").exists():
+            subprocess.run(
+                _as_owner(
+                    [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], owner
+                ),
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        shutil.rmtree(base, ignore_errors=True)
+
+    try:
+        subprocess.run(
+            _as_owner(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    server.user,
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+                owner,
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        options = (
+            f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        subprocess.run(
+            _as_owner(
+                [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w"]
+                + ["-t", "60", "start"],
+                owner,
+            ),
+            check=True,
+            capture_output=True,
+            timeout=90,
+        )
+        subprocess.run(
+            [str(bindir / "createdb"), "-h", server.host, "-p", str(port), "-U", server.user]
+            + [server.db],
+            check=True,
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "PGPASSWORD": password},
+        )
+    except subprocess.CalledProcessError as exc:
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        stop()
+        raise RuntimeError(
+            f"starting PostgreSQL failed: {exc.cmd[0]}: {exc.stderr.decode()[-2000:]}\n{tail}"
+        ) from exc
+    except BaseException:
+        stop()
+        raise
+    try:
+        yield server
+    finally:
+        stop()
+
+
+@dataclass(frozen=True)
+class Redis:
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
+    """A redis-server without persistence, bound to 127.0.0.1."""
+    need_module("redis")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        unavailable("redis-server not found on PATH: install the Debian package redis-server")
+    import redis
+
+    workdir = tmp_path_factory.mktemp("redis")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        + ["--dir", str(workdir), "--protected-mode", "yes"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = redis.Redis(host="127.0.0.1", port=port)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if client.ping():
+                    break
+            except redis.ConnectionError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"redis-server did not start (exit {process.poll()})"
+                    ) from None
+                time.sleep(0.05)
+        client.close()
+        yield Redis(port)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def postgres_home(directory: Path) -> Path:
+    """A DAGSTER_HOME whose dagster.yaml is the project's PostgreSQL instance file."""
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "deploy" / "dagster-postgres.yaml", directory / "dagster.yaml")
+    return directory
+
+
+FIXTURES = REPO / "fixtures" / "evidence"
+FIRST_DAY, LAST_DAY = "2026-02-28", "2026-03-04"  # the fixtures' days, one either side
+RECORDED_AT = "2026-03-10T00:00:00Z"
+
+
+def materialize_range(
+    instance,
+    source: Path,
+    output: str,
+    first: str = FIRST_DAY,
+    last: str = LAST_DAY,
+    staging: Path | None = None,
+    assets: list[str] | None = None,
+):
+    """Materialize the whole graph over ``first...last`` in one in-process run (one backfill),
+    or only the unpartitioned ``assets`` when given."""
+    import dagster as dg
+
+    from distill_assets.definitions import defs
+
+    job = defs().resolve_implicit_global_asset_job_def()
+    config: dict = {"source_dir": str(source), "output_dir": output}
+    if staging is not None:
+        config["staging_dir"] = str(staging)
+    if assets is not None:
+        return job.execute_in_process(
+            instance=instance,
+            asset_selection=[dg.AssetKey(name) for name in assets],
+            run_config={"resources": {"distill": {"config": config}}},
+            raise_on_error=False,
+        )
+    return job.execute_in_process(
+        instance=instance,
+        tags={
+            "dagster/asset_partition_range_start": first,
+            "dagster/asset_partition_range_end": last,
+        },
+        run_config={"resources": {"distill": {"config": config}}},
+        raise_on_error=False,
+    )
+
+
+DATA_TOPS = ("evidence", "scored-runs", "exports")  # what a reader sees; no run ids in paths
+
+
+def dataset_files(root: Path) -> dict[str, bytes]:
+    """Every data file a reader of an output root sees (``exports`` through its link)."""
+    found: dict[str, bytes] = {}
+    for top in DATA_TOPS:
+        base = (root / top).resolve()
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*")):
+            if path.is_file():
+                found[f"{top}/{path.relative_to(base).as_posix()}"] = path.read_bytes()
+    return found
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixtures' days materialized in one in-process run into a plain local directory."""
+    import dagster as dg
+
+    out = tmp_path_factory.mktemp("reference-out")
+    previous = os.environ.get("DISTILL_RECORDED_AT")
+    os.environ["DISTILL_RECORDED_AT"] = RECORDED_AT
+    try:
+        with dg.instance_for_test() as instance:
+            assert materialize_range(instance, FIXTURES, str(out)).success
+    finally:
+        if previous is None:
+            os.environ.pop("DISTILL_RECORDED_AT")
+        else:
+            os.environ["DISTILL_RECORDED_AT"] = previous
+    return out
+
+
+@pytest.fixture(scope="session")
+def recorded_checks(project_defs) -> int:
+    """How many check verdicts a full run records in its summary: every check but ``drift``,
+    which the asset reports itself."""
+    graph = project_defs.resolve_asset_graph()
+    return sum(1 for key in graph.asset_check_keys if key.name != "drift")

@@ -1,0 +1,107 @@
+"""A real dagster-webserver on 127.0.0.1 serves the project's asset graph: the lineage
+evidence_index -> scored_runs -> the exports -> dataset_manifest, with their checks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from distill_assets.lib import constants as C
+from distill_tests.conftest import REPO_ROOT
+
+QUERY = """{ assetNodes { assetKey { path } dependencyKeys { path } groupName kinds description
+  assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("web_home")
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dagster_webserver",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, "DAGSTER_HOME": str(home)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                pytest.fail(f"webserver exited: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("webserver did not answer within 120 s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def graphql(url: str, query: str) -> dict:
+    request = urllib.request.Request(
+        f"{url}/graphql",
+        data=orjson.dumps({"query": query}),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return orjson.loads(response.read())
+
+
+def test_lineage_and_checks_over_graphql(webserver):
+    nodes = graphql(webserver, QUERY)["data"]["assetNodes"]
+    by_key = {"/".join(n["assetKey"]["path"]): n for n in nodes}
+    deps = {key: {"/".join(d["path"]) for d in n["dependencyKeys"]} for key, n in by_key.items()}
+    assert deps[C.ASSET_EVIDENCE_INDEX] == set()
+    assert deps[C.ASSET_SCORED_RUNS] == {C.ASSET_EVIDENCE_INDEX}
+    assert deps[C.ASSET_EXTRACTED_PLAYBOOKS] == {C.ASSET_SCORED_RUNS}
+    assert deps[C.ASSET_RAG_PLAYBOOKS] == {C.ASSET_EXTRACTED_PLAYBOOKS}
+    assert deps[C.ASSET_PLAYBOOK_INDEX] == {C.ASSET_RAG_PLAYBOOKS}
+    for export in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
+        checks = {c["name"]: c["blocking"] for c in by_key[export]["assetChecksOrError"]["checks"]}
+        assert checks[C.CHECK_FIREWALL] is True and checks[C.CHECK_SCHEMA] is True
+        assert checks[C.CHECK_DRIFT] is False
+    assert deps[C.ASSET_DATASET_MANIFEST] == {
+        C.ASSET_EXTRACTED_PLAYBOOKS,
+        C.ASSET_RAG_PLAYBOOKS,
+        C.ASSET_SFT_DATASET,
+        C.ASSET_PREFERENCE_PAIRS,
+        C.ASSET_REVIEW_QUEUE,
+        C.ASSET_PLAYBOOK_INDEX,
+    }
+    for node in nodes:
+        assert node["groupName"] == C.ASSET_GROUP
+        assert node["description"] and "\n" not in node["description"]
+        assert "python" in node["kinds"]
