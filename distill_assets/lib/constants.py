@@ -106,23 +106,7 @@ ASSET_STAGE: Final = {
     ASSET_DATASET_MANIFEST: STAGE_PUBLISH,
 }
 STAGE_ASSET: Final = {stage: asset for asset, stage in ASSET_STAGE.items()}
-# asset groups: how the UI's lineage page clusters the graph
-GROUP_INGEST: Final = "ingest"
-GROUP_RAG: Final = "rag"
-GROUP_TRAINING: Final = "training_data"
-GROUP_PUBLISH: Final = "publish"
-ASSET_GROUPS: Final = {
-    ASSET_EVIDENCE_INDEX: GROUP_INGEST,
-    ASSET_SCORED_RUNS: GROUP_INGEST,
-    ASSET_EXTRACTED_PLAYBOOKS: GROUP_RAG,
-    ASSET_RAG_PLAYBOOKS: GROUP_RAG,
-    ASSET_PLAYBOOK_INDEX: GROUP_RAG,
-    ASSET_SFT_DATASET: GROUP_TRAINING,
-    ASSET_PREFERENCE_PAIRS: GROUP_TRAINING,
-    ASSET_KTO_DATASET: GROUP_TRAINING,
-    ASSET_REVIEW_QUEUE: GROUP_TRAINING,
-    ASSET_DATASET_MANIFEST: GROUP_PUBLISH,
-}
+ASSET_GROUP: Final = "distill"
 
 # --- output layout (relative to DISTILL_OUTPUT_DIR) ---------------------------------------
 EVIDENCE_DIR: Final = "evidence"
@@ -188,6 +172,12 @@ def card_path(kind: str) -> str:
     return f"{EXPORTS_DIR}/{kind}/{CARD_NAME}"
 
 
+def is_card(relpath: str) -> bool:
+    """A dataset card: listed in its stage's receipt, but left out of the receipt's output hash
+    (it names the run that built the data, which differs between otherwise identical runs)."""
+    return relpath.startswith(f"{EXPORTS_DIR}/") and relpath.endswith(f"/{CARD_NAME}")
+
+
 def parquet_path(jsonl_path: str) -> str:
     """The Parquet file written beside a JSONL dataset file when configured."""
     return jsonl_path.removesuffix(".jsonl") + ".parquet"
@@ -200,7 +190,10 @@ SFT_FORMATS: Final = (SFT_FORMAT_MESSAGES, SFT_FORMAT_PROMPT_COMPLETION)
 PREFERENCE_FORMAT_STANDARD: Final = "standard"
 PREFERENCE_FORMAT_CONVERSATIONAL: Final = "conversational"
 PREFERENCE_FORMATS: Final = (PREFERENCE_FORMAT_STANDARD, PREFERENCE_FORMAT_CONVERSATIONAL)
-DEFAULT_LICENSE: Final = "unknown"
+DEFAULT_LICENSE: Final = "other"
+# the labels of the unpaired (KTO) rows: desirable for accepted runs, undesirable for rejected
+KTO_DESIRABLE: Final = True
+KTO_UNDESIRABLE: Final = False
 
 
 # --- evidence kinds and enumerations ------------------------------------------------------
@@ -438,6 +431,8 @@ ENV_DRIFT_MIN_BASE: Final = "DISTILL_DRIFT_MIN_BASE"
 ENV_ALERT_WEBHOOK: Final = "DISTILL_ALERT_WEBHOOK_URL"
 ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
 ENV_IMPORTS: Final = "DISTILL_IMPORTS"
+# seconds between progress lines of a long stage in the run log (default 5)
+ENV_PROGRESS_INTERVAL: Final = "DISTILL_PROGRESS_INTERVAL_S"
 # scale-out (docs/deploy.md)
 ENV_STAGING_DIR: Final = "DISTILL_STAGING_DIR"
 ENV_EXECUTOR: Final = "DISTILL_EXECUTOR"

@@ -5,15 +5,16 @@ TRL reads conversational rows as OpenAI-style chat messages and standard rows as
 assistant and tool only, ``content`` a string or null, tool calls as
 ``{"id", "type": "function", "function": {"name", "arguments"}}`` with ``arguments`` a JSON
 string, and a key only where the OpenAI shape has one, so ``datasets`` loads every file without
-a mixed-type column. ``ARROW_SCHEMAS`` gives each table an explicit Arrow schema: it types the
-Parquet copies (same rows, same order as the JSONL) and the ``dataset_info`` features of the
-dataset cards. A chat message is stored as Arrow's canonical JSON type, which ``datasets``
-decodes back to the exact dict (``datasets.Json``), whatever keys each message has.
+a mixed-type column. ``arrow_schema`` gives each table an explicit Arrow schema that types its
+Parquet copy (same rows, same order as the JSONL). A chat message is stored as Arrow's canonical
+JSON type, which ``datasets`` decodes back to the exact dict (``datasets.Json``), whatever keys
+each message has.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,47 @@ from distill_assets.lib.io import AtomicFile, WrittenFile, iter_jsonl
 
 TRL_ROLES = ("user", "assistant", "tool")
 PARQUET_BATCH_ROWS = 10_000
+PREVIEW_ROWS = 3
+PREVIEW_CHARS = 120
+
+
+@dataclass(frozen=True)
+class FormatSettings:
+    """How the datasets are shaped and packaged (docs/datasets.md): TRL row formats, a Parquet
+    copy beside each JSONL file, and the license the dataset cards declare."""
+
+    sft_format: str = C.SFT_FORMAT_MESSAGES
+    preference_format: str = C.PREFERENCE_FORMAT_STANDARD
+    parquet: bool = False
+    license: str = C.DEFAULT_LICENSE
+
+    def errors(self) -> list[str]:
+        problems = []
+        if self.sft_format not in C.SFT_FORMATS:
+            problems.append(
+                f"sft_format={self.sft_format!r} is not one of {', '.join(C.SFT_FORMATS)}"
+            )
+        if self.preference_format not in C.PREFERENCE_FORMATS:
+            problems.append(
+                f"preference_format={self.preference_format!r} is not one of "
+                + ", ".join(C.PREFERENCE_FORMATS)
+            )
+        if not self.license.strip() or any(c in self.license for c in "\n:# "):
+            problems.append(f"license={self.license!r} must be a license id such as mit")
+        if self.parquet:
+            try:
+                import pyarrow  # noqa: F401
+            except ImportError:
+                problems.append("parquet=true needs pyarrow: pip install 'distill[parquet]'")
+        return problems
+
+    def format_of(self, stage: str) -> str:
+        """The row format a stage writes ("" for the one-format tables)."""
+        if stage == C.STAGE_EXPORT_SFT:
+            return self.sft_format
+        if stage in (C.STAGE_EXPORT_PREFERENCE, C.STAGE_EXPORT_KTO):
+            return self.preference_format
+        return ""
 
 
 # --- TRL rows -----------------------------------------------------------------------------------
@@ -106,6 +148,36 @@ def trl_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def turn(role: str, content: str) -> list[dict[str, str]]:
     """One turn of a conversational prompt, completion, chosen or rejected column."""
     return [{"role": role, "content": content}]
+
+
+def sft_columns(messages: list[dict[str, Any]], record: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """The training columns of an SFT row: the conversation, or the instruction as the prompt
+    and the final answer as the completion."""
+    if fmt == C.SFT_FORMAT_PROMPT_COMPLETION:
+        return {"prompt": record["instruction"], "completion": record["response"]}
+    return {"messages": trl_messages(messages)}
+
+
+def pair_columns(prompt: str, chosen: str, rejected: str, fmt: str) -> dict[str, Any]:
+    """prompt/chosen/rejected as strings (standard) or as one-turn conversations."""
+    if fmt == C.PREFERENCE_FORMAT_CONVERSATIONAL:
+        return {
+            "prompt": turn("user", prompt),
+            "chosen": turn("assistant", chosen),
+            "rejected": turn("assistant", rejected),
+        }
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def unpaired_columns(prompt: str, completion: str, label: bool, fmt: str) -> dict[str, Any]:
+    """prompt/completion/label of an unpaired (KTO) row, standard or conversational."""
+    if fmt == C.PREFERENCE_FORMAT_CONVERSATIONAL:
+        return {
+            "prompt": turn("user", prompt),
+            "completion": turn("assistant", completion),
+            "label": label,
+        }
+    return {"prompt": prompt, "completion": completion, "label": label}
 
 
 def plain_text(value: Any) -> str:
@@ -237,31 +309,6 @@ def _is_json(kind: Any) -> bool:
     return isinstance(kind, pa.BaseExtensionType) and kind.extension_name == "arrow.json"
 
 
-def _feature(kind: Any) -> dict[str, Any]:
-    """A ``datasets`` feature, in the YAML form of a card's ``dataset_info`` (one field)."""
-    import pyarrow as pa
-
-    if _is_json(kind):
-        return {"dtype": "json"}
-    if pa.types.is_list(kind):
-        inner = _feature(kind.value_type)
-        return {"list": inner["dtype"]} if set(inner) == {"dtype"} else {"list": _fields(inner)}
-    if pa.types.is_struct(kind):
-        return {"struct": [{"name": f.name, **_feature(f.type)} for f in kind]}
-    names = {pa.string(): "string", pa.float64(): "float64", pa.int64(): "int64"}
-    names[pa.bool_()] = "bool"
-    return {"dtype": names[kind]}
-
-
-def _fields(feature: dict[str, Any]) -> Any:
-    return feature["struct"] if "struct" in feature else feature
-
-
-def features_yaml(schema: Any) -> list[dict[str, Any]]:
-    """The ``dataset_info.features`` list of a card for an Arrow schema (datasets >= 4.7)."""
-    return [{"name": field.name, **_feature(field.type)} for field in schema]
-
-
 # --- Parquet --------------------------------------------------------------------------------------
 
 
@@ -282,9 +329,7 @@ def _storage_schema(schema: Any) -> Any:
 def _encode_json_columns(rows: list[dict[str, Any]], schema: Any) -> list[dict[str, Any]]:
     import pyarrow as pa
 
-    columns = [
-        f.name for f in schema if pa.types.is_list(f.type) and _is_json(f.type.value_type)
-    ]
+    columns = [f.name for f in schema if pa.types.is_list(f.type) and _is_json(f.type.value_type)]
     if not columns:
         return rows
     for row in rows:
@@ -326,6 +371,13 @@ def write_parquet(root: Path, jsonl_relpath: str, schema: Any) -> WrittenFile:
     return target.written(rows)
 
 
+def parquet_rows(path: Path) -> int:
+    """The row count of a Parquet file, from its footer."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
 def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a Parquet copy as Python objects, JSON columns decoded (for checks, tests)."""
     import pyarrow.parquet as pq
@@ -342,3 +394,53 @@ def read_parquet_rows(path: Path) -> list[dict[str, Any]]:
             if row[name] is not None:
                 row[name] = [orjson.loads(item) for item in row[name]]
     return rows
+
+
+# --- previews -------------------------------------------------------------------------------------
+
+PREVIEW_COLUMNS = {
+    C.STAGE_EXPORT_RAG: ("id", "task_id", "title", "text"),
+    C.STAGE_EXPORT_SFT: ("id", "task_id", "messages", "prompt", "completion"),
+    C.STAGE_EXPORT_PREFERENCE: ("id", "task_id", "prompt", "chosen", "rejected", "margin"),
+    C.STAGE_EXPORT_KTO: ("id", "task_id", "prompt", "completion", "label"),
+}
+
+
+def _cell(value: Any, limit: int) -> str:
+    """One preview cell: flattened to text, secrets redacted, cut, safe inside a table."""
+    from distill_assets.lib.hygiene.secrets import redact_text
+
+    if isinstance(value, list) and value and isinstance(value[0], dict) and "role" in value[0]:
+        text = " / ".join(f"{m.get('role')}: {plain_text([m])}" for m in value)
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = orjson.dumps(value).decode()
+    text, _ = redact_text(" ".join(text.split()))
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text.replace("|", "\\|")
+
+
+def preview_markdown(
+    path: Path, stage: str, rows: int = PREVIEW_ROWS, chars: int = PREVIEW_CHARS
+) -> str:
+    """The first rows of a written dataset file as a Markdown table, texts cut to ``chars``
+    (rows were screened for secrets when written; cells are redacted again all the same)."""
+    if not path.exists():
+        return f"_{path.name} was not written_"
+    shown: list[dict[str, Any]] = []
+    for row in iter_jsonl(path):
+        shown.append(row)
+        if len(shown) >= rows:
+            break
+    if not shown:
+        return f"_{path.name} has no rows_"
+    columns = [c for c in PREVIEW_COLUMNS.get(stage, tuple(shown[0])) if c in shown[0]]
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for row in shown:
+        lines.append("| " + " | ".join(_cell(row.get(c), chars) for c in columns) + " |")
+    return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Progress of a long stage, reported at an interval so someone watching a run sees it move.
 
-``run_stage`` hands each library stage a ``Progress`` whose ``emit`` writes to the Dagster run
-log; the stages say what they are counting (``begin``) and count it (``advance``). A stage that
+``run_stage`` installs a ``Progress`` whose ``emit`` writes to the Dagster run log for the
+duration of a stage (``reporting``); the library stages fetch it with ``current()`` (a quiet one
+outside a run), say what they are counting (``begin``) and count it (``advance``). A stage that
 counts many cheap units (lines) asks for the clock to be read only every ``check_every`` calls,
 so counting costs next to nothing; the clock and the sink are parameters, so the reporter is
 tested without a run or a wall clock.
@@ -10,7 +11,9 @@ tested without a run or a wall clock.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 DEFAULT_INTERVAL_S = 5.0
 
@@ -45,7 +48,7 @@ class Progress:
         clock is read every ``check_every`` calls of ``advance`` (many cheap units: more)."""
         self.unit = unit
         self.total = total
-        self.check_every = max(1, check_every)
+        self.check_every = 1 if self.interval <= 0 else max(1, check_every)
         self.done = 0
         self._since_check = 0
         self._started = self._last = self.clock()
@@ -81,3 +84,24 @@ class Progress:
 def quiet(stage: str = "") -> Progress:
     """A reporter that never reports (library calls made outside a Dagster run)."""
     return Progress(stage, lambda _line: None, interval=float("inf"))
+
+
+_CURRENT: ContextVar[Progress | None] = ContextVar("distill_progress", default=None)
+
+
+def current() -> Progress:
+    """The reporter of the stage running in this context (a quiet one when there is none)."""
+    return _CURRENT.get() or quiet()
+
+
+@contextmanager
+def reporting(
+    stage: str, emit: Callable[[str], None], interval: float = DEFAULT_INTERVAL_S
+) -> Iterator[Progress]:
+    """Make a reporter for ``stage`` the current one while the block runs."""
+    reporter = Progress(stage, emit, interval)
+    token = _CURRENT.set(reporter)
+    try:
+        yield reporter
+    finally:
+        _CURRENT.reset(token)
