@@ -85,14 +85,18 @@ def _name(relpath: str) -> str:
     return relpath.rsplit("/", 1)[-1]
 
 
-def _yaml_header(stage: str, formats: FormatSettings, rows: int) -> list[str]:
+def _yaml_header(
+    stage: str, formats: FormatSettings, rows: int, splits: dict[str, int]
+) -> list[str]:
     lines = ["---", f"license: {formats.license}", "task_categories:"]
     lines += [f"- {category}" for category in TASK_CATEGORIES[stage]]
     lines += ["tags:", *[f"- {tag}" for tag in TAGS[stage]]]
     lines += ["size_categories:", f"- {size_category(rows)}", "configs:"]
     lines += ["- config_name: default", "  data_files:"]
     for split, relpath in (("train", C.TRAIN_PATHS[stage]), ("holdout", C.HOLDOUT_PATHS[stage])):
-        lines += [f"  - split: {split}", f"    path: {_name(relpath)}"]
+        # an empty file has no rows to infer columns from: ``datasets`` refuses it
+        if splits[split]:
+            lines += [f"  - split: {split}", f"    path: {_name(relpath)}"]
     return [*lines, "---"]
 
 
@@ -113,7 +117,8 @@ def render_card(
     train_rows = train.record_count if train else 0
     holdout_rows = holdout.record_count if holdout else 0
     fmt = formats.format_of(stage)
-    lines = _yaml_header(stage, formats, train_rows + holdout_rows)
+    splits = {"train": train_rows, "holdout": holdout_rows}
+    lines = _yaml_header(stage, formats, train_rows + holdout_rows, splits)
     lines += [
         "",
         f"# distill {kind}: {TITLES[stage]}",
@@ -133,6 +138,12 @@ def render_card(
         f"Splits: `train` ({train_rows} rows) and `holdout` ({holdout_rows} rows: whole tasks "
         "held out by a hash of their task id, never in train).",
     ]
+    empty = [split for split, rows in splits.items() if not rows]
+    if empty:
+        lines.append(
+            f"The {' and '.join(empty)} split is empty this time and is left out of `configs` "
+            "(`datasets` cannot infer the columns of a file without rows)."
+        )
     if fmt:
         lines.append(f"Row format: `{fmt}` (docs/datasets.md); provenance columns alongside.")
     lines += [
@@ -179,8 +190,16 @@ def render_card(
             "```python",
             "from datasets import load_dataset",
             "",
-            f'ds = load_dataset("json", data_files={{"train": "{_name(C.TRAIN_PATHS[stage])}", '
-            f'"holdout": "{_name(C.HOLDOUT_PATHS[stage])}"}})',
+            'ds = load_dataset("json", data_files={'
+            + ", ".join(
+                f'"{split}": "{_name(path)}"'
+                for split, path in (
+                    ("train", C.TRAIN_PATHS[stage]),
+                    ("holdout", C.HOLDOUT_PATHS[stage]),
+                )
+                if splits[split]
+            )
+            + "})",
             "```",
             "",
             f"The columns are what TRL's `{TRL_TRAINER[stage]}` expects (docs/datasets.md).",
