@@ -105,6 +105,7 @@ def test_another_machine_continues_from_the_store(reference: Path, tmp_path: Pat
             C.ASSET_RAG_PLAYBOOKS,
             C.ASSET_SFT_DATASET,
             C.ASSET_PREFERENCE_PAIRS,
+            C.ASSET_KTO_DATASET,
             C.ASSET_REVIEW_QUEUE,
             C.ASSET_DATASET_MANIFEST,
         ]
