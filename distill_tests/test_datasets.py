@@ -16,7 +16,12 @@ import pytest
 import yaml
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.formats import preview_markdown, read_parquet_rows
+from distill_assets.lib.formats import (
+    arrow_schema,
+    preview_markdown,
+    read_parquet_rows,
+    write_parquet,
+)
 from distill_assets.lib.hygiene.secrets import redact_text
 from distill_assets.lib.io import sha256_file
 from distill_assets.lib.receipts import aggregate_hash, load_receipt
@@ -264,7 +269,7 @@ def test_alternative_formats_have_trl_columns(alt_run):
     assert dtypes(kto.features)["label"] == "bool"
 
 
-def test_parquet_copies_hold_the_same_rows_in_the_same_order(alt_run):
+def test_parquet_copies_hold_the_same_rows_in_the_same_order(alt_run, tmp_path):
     result, out, _ = alt_run
     receipts = receipts_of(out, result.run_id)
     compared = 0
@@ -279,6 +284,14 @@ def test_parquet_copies_hold_the_same_rows_in_the_same_order(alt_run):
                 assert load(out / parquet)[:] == load(out / relpath)[:], parquet
             compared += 1
     assert compared == 8
+    # the copy's bytes depend only on the rows (one pyarrow version): write one again elsewhere
+    again = tmp_path / "again"
+    (again / C.SFT_PATH).parent.mkdir(parents=True)
+    (again / C.SFT_PATH).write_bytes((out / C.SFT_PATH).read_bytes())
+    schema = arrow_schema(C.STAGE_EXPORT_SFT, C.SFT_FORMAT_PROMPT_COMPLETION)
+    assert write_parquet(again, C.SFT_PATH, schema).sha256 == sha256_file(
+        out / C.parquet_path(C.SFT_PATH)
+    )
     manifest = {f["path"] for f in orjson.loads((out / C.MANIFEST_PATH).read_bytes())["files"]}
     assert C.parquet_path(C.KTO_PATH) in manifest
 
@@ -355,3 +368,28 @@ def test_long_stages_log_progress(alt_run):
         assert lines, stage
         assert any(m.startswith(f"{stage}: 22 of 22 runs (100%)") for m in lines)
         assert all(" runs/s" in m for m in lines)
+
+
+def test_parquet_of_the_default_formats(default_run, tmp_path):
+    """The default row shapes (chat messages, standard strings) survive Parquet too; the real
+    graph writes these with ``parquet: true`` and default formats."""
+    _, out, _ = default_run
+    cases = [
+        (C.STAGE_EXPORT_SFT, C.SFT_FORMAT_MESSAGES),
+        (C.STAGE_EXPORT_PREFERENCE, C.PREFERENCE_FORMAT_STANDARD),
+        (C.STAGE_EXPORT_KTO, C.PREFERENCE_FORMAT_STANDARD),
+        (C.STAGE_EXPORT_RAG, ""),
+    ]
+    for stage, fmt in cases:
+        relpath = C.TRAIN_PATHS[stage]
+        (tmp_path / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relpath).write_bytes((out / relpath).read_bytes())
+        written = write_parquet(tmp_path, relpath, arrow_schema(stage, fmt))
+        expected = rows(out / relpath)
+        assert written.record_count == len(expected)
+        assert read_parquet_rows(tmp_path / C.parquet_path(relpath)) == expected, stage
+        loaded = load(tmp_path / C.parquet_path(relpath))
+        assert loaded["id"] == [r["id"] for r in expected]
+    messages = load(tmp_path / C.parquet_path(C.SFT_PATH))
+    with_tools = next(e for e in messages if e["source_run_id"] == "run-014")
+    assert with_tools["messages"][1]["tool_calls"][0]["function"]["name"] == "fetch_incident"

@@ -197,13 +197,10 @@ def plain_text(value: Any) -> str:
 def _schemas() -> dict[tuple[str, str], Any]:
     import pyarrow as pa
 
-    text, number, flag, whole = pa.string(), pa.float64(), pa.bool_(), pa.int64()
+    text, number, flag = pa.string(), pa.float64(), pa.bool_()
     words = pa.list_(text)
     turns = pa.list_(pa.struct([("role", text), ("content", text)]))
     tags = pa.struct([("category", text), ("agents", words), ("tools", words)])
-    step = pa.struct(
-        [("n", whole), ("tool", text), ("arguments", text), ("result", text), ("error", flag)]
-    )
     rag = pa.schema(
         [
             ("id", text),
@@ -215,45 +212,6 @@ def _schemas() -> dict[tuple[str, str], Any]:
             ("score", number),
             ("failed_run_ids", words),
             ("tags", tags),
-        ]
-    )
-    extracted = pa.schema(
-        [
-            ("id", text),
-            ("task_id", text),
-            ("title", text),
-            ("problem", text),
-            ("steps", pa.list_(step)),
-            ("steps_total", whole),
-            ("final_answer", text),
-            ("failed_run_ids", words),
-            (
-                "divergences",
-                pa.list_(
-                    pa.struct(
-                        [
-                            ("run_id", text),
-                            ("kind", text),
-                            ("step", whole),
-                            ("expected", step),
-                            ("actual", step),
-                            ("answer", text),
-                        ]
-                    )
-                ),
-            ),
-            ("tags", tags),
-            ("quality", text),
-            ("score", number),
-            ("source_run_ids", words),
-            (
-                "sources",
-                pa.list_(
-                    pa.struct(
-                        [("run_id", text), ("quality", text), ("score", number), ("agent", text)]
-                    )
-                ),
-            ),
         ]
     )
     sft_tail = [("id", text), ("source_run_id", text), ("task_id", text), ("category", text)]
@@ -283,7 +241,6 @@ def _schemas() -> dict[tuple[str, str], Any]:
         return pa.schema([("prompt", kind), ("completion", kind), ("label", flag), *kto_tail])
 
     return {
-        (C.STAGE_EXTRACT_PLAYBOOKS, ""): extracted,
         (C.STAGE_EXPORT_RAG, ""): rag,
         (C.STAGE_EXPORT_SFT, C.SFT_FORMAT_MESSAGES): pa.schema(
             [("messages", pa.list_(pa.json_())), *sft_tail]
