@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
+from distill_assets.lib import layout, progress
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.evidence import (
     ParseSettings,
@@ -458,9 +458,12 @@ def collect(
 ) -> StageResult:
     """Read ``sources`` and ``imported`` batches; write the buckets of ``days`` (all when None)."""
     collector = Collector(out_root, days, settings)
+    tick = progress.current()
+    tick.begin(len(sources), "files")
     try:
         for source in sources:
             collector.read_file(source)
+            tick.advance(detail=source.relpath)
         for batch in imported:
             collector.read_imported(batch)
         return collector.finish()

@@ -20,8 +20,9 @@ from typing import Any, NamedTuple
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
+from distill_assets.lib import layout, progress
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
+from distill_assets.lib.formats import FormatSettings, pair_columns, plain_text, sft_columns
 from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, iter_jsonl
@@ -38,9 +39,10 @@ class ExportSettings:
     max_pairs_per_task: int | None = None
     rag_include_partial: bool = True
     hygiene: HygieneSettings = HygieneSettings()
+    formats: FormatSettings = FormatSettings()
 
     def errors(self) -> list[str]:
-        problems = self.hygiene.errors()
+        problems = self.hygiene.errors() + self.formats.errors()
         if not 0.0 <= self.min_margin <= 1.0:
             problems.append(f"min_margin={self.min_margin!r} must be between 0 and 1")
         if self.max_pairs_per_task is not None and self.max_pairs_per_task < 1:
@@ -470,9 +472,13 @@ def export_sft(
     job = _Export(
         out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH, settings.hygiene, eval_set
     )
+    fmt = settings.formats.sft_format
+    tick = progress.current()
+    tick.begin(len(keys), "runs", check_every=64)
     try:
         for _task_id, runs in group_by_task(job.admit(keys)):
             for key in runs:
+                tick.advance()
                 job.tally.records_in += 1
                 reasons = _common_reasons(key) or []
                 if key.quality == C.QUALITY_PARTIAL:
@@ -494,7 +500,7 @@ def export_sft(
                 messages = sft_messages(record)
                 screened = job.curation.screen(
                     {
-                        "messages": messages,
+                        **sft_columns(messages, record, fmt),
                         "id": stable_id("sft", key.run_id),
                         "source_run_id": key.run_id,
                         "task_id": key.task_id,
@@ -506,14 +512,19 @@ def export_sft(
                 if screened.reasons:
                     job.leave_out(key, screened.reasons, **screened.details)
                     continue
-                text = conversation_text(screened.row["messages"])
+                if "messages" in screened.row:
+                    text = conversation_text(screened.row["messages"])
+                else:
+                    text = f"{screened.row['prompt']}\n{screened.row['completion']}"
                 job.curation.keep(screened.row, (key,), text, pair=False)
                 job.tally.records_out += 1
                 job.tally.accepted += 1
-        return job.finish(inputs)
+        result = job.finish(inputs)
     except BaseException:
         job.abort()
         raise
+    result.extra["format"] = fmt
+    return result
 
 
 def candidate_pairs(
@@ -565,8 +576,12 @@ def export_preference(
     # runs whose own text kept their pairs out (a secret, an evaluation prompt): that is their
     # reason when they end in no pair, rather than no_valid_pair
     tainted: dict[str, list[str]] = {}
+    fmt = settings.formats.preference_format
+    tick = progress.current()
+    tick.begin(len(keys), "runs", check_every=64)
     try:
         for _task_id, runs in group_by_task(job.admit(keys)):
+            tick.advance(len(runs))
             ranked: list[RunKey] = []
             for key in runs:
                 job.tally.records_in += 1
@@ -605,11 +620,14 @@ def export_preference(
                 screened = job.curation.screen(
                     {
                         "id": stable_id("pair", chosen.run_id, rejected.run_id),
-                        "prompt": (chosen_record if chosen.sft_eligible else rejected_record)[
-                            "instruction"
-                        ],
-                        "chosen": chosen_record["response"],
-                        "rejected": rejected_record["response"],
+                        **pair_columns(
+                            (chosen_record if chosen.sft_eligible else rejected_record)[
+                                "instruction"
+                            ],
+                            chosen_record["response"],
+                            rejected_record["response"],
+                            fmt,
+                        ),
                         "chosen_run_id": chosen.run_id,
                         "rejected_run_id": rejected.run_id,
                         "task_id": chosen.task_id,
@@ -640,7 +658,7 @@ def export_preference(
                             tainted.setdefault(run.run_id, [C.R_CONTAMINATED_EVAL])
                     continue
                 row = screened.row
-                text = f"{row['prompt']}\n{row['chosen']}"
+                text = f"{plain_text(row['prompt'])}\n{plain_text(row['chosen'])}"
                 job.curation.keep(row, (chosen, rejected), text, pair=True)
                 written.append((chosen, rejected))
             used = {key.run_id for pair in written for key in pair}
@@ -662,4 +680,5 @@ def export_preference(
     result.extra["pairs"] = job.curation.train_rows
     result.extra["pairs_quarantined"] = pairs_quarantined + job.curation.pairs_dropped
     result.extra["tasks_without_pair"] = tasks_without_pair
+    result.extra["format"] = fmt
     return result

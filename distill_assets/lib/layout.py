@@ -22,6 +22,7 @@ STAGE_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
     C.STAGE_EXPORT_RAG: (),
     C.STAGE_EXPORT_SFT: (_SCORED, _RECORDS),
     C.STAGE_EXPORT_PREFERENCE: (_SCORED, _RECORDS),
+    C.STAGE_EXPORT_KTO: (_SCORED, _RECORDS),
     # the review queue also looks up each run's reviews and outcomes through the index
     C.STAGE_EXPORT_REVIEW: (_SCORED, _RECORDS, f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl"),
     C.STAGE_INDEX: (),

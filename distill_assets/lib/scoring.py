@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
+from distill_assets.lib import layout, progress
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, iter_jsonl
 
@@ -304,6 +304,8 @@ def score(out_root: Path, days: Iterable[date], policy: ScoringPolicy) -> StageR
     qualities: Counter[str] = Counter()
     ordered = sorted(set(days))
     per_day: dict[str, dict[str, int]] = {}
+    tick = progress.current()
+    tick.begin(len(ordered), "days")
     try:
         for day in ordered:
             window.evict_before(day - timedelta(days=policy.evidence_window_days))
@@ -311,6 +313,7 @@ def score(out_root: Path, days: Iterable[date], policy: ScoringPolicy) -> StageR
             writers.extend(day_writers)
             total.merge(tally)
             qualities.update(day_qualities)
+            tick.advance(detail=f"{total.records_in:,} records")
             per_day[day.isoformat()] = {
                 "records_in": tally.records_in,
                 "records_out": tally.records_out,
