@@ -218,6 +218,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         C.RAG_PATH,
         C.SFT_PATH,
         C.PREFERENCE_PATH,
+        C.KTO_PATH,
         *C.HOLDOUT_PATHS.values(),
     ):
         path = out / rel

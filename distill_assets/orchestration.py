@@ -19,10 +19,12 @@ import dagster as dg
 from pydantic import Field
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import progress
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
+from distill_assets.lib.formats import FormatSettings, preview_markdown
 from distill_assets.lib.hygiene.curate import HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet, load_eval_set, resolve_eval_path
 from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
@@ -436,6 +438,28 @@ class ExportConfig(HygieneConfig):
     rag_include_partial: bool = Field(
         default=True, description="Partially accepted runs may back a playbook."
     )
+    sft_format: str = Field(
+        default=C.SFT_FORMAT_MESSAGES,
+        description="SFT rows: messages (TRL conversational) or prompt_completion.",
+    )
+    preference_format: str = Field(
+        default=C.PREFERENCE_FORMAT_STANDARD,
+        description="Preference and KTO rows: standard (strings) or conversational (turns).",
+    )
+    parquet: bool = Field(
+        default=False, description="Also write a Parquet copy beside each JSONL dataset file."
+    )
+    license: str = Field(
+        default=C.DEFAULT_LICENSE, description="License id the dataset cards declare (e.g. mit)."
+    )
+
+    def formats(self) -> FormatSettings:
+        return FormatSettings(
+            sft_format=self.sft_format,
+            preference_format=self.preference_format,
+            parquet=self.parquet,
+            license=self.license,
+        )
 
     def settings(self) -> ExportSettings:
         settings = ExportSettings(
@@ -449,6 +473,7 @@ class ExportConfig(HygieneConfig):
             max_pairs_per_task=self.max_pairs_per_task,
             rag_include_partial=self.rag_include_partial,
             hygiene=self.hygiene(),
+            formats=self.formats(),
         )
         problems = settings.errors()
         if problems:
@@ -531,6 +556,7 @@ CONFIG_CLASSES: dict[str, type[dg.Config]] = {
     C.ASSET_RAG_PLAYBOOKS: ExportConfig,
     C.ASSET_SFT_DATASET: ExportConfig,
     C.ASSET_PREFERENCE_PAIRS: ExportConfig,
+    C.ASSET_KTO_DATASET: ExportConfig,
     C.ASSET_PLAYBOOK_INDEX: IndexConfig,
 }
 
@@ -623,7 +649,7 @@ def run_stage(
             raise dg.Failure(description=str(exc)) from exc
         write_root = open_version(out_root, run_id) if versioned else out_root
         try:
-            with frozen_gc():
+            with frozen_gc(), progress.reporting(stage, context.log.info, progress_interval()):
                 result = work(out_root, write_root)
         except Exception as exc:
             with workspace.reports(run_id):
@@ -639,6 +665,12 @@ def run_stage(
             if stage == expected[-1]:
                 release(out_root, run_id)
         receipt_at = workspace.location_of(recorded.receipt_path)
+        # read while the workspace (a staged copy of a remote output) is still at hand
+        extras = (
+            dataset_metadata(stage, write_root, recorded.receipt)
+            if stage in C.DATASET_STAGES
+            else {}
+        )
     receipt = recorded.receipt
     stats = receipt.stats
     for warning in receipt.validation.warnings[:20]:
@@ -663,11 +695,12 @@ def run_stage(
             metadata={"receipt": receipt_at},
         )
     metadata = receipt_metadata(receipt, receipt_at, recorded.drift.severity)
-    schema = column_schema(C.STAGE_ASSET[stage])
+    schema = column_schema(C.STAGE_ASSET[stage], str(receipt.extra.get("format", "")))
     if schema is not None:
         metadata[C.MD_COLUMN_SCHEMA] = schema
     if result.partitions:
         metadata[C.MD_PARTITIONS] = f"{result.partitions[0]}..{result.partitions[-1]}"
+    metadata.update(extras)
     drift = recorded.drift
     severity = (
         dg.AssetCheckSeverity.ERROR if drift.severity == "alert" else (dg.AssetCheckSeverity.WARN)
@@ -689,13 +722,41 @@ def run_stage(
     )
 
 
-def column_schema(asset: str) -> dg.TableSchema | None:
-    """The asset's table schema for the UI, from its Pandera model (one definition)."""
-    from distill_assets.lib.schemas import SCHEMAS
+def progress_interval() -> float:
+    """Seconds between progress lines (DISTILL_PROGRESS_INTERVAL_S, default 5)."""
+    raw = os.environ.get(C.ENV_PROGRESS_INTERVAL)
+    if not raw:
+        return progress.DEFAULT_INTERVAL_S
+    try:
+        return max(0.0, float(raw))
+    except ValueError as exc:
+        raise ConfigError(C.ENV_PROGRESS_INTERVAL, raw, "not a number of seconds") from exc
 
-    model = SCHEMAS.get(asset)
-    if model is None:
+
+def dataset_metadata(stage: str, write_root: Path, receipt: StageReceipt) -> dict[str, object]:
+    """A dataset's UI extras: a preview of its first rows (cut, redacted), its row format and
+    the rows of its Parquet copies."""
+    metadata: dict[str, object] = {
+        C.MD_RECORDS_OUT: receipt.stats.records_out,
+        C.MD_PREVIEW: dg.MetadataValue.md(
+            preview_markdown(write_root / C.TRAIN_PATHS[stage], stage)
+        ),
+    }
+    if receipt.extra.get("format"):
+        metadata[C.MD_FORMAT] = str(receipt.extra["format"])
+    if "parquet_rows" in receipt.extra:
+        metadata[C.MD_PARQUET_ROWS] = int(receipt.extra["parquet_rows"])
+    return metadata
+
+
+def column_schema(asset: str, fmt: str = "") -> dg.TableSchema | None:
+    """The asset's table schema for the UI, from its Pandera model (one definition) for the
+    row format it wrote."""
+    from distill_assets.lib.schemas import SCHEMAS, schema_of
+
+    if asset not in SCHEMAS:
         return None
+    model = schema_of(asset, fmt)
     columns = model.to_schema().columns
     return dg.TableSchema(
         columns=[
@@ -783,7 +844,7 @@ def schema_check(
     file_suffix: str | tuple[str, ...],
 ) -> dg.AssetCheckResult:
     """Validate every table file the asset wrote in this run against its Pandera model."""
-    from distill_assets.lib.schemas import SCHEMAS, validate_jsonl
+    from distill_assets.lib.schemas import schema_of, validate_jsonl
 
     def reads(path: str) -> bool:
         return path.endswith(file_suffix)
@@ -791,10 +852,11 @@ def schema_check(
     with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
         root = workspace.root / receipt.extra.get("root", "")
         paths = [root / f.path for f in receipt.outputs.files if reads(f.path)]
+        model = schema_of(asset, str(receipt.extra.get("format", "")))
         with frozen_gc():
-            outcome = validate_jsonl(SCHEMAS[asset], paths, workers=distill.worker_count())
+            outcome = validate_jsonl(model, paths, workers=distill.worker_count())
         description = (
-            f"{outcome.rows} rows in {len(paths)} file(s) match {SCHEMAS[asset].__name__}"
+            f"{outcome.rows} rows in {len(paths)} file(s) match {model.__name__}"
             if outcome.passed
             else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows"
         )

@@ -64,6 +64,9 @@ def test_unknown_config_key_is_refused_before_the_run(project_defs, instance, tm
     ("asset", "config", "named"),
     [
         (C.ASSET_PREFERENCE_PAIRS, {"min_margin": 5.0}, "min_margin=5.0"),
+        (C.ASSET_SFT_DATASET, {"sft_format": "alpaca"}, "sft_format='alpaca'"),
+        (C.ASSET_KTO_DATASET, {"preference_format": "pairs"}, "preference_format='pairs'"),
+        (C.ASSET_RAG_PLAYBOOKS, {"license": "MIT License"}, "license='MIT License'"),
         (C.ASSET_SCORED_RUNS, {"accept_min_score": -1.0}, "accept_min_score=-1.0"),
         (C.ASSET_SCORED_RUNS, {"conflict_policy": "coin_flip"}, "conflict_policy='coin_flip'"),
         (C.ASSET_EVIDENCE_INDEX, {"future_horizon_hours": 72.0}, "future_horizon_hours=72.0"),

@@ -11,13 +11,18 @@ def test_assets_checks_and_lineage(project_defs):
     graph = project_defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == set(C.ASSET_STAGE)
-    assert len(keys) == len(C.STAGES) == 9
+    assert len(keys) == len(C.STAGES) == 10
 
     def parents(name: str) -> set[str]:
         return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
 
     assert parents(C.ASSET_SCORED_RUNS) == {C.ASSET_EVIDENCE_INDEX}
-    for export in (C.ASSET_EXTRACTED_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
+    for export in (
+        C.ASSET_EXTRACTED_PLAYBOOKS,
+        C.ASSET_SFT_DATASET,
+        C.ASSET_PREFERENCE_PAIRS,
+        C.ASSET_KTO_DATASET,
+    ):
         assert parents(export) == {C.ASSET_SCORED_RUNS}
     assert parents(C.ASSET_RAG_PLAYBOOKS) == {C.ASSET_EXTRACTED_PLAYBOOKS}
     assert parents(C.ASSET_PLAYBOOK_INDEX) == {C.ASSET_RAG_PLAYBOOKS}
@@ -29,7 +34,13 @@ def test_assets_checks_and_lineage(project_defs):
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert parents(C.ASSET_REVIEW_QUEUE) == {C.ASSET_SCORED_RUNS}
     assert C.ASSET_REVIEW_QUEUE in parents(C.ASSET_DATASET_MANIFEST)
-    for export in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
+    assert C.ASSET_KTO_DATASET in parents(C.ASSET_DATASET_MANIFEST)
+    for export in (
+        C.ASSET_RAG_PLAYBOOKS,
+        C.ASSET_SFT_DATASET,
+        C.ASSET_PREFERENCE_PAIRS,
+        C.ASSET_KTO_DATASET,
+    ):
         for name in (
             C.CHECK_SCHEMA,
             C.CHECK_FIREWALL,

@@ -14,6 +14,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib.evidence import normalize_text
 from distill_assets.lib.exports import ExportSettings
 from distill_assets.lib.firewall import (
+    verify_kto,
     verify_pair_rules,
     verify_preference,
     verify_rag,
@@ -56,6 +57,7 @@ def test_run_succeeds_and_every_check_passes(run):
         C.ASSET_RAG_PLAYBOOKS,
         C.ASSET_SFT_DATASET,
         C.ASSET_PREFERENCE_PAIRS,
+        C.ASSET_KTO_DATASET,
     ):
         assert (asset, C.CHECK_FIREWALL) in names
         assert (asset, C.CHECK_SCHEMA) in names
@@ -92,10 +94,16 @@ def test_run_succeeds_and_every_check_passes(run):
 #  no written pair and is quarantined near_duplicate (2 pair rows + 1 run row). SFT has no
 #  near-duplicates (run-006 is not in SFT).
 #  preference: out 12 - 1 = 11 (accepted 8 - 1 = 7), quarantined 10 + 1 = 11, pairs 8 - 2 = 6.
+# export-kto: the 22 scored runs. Label true for the accepted runs SFT takes: 9 of the 10 (the
+#  tenth has an unsafe category: unsafe_sft_category); label false for the 4 rejected runs (none
+#  answers with the same text as an accepted run of its task). Left out: 5 partially accepted,
+#  3 to review, 1 unsafe = 9. No near-duplicates (as in SFT; the rejected answers differ from
+#  their tasks' accepted ones). out 9 + 4 = 13 (accepted 9, rejected 4); run-009 (T-certs) is
+#  the one holdout row: 12 train + 1 holdout.
 # review queue: the 3 runs to review (run-007, run-008, run-010) are queued.
 # index: the 10 RAG train playbooks, all indexed (held-out tasks are not searchable).
 # publish: dataset rows, train + holdout: extracted 10 + 1, RAG 10 + 1, SFT 8 + 1,
-#  preference 6 + 0 = 37.
+#  preference 6 + 0, KTO 12 + 1 = 50.
 EXPECTED = {
     C.STAGE_COLLECT: dict(records_in=66, records_out=55, quarantined=7, skipped=4),
     C.STAGE_SCORE: dict(
@@ -109,9 +117,12 @@ EXPECTED = {
     C.STAGE_EXPORT_PREFERENCE: dict(
         records_in=22, records_out=11, quarantined=11, skipped=0, accepted=7, rejected=4
     ),
+    C.STAGE_EXPORT_KTO: dict(
+        records_in=22, records_out=13, quarantined=9, skipped=0, accepted=9, rejected=4
+    ),
     C.STAGE_EXPORT_REVIEW: dict(records_in=3, records_out=3, quarantined=0, skipped=0),
     C.STAGE_INDEX: dict(records_in=10, records_out=10, quarantined=0, skipped=0),
-    C.STAGE_PUBLISH: dict(records_in=37, records_out=37, quarantined=0, skipped=0),
+    C.STAGE_PUBLISH: dict(records_in=50, records_out=50, quarantined=0, skipped=0),
 }
 EXPECTED_REASONS = {
     C.STAGE_COLLECT: {
@@ -142,6 +153,11 @@ EXPECTED_REASONS = {
         C.R_IDENTICAL_TEXT: 1,
         C.R_BELOW_MARGIN: 1,
         C.R_NEAR_DUPLICATE: 3,
+    },
+    C.STAGE_EXPORT_KTO: {
+        C.R_PARTIALLY_ACCEPTED: 5,
+        C.R_NEEDS_HUMAN_REVIEW: 3,
+        C.R_UNSAFE_SFT_CATEGORY: 1,
     },
     C.STAGE_EXPORT_REVIEW: {},
     C.STAGE_INDEX: {},
@@ -174,6 +190,17 @@ def test_dataset_sizes(out):
     assert [r["source_run_id"] for r in rows(out / C.SFT_HOLDOUT_PATH)] == ["run-009"]
     assert len(rows(out / C.PREFERENCE_PATH)) == 6
     assert rows(out / C.PREFERENCE_HOLDOUT_PATH) == []
+    assert len(rows(out / C.KTO_PATH)) == 12
+    assert [r["source_run_id"] for r in rows(out / C.KTO_HOLDOUT_PATH)] == ["run-009"]
+    sft_runs = {r["source_run_id"] for r in rows(out / C.SFT_PATH) + rows(out / C.SFT_HOLDOUT_PATH)}
+    kto = rows(out / C.KTO_PATH) + rows(out / C.KTO_HOLDOUT_PATH)
+    assert {r["source_run_id"] for r in kto if r["label"]} == sft_runs
+    assert sorted(r["source_run_id"] for r in kto if not r["label"]) == [
+        "run-002",
+        "run-005",
+        "run-012",
+        "run-018",
+    ]
     queue = rows(out / C.REVIEW_QUEUE_PATH)
     assert [r["run_id"] for r in queue] == ["run-007", "run-008", "run-010"]
 
@@ -287,6 +314,7 @@ def test_firewall_nothing_untrusted_reaches_training(out):
     assert verify_rag(out, settings).passed
     assert verify_pair_rules(out, settings).passed
     assert verify_preference(out, settings).passed
+    assert verify_kto(out, settings).passed
 
 
 def test_sft_keeps_tool_calls_and_drops_the_system_policy(out):
@@ -346,7 +374,9 @@ def test_receipts_hash_the_files_on_disk(out, receipts):
         for entry in receipt.outputs.files:
             assert sha256_file(out / entry.path) == entry.sha256, entry.path
             assert (out / entry.path).stat().st_size == entry.bytes
-        assert receipt.outputs.hash == aggregate_hash(receipt.outputs.files)
+        # dataset cards are listed but not hashed: they name the run (test_datasets.py)
+        data = [f for f in receipt.outputs.files if not C.is_card(f.path)]
+        assert receipt.outputs.hash == aggregate_hash(data)
         assert receipt.run_id == receipts[C.STAGE_COLLECT].run_id
     quarantine = [f.path for f in receipts[C.STAGE_EXPORT_SFT].outputs.files]
     assert C.quarantine_path(C.STAGE_EXPORT_SFT) in quarantine
@@ -410,6 +440,7 @@ def test_manifest_lists_checked_datasets(out):
         C.INDEX_PATH,
         C.SFT_PATH,
         C.PREFERENCE_PATH,
+        C.KTO_PATH,
         *C.HOLDOUT_PATHS.values(),
     ):
         assert listed[path]["sha256"] == sha256_file(out / path)

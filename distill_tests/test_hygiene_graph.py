@@ -41,6 +41,7 @@ def test_eval_set_quarantines_contaminated_rows(tmp_path, project_defs, instance
                 C.ASSET_RAG_PLAYBOOKS,
                 C.ASSET_SFT_DATASET,
                 C.ASSET_PREFERENCE_PAIRS,
+                C.ASSET_KTO_DATASET,
             )
         }
     }
@@ -82,6 +83,7 @@ def test_eval_path_escaping_the_source_is_refused(tmp_path, project_defs, instan
                 C.ASSET_RAG_PLAYBOOKS,
                 C.ASSET_SFT_DATASET,
                 C.ASSET_PREFERENCE_PAIRS,
+                C.ASSET_KTO_DATASET,
             )
         }
     }

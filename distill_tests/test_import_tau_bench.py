@@ -370,7 +370,7 @@ def test_sample_passes_every_check_with_zero_firewall_violations(tau_graph) -> N
     failed = [(e.asset_key.to_user_string(), e.check_name) for e in evaluations if not e.passed]
     assert failed == []
     firewall = [e for e in evaluations if e.check_name == C.CHECK_FIREWALL]
-    assert len(firewall) == 4  # extracted playbooks, RAG, SFT, preference
+    assert len(firewall) == 5  # extracted playbooks, RAG, SFT, preference, KTO
     assert all(e.metadata["num_failures"] == dg.IntMetadataValue(0) for e in firewall)
     sft = [*iter_jsonl(out / C.SFT_PATH), *iter_jsonl(out / C.SFT_HOLDOUT_PATH)]
     receipt = load_receipt(out / C.REPORTS_DIR / result.run_id / f"{C.STAGE_EXPORT_SFT}.json")

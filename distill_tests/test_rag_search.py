@@ -40,6 +40,7 @@ NO_HOLDOUT = {
             C.ASSET_RAG_PLAYBOOKS,
             C.ASSET_SFT_DATASET,
             C.ASSET_PREFERENCE_PAIRS,
+            C.ASSET_KTO_DATASET,
         )
     }
 }

@@ -228,6 +228,7 @@ def canary_runs(tmp_path_factory):
                 C.ASSET_RAG_PLAYBOOKS,
                 C.ASSET_SFT_DATASET,
                 C.ASSET_PREFERENCE_PAIRS,
+                C.ASSET_KTO_DATASET,
             )
         }
     }

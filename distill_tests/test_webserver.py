@@ -89,7 +89,13 @@ def test_lineage_and_checks_over_graphql(webserver):
     assert deps[C.ASSET_EXTRACTED_PLAYBOOKS] == {C.ASSET_SCORED_RUNS}
     assert deps[C.ASSET_RAG_PLAYBOOKS] == {C.ASSET_EXTRACTED_PLAYBOOKS}
     assert deps[C.ASSET_PLAYBOOK_INDEX] == {C.ASSET_RAG_PLAYBOOKS}
-    for export in (C.ASSET_RAG_PLAYBOOKS, C.ASSET_SFT_DATASET, C.ASSET_PREFERENCE_PAIRS):
+    assert deps[C.ASSET_KTO_DATASET] == {C.ASSET_SCORED_RUNS}
+    for export in (
+        C.ASSET_RAG_PLAYBOOKS,
+        C.ASSET_SFT_DATASET,
+        C.ASSET_PREFERENCE_PAIRS,
+        C.ASSET_KTO_DATASET,
+    ):
         checks = {c["name"]: c["blocking"] for c in by_key[export]["assetChecksOrError"]["checks"]}
         assert checks[C.CHECK_FIREWALL] is True and checks[C.CHECK_SCHEMA] is True
         assert checks[C.CHECK_DRIFT] is False
@@ -98,6 +104,7 @@ def test_lineage_and_checks_over_graphql(webserver):
         C.ASSET_RAG_PLAYBOOKS,
         C.ASSET_SFT_DATASET,
         C.ASSET_PREFERENCE_PAIRS,
+        C.ASSET_KTO_DATASET,
         C.ASSET_REVIEW_QUEUE,
         C.ASSET_PLAYBOOK_INDEX,
     }

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
+from distill_assets.lib import layout, progress
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.digests import DigestTable
 from distill_assets.lib.evidence import (
@@ -836,9 +836,13 @@ def collect(
     """
     collector = Collector(out_root, days, settings, resident_days)
     scans = _scans(sources, collector.days, settings, workers, whole_file_bytes, pool_min_bytes)
+    tick = progress.current()
+    tick.begin(len(sources), "files")
     try:
         for scan in scans:
             collector.apply(scan)
+            if scan.info is not None:  # the file's last scan (a large one comes in stretches)
+                tick.advance(detail=scan.relpath)
         for batch in imported:
             collector.read_imported(batch)
         return collector.finish()

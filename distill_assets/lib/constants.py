@@ -21,6 +21,7 @@ STAGE_EXTRACT_PLAYBOOKS: Final = "extract-playbooks"
 STAGE_EXPORT_RAG: Final = "export-rag"
 STAGE_EXPORT_SFT: Final = "export-sft"
 STAGE_EXPORT_PREFERENCE: Final = "export-preference"
+STAGE_EXPORT_KTO: Final = "export-kto"
 STAGE_EXPORT_REVIEW: Final = "export-review"
 STAGE_INDEX: Final = "index"
 STAGE_PUBLISH: Final = "publish"
@@ -31,12 +32,18 @@ STAGES: Final = (
     STAGE_EXPORT_RAG,
     STAGE_EXPORT_SFT,
     STAGE_EXPORT_PREFERENCE,
+    STAGE_EXPORT_KTO,
     STAGE_EXPORT_REVIEW,
     STAGE_INDEX,
     STAGE_PUBLISH,
 )
 # the stages writing training datasets (train and holdout files)
-DATASET_STAGES: Final = (STAGE_EXPORT_RAG, STAGE_EXPORT_SFT, STAGE_EXPORT_PREFERENCE)
+DATASET_STAGES: Final = (
+    STAGE_EXPORT_RAG,
+    STAGE_EXPORT_SFT,
+    STAGE_EXPORT_PREFERENCE,
+    STAGE_EXPORT_KTO,
+)
 # the exports of scored runs (the review queue is one: it is published with the datasets)
 EXPORT_STAGES: Final = (*DATASET_STAGES, STAGE_EXPORT_REVIEW)
 # stages that write into the run's version directory and are published together
@@ -56,6 +63,7 @@ STAGE_UPSTREAM: Final = {
     STAGE_EXPORT_RAG: STAGE_EXTRACT_PLAYBOOKS,
     STAGE_EXPORT_SFT: STAGE_SCORE,
     STAGE_EXPORT_PREFERENCE: STAGE_SCORE,
+    STAGE_EXPORT_KTO: STAGE_SCORE,
     STAGE_EXPORT_REVIEW: STAGE_SCORE,
     STAGE_INDEX: STAGE_EXPORT_RAG,
     STAGE_PUBLISH: STAGE_EXPORT_PREFERENCE,
@@ -68,6 +76,7 @@ STAGE_READS: Final = {
     STAGE_EXPORT_RAG: (STAGE_EXTRACT_PLAYBOOKS,),
     STAGE_EXPORT_SFT: (STAGE_SCORE, STAGE_COLLECT),
     STAGE_EXPORT_PREFERENCE: (STAGE_SCORE, STAGE_COLLECT),
+    STAGE_EXPORT_KTO: (STAGE_SCORE, STAGE_COLLECT),
     STAGE_EXPORT_REVIEW: (STAGE_SCORE, STAGE_COLLECT),
     STAGE_INDEX: (STAGE_EXPORT_RAG,),
     STAGE_PUBLISH: (STAGE_EXTRACT_PLAYBOOKS, *EXPORT_STAGES, STAGE_INDEX),
@@ -80,6 +89,7 @@ ASSET_EXTRACTED_PLAYBOOKS: Final = "extracted_playbooks"
 ASSET_RAG_PLAYBOOKS: Final = "rag_playbooks"
 ASSET_SFT_DATASET: Final = "sft_dataset"
 ASSET_PREFERENCE_PAIRS: Final = "preference_pairs"
+ASSET_KTO_DATASET: Final = "kto_dataset"
 ASSET_REVIEW_QUEUE: Final = "review_queue"
 ASSET_PLAYBOOK_INDEX: Final = "playbook_index"
 ASSET_DATASET_MANIFEST: Final = "dataset_manifest"
@@ -90,6 +100,7 @@ ASSET_STAGE: Final = {
     ASSET_RAG_PLAYBOOKS: STAGE_EXPORT_RAG,
     ASSET_SFT_DATASET: STAGE_EXPORT_SFT,
     ASSET_PREFERENCE_PAIRS: STAGE_EXPORT_PREFERENCE,
+    ASSET_KTO_DATASET: STAGE_EXPORT_KTO,
     ASSET_REVIEW_QUEUE: STAGE_EXPORT_REVIEW,
     ASSET_PLAYBOOK_INDEX: STAGE_INDEX,
     ASSET_DATASET_MANIFEST: STAGE_PUBLISH,
@@ -109,21 +120,25 @@ EXTRACTED_PATH: Final = "exports/rag/extracted_playbooks.jsonl"
 INDEX_PATH: Final = "exports/rag/index.sqlite"
 SFT_PATH: Final = "exports/sft/instruction_response.jsonl"
 PREFERENCE_PATH: Final = "exports/preference/chosen_rejected.jsonl"
+KTO_PATH: Final = "exports/kto/unpaired_preferences.jsonl"
 RAG_HOLDOUT_PATH: Final = "exports/rag/holdout.jsonl"
 SFT_HOLDOUT_PATH: Final = "exports/sft/holdout.jsonl"
 PREFERENCE_HOLDOUT_PATH: Final = "exports/preference/holdout.jsonl"
+KTO_HOLDOUT_PATH: Final = "exports/kto/holdout.jsonl"
 EXTRACTED_HOLDOUT_PATH: Final = "exports/rag/extracted_holdout.jsonl"
 HOLDOUT_PATHS: Final = {
     STAGE_EXTRACT_PLAYBOOKS: EXTRACTED_HOLDOUT_PATH,
     STAGE_EXPORT_RAG: RAG_HOLDOUT_PATH,
     STAGE_EXPORT_SFT: SFT_HOLDOUT_PATH,
     STAGE_EXPORT_PREFERENCE: PREFERENCE_HOLDOUT_PATH,
+    STAGE_EXPORT_KTO: KTO_HOLDOUT_PATH,
 }
 TRAIN_PATHS: Final = {
     STAGE_EXTRACT_PLAYBOOKS: EXTRACTED_PATH,
     STAGE_EXPORT_RAG: RAG_PATH,
     STAGE_EXPORT_SFT: SFT_PATH,
     STAGE_EXPORT_PREFERENCE: PREFERENCE_PATH,
+    STAGE_EXPORT_KTO: KTO_PATH,
 }
 REVIEW_QUEUE_PATH: Final = "exports/review/queue.jsonl"
 QUARANTINE_DIR: Final = "exports/quarantine"
@@ -143,6 +158,46 @@ PART_QUARANTINE_FILE: Final = "quarantine.jsonl"
 def quarantine_path(stage: str) -> str:
     """Relative path of a stage's merged quarantine file."""
     return f"{QUARANTINE_DIR}/{stage}.jsonl"
+
+
+# the published datasets by kind (the directory under exports/ holding each, with its card)
+DATASET_KINDS: Final = {
+    "rag": STAGE_EXPORT_RAG,
+    "sft": STAGE_EXPORT_SFT,
+    "preference": STAGE_EXPORT_PREFERENCE,
+    "kto": STAGE_EXPORT_KTO,
+}
+# a dataset card (Hugging Face README.md with a YAML header) beside each dataset's files
+CARD_NAME: Final = "README.md"
+
+
+def card_path(kind: str) -> str:
+    """Relative path of a dataset kind's card."""
+    return f"{EXPORTS_DIR}/{kind}/{CARD_NAME}"
+
+
+def is_card(relpath: str) -> bool:
+    """A dataset card: listed in its stage's receipt, but left out of the receipt's output hash
+    (it names the run that built the data, which differs between otherwise identical runs)."""
+    return relpath.startswith(f"{EXPORTS_DIR}/") and relpath.endswith(f"/{CARD_NAME}")
+
+
+def parquet_path(jsonl_path: str) -> str:
+    """The Parquet file written beside a JSONL dataset file when configured."""
+    return jsonl_path.removesuffix(".jsonl") + ".parquet"
+
+
+# row shapes of the datasets (docs/datasets.md, TRL's dataset formats)
+SFT_FORMAT_MESSAGES: Final = "messages"
+SFT_FORMAT_PROMPT_COMPLETION: Final = "prompt_completion"
+SFT_FORMATS: Final = (SFT_FORMAT_MESSAGES, SFT_FORMAT_PROMPT_COMPLETION)
+PREFERENCE_FORMAT_STANDARD: Final = "standard"
+PREFERENCE_FORMAT_CONVERSATIONAL: Final = "conversational"
+PREFERENCE_FORMATS: Final = (PREFERENCE_FORMAT_STANDARD, PREFERENCE_FORMAT_CONVERSATIONAL)
+DEFAULT_LICENSE: Final = "other"
+# the labels of the unpaired (KTO) rows: desirable for accepted runs, undesirable for rejected
+KTO_DESIRABLE: Final = True
+KTO_UNDESIRABLE: Final = False
 
 
 # --- evidence kinds and enumerations ------------------------------------------------------
@@ -349,6 +404,10 @@ MD_DURATION_MS: Final = "distill/duration_ms"
 MD_VALIDATION_PASSED: Final = "distill/validation_passed"
 MD_SECRETS_PREFIX: Final = "distill/secrets/"
 MD_HOLDOUT_ROWS: Final = "distill/holdout_rows"
+MD_RECORDS_OUT: Final = "distill/records_out"
+MD_PREVIEW: Final = "distill/preview"
+MD_FORMAT: Final = "distill/format"
+MD_PARQUET_ROWS: Final = "distill/parquet_rows"
 
 # --- asset check names --------------------------------------------------------------------
 CHECK_SCHEMA: Final = "schema_valid"
@@ -378,6 +437,8 @@ ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
 ENV_WORKERS: Final = "DISTILL_WORKERS"
 ENV_BACKFILL: Final = "DISTILL_BACKFILL"
 ENV_IMPORTS: Final = "DISTILL_IMPORTS"
+# seconds between progress lines of a long stage in the run log (default 5)
+ENV_PROGRESS_INTERVAL: Final = "DISTILL_PROGRESS_INTERVAL_S"
 # scale-out (docs/deploy.md)
 ENV_STAGING_DIR: Final = "DISTILL_STAGING_DIR"
 ENV_EXECUTOR: Final = "DISTILL_EXECUTOR"

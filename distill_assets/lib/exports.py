@@ -27,8 +27,9 @@ import numpy as np
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
+from distill_assets.lib import layout, progress
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
+from distill_assets.lib.formats import FormatSettings, pair_columns, plain_text, sft_columns
 from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, count_lines, iter_jsonl
@@ -46,6 +47,7 @@ class ExportSettings:
     max_pairs_per_task: int | None = None
     rag_include_partial: bool = True
     hygiene: HygieneSettings = HygieneSettings()
+    formats: FormatSettings = FormatSettings()
 
     @functools.cached_property
     def denied(self) -> frozenset[str]:
@@ -60,7 +62,7 @@ class ExportSettings:
         return frozenset(c.lower() for c in self.sft_allow_categories)
 
     def errors(self) -> list[str]:
-        problems = self.hygiene.errors()
+        problems = self.hygiene.errors() + self.formats.errors()
         if not 0.0 <= self.min_margin <= 1.0:
             problems.append(f"min_margin={self.min_margin!r} must be between 0 and 1")
         if self.max_pairs_per_task is not None and self.max_pairs_per_task < 1:
@@ -202,6 +204,16 @@ class TaskStream:
             if spill is not None:
                 sources.append(_read_spill(spill))
         return sources
+
+    def run_count(self) -> int:
+        """How many scored runs the stream will give (lines counted; for progress reports)."""
+        total = 0
+        for day in layout.days_on_disk(self.out_root, C.SCORED_DIR, C.SCORED_FILE):
+            for relpath in (layout.scored_by_task(day), layout.scored_runs(day)):
+                if (self.out_root / relpath).exists():
+                    total += count_lines(self.out_root / relpath)
+                    break
+        return total
 
     def tasks(self) -> Iterator[tuple[str, list[RunKey]]]:
         """(task_id, runs best first) for every task, in task order."""
@@ -622,9 +634,13 @@ def export_sft(
     job = _Export(
         out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH, settings.hygiene, eval_set
     )
+    fmt = settings.formats.sft_format
+    tick = progress.current()
+    tick.begin(stream.run_count(), "runs", check_every=64)
     try:
         for _task_id, runs in job.admit(stream):
             for key in runs:
+                tick.advance()
                 job.tally.records_in += 1
                 reasons = _common_reasons(key) or []
                 if key.quality == C.QUALITY_PARTIAL:
@@ -646,7 +662,7 @@ def export_sft(
                 messages = sft_messages(record)
                 screened = job.curation.screen(
                     {
-                        "messages": messages,
+                        **sft_columns(messages, record, fmt),
                         "id": stable_id("sft", key.run_id),
                         "source_run_id": key.run_id,
                         "task_id": key.task_id,
@@ -658,16 +674,21 @@ def export_sft(
                 if screened.reasons:
                     job.leave_out(key, screened.reasons, **screened.details)
                     continue
-                text = conversation_text(screened.row["messages"])
+                if "messages" in screened.row:
+                    text = conversation_text(screened.row["messages"])
+                else:
+                    text = f"{screened.row['prompt']}\n{screened.row['completion']}"
                 job.curation.keep(screened.row, (key,), text, pair=False)
                 job.tally.records_out += 1
                 job.tally.accepted += 1
-        return job.finish(stream.inputs)
+        result = job.finish(stream.inputs)
     except BaseException:
         job.abort()
         raise
     finally:
         stream.close()
+    result.extra["format"] = fmt
+    return result
 
 
 def candidate_pairs(
@@ -719,8 +740,12 @@ def export_preference(
     # runs whose own text kept their pairs out (a secret, an evaluation prompt): that is their
     # reason when they end in no pair, rather than no_valid_pair
     tainted: dict[str, list[str]] = {}
+    fmt = settings.formats.preference_format
+    tick = progress.current()
+    tick.begin(stream.run_count(), "runs", check_every=64)
     try:
         for _task_id, runs in job.admit(stream):
+            tick.advance(len(runs))
             ranked: list[RunKey] = []
             for key in runs:
                 job.tally.records_in += 1
@@ -763,11 +788,14 @@ def export_preference(
                 screened = job.curation.screen(
                     {
                         "id": stable_id("pair", chosen.run_id, rejected.run_id),
-                        "prompt": (chosen_record if chosen.sft_eligible else rejected_record)[
-                            "instruction"
-                        ],
-                        "chosen": chosen_record["response"],
-                        "rejected": rejected_record["response"],
+                        **pair_columns(
+                            (chosen_record if chosen.sft_eligible else rejected_record)[
+                                "instruction"
+                            ],
+                            chosen_record["response"],
+                            rejected_record["response"],
+                            fmt,
+                        ),
                         "chosen_run_id": chosen.run_id,
                         "rejected_run_id": rejected.run_id,
                         "task_id": chosen.task_id,
@@ -798,7 +826,7 @@ def export_preference(
                             tainted.setdefault(run.run_id, [C.R_CONTAMINATED_EVAL])
                     continue
                 row = screened.row
-                text = f"{row['prompt']}\n{row['chosen']}"
+                text = f"{plain_text(row['prompt'])}\n{plain_text(row['chosen'])}"
                 job.curation.keep(row, (chosen, rejected), text, pair=True)
                 written.append((chosen, rejected))
             used = {key.run_id for pair in written for key in pair}
@@ -822,4 +850,5 @@ def export_preference(
     result.extra["pairs"] = job.curation.train_rows
     result.extra["pairs_quarantined"] = pairs_quarantined + job.curation.pairs_dropped
     result.extra["tasks_without_pair"] = tasks_without_pair
+    result.extra["format"] = fmt
     return result

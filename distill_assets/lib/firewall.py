@@ -16,6 +16,7 @@ import orjson
 from distill_assets.lib import constants as C
 from distill_assets.lib.evidence import normalize_text
 from distill_assets.lib.exports import ExportSettings, _category_reason, scored_files
+from distill_assets.lib.formats import plain_text
 
 TRUSTED = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
 
@@ -212,8 +213,47 @@ def verify_pair_rules(
             report.add(number, "chosen_not_better", **ids)
         if round(chosen.score - rejected.score, 6) < settings.min_margin:
             report.add(number, C.R_BELOW_MARGIN, **ids)
-        if normalize_text(str(row.get("chosen", ""))) == normalize_text(
-            str(row.get("rejected", ""))
+        if normalize_text(plain_text(row.get("chosen", ""))) == normalize_text(
+            plain_text(row.get("rejected", ""))
         ):
             report.add(number, C.R_IDENTICAL_TEXT, **ids)
+    return report
+
+
+def verify_kto(
+    out_root: Path,
+    settings: ExportSettings,
+    root: Path | None = None,
+    lookup: dict[str, Scored] | None = None,
+) -> FirewallReport:
+    """The firewall for unpaired rows: label true only for accepted, SFT-eligible runs with an
+    answer in an allowed category; label false only for rejected runs; never a run to review
+    or a partially accepted one; the row's task is its run's."""
+    lookup = scored_lookup(out_root) if lookup is None else lookup
+    report = FirewallReport()
+    for number, row in _rows((root or out_root) / C.KTO_PATH):
+        report.rows += 1
+        run_id = row.get("source_run_id")
+        known = lookup.get(run_id) if run_id else None
+        if known is None:
+            report.add(number, "source_run_unknown", run_id=run_id)
+            continue
+        label = row.get("label")
+        if label is True:
+            if known.quality != C.QUALITY_ACCEPTED:
+                report.add(number, "desirable_not_accepted", run_id=run_id, quality=known.quality)
+            if not known.sft_eligible:
+                report.add(number, C.R_NOT_SFT_ELIGIBLE, run_id=run_id)
+            reason = _category_reason(row.get("category"), settings)
+            if reason:
+                report.add(number, reason, run_id=run_id)
+        elif label is False:
+            if known.quality != C.QUALITY_REJECTED:
+                report.add(number, "undesirable_not_rejected", run_id=run_id, quality=known.quality)
+        else:
+            report.add(number, "label_not_boolean", run_id=run_id)
+        if known.task_id != row.get("task_id"):
+            report.add(number, "task_mismatch", run_id=run_id)
+        if known.response_empty:
+            report.add(number, C.R_EMPTY_RESPONSE, run_id=run_id)
     return report

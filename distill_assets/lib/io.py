@@ -213,6 +213,46 @@ def write_bytes_atomic(path: Path, data: bytes) -> str:
     return sha256_bytes(data)
 
 
+class AtomicFile:
+    """A file written at ``path``, a temporary sibling, and renamed into place on success (for
+    writers that open the file themselves, such as Parquet's); on an exception inside the
+    ``with`` block the target is left untouched."""
+
+    def __init__(self, root: Path, relpath: str) -> None:
+        self.relpath = relpath
+        self.target = root / relpath
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.target.name}.", suffix=".tmp", dir=self.target.parent
+        )
+        os.close(fd)
+        self.path = Path(tmp)
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.path.unlink(missing_ok=True)
+            return
+        with open(self.path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(self.path, 0o644)
+        os.replace(self.path, self.target)
+        _fsync_dir(self.target.parent)
+
+    def written(self, record_count: int) -> WrittenFile:
+        """The committed file, hashed from disk."""
+        return WrittenFile(
+            self.relpath, sha256_file(self.target), self.target.stat().st_size, record_count
+        )
+
+
 def write_json_atomic(path: Path, obj: Any) -> str:
     return write_bytes_atomic(
         path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"

@@ -24,6 +24,7 @@ STAGE_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
     C.STAGE_EXPORT_RAG: (),
     C.STAGE_EXPORT_SFT: (_SCORED, _BY_TASK, _RECORDS),
     C.STAGE_EXPORT_PREFERENCE: (_SCORED, _BY_TASK, _RECORDS),
+    C.STAGE_EXPORT_KTO: (_SCORED, _BY_TASK, _RECORDS),
     # the review queue also looks up each run's reviews and outcomes through the index
     C.STAGE_EXPORT_REVIEW: (_SCORED, _RECORDS, f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl"),
     C.STAGE_INDEX: (),

@@ -14,6 +14,7 @@ from pathlib import Path
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally
+from distill_assets.lib.formats import parquet_rows
 from distill_assets.lib.io import (
     WrittenFile,
     concat_files,
@@ -31,13 +32,18 @@ DATASETS = {
     "rag_extracted": C.EXTRACTED_PATH,
     "sft": C.SFT_PATH,
     "preference": C.PREFERENCE_PATH,
+    "kto": C.KTO_PATH,
 }
 HOLDOUTS = {
     "rag": C.RAG_HOLDOUT_PATH,
     "rag_extracted": C.EXTRACTED_HOLDOUT_PATH,
     "sft": C.SFT_HOLDOUT_PATH,
     "preference": C.PREFERENCE_HOLDOUT_PATH,
+    "kto": C.KTO_HOLDOUT_PATH,
 }
+# the dataset cards: listed by path only (a card names the run that built its dataset, and the
+# manifest's bytes hold no run ids), never verified against the ledger's hash
+CARDS = {kind: C.card_path(kind) for kind in C.DATASET_KINDS}
 # published beside the datasets, not a JSONL table: its rows are the playbooks it indexes
 INDEXES = {"rag_index": C.INDEX_PATH}
 
@@ -70,7 +76,9 @@ def publish(out_root: Path, run_id: str) -> StageResult:
     outputs, parts = _quarantine_views(out_root, root)
     listed = []
     dataset_files = list(DATASETS.values()) + list(HOLDOUTS.values())
-    published = dataset_files + [C.REVIEW_QUEUE_PATH] + list(INDEXES.values())
+    # Parquet copies are published when the run wrote them (the exports remove stale ones)
+    parquet = [C.parquet_path(p) for p in dataset_files if (root / C.parquet_path(p)).exists()]
+    published = dataset_files + parquet + [C.REVIEW_QUEUE_PATH] + list(INDEXES.values())
     for relpath in published + [C.quarantine_path(s) for s in C.PUBLISHED_QUARANTINES]:
         path = root / relpath
         if not path.exists():
@@ -80,7 +88,12 @@ def publish(out_root: Path, run_id: str) -> StageResult:
         known = ledger.get(relpath)
         if known is None or known["sha256"] != sha:
             errors.append(f"{relpath} differs from what its producer recorded")
-        rows = indexed_rows(path) if relpath in INDEXES.values() else count_lines(path)
+        if relpath in INDEXES.values():
+            rows = indexed_rows(path)
+        elif relpath in parquet:
+            rows = parquet_rows(path)
+        else:
+            rows = count_lines(path)
         inputs.append(WrittenFile(relpath, sha, path.stat().st_size, rows))
         if relpath == C.INDEX_PATH and (root / C.RAG_PATH).exists():
             # a run may rebuild the playbooks without the index: never publish such a pair
@@ -108,6 +121,7 @@ def publish(out_root: Path, run_id: str) -> StageResult:
         "holdout": dict(HOLDOUTS),
         "review_queue": C.REVIEW_QUEUE_PATH,
         "indexes": dict(INDEXES),
+        "cards": {kind: path for kind, path in CARDS.items() if (root / path).exists()},
         "files": listed,
     }
     sha = write_json_atomic(root / C.MANIFEST_PATH, manifest)

@@ -215,8 +215,9 @@ def resolve_inputs(
 
 def _file_set(entries: list[FileEntry], settings: dict[str, Any] | None = None) -> FileSet:
     """A receipt's file block; an input block's hash also covers the stage's settings, so a
-    changed configuration is a changed input, not a determinism violation."""
-    hashed: list[FileEntry] = list(entries)
+    changed configuration is a changed input, not a determinism violation. Dataset cards are
+    listed but not hashed into the block: they name the run that wrote them."""
+    hashed: list[FileEntry] = [e for e in entries if not C.is_card(e.path)]
     if settings is not None:
         hashed.append(
             FileEntry(

@@ -344,6 +344,7 @@ def _dataset_sizes(receipts: dict[str, StageReceipt]) -> dict[str, DatasetSize]:
         C.INDEX_PATH: "rag_index",
         C.SFT_PATH: "sft",
         C.PREFERENCE_PATH: "preference",
+        C.KTO_PATH: "kto",
     }
     sizes = {}
     for receipt in receipts.values():

@@ -315,6 +315,91 @@ class PreferencePairSchema(pa.DataFrameModel):
         return fold(df["chosen"]) != fold(df["rejected"])
 
 
+def _valid_turns(value: Any, role: str) -> bool:
+    """A conversational column: a non-empty list of ``{role, content}`` turns of ``role``."""
+    return (
+        isinstance(value, list)
+        and len(value) > 0
+        and all(
+            isinstance(t, dict)
+            and set(t) == {"role", "content"}
+            and t["role"] == role
+            and isinstance(t["content"], str)
+            for t in value
+        )
+    )
+
+
+class SftPromptCompletionSchema(pa.DataFrameModel):
+    """One accepted run as an instruction and its final answer (sft_format prompt_completion)."""
+
+    prompt: Series[str] = pa.Field(str_length={"min_value": 1}, description="the instruction")
+    completion: Series[str] = pa.Field(str_length={"min_value": 1}, description="the answer")
+    id: Series[str] = pa.Field(unique=True, str_startswith="sft-")
+    source_run_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    task_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    category: Series[object] = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+        coerce = True
+
+
+class PreferenceConversationalSchema(PreferencePairSchema):
+    """A preference pair with one-turn conversations (preference_format conversational)."""
+
+    prompt: Series[object] = pa.Field(description="[{role: user, content}]")
+    chosen: Series[object] = pa.Field(description="[{role: assistant, content}]")
+    rejected: Series[object] = pa.Field(description="[{role: assistant, content}]")
+
+    @pa.dataframe_check(description="prompt is a user turn, chosen and rejected assistant turns")
+    def turns(cls, df: pd.DataFrame) -> Series[bool]:
+        return (
+            df["prompt"].map(lambda v: _valid_turns(v, "user"))
+            & df["chosen"].map(lambda v: _valid_turns(v, "assistant"))
+            & df["rejected"].map(lambda v: _valid_turns(v, "assistant"))
+        )
+
+
+class KtoExampleSchema(pa.DataFrameModel):
+    """One accepted (label true) or rejected (label false) run (exports/kto/...jsonl)."""
+
+    prompt: Series[str] = pa.Field(str_length={"min_value": 1}, description="the instruction")
+    completion: Series[str] = pa.Field(str_length={"min_value": 1}, description="the answer")
+    label: Series[object] = pa.Field(description="true: desirable (accepted run)")
+    id: Series[str] = pa.Field(unique=True, str_startswith="kto-")
+    source_run_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    task_id: Series[str] = pa.Field(str_length={"min_value": 1})
+    quality: Series[str] = pa.Field(isin=[C.QUALITY_ACCEPTED, C.QUALITY_REJECTED])
+    score: Series[float] = pa.Field(ge=0, le=1)
+    category: Series[object] = pa.Field(nullable=True)
+
+    class Config:
+        strict = True
+        coerce = True
+
+    @pa.check("label", name="label_is_boolean")
+    def label_is_boolean(cls, s: Series[object]) -> Series[bool]:
+        return s.map(lambda v: isinstance(v, bool))  # not "true", not 1
+
+    @pa.dataframe_check(description="label is true exactly for accepted runs")
+    def label_matches_quality(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["label"].map(lambda v: v is True) == (df["quality"] == C.QUALITY_ACCEPTED)
+
+
+class KtoConversationalSchema(KtoExampleSchema):
+    """An unpaired row with one-turn conversations (preference_format conversational)."""
+
+    prompt: Series[object] = pa.Field(description="[{role: user, content}]")
+    completion: Series[object] = pa.Field(description="[{role: assistant, content}]")
+
+    @pa.dataframe_check(description="prompt is a user turn, completion an assistant turn")
+    def turns(cls, df: pd.DataFrame) -> Series[bool]:
+        return df["prompt"].map(lambda v: _valid_turns(v, "user")) & df["completion"].map(
+            lambda v: _valid_turns(v, "assistant")
+        )
+
+
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
     C.ASSET_EVIDENCE_INDEX: EvidenceIndexSchema,
     C.ASSET_SCORED_RUNS: ScoredRunSchema,
@@ -322,7 +407,19 @@ SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
     C.ASSET_RAG_PLAYBOOKS: RagPlaybookSchema,
     C.ASSET_SFT_DATASET: SftExampleSchema,
     C.ASSET_PREFERENCE_PAIRS: PreferencePairSchema,
+    C.ASSET_KTO_DATASET: KtoExampleSchema,
 }
+# the models of the other row formats (ExportConfig.sft_format / preference_format)
+FORMAT_SCHEMAS: dict[tuple[str, str], type[pa.DataFrameModel]] = {
+    (C.ASSET_SFT_DATASET, C.SFT_FORMAT_PROMPT_COMPLETION): SftPromptCompletionSchema,
+    (C.ASSET_PREFERENCE_PAIRS, C.PREFERENCE_FORMAT_CONVERSATIONAL): PreferenceConversationalSchema,
+    (C.ASSET_KTO_DATASET, C.PREFERENCE_FORMAT_CONVERSATIONAL): KtoConversationalSchema,
+}
+
+
+def schema_of(asset: str, fmt: str = "") -> type[pa.DataFrameModel]:
+    """The model of an asset's rows in the format its receipt records (default format: "")."""
+    return FORMAT_SCHEMAS.get((asset, fmt), SCHEMAS[asset])
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any, Literal, NamedTuple
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
+from distill_assets.lib import layout, progress
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.io import AtomicJsonlWriter, SealedFile, WrittenFile
 from distill_assets.lib.parallel import process_pool
@@ -471,10 +471,16 @@ class _Scored:
     inputs: dict[str, WrittenFile] = field(default_factory=dict)
 
 
-def score_days(out_root: Path, days: list[date], policy: ScoringPolicy) -> _Scored:
-    """Score ``days`` (sorted) with one sliding window: the unit of work of a worker process."""
+def score_days(
+    out_root: Path, days: list[date], policy: ScoringPolicy, report: bool = False
+) -> _Scored:
+    """Score ``days`` (sorted) with one sliding window: the unit of work of a worker process.
+
+    ``report``: tick the stage's progress reporter after each day (in the step's process only).
+    """
     window = _Window(out_root)
     done = _Scored()
+    tick = progress.current() if report else progress.quiet()
     try:
         for day in days:
             window.evict_before(day - timedelta(days=policy.evidence_window_days))
@@ -482,6 +488,7 @@ def score_days(out_root: Path, days: list[date], policy: ScoringPolicy) -> _Scor
             done.sealed.extend(written)
             done.tallies[day] = tally
             done.qualities.update(day_qualities)
+            tick.advance(detail=f"{day.isoformat()}: {tally.records_in:,} records")
     except BaseException:
         for sealed in done.sealed:
             sealed.abort()
@@ -520,9 +527,11 @@ def score(
         index_bytes += path.stat().st_size if path.exists() else 0
     count = min(workers, len(ordered) // max(1, 2 * policy.evidence_window_days + 1))
     parts: list[_Scored] = []
+    tick = progress.current()
+    tick.begin(len(ordered), "days")
     try:
         if count <= 1 or index_bytes < pool_min_bytes:
-            parts.append(score_days(out_root, ordered, policy))
+            parts.append(score_days(out_root, ordered, policy, report=True))
         else:
             with process_pool(count) as pool:
                 futures = [
@@ -533,6 +542,7 @@ def score(
                 for future in futures:
                     try:
                         parts.append(future.result())
+                        tick.advance(len(parts[-1].tallies))
                     except BaseException as exc:  # the others' files are removed below
                         failure = failure or exc
                 if failure is not None:

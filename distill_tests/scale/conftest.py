@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -285,6 +286,15 @@ def materialize_range(
 
 
 DATA_TOPS = ("evidence", "scored-runs", "exports")  # what a reader sees; no run ids in paths
+_RUN_ID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def masked(relpath: str, data: bytes) -> bytes:
+    """A file's bytes for comparison across runs: a dataset card names the run that built its
+    dataset (docs/datasets.md), so run ids in a card are masked; nothing else is."""
+    from distill_assets.lib.constants import is_card
+
+    return _RUN_ID.sub(b"<run-id>", data) if is_card(relpath) else data
 
 
 def dataset_files(root: Path) -> dict[str, bytes]:
@@ -296,7 +306,8 @@ def dataset_files(root: Path) -> dict[str, bytes]:
             continue
         for path in sorted(base.rglob("*")):
             if path.is_file():
-                found[f"{top}/{path.relative_to(base).as_posix()}"] = path.read_bytes()
+                relpath = f"{top}/{path.relative_to(base).as_posix()}"
+                found[relpath] = masked(relpath, path.read_bytes())
     return found
 
 

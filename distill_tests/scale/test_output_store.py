@@ -18,7 +18,14 @@ from fsspec.implementations.memory import MemoryFileSystem
 from distill_assets.lib import constants as C
 from distill_assets.lib.storage import OutputLocation, RemoteStore, StorageError, is_remote
 
-from .conftest import DATA_TOPS, FIXTURES, RECORDED_AT, dataset_files, materialize_range
+from .conftest import (
+    DATA_TOPS,
+    FIXTURES,
+    RECORDED_AT,
+    dataset_files,
+    masked,
+    materialize_range,
+)
 from .lock_worker import count_under_lock
 
 
@@ -35,7 +42,8 @@ def remote_files(url: str) -> dict[str, bytes]:
     for top in DATA_TOPS:
         if fs.exists(f"{base}/{top}"):
             for name in fs.find(f"{base}/{top}"):
-                found[name[len(base) :].lstrip("/")] = fs.cat_file(name)
+                relpath = name[len(base) :].lstrip("/")
+                found[relpath] = masked(relpath, fs.cat_file(name))
     return dict(sorted(found.items()))
 
 
@@ -105,6 +113,7 @@ def test_another_machine_continues_from_the_store(reference: Path, tmp_path: Pat
             C.ASSET_RAG_PLAYBOOKS,
             C.ASSET_SFT_DATASET,
             C.ASSET_PREFERENCE_PAIRS,
+            C.ASSET_KTO_DATASET,
             C.ASSET_REVIEW_QUEUE,
             C.ASSET_DATASET_MANIFEST,
         ]

@@ -78,6 +78,7 @@ def test_partitioned_graph_records_materializations_in_postgres(
         f'["{C.ASSET_RAG_PLAYBOOKS}"]': 1,
         f'["{C.ASSET_SFT_DATASET}"]': 1,
         f'["{C.ASSET_PREFERENCE_PAIRS}"]': 1,
+        f'["{C.ASSET_KTO_DATASET}"]': 1,
         f'["{C.ASSET_REVIEW_QUEUE}"]': 1,
         f'["{C.ASSET_PLAYBOOK_INDEX}"]': 1,
         f'["{C.ASSET_DATASET_MANIFEST}"]': 1,

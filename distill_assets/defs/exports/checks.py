@@ -4,6 +4,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib.exports import ExportSettings
 from distill_assets.lib.firewall import (
     FirewallReport,
+    verify_kto,
     verify_pair_rules,
     verify_preference,
     verify_rag,
@@ -139,9 +140,32 @@ def preference_pairs_rules(context: dg.AssetCheckExecutionContext, distill: Dist
         return _firewall_result(context, workspace, asset, C.CHECK_PAIR_RULES, report)
 
 
+@dg.asset_check(asset=C.ASSET_KTO_DATASET, name=C.CHECK_SCHEMA, blocking=True)
+def kto_dataset_schema(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Unpaired rows match KtoExampleSchema (label true exactly for accepted runs)."""
+    return schema_check(context, distill, C.ASSET_KTO_DATASET, (C.KTO_PATH, C.KTO_HOLDOUT_PATH))
+
+
+@dg.asset_check(asset=C.ASSET_KTO_DATASET, name=C.CHECK_FIREWALL, blocking=True)
+def kto_dataset_firewall(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Label true only for accepted runs, false only for rejected ones; none needs review."""
+    asset = C.ASSET_KTO_DATASET
+    with this_runs_receipt(context, distill, asset, _is(C.KTO_PATH)) as (workspace, receipt):
+        root = _written_root(workspace.root, receipt)
+        report = verify_kto(workspace.root, _settings_used(receipt), root)
+        return _firewall_result(context, workspace, asset, C.CHECK_FIREWALL, report)
+
+
+@dg.asset_check(asset=C.ASSET_KTO_DATASET, name=C.CHECK_CONSERVATION, blocking=True)
+def kto_dataset_conservation(context: dg.AssetCheckExecutionContext, distill: DistillResource):
+    """Every scored run is an unpaired row or is quarantined with a reason."""
+    return conservation_check(context, distill, C.ASSET_KTO_DATASET)
+
+
 rag_playbooks_hygiene = hygiene_checks(C.ASSET_RAG_PLAYBOOKS, holdout=True)
 sft_dataset_hygiene = hygiene_checks(C.ASSET_SFT_DATASET, holdout=True)
 preference_pairs_hygiene = hygiene_checks(C.ASSET_PREFERENCE_PAIRS, holdout=True)
+kto_dataset_hygiene = hygiene_checks(C.ASSET_KTO_DATASET, holdout=True)
 review_queue_hygiene = hygiene_checks(C.ASSET_REVIEW_QUEUE, holdout=False)
 
 

@@ -1,0 +1,116 @@
+"""Stage ``export-kto``: scored runs → unpaired preference rows for KTO-style training.
+
+Each accepted run becomes a desirable row (``label`` true) and each rejected run an undesirable
+one (``label`` false): ``prompt`` the run's instruction, ``completion`` its final answer. The
+firewall is the SFT one on the desirable side (accepted only, SFT-eligible, allowed category, an
+answer) and keeps unreviewed and partially accepted runs out on both sides; a rejected run whose
+answer is the same text as an accepted run of its task would teach both labels for one
+completion, so it is left out (``identical_text``). Rows go through the same hygiene as every
+export (secrets, decontamination, near-duplicates, the holdout split), and every run left out
+gets a quarantine row saying why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill_assets.lib import constants as C
+from distill_assets.lib import progress
+from distill_assets.lib.accounting import StageResult
+from distill_assets.lib.exports import (
+    ExportSettings,
+    RunKey,
+    TaskStream,
+    _category_reason,
+    _Export,
+    stable_id,
+)
+from distill_assets.lib.formats import plain_text, unpaired_columns
+from distill_assets.lib.hygiene.decontam import EvalSet
+
+
+def kto_reasons(key: RunKey, settings: ExportSettings, accepted_texts: set[str]) -> list[str]:
+    """Why a scored run may not be a KTO row (empty: it may, labelled by its quality)."""
+    if key.quality == C.QUALITY_REVIEW:
+        return [C.R_NEEDS_HUMAN_REVIEW]
+    if key.quality == C.QUALITY_PARTIAL:
+        return [C.R_PARTIALLY_ACCEPTED]
+    reasons: list[str] = []
+    if key.response_empty:
+        reasons.append(C.R_EMPTY_RESPONSE)
+    if not key.sft_eligible:
+        reasons.append(C.R_NOT_SFT_ELIGIBLE)
+    if key.quality == C.QUALITY_ACCEPTED:
+        category_reason = _category_reason(key.category, settings)
+        if category_reason:
+            reasons.append(category_reason)
+    elif key.response_hash in accepted_texts:
+        reasons.append(C.R_IDENTICAL_TEXT)
+    return reasons
+
+
+def export_kto(
+    out_root: Path,
+    settings: ExportSettings,
+    write_root: Path | None = None,
+    eval_set: EvalSet | None = None,
+) -> StageResult:
+    """Write the unpaired dataset, its holdout and its quarantine under ``write_root``."""
+    stream = TaskStream(out_root)
+    fmt = settings.formats.preference_format
+    job = _Export(
+        out_root, write_root or out_root, C.STAGE_EXPORT_KTO, C.KTO_PATH, settings.hygiene, eval_set
+    )
+    tick = progress.current()
+    tick.begin(stream.run_count(), "runs", check_every=64)
+    try:
+        for _task_id, runs in job.admit(stream):
+            accepted_texts = {
+                key.response_hash
+                for key in runs
+                if key.quality == C.QUALITY_ACCEPTED and not key.response_empty
+            }
+            for key in runs:
+                tick.advance()
+                job.tally.records_in += 1
+                reasons = kto_reasons(key, settings, accepted_texts)
+                if reasons:
+                    job.leave_out(key, reasons)
+                    continue
+                record = job.texts.fetch(key)
+                if record is None:
+                    job.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
+                    continue
+                label = C.KTO_DESIRABLE if key.quality == C.QUALITY_ACCEPTED else C.KTO_UNDESIRABLE
+                screened = job.curation.screen(
+                    {
+                        **unpaired_columns(record["instruction"], record["response"], label, fmt),
+                        "id": stable_id("kto", key.run_id),
+                        "source_run_id": key.run_id,
+                        "task_id": key.task_id,
+                        "quality": key.quality,
+                        "score": key.score,
+                        "category": key.category,
+                    },
+                    key.task_id,
+                    [record["instruction"]],
+                )
+                if screened.reasons:
+                    job.leave_out(key, screened.reasons, **screened.details)
+                    continue
+                row = screened.row
+                text = f"{plain_text(row['prompt'])}\n{plain_text(row['completion'])}"
+                job.curation.keep(row, (key,), text, pair=False)
+                job.tally.records_out += 1
+                if label:
+                    job.tally.accepted += 1
+                else:
+                    job.tally.rejected += 1
+        result = job.finish(stream.inputs)
+    except BaseException:
+        job.abort()
+        raise
+    finally:
+        stream.close()
+    result.extra["format"] = fmt
+    return result

@@ -1,0 +1,54 @@
+"""A file changed between stages breaks the chain of custody: the stage that reads it fails,
+naming the file, and the run summary says the chain is broken."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from distill_assets.lib import constants as C
+from distill_assets.lib.reports import load_summary
+from distill_tests.conftest import FIXTURES, materialize_graph
+
+
+def _sft_alone(project_defs, instance, out) -> dg.ExecuteInProcessResult:
+    return materialize_graph(project_defs, instance, FIXTURES, out, selection=[C.ASSET_SFT_DATASET])
+
+
+def _failure_message(result: dg.ExecuteInProcessResult) -> str:
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "expected a failed step"
+    data = failures[0].step_failure_data
+    if data.user_failure_data is not None:  # a dg.Failure raised by the step
+        return data.user_failure_data.description or ""
+    return data.error.to_string()
+
+
+def test_untouched_inputs_keep_the_chain(project_defs, instance, tmp_path):
+    out = tmp_path / "out"
+    assert materialize_graph(project_defs, instance, FIXTURES, out).success
+    again = _sft_alone(project_defs, instance, out)
+    assert again.success
+    summary = load_summary(out, again.run_id)
+    links = [link for link in summary.chain if link.stage == C.STAGE_EXPORT_SFT]
+    assert links and all(link.ok for link in links)
+
+
+def test_a_scored_file_changed_after_scoring_fails_the_reader(project_defs, instance, tmp_path):
+    out = tmp_path / "out"
+    assert materialize_graph(project_defs, instance, FIXTURES, out).success
+    scored = sorted((out / C.SCORED_DIR).rglob("scored_runs.jsonl"))
+    assert scored
+    tampered = scored[0]
+    data = tampered.read_bytes()
+    assert data.startswith(b"{")
+    tampered.write_bytes(b"{ " + data[1:])  # same rows, different bytes
+    result = _sft_alone(project_defs, instance, out)
+    assert not result.success
+    message = _failure_message(result)
+    assert "chain of custody broken" in message
+    assert tampered.relative_to(out).as_posix() in message
+    summary = load_summary(out, result.run_id)
+    broken = [link for link in summary.chain if not link.ok]
+    assert [link.path for link in broken] == [tampered.relative_to(out).as_posix()]
+    assert broken[0].problem == "no receipt produced this file (changed outside distill?)"
+    assert not summary.chain_ok and not summary.overall_passed
