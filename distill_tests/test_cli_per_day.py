@@ -15,7 +15,8 @@ def test_per_day_steps_collect_every_day_before_scoring_any() -> None:
         # then every unpartitioned asset, in one run
         [
             "--select",
-            "extracted_playbooks,rag_playbooks,sft_dataset,preference_pairs,review_queue,"
+            "extracted_playbooks,rag_playbooks,sft_dataset,preference_pairs,kto_dataset,"
+            "review_queue,"
             "playbook_index,dataset_manifest",
         ],
     ]
