@@ -169,19 +169,11 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     os.environ[C.ENV_OUTPUT_DIR] = raw_out if remote else str(out.resolve())
     ensure_dagster_home()
     span = args.partition_range or partition_range(source, imports)
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "distill_assets.definitions",
-        "--select",
-        args.select,
-        "--partition-range",
-        span,
-    ]
+    per_day = args.per_day or os.environ.get(C.ENV_BACKFILL) == "per_day"
+    if per_day and args.select != "*":
+        raise UserError("--per-day materializes the whole graph; leave out --select")
+    base = [sys.executable, "-m", "dagster", "asset", "materialize"]
+    base += ["-m", "distill_assets.definitions"]
     # a named executor (DISTILL_EXECUTOR) takes its own config; in_process is the default's
     if not args.multiprocess and not os.environ.get(C.ENV_EXECUTOR):
         config.append({"execution": {"config": {"in_process": {}}}})
@@ -189,8 +181,15 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         merged: dict = {}
         for item in config:
             _deep_merge(merged, item)
-        command += ["--config-json", orjson.dumps(merged).decode()]
-    print(f"distill: materializing {args.select} for partitions {span}", flush=True)
+        base += ["--config-json", orjson.dumps(merged).decode()]
+    if per_day:
+        commands = [base + step for step in per_day_steps(span)]
+        print(f"distill: materializing the graph one run per day for {span}", flush=True)
+    else:
+        # a single run over the range needs the single-run backfill policy
+        os.environ[C.ENV_BACKFILL] = "single_run"
+        commands = [base + ["--select", args.select, "--partition-range", span]]
+        print(f"distill: materializing {args.select} for partitions {span}", flush=True)
     sources = [str(source.resolve())] if source is not None else []
     sources += [f"{spec.kind} {spec.path}" for spec in imports]
     shown = raw_out.rstrip("/") if remote else str(out.resolve())
@@ -199,7 +198,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     log_path = Path(os.environ["DAGSTER_HOME"]) / "last-materialize.log"
     with open(log_path, "wb") as log:
         sink = None if args.verbose else log
-        done = subprocess.run(command, cwd=PROJECT_ROOT, check=False, stdout=sink, stderr=sink)
+        for command in commands:
+            done = subprocess.run(command, cwd=PROJECT_ROOT, check=False, stdout=sink, stderr=sink)
+            if done.returncode != 0:
+                break
     if remote:
         # a URL output: its reports and published datasets, fetched into the local mirror
         out = _output_root(args.output, (f"{C.REPORTS_DIR}/*", f"{C.EXPORTS_DIR}/*"))
@@ -242,6 +244,25 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         where = "above" if args.verbose else f"in {log_path}"
         print(f"distill: materialization FAILED; Dagster's log is {where}", file=sys.stderr)
     return done.returncode
+
+
+def per_day_steps(span: str) -> list[list[str]]:
+    """Arguments of the runs of a per-day backfill over ``span``, in the order it needs: every
+    day's evidence index, then every day's scoring (a day reads the index of the days around
+    it), then every unpartitioned asset (the exports read every scored day)."""
+    first, _, last = span.partition("...")
+    days = [str(day) for day in _days(date.fromisoformat(first), date.fromisoformat(last))]
+    steps = []
+    for asset in (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS):
+        steps += [["--select", asset, "--partition", day] for day in days]
+    daily = (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS)
+    rest = [asset for asset in C.ASSET_STAGE if asset not in daily]
+    steps.append(["--select", ",".join(rest)])
+    return steps
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -544,6 +565,21 @@ def cmd_drift(args: argparse.Namespace) -> int:
     return 0 if report.severity != "alert" or not args.fail_on_alert else 3
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    from distill_assets.lib.synth import SynthSpec, synthesize
+
+    spec = SynthSpec(runs=args.runs, days=args.days, seed=args.seed)
+    problems = spec.errors()
+    if problems:
+        raise UserError("; ".join(problems))
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty directory")
+    summary = synthesize(spec, out, workers=max(1, args.workers))
+    sys.stdout.write(orjson.dumps(summary.as_dict()).decode() + "\n")
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """The best playbooks for a question, from the published search index."""
     from distill_assets.lib.search import SearchError, published_index, search
@@ -601,12 +637,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     mat.add_argument("-v", "--verbose", action="store_true", help="show Dagster's logs")
     mat.add_argument(
+        "--per-day",
+        action="store_true",
+        help=f"one run per day instead of one run over the range (also ${C.ENV_BACKFILL}=per_day)",
+    )
+    mat.add_argument(
         "--multiprocess",
         action="store_true",
         help="run steps in subprocesses (parallel exports) instead of in-process",
     )
     mat.set_defaults(func=cmd_materialize)
 
+    synth = sub.add_parser("synth", help="write a seeded synthetic evidence corpus")
+    synth.add_argument("--runs", type=int, required=True, help="number of runs")
+    synth.add_argument("--days", type=int, default=30, help="days the corpus spans (default 30)")
+    synth.add_argument("--seed", type=int, default=1, help="seed: same seed, same bytes")
+    synth.add_argument("--out", required=True, help="directory to create (must be empty)")
+    synth.add_argument("--workers", type=int, default=1, help="generating processes")
+    synth.set_defaults(func=cmd_synth)
     imp = sub.add_parser(
         "import", help="convert foreign agent logs into evidence JSONL (docs/importers.md)"
     )

@@ -7,6 +7,7 @@ starts, and a bad setting fails the run before anything is written, naming the s
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -29,6 +30,7 @@ from distill_assets.lib.hygiene.decontam import EvalSet, load_eval_set, resolve_
 from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
 from distill_assets.lib.layout import CHECK_INPUT_GLOBS, STAGE_INPUT_GLOBS, version_relroot
 from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
+from distill_assets.lib.parallel import default_workers
 from distill_assets.lib.playbooks import PlaybookSettings
 from distill_assets.lib.receipts import (
     StageReceipt,
@@ -49,6 +51,9 @@ DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "out"
 # the last partition is tomorrow (UTC), so records up to the one-day horizon have a home
 DAILY = dg.DailyPartitionsDefinition(start_date=C.PARTITION_START, end_offset=2)
 SINGLE_RUN = dg.BackfillPolicy.single_run()
+PER_DAY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
+BACKFILL_SINGLE_RUN = "single_run"
+BACKFILL_PER_DAY = "per_day"
 
 
 class ConfigError(dg.Failure):
@@ -81,10 +86,10 @@ class DistillResource(dg.ConfigurableResource):
     """Where evidence is read from and datasets are written to, and the drift thresholds.
 
     Unset fields fall back to the environment (DISTILL_SOURCE_DIR, DISTILL_OUTPUT_DIR,
-    DISTILL_IMPORTS, DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT), then to the bundled
-    fixtures (unless import sources are configured) and ``out/``. The output may be an fsspec
-    URL (``s3://bucket/prefix``): steps then work in a local staging directory synced with it
-    (lib/storage.py, docs/deploy.md).
+    DISTILL_IMPORTS, DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT, DISTILL_WORKERS), then to
+    the bundled fixtures (unless import sources are configured), ``out/`` and one worker per
+    CPU. The output may be an fsspec URL (``s3://bucket/prefix``): steps then work in a local
+    staging directory synced with it (lib/storage.py, docs/deploy.md).
     """
 
     source_dir: str | None = Field(
@@ -103,6 +108,11 @@ class DistillResource(dg.ConfigurableResource):
     )
     drift_alert_pct: float | None = Field(
         default=None, description="Percent change that alerts (default 50)."
+    )
+    workers: int | None = Field(
+        default=None,
+        description="Processes a stage may use (default: $DISTILL_WORKERS, else one per CPU up "
+        "to 4; 1 keeps all work in the step's process). Outputs are the same for any value.",
     )
     drift_min_base: int | None = Field(
         default=None, description="Counts below this never drive a percentage (default 10)."
@@ -204,6 +214,20 @@ class DistillResource(dg.ConfigurableResource):
             raise ConfigError(setting, str(path), "the output directory is not writable")
         return path
 
+    def worker_count(self) -> int:
+        setting, raw = "workers", self.workers
+        if raw is None:
+            setting, text = C.ENV_WORKERS, os.environ.get(C.ENV_WORKERS)
+            if not text:
+                return default_workers()
+            try:
+                raw = int(text)
+            except ValueError as exc:
+                raise ConfigError(setting, text, "not a whole number") from exc
+        if raw < 1:
+            raise ConfigError(setting, raw, "must be at least 1")
+        return raw
+
     def thresholds(self) -> DriftThresholds:
         try:
             thresholds = DriftThresholds.from_env(
@@ -217,6 +241,39 @@ class DistillResource(dg.ConfigurableResource):
                 "drift thresholds", (thresholds.warn_pct, thresholds.alert_pct), "; ".join(problems)
             )
         return thresholds
+
+
+def backfill_mode() -> str:
+    """How a backfill of the daily assets is split into runs: DISTILL_BACKFILL, ``single_run``
+    (the default: one run over the whole range) or ``per_day`` (one run per day). The datasets
+    are byte-identical either way."""
+    mode = os.environ.get(C.ENV_BACKFILL) or BACKFILL_SINGLE_RUN
+    if mode not in (BACKFILL_SINGLE_RUN, BACKFILL_PER_DAY):
+        raise ConfigError(
+            C.ENV_BACKFILL, mode, f"must be {BACKFILL_SINGLE_RUN} or {BACKFILL_PER_DAY}"
+        )
+    return mode
+
+
+def per_day_backfill(loaded: dg.Definitions) -> dg.Definitions:
+    """``loaded`` with its daily-partitioned assets backfilled one run per day."""
+    assets = [
+        asset.with_attributes(backfill_policy=PER_DAY)
+        if isinstance(asset, dg.AssetsDefinition) and asset.partitions_def is not None
+        else asset
+        for asset in loaded.assets or []
+    ]
+    return dg.Definitions(
+        assets=assets,
+        asset_checks=loaded.asset_checks,
+        schedules=loaded.schedules,
+        sensors=loaded.sensors,
+        jobs=loaded.jobs,
+        resources=loaded.resources,
+        executor=loaded.executor,
+        loggers=loaded.loggers,
+        metadata=loaded.metadata,
+    )
 
 
 def recorded_now() -> datetime:
@@ -478,6 +535,20 @@ def expected_stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCo
     return [stage for stage in C.STAGES if C.STAGE_ASSET[stage] in names]
 
 
+@contextmanager
+def frozen_gc() -> Iterator[None]:
+    """Keep the objects that exist now (Dagster's, the imported modules') out of the cyclic
+    garbage collector while a stage works, so its collections only walk what the stage made.
+
+    Without this, a stage that keeps many containers alive triggers full collections that
+    each walk every object in the process; they are released again afterwards."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 CONFIG_CLASSES: dict[str, type[dg.Config]] = {
     C.ASSET_EVIDENCE_INDEX: CollectConfig,
     C.ASSET_SCORED_RUNS: ScoringConfig,
@@ -578,7 +649,7 @@ def run_stage(
             raise dg.Failure(description=str(exc)) from exc
         write_root = open_version(out_root, run_id) if versioned else out_root
         try:
-            with progress.reporting(stage, context.log.info, progress_interval()):
+            with frozen_gc(), progress.reporting(stage, context.log.info, progress_interval()):
                 result = work(out_root, write_root)
         except Exception as exc:
             with workspace.reports(run_id):
@@ -782,7 +853,8 @@ def schema_check(
         root = workspace.root / receipt.extra.get("root", "")
         paths = [root / f.path for f in receipt.outputs.files if reads(f.path)]
         model = schema_of(asset, str(receipt.extra.get("format", "")))
-        outcome = validate_jsonl(model, paths)
+        with frozen_gc():
+            outcome = validate_jsonl(model, paths, workers=distill.worker_count())
         description = (
             f"{outcome.rows} rows in {len(paths)} file(s) match {model.__name__}"
             if outcome.passed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dagster as dg
 
 from distill_assets.lib import constants as C
+from distill_assets.lib.receipts import load_receipt, receipt_relpath
 from distill_assets.lib.reports import load_summary
 from distill_tests.conftest import FIXTURES, materialize_graph
 
@@ -35,13 +36,18 @@ def test_untouched_inputs_keep_the_chain(project_defs, instance, tmp_path):
 
 def test_a_scored_file_changed_after_scoring_fails_the_reader(project_defs, instance, tmp_path):
     out = tmp_path / "out"
-    assert materialize_graph(project_defs, instance, FIXTURES, out).success
-    scored = sorted((out / C.SCORED_DIR).rglob("scored_runs.jsonl"))
-    assert scored
-    tampered = scored[0]
+    first = materialize_graph(project_defs, instance, FIXTURES, out)
+    assert first.success
+    read = [
+        f.path
+        for f in load_receipt(out / receipt_relpath(first.run_id, C.STAGE_EXPORT_SFT)).inputs.files
+        if f.path.startswith(C.SCORED_DIR)
+    ]
+    assert read
+    tampered = out / read[0]
     data = tampered.read_bytes()
-    assert data.startswith(b"{")
-    tampered.write_bytes(b"{ " + data[1:])  # same rows, different bytes
+    assert data[:1] in (b"{", b"[")
+    tampered.write_bytes(data[:1] + b" " + data[1:])  # same rows, different bytes
     result = _sft_alone(project_defs, instance, out)
     assert not result.success
     message = _failure_message(result)

@@ -146,8 +146,12 @@ MANIFEST_PATH: Final = "exports/MANIFEST.json"
 ALERTS_PATH: Final = "reports/alerts.jsonl"
 RUN_INDEX_PATH: Final = "reports/runs.jsonl"
 UNDATED_BUCKET: Final = "undated"
+# scratch space of a running stage (sorted spills); removed when the stage ends
+SCRATCH_DIR: Final = ".scratch"
 # per-partition file names
 SCORED_FILE: Final = "scored_runs.jsonl"
+# the day's scored runs as sort entries by task, best first (see lib/scoring.task_entry)
+BY_TASK_FILE: Final = "runs_by_task.jsonl"
 PART_QUARANTINE_FILE: Final = "quarantine.jsonl"
 
 
@@ -430,6 +434,8 @@ ENV_DRIFT_ALERT: Final = "DISTILL_DRIFT_ALERT_PCT"
 ENV_DRIFT_MIN_BASE: Final = "DISTILL_DRIFT_MIN_BASE"
 ENV_ALERT_WEBHOOK: Final = "DISTILL_ALERT_WEBHOOK_URL"
 ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
+ENV_WORKERS: Final = "DISTILL_WORKERS"
+ENV_BACKFILL: Final = "DISTILL_BACKFILL"
 ENV_IMPORTS: Final = "DISTILL_IMPORTS"
 # seconds between progress lines of a long stage in the run log (default 5)
 ENV_PROGRESS_INTERVAL: Final = "DISTILL_PROGRESS_INTERVAL_S"

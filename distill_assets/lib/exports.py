@@ -10,13 +10,20 @@ the playbooks that ``extract-playbooks`` (lib/extraction.py) built from the same
 
 from __future__ import annotations
 
+import functools
 import hashlib
-from collections import Counter, defaultdict
+import heapq
+import shutil
+import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
 from distill_assets.lib import constants as C
@@ -25,8 +32,9 @@ from distill_assets.lib.accounting import StageResult, Tally, conservation_error
 from distill_assets.lib.formats import FormatSettings, pair_columns, plain_text, sft_columns
 from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, iter_jsonl
+from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, count_lines, iter_jsonl
 from distill_assets.lib.playbooks import render_text, tags_of_sources
+from distill_assets.lib.scoring import task_entry
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,18 @@ class ExportSettings:
     hygiene: HygieneSettings = HygieneSettings()
     formats: FormatSettings = FormatSettings()
 
+    @functools.cached_property
+    def denied(self) -> frozenset[str]:
+        """The deny-list, lower-cased."""
+        return frozenset(c.lower() for c in self.sft_deny_categories)
+
+    @functools.cached_property
+    def allowed(self) -> frozenset[str] | None:
+        """The allow-list, lower-cased (None: every category not denied)."""
+        if self.sft_allow_categories is None:
+            return None
+        return frozenset(c.lower() for c in self.sft_allow_categories)
+
     def errors(self) -> list[str]:
         problems = self.hygiene.errors() + self.formats.errors()
         if not 0.0 <= self.min_margin <= 1.0:
@@ -50,8 +70,7 @@ class ExportSettings:
         return problems
 
 
-@dataclass(frozen=True, slots=True)
-class RunKey:
+class RunKey(NamedTuple):
     """What the exports keep in memory of a scored run: no texts."""
 
     run_id: str
@@ -83,41 +102,180 @@ def scored_files(out_root: Path) -> list[str]:
     ]
 
 
-def load_run_keys(out_root: Path) -> tuple[list[RunKey], list[WrittenFile]]:
-    """Every scored run on disk, slimmed to a RunKey, and the files read."""
-    keys: list[RunKey] = []
-    inputs: list[WrittenFile] = []
-    for relpath in scored_files(out_root):
-        count = 0
-        with open(out_root / relpath, "rb") as fh:
-            for raw in fh:
-                row = orjson.loads(raw)
-                count += 1
-                keys.append(
-                    RunKey(
-                        run_id=row["run_id"],
-                        task_id=row["task_id"],
-                        quality=row["quality_score"],
-                        score=row["score"],
-                        created_at=row["created_at"],
-                        category=row.get("category"),
-                        run_file=row["run_file"],
-                        run_offset=row["run_offset"],
-                        evidence_id=row["evidence_ids"][0],
-                        response_hash=row["response_hash"],
-                        response_empty=row.get("response_empty", False),
-                        sft_eligible=row.get("sft_eligible", True),
-                    )
-                )
-        inputs.append(WrittenFile(relpath, "", 0, count))
-    return keys, inputs
+_SPILL_BLOCK = 2048  # entries per spilled line
 
 
-def group_by_task(keys: list[RunKey]) -> list[tuple[str, list[RunKey]]]:
-    groups: dict[str, list[RunKey]] = defaultdict(list)
-    for key in keys:
-        groups[key.task_id].append(key)
-    return [(task, sorted(groups[task], key=RunKey.order)) for task in sorted(groups)]
+_new = tuple.__new__
+
+
+def _run_key(entry: list[Any]) -> RunKey:
+    (task_id, _rank, neg_score, created_at, run_id, run_file, run_offset, quality, category,
+     evidence_id, response_hash, response_empty, sft_eligible) = entry  # fmt: skip
+    return _new(
+        RunKey,
+        (
+            run_id,
+            task_id,
+            quality,
+            -neg_score,
+            created_at,
+            category,
+            run_file,
+            run_offset,
+            evidence_id,
+            response_hash,
+            response_empty,
+            sft_eligible,
+        ),
+    )
+
+
+def _read_spill(path: Path) -> Iterator[list[Any]]:
+    loads = orjson.loads
+    with open(path, "rb") as fh:
+        for line in fh:
+            yield from loads(line)
+
+
+def _read_entries(path: Path) -> Iterator[list[Any]]:
+    loads = orjson.loads
+    with open(path, "rb") as fh:
+        for line in fh:
+            yield loads(line)
+
+
+class TaskStream:
+    """Every scored run on disk, grouped by task in task order, each group best first.
+
+    Each scored day comes with its runs already sorted by task (``runs_by_task.jsonl``,
+    written by the score stage); the days are merged, so memory holds one entry per day, never
+    the whole corpus, and the order is the one an in-memory sort would give. A day without that
+    file (written by an older version) is sorted and spilled to a scratch folder first.
+    """
+
+    def __init__(self, out_root: Path) -> None:
+        self.out_root = out_root
+        self.inputs: list[WrittenFile] = []
+        self._scratch: Path | None = None
+
+    def __enter__(self) -> TaskStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            try:
+                self._scratch.parent.rmdir()  # unless another stage is using it
+            except OSError:
+                pass
+            self._scratch = None
+
+    def _spill(self, relpath: str, scratch: Path) -> Path | None:
+        loads = orjson.loads
+        with open(self.out_root / relpath, "rb") as fh:
+            entries = [task_entry(loads(raw)) for raw in fh if raw.strip()]
+        self.inputs.append(WrittenFile(relpath, "", 0, len(entries)))
+        if not entries:
+            return None
+        entries.sort()
+        path = scratch / f"{len(self.inputs):06d}.spill"
+        with open(path, "wb") as out:
+            for start in range(0, len(entries), _SPILL_BLOCK):
+                out.write(orjson.dumps(entries[start : start + _SPILL_BLOCK]) + b"\n")
+        return path
+
+    def _sources(self) -> list[Iterator[list[Any]]]:
+        sources = []
+        for day in layout.days_on_disk(self.out_root, C.SCORED_DIR, C.SCORED_FILE):
+            relpath = layout.scored_by_task(day)
+            if (self.out_root / relpath).exists():
+                count = count_lines(self.out_root / relpath)
+                self.inputs.append(WrittenFile(relpath, "", 0, count))
+                sources.append(_read_entries(self.out_root / relpath))
+                continue
+            if self._scratch is None:
+                scratch_root = self.out_root / C.SCRATCH_DIR
+                scratch_root.mkdir(parents=True, exist_ok=True)
+                self._scratch = Path(tempfile.mkdtemp(prefix="tasks-", dir=scratch_root))
+            spill = self._spill(layout.scored_runs(day), self._scratch)
+            if spill is not None:
+                sources.append(_read_spill(spill))
+        return sources
+
+    def run_count(self) -> int:
+        """How many scored runs the stream will give (lines counted; for progress reports)."""
+        total = 0
+        for day in layout.days_on_disk(self.out_root, C.SCORED_DIR, C.SCORED_FILE):
+            for relpath in (layout.scored_by_task(day), layout.scored_runs(day)):
+                if (self.out_root / relpath).exists():
+                    total += count_lines(self.out_root / relpath)
+                    break
+        return total
+
+    def tasks(self) -> Iterator[tuple[str, list[RunKey]]]:
+        """(task_id, runs best first) for every task, in task order."""
+        merged = heapq.merge(*self._sources())
+        for task_id, entries in groupby(merged, key=itemgetter(0)):
+            yield task_id, [_run_key(entry) for entry in entries]
+
+    def repeated_run_ids(self) -> frozenset[str]:
+        """Run ids scored more than once across all days on disk (conflicting duplicates the
+        score stage could not see: further apart than its evidence window)."""
+        return repeated_run_ids(self.out_root)
+
+
+_REPEATED: dict[Path, tuple[tuple[tuple[str, int, int], ...], frozenset[str]]] = {}
+
+
+def repeated_run_ids(out_root: Path) -> frozenset[str]:
+    """Run ids that appear in more than one scored row on disk; found from 8-byte digests of
+    the ids (8 bytes a run in memory), confirmed exactly; reused while the files stay the same."""
+    files = [
+        relpath
+        for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE)
+        for relpath in (layout.scored_by_task(day), layout.scored_runs(day))
+        if (out_root / relpath).exists()
+    ]
+    # a day's by-task file holds the same runs as its scored file: read one of the two
+    by_day: dict[str, str] = {}
+    for relpath in files:
+        by_day.setdefault(relpath.rsplit("/", 1)[0], relpath)
+    chosen = sorted(by_day.values())
+    fingerprint = tuple(
+        (relpath, stat.st_size, stat.st_mtime_ns)
+        for relpath in chosen
+        for stat in [(out_root / relpath).stat()]
+    )
+    cached = _REPEATED.get(out_root)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+
+    def run_ids() -> Iterator[str]:
+        loads = orjson.loads
+        for relpath in chosen:
+            by_task = relpath.endswith(C.BY_TASK_FILE)
+            with open(out_root / relpath, "rb") as fh:
+                for raw in fh:
+                    if raw.strip():
+                        row = loads(raw)
+                        yield row[4] if by_task else row["run_id"]
+
+    def short(run_id: str) -> bytes:
+        return hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+    prefixes = np.frombuffer(b"".join(short(run_id) for run_id in run_ids()), dtype=np.uint64)
+    values, counts = np.unique(prefixes, return_counts=True)
+    shared = {value.tobytes() for value in values[counts > 1]}
+    repeated: frozenset[str] = frozenset()
+    if shared:
+        exact = Counter(run_id for run_id in run_ids() if short(run_id) in shared)
+        repeated = frozenset(run_id for run_id, n in exact.items() if n > 1)
+    _REPEATED.clear()
+    _REPEATED[out_root] = (fingerprint, repeated)
+    return repeated
 
 
 class TextStore:
@@ -284,18 +442,24 @@ class _Export:
         )
         self.texts = TextStore(out_root)
 
-    def admit(self, keys: list[RunKey]) -> list[RunKey]:
-        """Keep runs whose id is unique across all partitions; the others are conflicting
-        duplicates (the same run_id scored on days further apart than the evidence window)."""
-        counts = Counter(key.run_id for key in keys)
-        kept = []
-        for key in keys:
-            if counts[key.run_id] > 1:
-                self.tally.records_in += 1
-                self.leave_out(key, [C.R_CONFLICTING_DUPLICATE])
-            else:
-                kept.append(key)
-        return kept
+    def admit(self, stream: TaskStream) -> Iterator[tuple[str, list[RunKey]]]:
+        """Every task's runs whose id is unique across all partitions; the others are
+        conflicting duplicates (the same run_id scored on days further apart than the evidence
+        window), left out as their task comes up."""
+        repeated = stream.repeated_run_ids()
+        for task_id, runs in stream.tasks():
+            if repeated:
+                kept = []
+                for key in runs:
+                    if key.run_id in repeated:
+                        self.tally.records_in += 1
+                        self.leave_out(key, [C.R_CONFLICTING_DUPLICATE])
+                    else:
+                        kept.append(key)
+                if not kept:
+                    continue
+                runs = kept
+            yield task_id, runs
 
     def leave_out(self, key: RunKey, reasons: list[str], **details: Any) -> None:
         self.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
@@ -452,11 +616,9 @@ def _category_reason(category: str | None, settings: ExportSettings) -> str | No
     if category is None:
         return None if settings.sft_allow_categories is None else C.R_CATEGORY_DISALLOWED
     normalized = category.strip().lower()
-    if normalized in {c.lower() for c in settings.sft_deny_categories}:
+    if normalized in settings.denied:
         return C.R_UNSAFE_SFT_CATEGORY
-    if settings.sft_allow_categories is not None and normalized not in {
-        c.lower() for c in settings.sft_allow_categories
-    }:
+    if settings.allowed is not None and normalized not in settings.allowed:
         return C.R_CATEGORY_DISALLOWED
     return None
 
@@ -468,15 +630,15 @@ def export_sft(
     eval_set: EvalSet | None = None,
 ) -> StageResult:
     """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
-    keys, inputs = load_run_keys(out_root)
+    stream = TaskStream(out_root)
     job = _Export(
         out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH, settings.hygiene, eval_set
     )
     fmt = settings.formats.sft_format
     tick = progress.current()
-    tick.begin(len(keys), "runs", check_every=64)
+    tick.begin(stream.run_count(), "runs", check_every=64)
     try:
-        for _task_id, runs in group_by_task(job.admit(keys)):
+        for _task_id, runs in job.admit(stream):
             for key in runs:
                 tick.advance()
                 job.tally.records_in += 1
@@ -519,10 +681,12 @@ def export_sft(
                 job.curation.keep(screened.row, (key,), text, pair=False)
                 job.tally.records_out += 1
                 job.tally.accepted += 1
-        result = job.finish(inputs)
+        result = job.finish(stream.inputs)
     except BaseException:
         job.abort()
         raise
+    finally:
+        stream.close()
     result.extra["format"] = fmt
     return result
 
@@ -562,7 +726,7 @@ def export_preference(
     eval_set: EvalSet | None = None,
 ) -> StageResult:
     """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
-    keys, inputs = load_run_keys(out_root)
+    stream = TaskStream(out_root)
     job = _Export(
         out_root,
         write_root or out_root,
@@ -578,9 +742,9 @@ def export_preference(
     tainted: dict[str, list[str]] = {}
     fmt = settings.formats.preference_format
     tick = progress.current()
-    tick.begin(len(keys), "runs", check_every=64)
+    tick.begin(stream.run_count(), "runs", check_every=64)
     try:
-        for _task_id, runs in group_by_task(job.admit(keys)):
+        for _task_id, runs in job.admit(stream):
             tick.advance(len(runs))
             ranked: list[RunKey] = []
             for key in runs:
@@ -604,9 +768,13 @@ def export_preference(
                 valid.sort(key=lambda p: (-(p[0].score - p[1].score), p[0].order(), p[1].order()))
                 valid = valid[: settings.max_pairs_per_task]
             written: list[tuple[RunKey, RunKey]] = []
+            fetched: dict[RunKey, dict[str, Any] | None] = {}
             for chosen, rejected in valid:
-                chosen_record = job.texts.fetch(chosen)
-                rejected_record = job.texts.fetch(rejected)
+                if chosen not in fetched:
+                    fetched[chosen] = job.texts.fetch(chosen)
+                if rejected not in fetched:
+                    fetched[rejected] = job.texts.fetch(rejected)
+                chosen_record, rejected_record = fetched[chosen], fetched[rejected]
                 if chosen_record is None or rejected_record is None:
                     pairs_quarantined += 1
                     job.tally.reasons[C.R_MISSING_SOURCE_RUN_ID] += 1
@@ -673,10 +841,12 @@ def export_preference(
                         job.tally.accepted += 1
                 else:
                     job.leave_out(key, tainted.get(key.run_id, [C.R_NO_PAIR]))
-        result = job.finish(inputs)
+        result = job.finish(stream.inputs)
     except BaseException:
         job.abort()
         raise
+    finally:
+        stream.close()
     result.extra["pairs"] = job.curation.train_rows
     result.extra["pairs_quarantined"] = pairs_quarantined + job.curation.pairs_dropped
     result.extra["tasks_without_pair"] = tasks_without_pair

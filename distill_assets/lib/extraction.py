@@ -20,9 +20,8 @@ from distill_assets.lib import constants as C
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.exports import (
     RunKey,
+    TaskStream,
     _Export,
-    group_by_task,
-    load_run_keys,
     stable_id,
 )
 from distill_assets.lib.firewall import FirewallReport, scored_lookup
@@ -78,7 +77,7 @@ def extract_playbooks(
     ``write_root``. Every playbook is screened for secrets (it quotes tool arguments and
     results) and split by task like the datasets; near-duplicates are judged on the rendered
     RAG playbooks, not here."""
-    keys, inputs = load_run_keys(out_root)
+    stream = TaskStream(out_root)
     rules = replace(hygiene or HygieneSettings(), near_dup_threshold=None)
     job = _Export(
         out_root,
@@ -90,7 +89,7 @@ def extract_playbooks(
     )
     counts = {"steps": 0, "divergences": 0, "tasks_with_failures": 0}
     try:
-        for task_id, runs in group_by_task(job.admit(keys)):
+        for task_id, runs in job.admit(stream):
             task = _sort_task(job, runs)
             sources: list[tuple[RunKey, dict[str, Any]]] = []
             best: dict[str, Any] | None = None
@@ -121,10 +120,12 @@ def extract_playbooks(
             counts["steps"] += len(row["steps"])
             counts["divergences"] += len(row["divergences"])
             counts["tasks_with_failures"] += bool(row["failed_run_ids"])
-        result = job.finish(inputs)
+        result = job.finish(stream.inputs)
     except BaseException:
         job.abort()
         raise
+    finally:
+        stream.close()
     result.extra["playbooks"] = job.curation.train_rows
     result.extra.update(counts)
     return result

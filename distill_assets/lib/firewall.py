@@ -46,8 +46,27 @@ class FirewallReport:
         return self.count == 0
 
 
+_CACHE: dict[Path, tuple[tuple[tuple[str, int, int], ...], dict[str, Scored]]] = {}
+
+
 def scored_lookup(out_root: Path) -> dict[str, Scored]:
-    """run_id -> what the firewall needs to know of every scored run on disk."""
+    """run_id -> what the firewall needs to know of every scored run on disk; built once per
+    process while the scored files stay the same, and shared by the checks that use it."""
+    fingerprint = tuple(
+        (relpath, stat.st_size, stat.st_mtime_ns)
+        for relpath in scored_files(out_root)
+        for stat in [(out_root / relpath).stat()]
+    )
+    cached = _CACHE.get(out_root)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    _CACHE.clear()
+    lookup = _build_lookup(out_root)
+    _CACHE[out_root] = (fingerprint, lookup)
+    return lookup
+
+
+def _build_lookup(out_root: Path) -> dict[str, Scored]:
     lookup: dict[str, Scored] = {}
     for relpath in scored_files(out_root):
         with open(out_root / relpath, "rb") as fh:

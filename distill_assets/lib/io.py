@@ -57,6 +57,24 @@ class WrittenFile:
         }
 
 
+@dataclass(frozen=True)
+class SealedFile:
+    """A written and fsynced temporary file waiting to be renamed over its target, so a stage
+    can put all its files in place only once every one of them is written."""
+
+    tmp: str
+    target: str
+    written: WrittenFile
+
+    def commit(self) -> WrittenFile:
+        os.replace(self.tmp, self.target)
+        _fsync_dir(Path(self.target).parent)
+        return self.written
+
+    def abort(self) -> None:
+        Path(self.tmp).unlink(missing_ok=True)
+
+
 class AtomicJsonlWriter:
     """Writes JSON lines to a temporary sibling file and renames it into place on close.
 
@@ -97,6 +115,16 @@ class AtomicJsonlWriter:
         if self._buf_bytes >= _FLUSH_BYTES:
             self._flush()
 
+    def write_block(self, data: bytes, lines: int) -> None:
+        """Append ``lines`` already-encoded lines at once (``data`` ends with a newline)."""
+        if not data:
+            return
+        self._buf.append(data)
+        self._buf_bytes += len(data)
+        self.lines += lines
+        if self._buf_bytes >= _FLUSH_BYTES:
+            self._flush()
+
     def write_rows(self, rows: Iterable[Any]) -> None:
         for row in rows:
             self.write_row(row)
@@ -111,15 +139,19 @@ class AtomicJsonlWriter:
         self._buf.clear()
         self._buf_bytes = 0
 
-    def commit(self) -> WrittenFile:
+    def seal(self) -> SealedFile:
+        """Finish writing the temporary file (flushed, fsynced, closed) without renaming it into
+        place: ``SealedFile.commit`` does that later, possibly in another process."""
         self._flush()
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
         os.chmod(self._tmp, 0o644)
-        os.replace(self._tmp, self.target)
-        _fsync_dir(self.target.parent)
-        self.result = WrittenFile(self.relpath, self._hash.hexdigest(), self.bytes, self.lines)
+        written = WrittenFile(self.relpath, self._hash.hexdigest(), self.bytes, self.lines)
+        return SealedFile(str(self._tmp), str(self.target), written)
+
+    def commit(self) -> WrittenFile:
+        self.result = self.seal().commit()
         return self.result
 
     def abort(self) -> None:

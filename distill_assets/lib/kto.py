@@ -20,10 +20,9 @@ from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.exports import (
     ExportSettings,
     RunKey,
+    TaskStream,
     _category_reason,
     _Export,
-    group_by_task,
-    load_run_keys,
     stable_id,
 )
 from distill_assets.lib.formats import plain_text, unpaired_columns
@@ -57,15 +56,15 @@ def export_kto(
     eval_set: EvalSet | None = None,
 ) -> StageResult:
     """Write the unpaired dataset, its holdout and its quarantine under ``write_root``."""
-    keys, inputs = load_run_keys(out_root)
+    stream = TaskStream(out_root)
     fmt = settings.formats.preference_format
     job = _Export(
         out_root, write_root or out_root, C.STAGE_EXPORT_KTO, C.KTO_PATH, settings.hygiene, eval_set
     )
     tick = progress.current()
-    tick.begin(len(keys), "runs", check_every=64)
+    tick.begin(stream.run_count(), "runs", check_every=64)
     try:
-        for _task_id, runs in group_by_task(job.admit(keys)):
+        for _task_id, runs in job.admit(stream):
             accepted_texts = {
                 key.response_hash
                 for key in runs
@@ -107,9 +106,11 @@ def export_kto(
                     job.tally.accepted += 1
                 else:
                     job.tally.rejected += 1
-        result = job.finish(inputs)
+        result = job.finish(stream.inputs)
     except BaseException:
         job.abort()
         raise
+    finally:
+        stream.close()
     result.extra["format"] = fmt
     return result

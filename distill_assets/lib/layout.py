@@ -10,6 +10,8 @@ from distill_assets.lib import constants as C
 _DAY = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
 _SCORED = f"{C.SCORED_DIR}/{_DAY}/{C.SCORED_FILE}"
 _RECORDS = f"{C.EVIDENCE_DIR}/{_DAY}/records.jsonl"
+# the scored runs sorted by task, which the exports merge (the scored files name the days)
+_BY_TASK = f"{C.SCORED_DIR}/{_DAY}/{C.BY_TASK_FILE}"
 
 # The files under the output root each stage reads (glob patterns), so that a step working on a
 # copy of an object-store output pulls just these (lib/storage.py); a run's version directory
@@ -17,12 +19,12 @@ _RECORDS = f"{C.EVIDENCE_DIR}/{_DAY}/records.jsonl"
 STAGE_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
     C.STAGE_COLLECT: (),
     C.STAGE_SCORE: (f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl",),
-    C.STAGE_EXTRACT_PLAYBOOKS: (_SCORED, _RECORDS),
+    C.STAGE_EXTRACT_PLAYBOOKS: (_SCORED, _BY_TASK, _RECORDS),
     # these two read only the run's version (the extraction, the playbooks)
     C.STAGE_EXPORT_RAG: (),
-    C.STAGE_EXPORT_SFT: (_SCORED, _RECORDS),
-    C.STAGE_EXPORT_PREFERENCE: (_SCORED, _RECORDS),
-    C.STAGE_EXPORT_KTO: (_SCORED, _RECORDS),
+    C.STAGE_EXPORT_SFT: (_SCORED, _BY_TASK, _RECORDS),
+    C.STAGE_EXPORT_PREFERENCE: (_SCORED, _BY_TASK, _RECORDS),
+    C.STAGE_EXPORT_KTO: (_SCORED, _BY_TASK, _RECORDS),
     # the review queue also looks up each run's reviews and outcomes through the index
     C.STAGE_EXPORT_REVIEW: (_SCORED, _RECORDS, f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl"),
     C.STAGE_INDEX: (),
@@ -63,6 +65,10 @@ def evidence_quarantine(day: date | None) -> str:
 
 def scored_runs(day: date) -> str:
     return f"{C.SCORED_DIR}/{day_dir(day)}/{C.SCORED_FILE}"
+
+
+def scored_by_task(day: date) -> str:
+    return f"{C.SCORED_DIR}/{day_dir(day)}/{C.BY_TASK_FILE}"
 
 
 def scored_quarantine(day: date) -> str:

@@ -7,7 +7,6 @@ number of failures with a capped sample of failure cases, ready for an asset che
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,8 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from distill_assets.lib import constants as C
+from distill_assets.lib.evidence import normalized_bytes
+from distill_assets.lib.parallel import process_pool
 
 HEX64 = r"^[0-9a-f]{64}$"
 TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
@@ -310,7 +311,7 @@ class PreferencePairSchema(pa.DataFrameModel):
 
     @pa.dataframe_check(description="chosen and rejected texts differ after whitespace folding")
     def distinct_texts(cls, df: pd.DataFrame) -> Series[bool]:
-        fold = lambda s: s.map(lambda t: " ".join(str(t).split()))  # noqa: E731
+        fold = lambda s: s.map(lambda t: normalized_bytes(str(t)))  # noqa: E731
         return fold(df["chosen"]) != fold(df["rejected"])
 
 
@@ -433,62 +434,124 @@ class ValidationOutcome:
         return self.num_failures == 0
 
 
-def _chunks(path: Path, size: int) -> Iterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
+# files are validated in pieces of about this many bytes (whole lines), each by one Pandera
+# call: about 50,000 index rows, the chunk size validation always used; memory per piece
+# stays a few hundred MiB
+CHUNK_BYTES = 24 * 1024 * 1024
+# below this many bytes in all, pieces are validated in this process
+POOL_MIN_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class _Piece:
+    path: Path
+    start: int
+    end: int
+
+
+@dataclass
+class _PieceOutcome:
+    rows: int
+    num_failures: int
+    cases: list[dict[str, Any]]  # "row" counts from the piece's first row
+
+
+def _pieces(path: Path, chunk_bytes: int) -> list[_Piece]:
+    """``path`` cut at line starts into pieces of about ``chunk_bytes``."""
+    size = path.stat().st_size
+    cuts = [0]
     with open(path, "rb") as fh:
-        for raw in fh:
-            if not raw.strip():
-                continue
-            chunk.append(orjson.loads(raw))
-            if len(chunk) >= size:
-                yield chunk
-                chunk = []
-    if chunk:
-        yield chunk
+        while cuts[-1] + chunk_bytes < size:
+            fh.seek(cuts[-1] + chunk_bytes)
+            fh.readline()
+            position = fh.tell()
+            if position >= size:
+                break
+            cuts.append(position)
+    cuts.append(size)
+    return [_Piece(path, a, b) for a, b in zip(cuts, cuts[1:], strict=False) if b > a]
+
+
+def _validate_piece(
+    schema: type[pa.DataFrameModel], piece: _Piece, sample: int, drop_columns: tuple[str, ...]
+) -> _PieceOutcome:
+    with open(piece.path, "rb") as fh:
+        fh.seek(piece.start)
+        data = fh.read(piece.end - piece.start)
+    loads = orjson.loads
+    rows = [loads(raw) for raw in data.split(b"\n") if raw.strip()]
+    del data
+    if not rows:
+        return _PieceOutcome(0, 0, [])
+    frame = pd.DataFrame.from_records(rows)
+    del rows
+    if drop_columns:
+        frame = frame.drop(columns=[c for c in drop_columns if c in frame.columns])
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        cases = exc.failure_cases
+        sampled = []
+        for case in cases.head(sample).to_dict(orient="records"):
+            index = case.get("index")
+            sampled.append(
+                {
+                    "file": piece.path.name,
+                    "row": None if index is None or pd.isna(index) else int(index),
+                    "column": case.get("column"),
+                    "check": str(case.get("check")),
+                    "failure_case": _short(case.get("failure_case")),
+                }
+            )
+        return _PieceOutcome(len(frame), len(cases), sampled)
+    return _PieceOutcome(len(frame), 0, [])
 
 
 def validate_jsonl(
     schema: type[pa.DataFrameModel],
     paths: list[Path],
-    chunk_rows: int = 50_000,
+    chunk_bytes: int = CHUNK_BYTES,
     sample: int = 20,
     drop_columns: tuple[str, ...] = (),
+    workers: int = 1,
+    pool_min_bytes: int = POOL_MIN_BYTES,
 ) -> ValidationOutcome:
-    """Validate JSONL files against ``schema`` lazily, chunk by chunk.
+    """Validate JSONL files against ``schema`` lazily, piece by piece.
 
-    ``unique`` constraints hold within a chunk; files are expected to fit that (a partition) or
-    the caller checks global uniqueness separately.
+    ``unique`` constraints hold within a piece (a file, or a part of about ``chunk_bytes``). With
+    ``workers`` > 1 and at least ``pool_min_bytes`` in all, pieces are validated in worker
+    processes; the outcome is the same either way.
     """
     outcome = ValidationOutcome()
+    pieces = [piece for path in paths for piece in _pieces(path, chunk_bytes)]
+    total = sum(piece.end - piece.start for piece in pieces)
+    if workers > 1 and len(pieces) > 1 and total >= pool_min_bytes:
+        with process_pool(min(workers, len(pieces))) as pool:
+            done = list(
+                pool.map(
+                    _validate_piece,
+                    [schema] * len(pieces),
+                    pieces,
+                    [sample] * len(pieces),
+                    [drop_columns] * len(pieces),
+                )
+            )
+    else:
+        done = [_validate_piece(schema, piece, sample, drop_columns) for piece in pieces]
+    rows_before: dict[Path, int] = {}
     for path in paths:
         outcome.files.append(str(path))
-        offset = 0
-        for chunk in _chunks(path, chunk_rows):
-            frame = pd.DataFrame.from_records(chunk)
-            if drop_columns:
-                frame = frame.drop(columns=[c for c in drop_columns if c in frame.columns])
-            outcome.rows += len(frame)
-            try:
-                schema.validate(frame, lazy=True)
-            except pa.errors.SchemaErrors as exc:
-                cases = exc.failure_cases
-                outcome.num_failures += len(cases)
-                room = sample - len(outcome.failure_cases)
-                if room > 0:
-                    for case in cases.head(room).to_dict(orient="records"):
-                        index = case.get("index")
-                        outcome.failure_cases.append(
-                            {
-                                "file": path.name,
-                                "row": None
-                                if index is None or pd.isna(index)
-                                else int(index) + offset,
-                                "column": case.get("column"),
-                                "check": str(case.get("check")),
-                                "failure_case": _short(case.get("failure_case")),
-                            }
-                        )
-            offset += len(chunk)
+    for piece, result in zip(pieces, done, strict=True):
+        offset = rows_before.get(piece.path, 0)
+        rows_before[piece.path] = offset + result.rows
+        outcome.rows += result.rows
+        outcome.num_failures += result.num_failures
+        for case in result.cases:
+            if len(outcome.failure_cases) >= sample:
+                break
+            if case["row"] is not None:
+                case = {**case, "row": case["row"] + offset}
+            outcome.failure_cases.append(case)
     return outcome
 
 

@@ -28,11 +28,12 @@ def evidence_index(
 ) -> dg.MaterializeResult:
     """Every usable evidence record of the day with provenance; bad lines skipped with a reason."""
     days = [day_from_key(key) for key in context.partition_keys]
+    workers = distill.worker_count()
 
     def work(out_root: Path, _write_root: Path):
         source_root, imports = distill.evidence_sources()
         files = list_source_files(source_root) if source_root is not None else []
         batches = (run_import(spec) for spec in imports)
-        return collect(files, out_root, days, config.settings(), batches)
+        return collect(files, out_root, days, config.settings(), batches, workers)
 
     return run_stage(context, distill, C.STAGE_COLLECT, work, config.model_dump())

@@ -13,6 +13,7 @@ from distill_assets.lib.firewall import (
 from distill_assets.orchestration import (
     DistillResource,
     conservation_check,
+    frozen_gc,
     hygiene_checks,
     report_check,
     schema_check,
@@ -69,7 +70,8 @@ def rag_playbooks_firewall(context: dg.AssetCheckExecutionContext, distill: Dist
     asset = C.ASSET_RAG_PLAYBOOKS
     with this_runs_receipt(context, distill, asset, _is(C.RAG_PATH)) as (workspace, receipt):
         root = _written_root(workspace.root, receipt)
-        report = verify_rag(workspace.root, _settings_used(receipt), root)
+        with frozen_gc():
+            report = verify_rag(workspace.root, _settings_used(receipt), root)
         return _firewall_result(context, workspace, asset, C.CHECK_FIREWALL, report)
 
 
@@ -91,7 +93,8 @@ def sft_dataset_firewall(context: dg.AssetCheckExecutionContext, distill: Distil
     asset = C.ASSET_SFT_DATASET
     with this_runs_receipt(context, distill, asset, _is(C.SFT_PATH)) as (workspace, receipt):
         root = _written_root(workspace.root, receipt)
-        report = verify_sft(workspace.root, _settings_used(receipt), root)
+        with frozen_gc():
+            report = verify_sft(workspace.root, _settings_used(receipt), root)
         return _firewall_result(context, workspace, asset, C.CHECK_FIREWALL, report)
 
 
@@ -115,7 +118,8 @@ def preference_pairs_firewall(context: dg.AssetCheckExecutionContext, distill: D
     asset = C.ASSET_PREFERENCE_PAIRS
     with this_runs_receipt(context, distill, asset, _is(C.PREFERENCE_PATH)) as (workspace, receipt):
         root = _written_root(workspace.root, receipt)
-        report = verify_preference(workspace.root, _settings_used(receipt), root)
+        with frozen_gc():
+            report = verify_preference(workspace.root, _settings_used(receipt), root)
         return _firewall_result(context, workspace, asset, C.CHECK_FIREWALL, report)
 
 
@@ -131,7 +135,8 @@ def preference_pairs_rules(context: dg.AssetCheckExecutionContext, distill: Dist
     asset = C.ASSET_PREFERENCE_PAIRS
     with this_runs_receipt(context, distill, asset, _is(C.PREFERENCE_PATH)) as (workspace, receipt):
         root = _written_root(workspace.root, receipt)
-        report = verify_pair_rules(workspace.root, _settings_used(receipt), root)
+        with frozen_gc():
+            report = verify_pair_rules(workspace.root, _settings_used(receipt), root)
         return _firewall_result(context, workspace, asset, C.CHECK_PAIR_RULES, report)
 
 

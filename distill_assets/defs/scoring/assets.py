@@ -35,8 +35,9 @@ def scored_runs(
 ) -> dg.MaterializeResult:
     """Each run of the day graded accepted, partially_accepted, rejected or needs_human_review."""
     days = [day_from_key(key) for key in context.partition_keys]
+    workers = distill.worker_count()
 
     def work(out_root: Path, _write_root: Path):
-        return score(out_root, days, config.policy())
+        return score(out_root, days, config.policy(), workers)
 
     return run_stage(context, distill, C.STAGE_SCORE, work, config.model_dump())

@@ -1,0 +1,33 @@
+"""Worker processes for the stages that can use more than one CPU.
+
+Stages hand pure functions of files to a process pool and write what comes back in a fixed
+order, so the bytes they write do not depend on the number of processes.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from concurrent.futures import ProcessPoolExecutor
+
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_workers() -> int:
+    """One worker per CPU, at most MAX_DEFAULT_WORKERS."""
+    return max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
+
+
+def pool_context() -> multiprocessing.context.BaseContext:
+    """Fork when this process runs a single thread (cheap, nothing to re-import); otherwise a
+    fork server, since forking a process whose other threads may hold locks is unsafe."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["distill_assets.lib.collect", "distill_assets.lib.scoring"])
+    return context
+
+
+def process_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, mp_context=pool_context())

@@ -1,0 +1,211 @@
+"""Collect writes the same bytes whether files are scanned in-process, streamed or in workers."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import orjson
+import pytest
+
+from distill_assets.lib import constants as C
+from distill_assets.lib import layout
+from distill_assets.lib.collect import collect, list_source_files
+from distill_assets.lib.digests import DigestTable
+from distill_assets.lib.evidence import ParseSettings
+from distill_assets.lib.synth import SynthSpec, synthesize
+
+
+def _run(run_id: str, at: str, text: str = "Fix the bug.") -> bytes:
+    row = {
+        "kind": "run",
+        "run_id": run_id,
+        "task_id": "T1",
+        "instruction": text,
+        "response": "Done  \n fixed.",
+        "created_at": at,
+    }
+    return orjson.dumps(row)
+
+
+def _review(run_id: str, at: str) -> bytes:
+    return orjson.dumps(
+        {"kind": "review", "run_id": run_id, "verdict": "approve", "created_at": at}
+    )
+
+
+KEY = "sk-ant-api03-" + "Q7vX2pL9mK4rT8wZ3nB6yH1cF5dJ0sG2aE7uI9oP"
+# a key in an answer is redacted; a key in an identifier quarantines the record
+SCRUBBED = _run("r-scrubbed", "2024-05-03T08:00:00Z", f"Use {KEY} to call the API.")
+HELD = _run(f"r-{KEY}", "2024-05-03T09:00:00Z")
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("src")
+    shared = _run("r-shared", "2024-05-02T10:00:00Z")
+    (root / "a.jsonl").write_bytes(
+        b"\n".join(
+            [
+                b"{torn",  # no day yet: takes the day of the first dated line
+                _run("r1", "2024-05-01T09:00:00Z"),
+                shared,
+                shared,  # duplicate within the file
+                b"",
+                _review("r1", "2024-05-02T01:00:00+02:00"),
+                _run("r2", "2024-05-02T11:30:00.250000Z"),
+                SCRUBBED,
+                HELD,
+            ]
+        )
+        + b"\n"
+    )
+    (root / "b.jsonl").write_bytes(
+        b"\xef\xbb\xbf"
+        + b"\r\n".join(
+            [
+                _review("r2", "2024-05-02T12:00:00Z"),
+                shared,  # duplicate of a record in a.jsonl
+                b"[1,2]",
+                _run("r3", "2024-05-02T13:00:00Z"),
+                shared,
+                HELD,  # duplicates of records of a.jsonl: skipped, whatever their secrets
+                SCRUBBED,
+            ]
+        )
+    )
+    (root / "c.jsonl").write_bytes(b"not json\n{\n")  # never dated: undated bucket
+    (root / "d.jsonl").write_bytes(b"")
+    return root
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+MODES = {
+    "in-process": {"workers": 1},
+    "streamed": {"workers": 1, "whole_file_bytes": 40},
+    "workers": {"workers": 2, "pool_min_bytes": 0},
+    "workers+streamed": {"workers": 2, "pool_min_bytes": 0, "whole_file_bytes": 300},
+    "one day's ids in memory": {"workers": 1, "resident_days": 1},
+}
+
+
+def test_duplicates_across_files_are_skipped_in_line_order(tmp_path: Path, sources: Path) -> None:
+    out = tmp_path / "out"
+    result = collect(list_source_files(sources), out, None, ParseSettings(), workers=1)
+    # three copies of r-shared on 2024-05-02, and b.jsonl's copies of HELD and SCRUBBED
+    assert result.tally.reasons[C.R_DUPLICATE] == 5
+    assert result.tally.records_in == result.tally.records_out + result.tally.skipped + (
+        result.tally.quarantined
+    )
+    rows = [
+        orjson.loads(raw)
+        for raw in (out / layout.evidence_quarantine(layout.day_from_key("2024-05-02")))
+        .read_bytes()
+        .splitlines()
+    ]
+    assert [(r["source_path"], r["line"], r["reasons"]) for r in rows] == [
+        ("a.jsonl", 4, [C.R_DUPLICATE]),
+        ("a.jsonl", 5, [C.R_EMPTY_LINE]),
+        ("b.jsonl", 2, [C.R_DUPLICATE]),
+        ("b.jsonl", 3, [C.R_NOT_AN_OBJECT]),
+        ("b.jsonl", 5, [C.R_DUPLICATE]),
+    ]
+    index = [
+        orjson.loads(raw)
+        for raw in (out / layout.evidence_index(layout.day_from_key("2024-05-02")))
+        .read_bytes()
+        .splitlines()
+    ]
+    records = (out / layout.evidence_records(layout.day_from_key("2024-05-02"))).read_bytes()
+    for row in index:  # every offset points at its record
+        line = records[row["offset"] :].split(b"\n", 1)[0]
+        assert orjson.loads(line)["evidence_id"] == row["evidence_id"]
+    assert [r["run_id"] for r in index] == ["r-shared", "r2", "r2", "r3"]
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_mode_writes_the_same_bytes(tmp_path: Path, sources: Path, mode: str) -> None:
+    reference = tmp_path / "ref"
+    collect(list_source_files(sources), reference, None, ParseSettings(), workers=1)
+    out = tmp_path / mode
+    collect(list_source_files(sources), out, None, ParseSettings(), **MODES[mode])
+    assert _tree(out) == _tree(reference)
+
+
+def test_workers_match_on_a_synthetic_corpus(tmp_path: Path) -> None:
+    source = tmp_path / "synth"
+    synthesize(SynthSpec(runs=1500, days=3, seed=5, shard_bytes=256 * 1024), source)
+    files = list_source_files(source)
+    one = tmp_path / "one"
+    two = tmp_path / "two"
+    first = collect(files, one, None, ParseSettings(), workers=1)
+    second = collect(
+        files, two, None, ParseSettings(), workers=2, pool_min_bytes=0, resident_days=1
+    )
+    assert _tree(one) == _tree(two)
+    assert not (two / ".scratch").exists()
+    assert first.tally == second.tally
+    assert [f.as_dict() for f in first.inputs] == [f.as_dict() for f in second.inputs]
+
+
+def test_digest_table_confirms_prefix_matches_on_the_full_digest() -> None:
+    digests = [hashlib.sha256(str(i).encode()).digest() for i in range(300)]
+    table = DigestTable()
+    table.add(digests[:200])
+    table.add(digests[200:250])
+    assert len(table) == 250
+    assert table.find(digests[150:300]) == [*range(150, 250), *[-1] * 50]
+    same_prefix = digests[7][:8] + bytes(24)
+    assert table.find([same_prefix, digests[7]]) == [-1, 7]
+    table.add([digests[7]])  # added again: found at its latest position
+    assert table.find([digests[7]]) == [250]
+    assert DigestTable().find(digests[:2]) == [-1, -1]
+
+
+def test_a_duplicate_is_found_after_its_day_left_memory(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    source.mkdir()
+    record = _run("r-1", "2024-05-01T09:00:00Z")
+    (source / "1.jsonl").write_bytes(record + b"\n")
+    (source / "2.jsonl").write_bytes(_run("r-2", "2024-05-02T09:00:00Z") + b"\n")
+    (source / "3.jsonl").write_bytes(record + b"\n")
+    result = collect(list_source_files(source), tmp_path / "out", None, ParseSettings(),
+                     resident_days=1)  # fmt: skip
+    assert result.tally.reasons[C.R_DUPLICATE] == 1
+    assert result.tally.records_out == 2
+    assert not (tmp_path / "out" / C.SCRATCH_DIR).exists()
+
+
+def test_secrets_are_scrubbed_once_and_duplicates_of_held_records_skipped(
+    tmp_path: Path, sources: Path
+) -> None:
+    out = tmp_path / "out"
+    result = collect(list_source_files(sources), out, None, ParseSettings(), workers=1)
+    day = layout.day_from_key("2024-05-03")
+    rows = [
+        orjson.loads(raw)
+        for raw in (out / layout.evidence_quarantine(day)).read_bytes().splitlines()
+    ]
+    assert [(r["source_path"], r["line"], r["reasons"], r["run_id"]) for r in rows] == [
+        ("a.jsonl", 9, [C.R_SECRET_DETECTED], None),
+        ("b.jsonl", 6, [C.R_DUPLICATE], None),  # the held record's id is never written
+        ("b.jsonl", 7, [C.R_DUPLICATE], "r-scrubbed"),
+    ]
+    records = (out / layout.evidence_records(day)).read_bytes()
+    assert (
+        KEY.encode() not in records
+        and KEY.encode() not in (out / layout.evidence_index(day)).read_bytes()
+    )
+    kept = [orjson.loads(raw) for raw in records.splitlines()]
+    assert [r["run_id"] for r in kept] == ["r-scrubbed"]
+    assert [f["field"] for f in kept[0]["secrets"]] == ["instruction"]
+    # each record counted once (a duplicate is not scanned again)
+    assert sum(result.extra["secrets"].values()) == 2
+    assert result.tally.reasons[C.R_SECRET_DETECTED] == 1

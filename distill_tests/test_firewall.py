@@ -1,0 +1,140 @@
+"""The firewall checks catch rows that break it, on a synthetic corpus."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import orjson
+import pytest
+
+from distill_assets.lib import constants as C
+from distill_assets.lib.collect import collect, list_source_files
+from distill_assets.lib.evidence import ParseSettings
+from distill_assets.lib.exports import (
+    ExportSettings,
+    export_preference,
+    export_rag,
+    export_sft,
+    scored_files,
+)
+from distill_assets.lib.extraction import extract_playbooks
+from distill_assets.lib.firewall import (
+    scored_lookup,
+    verify_pair_rules,
+    verify_preference,
+    verify_rag,
+    verify_sft,
+)
+from distill_assets.lib.playbooks import PlaybookSettings
+from distill_assets.lib.scoring import ScoringPolicy, score
+from distill_assets.lib.synth import SynthSpec, synthesize
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("firewall")
+    synthesize(SynthSpec(runs=1200, days=3, seed=4), base / "src")
+    out = base / "out"
+    result = collect(list_source_files(base / "src"), out, None, ParseSettings())
+    days = [d for d in result.extra["per_partition"] if d != C.UNDATED_BUCKET]
+    score(out, [date.fromisoformat(d) for d in days], ScoringPolicy())
+    assert extract_playbooks(out, PlaybookSettings()).errors == []
+    for export in (export_rag, export_sft, export_preference):
+        assert export(out, ExportSettings()).errors == []
+    return out
+
+
+def _scored(out: Path) -> list[dict]:
+    rows = []
+    for relpath in scored_files(out):
+        rows += [orjson.loads(raw) for raw in (out / relpath).read_bytes().splitlines()]
+    return rows
+
+
+def _rewrite(path: Path, rows: list[dict]) -> None:
+    path.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
+
+
+def test_clean_exports_pass(out: Path) -> None:
+    settings = ExportSettings()
+    for verify in (verify_sft, verify_rag, verify_preference, verify_pair_rules):
+        report = verify(out, settings)
+        assert report.rows > 0 and report.passed, report.violations
+
+
+def test_lookup_knows_every_scored_run(out: Path) -> None:
+    scored = _scored(out)
+    lookup = scored_lookup(out)
+    assert len(lookup) == len(scored)
+    for row in scored:
+        found = lookup[row["run_id"]]
+        assert found.quality == row["quality_score"] and found.score == row["score"]
+        assert found.task_id == row["task_id"]
+    assert scored_lookup(out) is lookup  # reused while the scored files stay the same
+    path = out / scored_files(out)[0]
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original.split(b"\n", 1)[1])  # one run fewer: built again
+        assert len(scored_lookup(out)) == len(scored) - 1
+    finally:
+        path.write_bytes(original)
+    assert len(scored_lookup(out)) == len(scored)
+
+
+def test_broken_rows_are_caught(out: Path, tmp_path: Path) -> None:
+    scored = _scored(out)
+    by_quality: dict[str, dict] = {}
+    for row in scored:
+        by_quality.setdefault(row["quality_score"], row)
+    rejected = by_quality[C.QUALITY_REJECTED]
+    review = by_quality[C.QUALITY_REVIEW]
+
+    sft_path = out / C.SFT_PATH
+    original = sft_path.read_bytes()
+    rows = [orjson.loads(raw) for raw in original.splitlines()]
+    rows[0]["source_run_id"] = rejected["run_id"]
+    rows[0]["task_id"] = rejected["task_id"]
+    rows[1]["source_run_id"] = "run-that-never-was"
+    rows[2]["task_id"] = "another-task"
+    rows[3]["category"] = "malware"
+    try:
+        _rewrite(sft_path, rows)
+        report = verify_sft(out, ExportSettings())
+    finally:
+        sft_path.write_bytes(original)
+    rules = [(v["row"], v["rule"]) for v in report.violations]
+    assert rules == [
+        (1, "not_accepted_in_sft"),
+        (2, "source_run_unknown"),
+        (3, "task_mismatch"),
+        (4, C.R_UNSAFE_SFT_CATEGORY),
+    ]
+
+    rag_path = out / C.RAG_PATH
+    original = rag_path.read_bytes()
+    rows = [orjson.loads(raw) for raw in original.splitlines()]
+    rows[0]["source_run_ids"] = [review["run_id"]]
+    rows[0]["task_id"] = review["task_id"]
+    try:
+        _rewrite(rag_path, rows)
+        report = verify_rag(out, ExportSettings())
+    finally:
+        rag_path.write_bytes(original)
+    assert [(v["row"], v["rule"]) for v in report.violations] == [(1, "untrusted_run_in_rag")]
+
+    pref_path = out / C.PREFERENCE_PATH
+    original = pref_path.read_bytes()
+    rows = [orjson.loads(raw) for raw in original.splitlines()]
+    row = rows[0]
+    row["chosen_run_id"], row["rejected_run_id"] = row["rejected_run_id"], row["chosen_run_id"]
+    elsewhere = next(r for r in scored if r["task_id"] != rows[1]["task_id"])
+    rows[1]["rejected_run_id"] = elsewhere["run_id"]
+    try:
+        _rewrite(pref_path, rows)
+        report = verify_pair_rules(out, ExportSettings())
+    finally:
+        pref_path.write_bytes(original)
+    found = {(v["row"], v["rule"]) for v in report.violations}
+    assert (1, "chosen_not_better") in found
+    assert (2, "cross_task_pair") in found
