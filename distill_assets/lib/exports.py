@@ -157,6 +157,7 @@ class TaskStream:
         self.out_root = out_root
         self.inputs: list[WrittenFile] = []
         self._scratch: Path | None = None
+        self._opened: list[Iterator[list[Any]]] | None = None
 
     def __enter__(self) -> TaskStream:
         return self
@@ -205,19 +206,20 @@ class TaskStream:
                 sources.append(_read_spill(spill))
         return sources
 
+    def _opened_sources(self) -> list[Iterator[list[Any]]]:
+        """The day sources, found (and counted into ``inputs``) once."""
+        if self._opened is None:
+            self._opened = self._sources()
+        return self._opened
+
     def run_count(self) -> int:
-        """How many scored runs the stream will give (lines counted; for progress reports)."""
-        total = 0
-        for day in layout.days_on_disk(self.out_root, C.SCORED_DIR, C.SCORED_FILE):
-            for relpath in (layout.scored_by_task(day), layout.scored_runs(day)):
-                if (self.out_root / relpath).exists():
-                    total += count_lines(self.out_root / relpath)
-                    break
-        return total
+        """How many scored runs the stream will give (for progress reports)."""
+        self._opened_sources()
+        return sum(f.record_count for f in self.inputs)
 
     def tasks(self) -> Iterator[tuple[str, list[RunKey]]]:
         """(task_id, runs best first) for every task, in task order."""
-        merged = heapq.merge(*self._sources())
+        merged = heapq.merge(*self._opened_sources())
         for task_id, entries in groupby(merged, key=itemgetter(0)):
             yield task_id, [_run_key(entry) for entry in entries]
 
