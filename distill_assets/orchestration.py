@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 from pydantic import Field
@@ -43,6 +44,9 @@ from distill_assets.lib.scoring import ScoringPolicy
 from distill_assets.lib.search import DEFAULT_DENSE_PACKAGE, IndexSettings
 from distill_assets.lib.storage import OutputLocation, Workspace
 from distill_assets.lib.versions import open_version
+
+if TYPE_CHECKING:
+    from distill_assets.lib.export_pass import ExportPlan
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
@@ -504,6 +508,57 @@ class PlaybookConfig(HygieneConfig):
         return settings
 
 
+class ExportsConfig(dg.Config):
+    """The settings of every export of the export pass, each under its asset's name (run config
+    ``ops: {exports: {config: {sft_dataset: {...}, ...}}}``; docs/datasets.md)."""
+
+    extracted_playbooks: PlaybookConfig = Field(
+        default_factory=PlaybookConfig, description="How much of each run a playbook quotes."
+    )
+    rag_playbooks: ExportConfig = Field(
+        default_factory=ExportConfig, description="Export rules of the RAG playbooks."
+    )
+    sft_dataset: ExportConfig = Field(
+        default_factory=ExportConfig, description="Export rules of the SFT dataset."
+    )
+    preference_pairs: ExportConfig = Field(
+        default_factory=ExportConfig, description="Export rules of the preference pairs."
+    )
+    kto_dataset: ExportConfig = Field(
+        default_factory=ExportConfig, description="Export rules of the KTO dataset."
+    )
+
+    def of(self, asset: str) -> Any:
+        """The config of one export (the review queue has none: an empty one)."""
+        if asset == C.ASSET_REVIEW_QUEUE:
+            return HygieneConfig()
+        return getattr(self, asset)
+
+    def plan(self, distill: DistillResource, write_root: Path, selected: set[str]) -> ExportPlan:
+        """The export pass of the selected assets with their validated settings."""
+        from distill_assets.lib.export_pass import ExportPlan
+
+        def export(asset: str) -> tuple[ExportSettings, EvalSet | None] | None:
+            if asset not in selected:
+                return None
+            config = getattr(self, asset)
+            return config.settings(), config.eval_set(distill)
+
+        extract = None
+        if C.ASSET_EXTRACTED_PLAYBOOKS in selected:
+            playbook = self.extracted_playbooks
+            extract = (playbook.settings(), playbook.hygiene(), playbook.eval_set(distill))
+        return ExportPlan(
+            write_root=write_root,
+            extract=extract,
+            rag=export(C.ASSET_RAG_PLAYBOOKS),
+            sft=export(C.ASSET_SFT_DATASET),
+            preference=export(C.ASSET_PREFERENCE_PAIRS),
+            kto=export(C.ASSET_KTO_DATASET),
+            review=C.ASSET_REVIEW_QUEUE in selected,
+        )
+
+
 class IndexConfig(dg.Config):
     """BM25 column weights and optional dense retrieval (docs/rag.md)."""
 
@@ -561,6 +616,15 @@ CONFIG_CLASSES: dict[str, type[dg.Config]] = {
 }
 
 
+def asset_config(ops: dict[str, Any], asset: str) -> dict[str, Any]:
+    """The config values an asset was given in run config: the exports' under the export
+    pass's op (``ops.exports.config.<asset>``), the others' under their own op."""
+    if asset in C.EXPORT_ASSETS:
+        shared = ((ops.get(C.OP_EXPORTS) or {}).get("config") or {}).get(asset)
+        return shared or {}
+    return (ops.get(asset) or {}).get("config") or {}
+
+
 def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage: str) -> None:
     """Validate every setting the run will use before the first byte is written.
 
@@ -573,7 +637,7 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
     for asset, config_class in CONFIG_CLASSES.items():
         if C.ASSET_STAGE[asset] not in selected:
             continue
-        values = (ops.get(asset) or {}).get("config") or {}
+        values = asset_config(ops, asset)
         config = config_class(**values)
         validate = getattr(config, "settings", None) or config.policy
         validate()
@@ -589,9 +653,7 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
     ]
     for name in AGREED_HYGIENE:
         values = {
-            asset: ((ops.get(asset) or {}).get("config") or {}).get(
-                name, HygieneConfig.model_fields[name].default
-            )
+            asset: asset_config(ops, asset).get(name, HygieneConfig.model_fields[name].default)
             for asset in hygienic
         }
         if len({repr(v) for v in values.values()}) > 1:
@@ -624,14 +686,40 @@ def run_stage(
     ``work(out_root, write_root)`` does the stage; ``write_root`` is the run's version
     directory for the export and publish stages (see lib/versions.py), else ``out_root``.
     """
+    [(materialized, failure)] = run_stages(
+        context, distill, [stage], lambda out, root: {stage: work(out, root)}, {stage: settings}
+    )
+    if failure is not None:
+        raise failure
+    return materialized
+
+
+def run_stages(
+    context: dg.AssetExecutionContext,
+    distill: DistillResource,
+    stages: list[str],
+    work: Callable[[Path, Path], dict[str, StageResult]],
+    settings: dict[str, dict[str, object] | None],
+) -> list[tuple[dg.MaterializeResult, dg.Failure | None]]:
+    """Run stages that share one step (the export pass) and account for each as if it had run
+    alone: its own receipt, ledger entries, drift, metadata and drift check, in stage order.
+
+    ``work(out_root, write_root)`` returns each stage's StageResult; a stage's duration is its
+    own share of the step (``extra["own_ms"]``) when the work says so. Returns, per stage, its
+    materialization (naming its asset when there are several) and the failure to raise when
+    its chain of custody is broken or its validation failed: every receipt is recorded first,
+    and the caller reports the stages that passed before raising.
+    """
     started = time.perf_counter()
     run_id = context.run.run_id
     expected = expected_stages(context)
-    versioned = stage in C.VERSIONED_STAGES
-    with distill.workspace(STAGE_INPUT_GLOBS[stage]) as workspace:
+    versioned = any(stage in C.VERSIONED_STAGES for stage in stages)
+    reads = tuple(dict.fromkeys(g for stage in stages for g in STAGE_INPUT_GLOBS[stage]))
+    with distill.workspace(reads) as workspace:
         out_root = workspace.root
         try:
-            preflight(context, distill, stage)
+            for stage in stages:
+                preflight(context, distill, stage)
             thresholds = distill.thresholds()
             with workspace.reports(run_id):
                 taken = acquire(out_root, run_id, _run_finished(context), context.log.warning)
@@ -648,29 +736,51 @@ def run_stage(
             # nothing is written: the directory belongs to the run that holds it
             raise dg.Failure(description=str(exc)) from exc
         write_root = open_version(out_root, run_id) if versioned else out_root
+        label = stages[0] if len(stages) == 1 else "exports"
         try:
-            with frozen_gc(), progress.reporting(stage, context.log.info, progress_interval()):
-                result = work(out_root, write_root)
+            with frozen_gc(), progress.reporting(label, context.log.info, progress_interval()):
+                results = work(out_root, write_root)
         except Exception as exc:
             with workspace.reports(run_id):
-                record_failure(out_root, run_id, stage, exc, expected)
+                for stage in stages:
+                    record_failure(out_root, run_id, stage, exc, expected)
             raise
-        if versioned:
-            result.output_root = version_relroot(run_id)
-        if settings:
-            result.extra["settings"] = settings
         workspace.push_data()
-        with workspace.reports(run_id):
-            recorded = record_stage(out_root, run_id, result, started, expected, thresholds)
-            if stage == expected[-1]:
-                release(out_root, run_id)
-        receipt_at = workspace.location_of(recorded.receipt_path)
-        # read while the workspace (a staged copy of a remote output) is still at hand
-        extras = (
-            dataset_metadata(stage, write_root, recorded.receipt)
-            if stage in C.DATASET_STAGES
-            else {}
-        )
+        reported = []
+        for stage in stages:
+            result = results[stage]
+            if stage in C.VERSIONED_STAGES:
+                result.output_root = version_relroot(run_id)
+            if settings.get(stage):
+                result.extra["settings"] = settings[stage]
+            own_ms = result.extra.get("own_ms")
+            began = started if own_ms is None else time.perf_counter() - own_ms / 1000
+            with workspace.reports(run_id):
+                recorded = record_stage(out_root, run_id, result, began, expected, thresholds)
+                if stage == expected[-1]:
+                    release(out_root, run_id)
+            receipt_at = workspace.location_of(recorded.receipt_path)
+            # read while the workspace (a staged copy of a remote output) is still at hand
+            extras = (
+                dataset_metadata(stage, write_root, recorded.receipt)
+                if stage in C.DATASET_STAGES
+                else {}
+            )
+            reported.append((stage, result, recorded, receipt_at, extras))
+    return [_report(context, *item, named=len(stages) > 1) for item in reported]
+
+
+def _report(
+    context: dg.AssetExecutionContext,
+    stage: str,
+    result: StageResult,
+    recorded: Any,
+    receipt_at: str,
+    extras: dict[str, object],
+    named: bool,
+) -> tuple[dg.MaterializeResult, dg.Failure | None]:
+    """A recorded stage as Dagster sees it: its materialization (metadata, drift check), and
+    the failure to raise when its chain of custody is broken or its validation failed."""
     receipt = recorded.receipt
     stats = receipt.stats
     for warning in receipt.validation.warnings[:20]:
@@ -682,15 +792,16 @@ def run_stage(
         f"quarantined, {stats.skipped} skipped; drift {recorded.drift.severity}; "
         f"receipt {receipt_at}"
     )
+    failure = None
     broken = [link for link in recorded.summary.chain if not link.ok and link.stage == stage]
     if broken:
-        raise dg.Failure(
+        failure = dg.Failure(
             description=f"{stage}: chain of custody broken for {len(broken)} input file(s), "
             f"first {broken[0].path}: {broken[0].problem}",
             metadata={"receipt": receipt_at},
         )
-    if not receipt.validation.passed:
-        raise dg.Failure(
+    elif not receipt.validation.passed:
+        failure = dg.Failure(
             description=f"{stage}: validation failed: " + "; ".join(receipt.validation.errors),
             metadata={"receipt": receipt_at},
         )
@@ -705,20 +816,26 @@ def run_stage(
     severity = (
         dg.AssetCheckSeverity.ERROR if drift.severity == "alert" else (dg.AssetCheckSeverity.WARN)
     )
-    return dg.MaterializeResult(
-        metadata=metadata,
-        check_results=[
-            dg.AssetCheckResult(
-                check_name=C.CHECK_DRIFT,
-                passed=drift.severity == "ok",
-                severity=severity,
-                metadata={
-                    "severity": drift.severity,
-                    "prior_run_id": drift.prior_run_id or "",
-                    "flags": ", ".join(drift.flags) or "none",
-                },
-            )
-        ],
+    asset = C.STAGE_ASSET[stage]
+    return (
+        dg.MaterializeResult(
+            asset_key=asset if named else None,
+            metadata=metadata,
+            check_results=[
+                dg.AssetCheckResult(
+                    asset_key=asset if named else None,
+                    check_name=C.CHECK_DRIFT,
+                    passed=drift.severity == "ok",
+                    severity=severity,
+                    metadata={
+                        "severity": drift.severity,
+                        "prior_run_id": drift.prior_run_id or "",
+                        "flags": ", ".join(drift.flags) or "none",
+                    },
+                )
+            ],
+        ),
+        failure,
     )
 
 

@@ -107,6 +107,17 @@ ASSET_STAGE: Final = {
 }
 STAGE_ASSET: Final = {stage: asset for asset, stage in ASSET_STAGE.items()}
 ASSET_GROUP: Final = "distill"
+# the one step (a multi-asset) that materializes every export in one pass over the scored runs;
+# its run config holds each export's settings under the export's asset name
+OP_EXPORTS: Final = "exports"
+EXPORT_ASSETS: Final = (
+    ASSET_EXTRACTED_PLAYBOOKS,
+    ASSET_RAG_PLAYBOOKS,
+    ASSET_SFT_DATASET,
+    ASSET_PREFERENCE_PAIRS,
+    ASSET_KTO_DATASET,
+    ASSET_REVIEW_QUEUE,
+)
 
 # --- output layout (relative to DISTILL_OUTPUT_DIR) ---------------------------------------
 EVIDENCE_DIR: Final = "evidence"
@@ -380,6 +391,9 @@ SECRET_TYPES: Final = frozenset(
         SECRET_TWILIO_KEY,
     }
 )
+# the version of the secret rules (lib/hygiene/secrets.py): collect records it in its receipt,
+# and the exports trust collect's "no secret here" verdict on a record only under the same rules
+SECRET_RULES_VERSION: Final = 2
 SECRET_ACTION_QUARANTINE: Final = "quarantine"
 SECRET_ACTION_REDACT: Final = "redact"
 SECRET_ACTIONS: Final = (SECRET_ACTION_QUARANTINE, SECRET_ACTION_REDACT)

@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout, progress
+from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.formats import FormatSettings, pair_columns, plain_text, sft_columns
 from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
@@ -85,6 +85,8 @@ class RunKey(NamedTuple):
     response_hash: str
     response_empty: bool
     sft_eligible: bool
+    # a run to review: [agent, reasons, its evidence ids, their places or None] (task_entry)
+    review: list[Any] | None = None
 
     @property
     def rank(self) -> int:
@@ -110,7 +112,7 @@ _new = tuple.__new__
 
 def _run_key(entry: list[Any]) -> RunKey:
     (task_id, _rank, neg_score, created_at, run_id, run_file, run_offset, quality, category,
-     evidence_id, response_hash, response_empty, sft_eligible) = entry  # fmt: skip
+     evidence_id, response_hash, response_empty, sft_eligible) = entry[:13]  # fmt: skip
     return _new(
         RunKey,
         (
@@ -126,6 +128,7 @@ def _run_key(entry: list[Any]) -> RunKey:
             response_hash,
             response_empty,
             sft_eligible,
+            entry[13] if len(entry) > 13 else None,
         ),
     )
 
@@ -281,38 +284,108 @@ def repeated_run_ids(out_root: Path) -> frozenset[str]:
 
 
 class TextStore:
-    """Fetches run records from the evidence index by (file, offset), checking their identity."""
+    """Fetches run records from the evidence index by (file, offset), checking their identity.
+
+    The export pass shares one store between its exports and keeps the records of the current
+    task, so each run's record is read and parsed once per run whatever number of exports use
+    it. A record is ``clean`` when collect found no secret in it (its records line carries no
+    ``secrets`` field) under the secret rules this code applies, which the store checks per
+    records file against the collect receipt that wrote it (``trusted_file``)."""
 
     def __init__(self, out_root: Path) -> None:
         self.out_root = out_root
         self._handles: dict[str, Any] = {}
         self.files_read: set[str] = set()
+        self._task: dict[tuple[str, int], Fetched | None] = {}
+        self._trusted: dict[str, bool] = {}
+        self._ledger: dict[str, dict[str, Any]] | None = None
+
+    def is_open(self, run_file: str) -> bool:
+        return run_file in self._handles
 
     def fetch(self, key: RunKey) -> dict[str, Any] | None:
-        handle = self._handles.get(key.run_file)
+        found = self.fetch_line(key.run_file, key.run_offset, key.evidence_id, key.run_id)
+        return None if found is None else found.record
+
+    def fetch_line(
+        self, run_file: str, offset: int, evidence_id: str, run_id: str | None
+    ) -> Fetched | None:
+        """The record at ``offset`` of ``run_file`` if it is the one named, with its verdict;
+        kept until ``next_task``."""
+        slot = (run_file, offset)
+        if slot in self._task:
+            found = self._task[slot]
+            if found is None or found.evidence_id != evidence_id:
+                return None
+            return found
+        handle = self._handles.get(run_file)
         if handle is None:
             try:
-                handle = open(layout.inside(self.out_root, key.run_file), "rb")
+                handle = open(layout.inside(self.out_root, run_file), "rb")
             except (OSError, ValueError):
                 return None
-            self._handles[key.run_file] = handle
-            self.files_read.add(key.run_file)
+            self._handles[run_file] = handle
+            self.files_read.add(run_file)
         try:
-            handle.seek(key.run_offset)
+            handle.seek(offset)
             row = orjson.loads(handle.readline())
         except (OSError, orjson.JSONDecodeError):
+            self._task[slot] = None
             return None
-        if row.get("evidence_id") != key.evidence_id or row.get("run_id") != key.run_id:
+        if row.get("evidence_id") != evidence_id or (
+            run_id is not None and row.get("run_id") != run_id
+        ):
             return None
-        return row["record"]
+        found = Fetched(
+            row["record"], evidence_id, "secrets" not in row and self.trusted_file(run_file)
+        )
+        self._task[slot] = found
+        return found
+
+    def next_task(self) -> None:
+        """Forget the records of the task just done (memory holds one task's records)."""
+        self._task.clear()
+
+    def trusted_file(self, run_file: str) -> bool:
+        """Whether the records of ``run_file`` were scanned for secrets by this code's rules:
+        its producer's collect receipt names the same rules version."""
+        known = self._trusted.get(run_file)
+        if known is None:
+            known = self._trusted[run_file] = self._rules_of(run_file) == C.SECRET_RULES_VERSION
+        return known
+
+    def _rules_of(self, run_file: str) -> int | None:
+        if self._ledger is None:
+            from distill_assets.lib.receipts import read_ledger
+
+            self._ledger = read_ledger(self.out_root)
+        entry = self._ledger.get(run_file)
+        if entry is None or entry.get("stage") != C.STAGE_COLLECT:
+            return None
+        path = self.out_root / C.REPORTS_DIR / entry["run_id"] / f"{C.STAGE_COLLECT}.json"
+        try:
+            receipt = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        rules = (receipt.get("extra") or {}).get("secret_rules")
+        return rules if isinstance(rules, int) else None
 
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+        self._task.clear()
 
     def input_files(self) -> list[WrittenFile]:
         return [WrittenFile(path, "", 0, 0) for path in sorted(self.files_read)]
+
+
+class Fetched(NamedTuple):
+    """A run's (or a review's, an outcome's) evidence record and collect's secret verdict."""
+
+    record: dict[str, Any]
+    evidence_id: str
+    clean: bool
 
 
 def stable_id(prefix: str, *parts: str) -> str:
@@ -423,45 +496,62 @@ def conversation_text(messages: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-class _Export:
-    """Shared skeleton: the hygiene (which writes the train and holdout files), one quarantine
-    writer, a tally."""
+class Exporter:
+    """What every export of the pass shares: its stage, the hygiene (which writes the train and
+    holdout files), one quarantine writer, a tally, the records files it read and its share of
+    the pass's time. Subclasses handle one task's runs at a time (``task``)."""
+
+    stage: str = ""
+    dataset_path: str = ""
 
     def __init__(
         self,
         out_root: Path,
         write_root: Path,
-        stage: str,
-        dataset_path: str,
         hygiene: HygieneSettings,
         eval_set: EvalSet | None,
+        texts: TextStore,
     ) -> None:
-        self.stage = stage
+        self.out_root = out_root
+        self.write_root = write_root
         self.tally = Tally()
-        self.quarantine = AtomicJsonlWriter(write_root, C.quarantine_path(stage))
+        self.quarantine = AtomicJsonlWriter(write_root, C.quarantine_path(self.stage))
         self.curation = Curation(
-            stage, hygiene, eval_set, write_root, dataset_path, C.HOLDOUT_PATHS[stage]
+            self.stage,
+            hygiene,
+            eval_set,
+            write_root,
+            self.dataset_path,
+            C.HOLDOUT_PATHS[self.stage],
         )
-        self.texts = TextStore(out_root)
+        self.texts = texts
+        self.files_read: set[str] = set()
+        self.seconds = 0.0
 
-    def admit(self, stream: TaskStream) -> Iterator[tuple[str, list[RunKey]]]:
-        """Every task's runs whose id is unique across all partitions; the others are
+    def fetch(self, key: RunKey) -> Fetched | None:
+        """The run's record (shared with the other exports of the pass) and its verdict."""
+        found = self.texts.fetch_line(key.run_file, key.run_offset, key.evidence_id, key.run_id)
+        if self.texts.is_open(key.run_file):
+            self.files_read.add(key.run_file)
+        return found
+
+    def admit(self, runs: list[RunKey], repeated: frozenset[str]) -> list[RunKey]:
+        """The task's runs whose id is unique across all partitions; the others are
         conflicting duplicates (the same run_id scored on days further apart than the evidence
         window), left out as their task comes up."""
-        repeated = stream.repeated_run_ids()
-        for task_id, runs in stream.tasks():
-            if repeated:
-                kept = []
-                for key in runs:
-                    if key.run_id in repeated:
-                        self.tally.records_in += 1
-                        self.leave_out(key, [C.R_CONFLICTING_DUPLICATE])
-                    else:
-                        kept.append(key)
-                if not kept:
-                    continue
-                runs = kept
-            yield task_id, runs
+        if not repeated:
+            return runs
+        kept = []
+        for key in runs:
+            if key.run_id in repeated:
+                self.tally.records_in += 1
+                self.leave_out(key, [C.R_CONFLICTING_DUPLICATE])
+            else:
+                kept.append(key)
+        return kept
+
+    def task(self, task_id: str, runs: list[RunKey], repeated: frozenset[str]) -> None:
+        raise NotImplementedError
 
     def leave_out(self, key: RunKey, reasons: list[str], **details: Any) -> None:
         self.tally.leave_out(C.DISPOSITION_QUARANTINED, reasons)
@@ -475,6 +565,10 @@ class _Export:
             {**playbook_quarantine_row(self.stage, reasons, playbook), **details}
         )
 
+    def read_inputs(self, stream_inputs: list[WrittenFile]) -> list[WrittenFile]:
+        """What the export read: the scored runs by task and the records files it used."""
+        return stream_inputs + [WrittenFile(p, "", 0, 0) for p in sorted(self.files_read)]
+
     def finish(
         self,
         inputs: list[WrittenFile],
@@ -482,17 +576,19 @@ class _Export:
     ) -> StageResult:
         """Write the train and holdout files (``row_for`` builds a near-duplicate's quarantine
         row from its unit: a run key by default)."""
-        self.texts.close()
         outputs = self.curation.finish(self.tally, self.quarantine, row_for or quarantine_row)
         outputs.append(self.quarantine.commit())
-        result = StageResult(self.stage, inputs + self.texts.input_files(), outputs, self.tally)
+        result = StageResult(self.stage, inputs, outputs, self.tally)
         result.extra["rows"] = self.curation.train_rows
         result.extra.update(self.curation.extra())
         result.errors.extend(conservation_errors(self.tally))
         return result
 
+    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
+        """Finish the export once the pass has given it every task."""
+        return self.finish(self.read_inputs(stream_inputs))
+
     def abort(self) -> None:
-        self.texts.close()
         self.curation.abort()
         self.quarantine.abort()
 
@@ -505,79 +601,101 @@ def _common_reasons(key: RunKey) -> list[str] | None:
     return None
 
 
-def export_rag(
-    out_root: Path,
-    settings: ExportSettings,
-    write_root: Path | None = None,
-    eval_set: EvalSet | None = None,
-) -> StageResult:
-    """Render each extracted playbook (``extract-playbooks``, train and holdout, read from
-    ``write_root``) as one retrieval document; write the dataset, its holdout and its quarantine
-    under ``write_root``. The unit is the playbook."""
-    root = write_root or out_root
-    sources = [C.EXTRACTED_PATH, C.EXTRACTED_HOLDOUT_PATH]
-    if not (root / C.EXTRACTED_PATH).exists():
-        return StageResult(
-            C.STAGE_EXPORT_RAG,
-            [],
-            [],
-            Tally(),
-            errors=[f"{C.EXTRACTED_PATH} is missing: materialize extracted_playbooks first"],
+class RagExporter(Exporter):
+    """``export-rag``: each extracted playbook (train rows first, then holdout rows, as the
+    extraction wrote them) rendered as one retrieval document. The unit is the playbook."""
+
+    stage = C.STAGE_EXPORT_RAG
+    dataset_path = C.RAG_PATH
+
+    def __init__(
+        self,
+        out_root: Path,
+        write_root: Path,
+        settings: ExportSettings,
+        eval_set: EvalSet | None,
+        texts: TextStore,
+    ) -> None:
+        super().__init__(out_root, write_root, settings.hygiene, eval_set, texts)
+        self.allowed = (C.QUALITY_ACCEPTED,)
+        if settings.rag_include_partial:
+            self.allowed = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
+        self.counts = {C.EXTRACTED_PATH: 0, C.EXTRACTED_HOLDOUT_PATH: 0}
+        # playbooks the extraction put in its holdout, rendered after all of its train rows
+        self._later: Any = tempfile.TemporaryFile(dir=write_root)
+
+    def task(self, task_id: str, runs: list[RunKey], repeated: frozenset[str]) -> None:
+        """The extraction hands the playbooks over (``extracted``); runs are not read here."""
+
+    def extracted(self, playbook: dict[str, Any], holdout: bool) -> None:
+        """A playbook the extraction wrote to its train (now) or holdout (later) file."""
+        if holdout:
+            self._later.write(orjson.dumps(playbook) + b"\n")
+        else:
+            self.render(playbook, C.EXTRACTED_PATH)
+
+    def render(self, extracted: dict[str, Any], relpath: str) -> None:
+        self.counts[relpath] += 1
+        self.tally.records_in += 1
+        kept = [s for s in extracted["sources"] if s["quality"] in self.allowed]
+        if not kept:
+            self.leave_out_playbook(extracted, [C.R_PARTIALLY_ACCEPTED])
+            return
+        playbook = {
+            **extracted,
+            "quality": kept[0]["quality"],
+            "score": kept[0]["score"],
+            "source_run_ids": [s["run_id"] for s in kept],
+            "tags": tags_of_sources(extracted["tags"], kept),
+        }
+        screened = self.curation.screen(
+            {
+                "id": extracted["id"],
+                "task_id": extracted["task_id"],
+                "title": extracted["title"],
+                "text": render_text(playbook),
+                "source_run_ids": playbook["source_run_ids"],
+                "quality": playbook["quality"],
+                "score": playbook["score"],
+                "failed_run_ids": extracted["failed_run_ids"],
+                "tags": playbook["tags"],
+            },
+            extracted["task_id"],
+            [extracted["problem"]],
         )
-    allowed = (C.QUALITY_ACCEPTED,)
-    if settings.rag_include_partial:
-        allowed = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
-    job = _Export(out_root, root, C.STAGE_EXPORT_RAG, C.RAG_PATH, settings.hygiene, eval_set)
-    read: list[WrittenFile] = []
-    try:
-        for relpath in sources:
-            if not (root / relpath).exists():
-                continue
-            count = 0
-            for extracted in iter_jsonl(root / relpath):
-                count += 1
-                job.tally.records_in += 1
-                kept = [s for s in extracted["sources"] if s["quality"] in allowed]
-                if not kept:
-                    job.leave_out_playbook(extracted, [C.R_PARTIALLY_ACCEPTED])
-                    continue
-                playbook = {
-                    **extracted,
-                    "quality": kept[0]["quality"],
-                    "score": kept[0]["score"],
-                    "source_run_ids": [s["run_id"] for s in kept],
-                    "tags": tags_of_sources(extracted["tags"], kept),
-                }
-                screened = job.curation.screen(
-                    {
-                        "id": extracted["id"],
-                        "task_id": extracted["task_id"],
-                        "title": extracted["title"],
-                        "text": render_text(playbook),
-                        "source_run_ids": playbook["source_run_ids"],
-                        "quality": playbook["quality"],
-                        "score": playbook["score"],
-                        "failed_run_ids": extracted["failed_run_ids"],
-                        "tags": playbook["tags"],
-                    },
-                    extracted["task_id"],
-                    [extracted["problem"]],
-                )
-                if screened.reasons:
-                    job.leave_out_playbook(extracted, screened.reasons, **screened.details)
-                    continue
-                unit = PlaybookUnit(extracted["id"], extracted["task_id"], playbook["quality"])
-                job.curation.keep(screened.row, (unit,), screened.row["text"], pair=False)
-                job.tally.records_out += 1
-                job.tally.accepted += 1
-            read.append(WrittenFile(relpath, "", 0, count))
-        result = job.finish(read, row_for=playbook_unit_row)
-    except BaseException:
-        job.abort()
-        raise
-    result.input_root = layout.relroot(out_root, root)
-    result.extra["playbooks"] = job.curation.train_rows
-    return result
+        if screened.reasons:
+            self.leave_out_playbook(extracted, screened.reasons, **screened.details)
+            return
+        unit = PlaybookUnit(extracted["id"], extracted["task_id"], playbook["quality"])
+        self.curation.keep(screened.row, (unit,), screened.row["text"], pair=False)
+        self.tally.records_out += 1
+        self.tally.accepted += 1
+
+    def read_files(self, root: Path) -> None:
+        """Render the playbooks an earlier extraction wrote under ``root`` (train, holdout)."""
+        for relpath in (C.EXTRACTED_PATH, C.EXTRACTED_HOLDOUT_PATH):
+            if (root / relpath).exists():
+                for extracted in iter_jsonl(root / relpath):
+                    self.render(extracted, relpath)
+
+    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
+        self._later.seek(0)
+        for raw in self._later:
+            self.render(orjson.loads(raw), C.EXTRACTED_HOLDOUT_PATH)
+        self._later.close()
+        read = [
+            WrittenFile(relpath, "", 0, count)
+            for relpath, count in self.counts.items()
+            if (self.write_root / relpath).exists()
+        ]
+        result = self.finish(read, row_for=playbook_unit_row)
+        result.input_root = layout.relroot(self.out_root, self.write_root)
+        result.extra["playbooks"] = self.curation.train_rows
+        return result
+
+    def abort(self) -> None:
+        self._later.close()
+        super().abort()
 
 
 class PlaybookUnit(NamedTuple):
@@ -625,72 +743,76 @@ def _category_reason(category: str | None, settings: ExportSettings) -> str | No
     return None
 
 
-def export_sft(
-    out_root: Path,
-    settings: ExportSettings,
-    write_root: Path | None = None,
-    eval_set: EvalSet | None = None,
-) -> StageResult:
-    """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
-    stream = TaskStream(out_root)
-    job = _Export(
-        out_root, write_root or out_root, C.STAGE_EXPORT_SFT, C.SFT_PATH, settings.hygiene, eval_set
-    )
-    fmt = settings.formats.sft_format
-    tick = progress.current()
-    tick.begin(stream.run_count(), "runs", check_every=64)
-    try:
-        for _task_id, runs in job.admit(stream):
-            for key in runs:
-                tick.advance()
-                job.tally.records_in += 1
-                reasons = _common_reasons(key) or []
-                if key.quality == C.QUALITY_PARTIAL:
-                    reasons.append(C.R_PARTIALLY_ACCEPTED)
-                category_reason = _category_reason(key.category, settings)
-                if category_reason:
-                    reasons.append(category_reason)
-                if key.response_empty:
-                    reasons.append(C.R_EMPTY_RESPONSE)
-                if not key.sft_eligible:
-                    reasons.append(C.R_NOT_SFT_ELIGIBLE)
-                if reasons:
-                    job.leave_out(key, reasons)
-                    continue
-                record = job.texts.fetch(key)
-                if record is None:
-                    job.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
-                    continue
-                messages = sft_messages(record)
-                screened = job.curation.screen(
-                    {
-                        **sft_columns(messages, record, fmt),
-                        "id": stable_id("sft", key.run_id),
-                        "source_run_id": key.run_id,
-                        "task_id": key.task_id,
-                        "category": key.category,
-                    },
-                    key.task_id,
-                    user_texts(messages),
-                )
-                if screened.reasons:
-                    job.leave_out(key, screened.reasons, **screened.details)
-                    continue
-                if "messages" in screened.row:
-                    text = conversation_text(screened.row["messages"])
-                else:
-                    text = f"{screened.row['prompt']}\n{screened.row['completion']}"
-                job.curation.keep(screened.row, (key,), text, pair=False)
-                job.tally.records_out += 1
-                job.tally.accepted += 1
-        result = job.finish(stream.inputs)
-    except BaseException:
-        job.abort()
-        raise
-    finally:
-        stream.close()
-    result.extra["format"] = fmt
-    return result
+class SftExporter(Exporter):
+    """``export-sft``: accepted runs in allowed categories, with an answer, as TRL rows."""
+
+    stage = C.STAGE_EXPORT_SFT
+    dataset_path = C.SFT_PATH
+
+    def __init__(
+        self,
+        out_root: Path,
+        write_root: Path,
+        settings: ExportSettings,
+        eval_set: EvalSet | None,
+        texts: TextStore,
+    ) -> None:
+        super().__init__(out_root, write_root, settings.hygiene, eval_set, texts)
+        self.settings = settings
+        self.fmt = settings.formats.sft_format
+
+    def task(self, task_id: str, runs: list[RunKey], repeated: frozenset[str]) -> None:
+        tally = self.tally
+        for key in self.admit(runs, repeated):
+            tally.records_in += 1
+            reasons = _common_reasons(key) or []
+            if key.quality == C.QUALITY_PARTIAL:
+                reasons.append(C.R_PARTIALLY_ACCEPTED)
+            category_reason = _category_reason(key.category, self.settings)
+            if category_reason:
+                reasons.append(category_reason)
+            if key.response_empty:
+                reasons.append(C.R_EMPTY_RESPONSE)
+            if not key.sft_eligible:
+                reasons.append(C.R_NOT_SFT_ELIGIBLE)
+            if reasons:
+                self.leave_out(key, reasons)
+                continue
+            found = self.fetch(key)
+            if found is None:
+                self.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
+                continue
+            record = found.record
+            messages = sft_messages(record)
+            composed: list[str] = []
+            screened = self.curation.screen(
+                {
+                    **sft_columns(messages, record, self.fmt, composed),
+                    "id": stable_id("sft", key.run_id),
+                    "source_run_id": key.run_id,
+                    "task_id": key.task_id,
+                    "category": key.category,
+                },
+                key.task_id,
+                user_texts(messages),
+                trusted=found.clean,
+                composed=composed,
+            )
+            if screened.reasons:
+                self.leave_out(key, screened.reasons, **screened.details)
+                continue
+            if "messages" in screened.row:
+                text = conversation_text(screened.row["messages"])
+            else:
+                text = f"{screened.row['prompt']}\n{screened.row['completion']}"
+            self.curation.keep(screened.row, (key,), text, pair=False)
+            tally.records_out += 1
+            tally.accepted += 1
+
+    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
+        result = super().result(stream_inputs)
+        result.extra["format"] = self.fmt
+        return result
 
 
 def candidate_pairs(
@@ -721,6 +843,170 @@ def candidate_pairs(
             yield chosen, rejected, reasons
 
 
+class PreferenceExporter(Exporter):
+    """``export-preference``: chosen/rejected pairs within a task, chosen strictly better."""
+
+    stage = C.STAGE_EXPORT_PREFERENCE
+    dataset_path = C.PREFERENCE_PATH
+
+    def __init__(
+        self,
+        out_root: Path,
+        write_root: Path,
+        settings: ExportSettings,
+        eval_set: EvalSet | None,
+        texts: TextStore,
+    ) -> None:
+        super().__init__(out_root, write_root, settings.hygiene, eval_set, texts)
+        self.settings = settings
+        self.fmt = settings.formats.preference_format
+        self.tasks_without_pair = 0
+        self.pairs_quarantined = 0
+
+    def _quarantine_pair(
+        self, chosen: RunKey, rejected: RunKey, reasons: list[str], **details: Any
+    ) -> None:
+        self.pairs_quarantined += 1
+        for reason in reasons:
+            self.tally.reasons[reason] += 1
+        self.quarantine.write_row(
+            {**quarantine_row(self.stage, reasons, pair=(chosen, rejected)), **details}
+        )
+
+    def task(self, task_id: str, runs: list[RunKey], repeated: frozenset[str]) -> None:
+        tally = self.tally
+        settings = self.settings
+        ranked: list[RunKey] = []
+        for key in self.admit(runs, repeated):
+            tally.records_in += 1
+            if key.quality == C.QUALITY_REVIEW:
+                self.leave_out(key, [C.R_NEEDS_HUMAN_REVIEW])
+            else:
+                ranked.append(key)
+        # runs whose own text kept their pairs out (a secret, an evaluation prompt): that is
+        # their reason when they end in no pair, rather than no_valid_pair
+        tainted: dict[str, list[str]] = {}
+        valid: list[tuple[RunKey, RunKey]] = []
+        for chosen, rejected, reasons in candidate_pairs(ranked, settings):
+            if reasons:
+                self._quarantine_pair(chosen, rejected, reasons)
+            else:
+                valid.append((chosen, rejected))
+        if settings.max_pairs_per_task is not None:
+            valid.sort(key=lambda p: (-(p[0].score - p[1].score), p[0].order(), p[1].order()))
+            valid = valid[: settings.max_pairs_per_task]
+        written: list[tuple[RunKey, RunKey]] = []
+        for chosen, rejected in valid:
+            chosen_found, rejected_found = self.fetch(chosen), self.fetch(rejected)
+            if chosen_found is None or rejected_found is None:
+                self._quarantine_pair(chosen, rejected, [C.R_MISSING_SOURCE_RUN_ID])
+                continue
+            prompt_run = chosen if chosen.sft_eligible else rejected
+            prompt_found = chosen_found if chosen.sft_eligible else rejected_found
+            instruction = prompt_found.record["instruction"]
+            screened = self.curation.screen(
+                {
+                    "id": stable_id("pair", chosen.run_id, rejected.run_id),
+                    **pair_columns(
+                        instruction,
+                        chosen_found.record["response"],
+                        rejected_found.record["response"],
+                        self.fmt,
+                    ),
+                    "chosen_run_id": chosen.run_id,
+                    "rejected_run_id": rejected.run_id,
+                    "task_id": chosen.task_id,
+                    "margin": round(chosen.score - rejected.score, 6),
+                    "chosen_quality": chosen.quality,
+                    "rejected_quality": rejected.quality,
+                },
+                chosen.task_id,
+                [instruction],
+                trusted=chosen_found.clean and rejected_found.clean,
+            )
+            if screened.reasons:
+                self._quarantine_pair(chosen, rejected, screened.reasons, **screened.details)
+                owners = {"prompt": prompt_run, "chosen": chosen, "rejected": rejected}
+                for finding in screened.details.get("findings", []):
+                    owner = owners.get(finding["field"].split(".")[0].split("[")[0])
+                    if owner is not None:
+                        tainted[owner.run_id] = [C.R_SECRET_DETECTED]
+                if C.R_CONTAMINATED_EVAL in screened.reasons:
+                    for run in (chosen, rejected):
+                        tainted.setdefault(run.run_id, [C.R_CONTAMINATED_EVAL])
+                continue
+            row = screened.row
+            text = f"{plain_text(row['prompt'])}\n{plain_text(row['chosen'])}"
+            self.curation.keep(row, (chosen, rejected), text, pair=True)
+            written.append((chosen, rejected))
+        used = {key.run_id for pair in written for key in pair}
+        if ranked and not written:
+            self.tasks_without_pair += 1
+        for key in ranked:
+            if key.run_id in used:
+                tally.records_out += 1
+                if key.quality == C.QUALITY_REJECTED:
+                    tally.rejected += 1
+                else:
+                    tally.accepted += 1
+            else:
+                self.leave_out(key, tainted.get(key.run_id, [C.R_NO_PAIR]))
+
+    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
+        result = super().result(stream_inputs)
+        result.extra["pairs"] = self.curation.train_rows
+        result.extra["pairs_quarantined"] = self.pairs_quarantined + self.curation.pairs_dropped
+        result.extra["tasks_without_pair"] = self.tasks_without_pair
+        result.extra["format"] = self.fmt
+        return result
+
+
+# --- the exports one at a time (the library API the tests and the benchmark call) ------------
+
+
+def _one(stage: str, out_root: Path, plan: Any) -> StageResult:
+    from distill_assets.lib.export_pass import run_exports
+
+    return run_exports(out_root, plan)[stage]
+
+
+def export_rag(
+    out_root: Path,
+    settings: ExportSettings,
+    write_root: Path | None = None,
+    eval_set: EvalSet | None = None,
+) -> StageResult:
+    """Render each extracted playbook (``extract-playbooks``, train and holdout, read from
+    ``write_root``) as one retrieval document; write the dataset, its holdout and its quarantine
+    under ``write_root``."""
+    from distill_assets.lib.export_pass import ExportPlan
+
+    root = write_root or out_root
+    if not (root / C.EXTRACTED_PATH).exists():
+        return StageResult(
+            C.STAGE_EXPORT_RAG,
+            [],
+            [],
+            Tally(),
+            errors=[f"{C.EXTRACTED_PATH} is missing: materialize extracted_playbooks first"],
+        )
+    plan = ExportPlan(write_root=root, rag=(settings, eval_set))
+    return _one(C.STAGE_EXPORT_RAG, out_root, plan)
+
+
+def export_sft(
+    out_root: Path,
+    settings: ExportSettings,
+    write_root: Path | None = None,
+    eval_set: EvalSet | None = None,
+) -> StageResult:
+    """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
+    from distill_assets.lib.export_pass import ExportPlan
+
+    plan = ExportPlan(write_root=write_root or out_root, sft=(settings, eval_set))
+    return _one(C.STAGE_EXPORT_SFT, out_root, plan)
+
+
 def export_preference(
     out_root: Path,
     settings: ExportSettings,
@@ -728,129 +1014,7 @@ def export_preference(
     eval_set: EvalSet | None = None,
 ) -> StageResult:
     """Write the dataset and its quarantine under ``write_root`` (default: ``out_root``)."""
-    stream = TaskStream(out_root)
-    job = _Export(
-        out_root,
-        write_root or out_root,
-        C.STAGE_EXPORT_PREFERENCE,
-        C.PREFERENCE_PATH,
-        settings.hygiene,
-        eval_set,
-    )
-    tasks_without_pair = 0
-    pairs_quarantined = 0
-    # runs whose own text kept their pairs out (a secret, an evaluation prompt): that is their
-    # reason when they end in no pair, rather than no_valid_pair
-    tainted: dict[str, list[str]] = {}
-    fmt = settings.formats.preference_format
-    tick = progress.current()
-    tick.begin(stream.run_count(), "runs", check_every=64)
-    try:
-        for _task_id, runs in job.admit(stream):
-            tick.advance(len(runs))
-            ranked: list[RunKey] = []
-            for key in runs:
-                job.tally.records_in += 1
-                if key.quality == C.QUALITY_REVIEW:
-                    job.leave_out(key, [C.R_NEEDS_HUMAN_REVIEW])
-                else:
-                    ranked.append(key)
-            valid: list[tuple[RunKey, RunKey]] = []
-            for chosen, rejected, reasons in candidate_pairs(ranked, settings):
-                if reasons:
-                    pairs_quarantined += 1
-                    for reason in reasons:
-                        job.tally.reasons[reason] += 1
-                    job.quarantine.write_row(
-                        quarantine_row(job.stage, reasons, pair=(chosen, rejected))
-                    )
-                else:
-                    valid.append((chosen, rejected))
-            if settings.max_pairs_per_task is not None:
-                valid.sort(key=lambda p: (-(p[0].score - p[1].score), p[0].order(), p[1].order()))
-                valid = valid[: settings.max_pairs_per_task]
-            written: list[tuple[RunKey, RunKey]] = []
-            fetched: dict[RunKey, dict[str, Any] | None] = {}
-            for chosen, rejected in valid:
-                if chosen not in fetched:
-                    fetched[chosen] = job.texts.fetch(chosen)
-                if rejected not in fetched:
-                    fetched[rejected] = job.texts.fetch(rejected)
-                chosen_record, rejected_record = fetched[chosen], fetched[rejected]
-                if chosen_record is None or rejected_record is None:
-                    pairs_quarantined += 1
-                    job.tally.reasons[C.R_MISSING_SOURCE_RUN_ID] += 1
-                    job.quarantine.write_row(
-                        quarantine_row(
-                            job.stage, [C.R_MISSING_SOURCE_RUN_ID], pair=(chosen, rejected)
-                        )
-                    )
-                    continue
-                prompt_run = chosen if chosen.sft_eligible else rejected
-                screened = job.curation.screen(
-                    {
-                        "id": stable_id("pair", chosen.run_id, rejected.run_id),
-                        **pair_columns(
-                            (chosen_record if chosen.sft_eligible else rejected_record)[
-                                "instruction"
-                            ],
-                            chosen_record["response"],
-                            rejected_record["response"],
-                            fmt,
-                        ),
-                        "chosen_run_id": chosen.run_id,
-                        "rejected_run_id": rejected.run_id,
-                        "task_id": chosen.task_id,
-                        "margin": round(chosen.score - rejected.score, 6),
-                        "chosen_quality": chosen.quality,
-                        "rejected_quality": rejected.quality,
-                    },
-                    chosen.task_id,
-                    [(chosen_record if chosen.sft_eligible else rejected_record)["instruction"]],
-                )
-                if screened.reasons:
-                    pairs_quarantined += 1
-                    for reason in screened.reasons:
-                        job.tally.reasons[reason] += 1
-                    job.quarantine.write_row(
-                        {
-                            **quarantine_row(job.stage, screened.reasons, pair=(chosen, rejected)),
-                            **screened.details,
-                        }
-                    )
-                    owners = {"prompt": prompt_run, "chosen": chosen, "rejected": rejected}
-                    for finding in screened.details.get("findings", []):
-                        owner = owners.get(finding["field"].split(".")[0].split("[")[0])
-                        if owner is not None:
-                            tainted[owner.run_id] = [C.R_SECRET_DETECTED]
-                    if C.R_CONTAMINATED_EVAL in screened.reasons:
-                        for run in (chosen, rejected):
-                            tainted.setdefault(run.run_id, [C.R_CONTAMINATED_EVAL])
-                    continue
-                row = screened.row
-                text = f"{plain_text(row['prompt'])}\n{plain_text(row['chosen'])}"
-                job.curation.keep(row, (chosen, rejected), text, pair=True)
-                written.append((chosen, rejected))
-            used = {key.run_id for pair in written for key in pair}
-            if ranked and not written:
-                tasks_without_pair += 1
-            for key in ranked:
-                if key.run_id in used:
-                    job.tally.records_out += 1
-                    if key.quality == C.QUALITY_REJECTED:
-                        job.tally.rejected += 1
-                    else:
-                        job.tally.accepted += 1
-                else:
-                    job.leave_out(key, tainted.get(key.run_id, [C.R_NO_PAIR]))
-        result = job.finish(stream.inputs)
-    except BaseException:
-        job.abort()
-        raise
-    finally:
-        stream.close()
-    result.extra["pairs"] = job.curation.train_rows
-    result.extra["pairs_quarantined"] = pairs_quarantined + job.curation.pairs_dropped
-    result.extra["tasks_without_pair"] = tasks_without_pair
-    result.extra["format"] = fmt
-    return result
+    from distill_assets.lib.export_pass import ExportPlan
+
+    plan = ExportPlan(write_root=write_root or out_root, preference=(settings, eval_set))
+    return _one(C.STAGE_EXPORT_PREFERENCE, out_root, plan)

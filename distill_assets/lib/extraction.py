@@ -19,14 +19,17 @@ import orjson
 from distill_assets.lib import constants as C
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.exports import (
+    Exporter,
+    RagExporter,
     RunKey,
-    TaskStream,
-    _Export,
+    TextStore,
     stable_id,
 )
 from distill_assets.lib.firewall import FirewallReport, scored_lookup
 from distill_assets.lib.hygiene.curate import HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet
+from distill_assets.lib.hygiene.holdout import in_holdout
+from distill_assets.lib.io import WrittenFile
 from distill_assets.lib.playbooks import (
     Call,
     PlaybookSettings,
@@ -48,22 +51,141 @@ class _Task:
     failed: list[RunKey]
 
 
-def _sort_task(job: _Export, runs: list[RunKey]) -> _Task:
-    """Count every run in and leave out the ones that can be neither a source nor a contrast."""
-    task = _Task([], [])
-    for key in runs:
-        job.tally.records_in += 1
-        if key.quality == C.QUALITY_REVIEW:
-            job.leave_out(key, [C.R_NEEDS_HUMAN_REVIEW])
-        elif key.quality == C.QUALITY_REJECTED:
-            task.failed.append(key)
-        elif key.response_empty:
-            job.leave_out(key, [C.R_EMPTY_RESPONSE])
-        elif not key.sft_eligible:
-            job.leave_out(key, [C.R_INSTRUCTION_UNAVAILABLE])
-        else:
-            task.sources.append(key)
-    return task
+class ExtractExporter(Exporter):
+    """``extract-playbooks``: one structured playbook per task with a verified run. Every
+    playbook is screened for secrets (it quotes tool arguments and results) and split by task
+    like the datasets; near-duplicates are judged on the rendered RAG playbooks, not here.
+    Each playbook written is handed to ``rag`` (the pass's export-rag) when there is one."""
+
+    stage = C.STAGE_EXTRACT_PLAYBOOKS
+    dataset_path = C.EXTRACTED_PATH
+
+    def __init__(
+        self,
+        out_root: Path,
+        write_root: Path,
+        settings: PlaybookSettings,
+        hygiene: HygieneSettings | None,
+        eval_set: EvalSet | None,
+        texts: TextStore,
+        rag: RagExporter | None = None,
+    ) -> None:
+        rules = replace(hygiene or HygieneSettings(), near_dup_threshold=None)
+        super().__init__(out_root, write_root, rules, eval_set, texts)
+        self.settings = settings
+        self.holdout_fraction = rules.holdout_fraction
+        self.rag = rag
+        self.counts = {"steps": 0, "divergences": 0, "tasks_with_failures": 0}
+
+    def _sort_task(self, runs: list[RunKey]) -> _Task:
+        """Count every run in; leave out the ones that can be neither a source nor a contrast."""
+        task = _Task([], [])
+        for key in runs:
+            self.tally.records_in += 1
+            if key.quality == C.QUALITY_REVIEW:
+                self.leave_out(key, [C.R_NEEDS_HUMAN_REVIEW])
+            elif key.quality == C.QUALITY_REJECTED:
+                task.failed.append(key)
+            elif key.response_empty:
+                self.leave_out(key, [C.R_EMPTY_RESPONSE])
+            elif not key.sft_eligible:
+                self.leave_out(key, [C.R_INSTRUCTION_UNAVAILABLE])
+            else:
+                task.sources.append(key)
+        return task
+
+    def task(self, task_id: str, runs: list[RunKey], repeated: frozenset[str]) -> None:
+        runs = self.admit(runs, repeated)
+        if not runs:
+            return
+        task = self._sort_task(runs)
+        sources: list[tuple[RunKey, dict[str, Any]]] = []
+        best: dict[str, Any] | None = None
+        for key in task.sources:
+            found = self.fetch(key)
+            if found is None:
+                self.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
+                continue
+            if best is None:
+                best = found.record
+            sources.append((key, {"agent": found.record.get("agent")}))
+        if best is None:
+            for key in task.failed:
+                self.leave_out(key, [C.R_QUALITY_REJECTED])
+            return
+        row, failed = self._playbook(task_id, best, sources, task.failed)
+        units = tuple(key for key, _ in sources) + tuple(failed)
+        screened = self.curation.screen(row, task_id, [row["problem"]])
+        if screened.reasons:
+            for key in units:
+                self.leave_out(key, screened.reasons, **screened.details)
+            return
+        self.tally.records_out += len(units)
+        self.tally.accepted += len(sources)
+        self.tally.rejected += len(failed)
+        row = screened.row
+        self.curation.keep(row, units, "", pair=False)
+        self.counts["steps"] += len(row["steps"])
+        self.counts["divergences"] += len(row["divergences"])
+        self.counts["tasks_with_failures"] += bool(row["failed_run_ids"])
+        if self.rag is not None:
+            self.rag.extracted(row, in_holdout(task_id, self.holdout_fraction))
+
+    def _playbook(
+        self,
+        task_id: str,
+        best: dict[str, Any],
+        sources: list[tuple[RunKey, dict[str, Any]]],
+        failed: list[RunKey],
+    ) -> tuple[dict[str, Any], list[RunKey]]:
+        """The playbook of a task and the failed runs it compares (those whose text was found)."""
+        settings = self.settings
+        lead = sources[0][0]
+        calls: list[Call] = tool_calls(best.get("messages"))
+        failed_ids: list[str] = []
+        compared: list[RunKey] = []
+        divergences: list[dict[str, Any]] = []
+        for key in failed:
+            found = self.fetch(key)
+            if found is None:
+                self.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
+                continue
+            record = found.record
+            failed_ids.append(key.run_id)
+            compared.append(key)
+            if len(divergences) < settings.max_divergences:
+                diverged = divergence(
+                    calls,
+                    tool_calls(record.get("messages")),
+                    record.get("response") or "",
+                    settings,
+                )
+                divergences.append({"run_id": key.run_id, **diverged})
+        return {
+            "id": stable_id("pb", task_id),
+            "task_id": task_id,
+            "title": title_of(best["instruction"], settings.title_chars),
+            "problem": best["instruction"],
+            "steps": steps_of(calls, settings),
+            "steps_total": len(calls),
+            "final_answer": best["response"],
+            "failed_run_ids": failed_ids,
+            "divergences": divergences,
+            "tags": tags_of(lead.category, [meta["agent"] for _, meta in sources], calls),
+            "quality": lead.quality,
+            "score": lead.score,
+            "source_run_ids": [key.run_id for key, _ in sources],
+            "sources": [
+                {"run_id": key.run_id, "quality": key.quality, "score": key.score, **meta}
+                for key, meta in sources
+            ],
+        }, compared
+
+    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
+        result = super().result(stream_inputs)
+        result.extra["playbooks"] = self.curation.train_rows
+        result.extra.update(self.counts)
+        return result
 
 
 def extract_playbooks(
@@ -74,108 +196,11 @@ def extract_playbooks(
     eval_set: EvalSet | None = None,
 ) -> StageResult:
     """Write the extracted playbooks (train and holdout) and their quarantine under
-    ``write_root``. Every playbook is screened for secrets (it quotes tool arguments and
-    results) and split by task like the datasets; near-duplicates are judged on the rendered
-    RAG playbooks, not here."""
-    stream = TaskStream(out_root)
-    rules = replace(hygiene or HygieneSettings(), near_dup_threshold=None)
-    job = _Export(
-        out_root,
-        write_root or out_root,
-        C.STAGE_EXTRACT_PLAYBOOKS,
-        C.EXTRACTED_PATH,
-        rules,
-        eval_set,
-    )
-    counts = {"steps": 0, "divergences": 0, "tasks_with_failures": 0}
-    try:
-        for task_id, runs in job.admit(stream):
-            task = _sort_task(job, runs)
-            sources: list[tuple[RunKey, dict[str, Any]]] = []
-            best: dict[str, Any] | None = None
-            for key in task.sources:
-                record = job.texts.fetch(key)
-                if record is None:
-                    job.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
-                    continue
-                if best is None:
-                    best = record
-                sources.append((key, {"agent": record.get("agent")}))
-            if best is None:
-                for key in task.failed:
-                    job.leave_out(key, [C.R_QUALITY_REJECTED])
-                continue
-            row, failed = _playbook(job, task_id, best, sources, task.failed, settings)
-            units = tuple(key for key, _ in sources) + tuple(failed)
-            screened = job.curation.screen(row, task_id, [row["problem"]])
-            if screened.reasons:
-                for key in units:
-                    job.leave_out(key, screened.reasons, **screened.details)
-                continue
-            job.tally.records_out += len(units)
-            job.tally.accepted += len(sources)
-            job.tally.rejected += len(failed)
-            row = screened.row
-            job.curation.keep(row, units, "", pair=False)
-            counts["steps"] += len(row["steps"])
-            counts["divergences"] += len(row["divergences"])
-            counts["tasks_with_failures"] += bool(row["failed_run_ids"])
-        result = job.finish(stream.inputs)
-    except BaseException:
-        job.abort()
-        raise
-    finally:
-        stream.close()
-    result.extra["playbooks"] = job.curation.train_rows
-    result.extra.update(counts)
-    return result
+    ``write_root``."""
+    from distill_assets.lib.export_pass import ExportPlan, run_exports
 
-
-def _playbook(
-    job: _Export,
-    task_id: str,
-    best: dict[str, Any],
-    sources: list[tuple[RunKey, dict[str, Any]]],
-    failed: list[RunKey],
-    settings: PlaybookSettings,
-) -> tuple[dict[str, Any], list[RunKey]]:
-    """The playbook of a task and the failed runs it compares (those whose text was found)."""
-    lead = sources[0][0]
-    calls: list[Call] = tool_calls(best.get("messages"))
-    failed_ids: list[str] = []
-    compared: list[RunKey] = []
-    divergences: list[dict[str, Any]] = []
-    for key in failed:
-        record = job.texts.fetch(key)
-        if record is None:
-            job.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
-            continue
-        failed_ids.append(key.run_id)
-        compared.append(key)
-        if len(divergences) < settings.max_divergences:
-            found = divergence(
-                calls, tool_calls(record.get("messages")), record.get("response") or "", settings
-            )
-            divergences.append({"run_id": key.run_id, **found})
-    return {
-        "id": stable_id("pb", task_id),
-        "task_id": task_id,
-        "title": title_of(best["instruction"], settings.title_chars),
-        "problem": best["instruction"],
-        "steps": steps_of(calls, settings),
-        "steps_total": len(calls),
-        "final_answer": best["response"],
-        "failed_run_ids": failed_ids,
-        "divergences": divergences,
-        "tags": tags_of(lead.category, [meta["agent"] for _, meta in sources], calls),
-        "quality": lead.quality,
-        "score": lead.score,
-        "source_run_ids": [key.run_id for key, _ in sources],
-        "sources": [
-            {"run_id": key.run_id, "quality": key.quality, "score": key.score, **meta}
-            for key, meta in sources
-        ],
-    }, compared
+    plan = ExportPlan(write_root=write_root or out_root, extract=(settings, hygiene, eval_set))
+    return run_exports(out_root, plan)[C.STAGE_EXTRACT_PLAYBOOKS]
 
 
 def verify_extracted(

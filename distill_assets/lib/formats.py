@@ -95,7 +95,9 @@ def _arguments(raw: Any) -> str:
     return orjson.dumps(raw, option=orjson.OPT_SORT_KEYS).decode()
 
 
-def _tool_call(call: Any, fallback_id: str) -> dict[str, Any] | None:
+def _tool_call(
+    call: Any, fallback_id: str, composed: list[str] | None = None
+) -> dict[str, Any] | None:
     if not isinstance(call, dict):
         return None
     function = call.get("function") if isinstance(call.get("function"), dict) else call
@@ -103,24 +105,36 @@ def _tool_call(call: Any, fallback_id: str) -> dict[str, Any] | None:
     if not isinstance(name, str) or not name:
         return None
     call_id = call.get("id")
+    raw = function.get("arguments")
+    arguments = _arguments(raw)
+    if composed is not None and not isinstance(raw, str):
+        composed.append(arguments)
     return {
         "id": call_id if isinstance(call_id, str) and call_id else fallback_id,
         "type": "function",
-        "function": {"name": name, "arguments": _arguments(function.get("arguments"))},
+        "function": {"name": name, "arguments": arguments},
     }
 
 
-def trl_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def trl_messages(
+    messages: list[dict[str, Any]], composed: list[str] | None = None
+) -> list[dict[str, Any]]:
     """A chat in TRL's conversational shape (system and developer turns already removed).
 
     A legacy ``function`` turn becomes a ``tool`` turn and a legacy ``function_call`` a tool
-    call, answered by the next tool turn that names no call.
+    call, answered by the next tool turn that names no call. ``composed`` collects the strings
+    made here rather than copied from the run (joined content parts, encoded arguments): the
+    only ones the secret screening must read when the run's record was scanned clean.
     """
     shaped: list[dict[str, Any]] = []
     pending: list[str] = []  # ids of legacy calls not answered yet
     for number, message in enumerate(messages):
         role = "tool" if message.get("role") == "function" else message.get("role")
-        clean: dict[str, Any] = {"role": role, "content": _text(message.get("content"))}
+        content = message.get("content")
+        text = _text(content)
+        if composed is not None and text is not None and not isinstance(content, str):
+            composed.append(text)
+        clean: dict[str, Any] = {"role": role, "content": text}
         if role == "assistant":
             raw_calls = message.get("tool_calls")
             if not raw_calls and isinstance(message.get("function_call"), dict):
@@ -129,7 +143,7 @@ def trl_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
             calls = [
                 call
                 for index, raw in enumerate(raw_calls or [])
-                if (call := _tool_call(raw, f"call_{number}_{index}")) is not None
+                if (call := _tool_call(raw, f"call_{number}_{index}", composed)) is not None
             ]
             if calls:
                 clean["tool_calls"] = calls
@@ -150,12 +164,17 @@ def turn(role: str, content: str) -> list[dict[str, str]]:
     return [{"role": role, "content": content}]
 
 
-def sft_columns(messages: list[dict[str, Any]], record: dict[str, Any], fmt: str) -> dict[str, Any]:
+def sft_columns(
+    messages: list[dict[str, Any]],
+    record: dict[str, Any],
+    fmt: str,
+    composed: list[str] | None = None,
+) -> dict[str, Any]:
     """The training columns of an SFT row: the conversation, or the instruction as the prompt
-    and the final answer as the completion."""
+    and the final answer as the completion (``composed``: see ``trl_messages``)."""
     if fmt == C.SFT_FORMAT_PROMPT_COMPLETION:
         return {"prompt": record["instruction"], "completion": record["response"]}
-    return {"messages": trl_messages(messages)}
+    return {"messages": trl_messages(messages, composed)}
 
 
 def pair_columns(prompt: str, chosen: str, rejected: str, fmt: str) -> dict[str, Any]:

@@ -15,18 +15,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import progress
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.exports import (
+    Exporter,
     ExportSettings,
     RunKey,
-    TaskStream,
+    TextStore,
     _category_reason,
-    _Export,
     stable_id,
 )
 from distill_assets.lib.formats import plain_text, unpaired_columns
 from distill_assets.lib.hygiene.decontam import EvalSet
+from distill_assets.lib.io import WrittenFile
 
 
 def kto_reasons(key: RunKey, settings: ExportSettings, accepted_texts: set[str]) -> list[str]:
@@ -49,6 +49,76 @@ def kto_reasons(key: RunKey, settings: ExportSettings, accepted_texts: set[str])
     return reasons
 
 
+class KtoExporter(Exporter):
+    """``export-kto``: accepted runs (label true) and rejected runs (label false), unpaired."""
+
+    stage = C.STAGE_EXPORT_KTO
+    dataset_path = C.KTO_PATH
+
+    def __init__(
+        self,
+        out_root: Path,
+        write_root: Path,
+        settings: ExportSettings,
+        eval_set: EvalSet | None,
+        texts: TextStore,
+    ) -> None:
+        super().__init__(out_root, write_root, settings.hygiene, eval_set, texts)
+        self.settings = settings
+        self.fmt = settings.formats.preference_format
+
+    def task(self, task_id: str, runs: list[RunKey], repeated: frozenset[str]) -> None:
+        runs = self.admit(runs, repeated)
+        tally = self.tally
+        accepted_texts = {
+            key.response_hash
+            for key in runs
+            if key.quality == C.QUALITY_ACCEPTED and not key.response_empty
+        }
+        for key in runs:
+            tally.records_in += 1
+            reasons = kto_reasons(key, self.settings, accepted_texts)
+            if reasons:
+                self.leave_out(key, reasons)
+                continue
+            found = self.fetch(key)
+            if found is None:
+                self.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
+                continue
+            record = found.record
+            label = C.KTO_DESIRABLE if key.quality == C.QUALITY_ACCEPTED else C.KTO_UNDESIRABLE
+            screened = self.curation.screen(
+                {
+                    **unpaired_columns(record["instruction"], record["response"], label, self.fmt),
+                    "id": stable_id("kto", key.run_id),
+                    "source_run_id": key.run_id,
+                    "task_id": key.task_id,
+                    "quality": key.quality,
+                    "score": key.score,
+                    "category": key.category,
+                },
+                key.task_id,
+                [record["instruction"]],
+                trusted=found.clean,
+            )
+            if screened.reasons:
+                self.leave_out(key, screened.reasons, **screened.details)
+                continue
+            row = screened.row
+            text = f"{plain_text(row['prompt'])}\n{plain_text(row['completion'])}"
+            self.curation.keep(row, (key,), text, pair=False)
+            tally.records_out += 1
+            if label:
+                tally.accepted += 1
+            else:
+                tally.rejected += 1
+
+    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
+        result = super().result(stream_inputs)
+        result.extra["format"] = self.fmt
+        return result
+
+
 def export_kto(
     out_root: Path,
     settings: ExportSettings,
@@ -56,61 +126,7 @@ def export_kto(
     eval_set: EvalSet | None = None,
 ) -> StageResult:
     """Write the unpaired dataset, its holdout and its quarantine under ``write_root``."""
-    stream = TaskStream(out_root)
-    fmt = settings.formats.preference_format
-    job = _Export(
-        out_root, write_root or out_root, C.STAGE_EXPORT_KTO, C.KTO_PATH, settings.hygiene, eval_set
-    )
-    tick = progress.current()
-    tick.begin(stream.run_count(), "runs", check_every=64)
-    try:
-        for _task_id, runs in job.admit(stream):
-            accepted_texts = {
-                key.response_hash
-                for key in runs
-                if key.quality == C.QUALITY_ACCEPTED and not key.response_empty
-            }
-            for key in runs:
-                tick.advance()
-                job.tally.records_in += 1
-                reasons = kto_reasons(key, settings, accepted_texts)
-                if reasons:
-                    job.leave_out(key, reasons)
-                    continue
-                record = job.texts.fetch(key)
-                if record is None:
-                    job.leave_out(key, [C.R_MISSING_SOURCE_RUN_ID])
-                    continue
-                label = C.KTO_DESIRABLE if key.quality == C.QUALITY_ACCEPTED else C.KTO_UNDESIRABLE
-                screened = job.curation.screen(
-                    {
-                        **unpaired_columns(record["instruction"], record["response"], label, fmt),
-                        "id": stable_id("kto", key.run_id),
-                        "source_run_id": key.run_id,
-                        "task_id": key.task_id,
-                        "quality": key.quality,
-                        "score": key.score,
-                        "category": key.category,
-                    },
-                    key.task_id,
-                    [record["instruction"]],
-                )
-                if screened.reasons:
-                    job.leave_out(key, screened.reasons, **screened.details)
-                    continue
-                row = screened.row
-                text = f"{plain_text(row['prompt'])}\n{plain_text(row['completion'])}"
-                job.curation.keep(row, (key,), text, pair=False)
-                job.tally.records_out += 1
-                if label:
-                    job.tally.accepted += 1
-                else:
-                    job.tally.rejected += 1
-        result = job.finish(stream.inputs)
-    except BaseException:
-        job.abort()
-        raise
-    finally:
-        stream.close()
-    result.extra["format"] = fmt
-    return result
+    from distill_assets.lib.export_pass import ExportPlan, run_exports
+
+    plan = ExportPlan(write_root=write_root or out_root, kto=(settings, eval_set))
+    return run_exports(out_root, plan)[C.STAGE_EXPORT_KTO]

@@ -220,6 +220,8 @@ class _Evidence(NamedTuple):
     outcome: str | None
     reward: float | None
     signals: dict[str, float] | None
+    offset: int  # of the record in ``records``
+    records: str  # the records file of its day
 
 
 _TIME_AND_ID = itemgetter(0, 1)
@@ -228,7 +230,7 @@ _TIME_AND_ID = itemgetter(0, 1)
 _new = tuple.__new__  # builds a named tuple from a tuple without the keyword-argument path
 
 
-def _slim(row: dict[str, Any]) -> _Run | _Evidence:
+def _slim(row: dict[str, Any], records: str) -> _Run | _Evidence:
     get = row.get
     if row["kind"] == C.KIND_RUN:
         return _new(
@@ -260,6 +262,8 @@ def _slim(row: dict[str, Any]) -> _Run | _Evidence:
             get("outcome"),
             get("reward"),
             get("signals"),
+            row["offset"],
+            records,
         ),
     )
 
@@ -274,7 +278,7 @@ class _DayIndex:
     evidence: dict[str, list[_Evidence]]
 
     @classmethod
-    def load(cls, path: Path) -> _DayIndex:
+    def load(cls, path: Path, records: str) -> _DayIndex:
         rows: list[_Run | _Evidence] = []
         run_ids: list[str] = []
         evidence: dict[str, list[_Evidence]] = {}
@@ -284,7 +288,7 @@ class _DayIndex:
         for raw in data.split(b"\n"):
             if not raw.strip():
                 continue
-            row = _slim(loads(raw))
+            row = _slim(loads(raw), records)
             rows.append(row)
             if type(row) is _Run:
                 run_ids.append(row.run_id)
@@ -313,7 +317,9 @@ class _Window:
         if found is None:
             relpath = layout.evidence_index(day)
             path = self.out_root / relpath
-            found = self.days[day] = _DayIndex.load(path) if path.exists() else _NO_DAY
+            found = self.days[day] = (
+                _DayIndex.load(path, layout.evidence_records(day)) if path.exists() else _NO_DAY
+            )
             if found is not _NO_DAY:
                 self.inputs[relpath] = WrittenFile(relpath, "", 0, len(found.rows))
         return found
@@ -361,14 +367,16 @@ def _quarantine_row(row: _Run | _Evidence, reasons: list[str], day: date) -> dic
     }
 
 
-def task_entry(row: dict[str, Any]) -> list[Any]:
+def task_entry(row: dict[str, Any], evidence: list[_Evidence] | None = None) -> list[Any]:
     """A scored row as the exports sort and merge it: task and place within the task first,
     so plain list comparison orders runs by task, then best first (quality, score, age, id);
     (run_file, run_offset) make every entry unique. Fields: task_id, -rank, -score,
     created_at, run_id, run_file, run_offset, quality, category, evidence_id (the run's),
-    response_hash, response_empty, sft_eligible."""
+    response_hash, response_empty, sft_eligible; a run to review has one more, what its queue
+    row needs: [agent, reasons, the ids of its reviews and outcomes, where each is kept
+    ([records file, offset]; null when ``evidence`` is not given)]."""
     quality = row["quality_score"]
-    return [
+    entry = [
         row["task_id"],
         -C.QUALITY_RANK.get(quality, -1),
         -row["score"],
@@ -383,6 +391,10 @@ def task_entry(row: dict[str, Any]) -> list[Any]:
         row.get("response_empty", False),
         row.get("sft_eligible", True),
     ]
+    if quality == C.QUALITY_REVIEW:
+        places = None if evidence is None else [[e.records, e.offset] for e in evidence]
+        entry.append([row.get("agent"), row["reasons"], row["evidence_ids"][1:], places])
+    return entry
 
 
 def _grade_evidence(evidence: list[_Evidence], policy: ScoringPolicy) -> Grade:
@@ -432,7 +444,7 @@ def score_day(
                 graded = _grade_evidence(evidence, policy)
                 written = scored_row(row, graded, evidence, run_file)
                 scored.write_row(written)
-                entries.append(task_entry(written))
+                entries.append(task_entry(written, evidence))
                 tally.records_out += 1
                 qualities[graded.quality] += 1
                 if graded.quality == C.QUALITY_ACCEPTED:

@@ -1,129 +1,88 @@
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.cards import package_dataset
-from distill_assets.lib.exports import export_preference, export_rag, export_sft
-from distill_assets.lib.hygiene.review_queue import export_review
-from distill_assets.lib.kto import export_kto
+from distill_assets.lib.export_pass import run_exports
 from distill_assets.lib.publish import publish
-from distill_assets.orchestration import SINGLE_RUN, DistillResource, ExportConfig, run_stage
-
-
-def _spec(asset: str) -> list[dg.AssetCheckSpec]:
-    return [dg.AssetCheckSpec(C.CHECK_DRIFT, asset=asset)]
-
-
-@dg.asset(
-    name=C.ASSET_RAG_PLAYBOOKS,
-    group_name=C.ASSET_GROUP,
-    deps=[C.ASSET_EXTRACTED_PLAYBOOKS],
-    backfill_policy=SINGLE_RUN,
-    kinds={"python", "jsonl"},
-    check_specs=_spec(C.ASSET_RAG_PLAYBOOKS),
+from distill_assets.orchestration import (
+    SINGLE_RUN,
+    DistillResource,
+    ExportsConfig,
+    run_stage,
+    run_stages,
 )
-def rag_playbooks(
-    context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
-) -> dg.MaterializeResult:
-    """One retrieval document per extracted playbook: its Markdown, source runs and tags."""
 
-    def work(out_root: Path, write_root: Path):
-        settings = config.settings()
-        result = export_rag(out_root, settings, write_root, config.eval_set(distill))
-        return package_dataset(
-            result, write_root, settings.formats, context.run.run_id, config.model_dump()
+_DESCRIPTIONS = {
+    C.ASSET_EXTRACTED_PLAYBOOKS: "One structured playbook per task: problem, steps, answer, where "
+    "failed runs diverged.",
+    C.ASSET_RAG_PLAYBOOKS: "One retrieval document per extracted playbook: its Markdown, source "
+    "runs and tags.",
+    C.ASSET_SFT_DATASET: "Accepted runs as TRL conversational messages for supervised fine-tuning.",
+    C.ASSET_PREFERENCE_PAIRS: "Chosen/rejected pairs within a task, chosen strictly better, for "
+    "preference tuning.",
+    C.ASSET_KTO_DATASET: "Accepted (label true) and rejected (label false) runs as unpaired rows "
+    "for KTO.",
+    C.ASSET_REVIEW_QUEUE: "Runs scored needs_human_review, with the evidence that flagged them, "
+    "for annotators.",
+}
+_UPSTREAM = {C.ASSET_RAG_PLAYBOOKS: C.ASSET_EXTRACTED_PLAYBOOKS}
+
+
+@dg.multi_asset(
+    name=C.OP_EXPORTS,
+    specs=[
+        dg.AssetSpec(
+            asset,
+            group_name=C.ASSET_GROUP,
+            deps=[_UPSTREAM.get(asset, C.ASSET_SCORED_RUNS)],
+            description=_DESCRIPTIONS[asset],
+            kinds={"python", "jsonl"},
+            skippable=True,
         )
-
-    return run_stage(context, distill, C.STAGE_EXPORT_RAG, work, config.model_dump())
-
-
-@dg.asset(
-    name=C.ASSET_SFT_DATASET,
-    group_name=C.ASSET_GROUP,
-    deps=[C.ASSET_SCORED_RUNS],
+        for asset in C.EXPORT_ASSETS
+    ],
+    check_specs=[dg.AssetCheckSpec(C.CHECK_DRIFT, asset=asset) for asset in C.EXPORT_ASSETS],
+    can_subset=True,
     backfill_policy=SINGLE_RUN,
-    kinds={"python", "jsonl"},
-    check_specs=_spec(C.ASSET_SFT_DATASET),
 )
-def sft_dataset(
-    context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
-) -> dg.MaterializeResult:
-    """Accepted runs as TRL conversational messages for supervised fine-tuning."""
+def exports(
+    context: dg.AssetExecutionContext, config: ExportsConfig, distill: DistillResource
+) -> Iterator[dg.MaterializeResult]:
+    """Every export in one pass over the scored runs: each run's record is read once."""
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
+    stages = [C.ASSET_STAGE[asset] for asset in C.EXPORT_ASSETS if asset in selected]
+    # the review queue has no settings; the others' are recorded in their receipts
+    settings = {
+        C.ASSET_STAGE[asset]: config.of(asset).model_dump()
+        for asset in C.EXPORT_ASSETS
+        if asset != C.ASSET_REVIEW_QUEUE
+    }
 
     def work(out_root: Path, write_root: Path):
-        settings = config.settings()
-        result = export_sft(out_root, settings, write_root, config.eval_set(distill))
-        return package_dataset(
-            result, write_root, settings.formats, context.run.run_id, config.model_dump()
-        )
+        plan = config.plan(distill, write_root, selected)
+        results = run_exports(out_root, plan)
+        for stage, result in results.items():
+            if stage in C.DATASET_STAGES:
+                export = config.of(C.STAGE_ASSET[stage])
+                package_dataset(
+                    result,
+                    write_root,
+                    export.formats(),
+                    context.run.run_id,
+                    export.model_dump(),
+                )
+        return results
 
-    return run_stage(context, distill, C.STAGE_EXPORT_SFT, work, config.model_dump())
-
-
-@dg.asset(
-    name=C.ASSET_PREFERENCE_PAIRS,
-    group_name=C.ASSET_GROUP,
-    deps=[C.ASSET_SCORED_RUNS],
-    backfill_policy=SINGLE_RUN,
-    kinds={"python", "jsonl"},
-    check_specs=_spec(C.ASSET_PREFERENCE_PAIRS),
-)
-def preference_pairs(
-    context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
-) -> dg.MaterializeResult:
-    """Chosen/rejected pairs within a task, chosen strictly better, for preference tuning."""
-
-    def work(out_root: Path, write_root: Path):
-        settings = config.settings()
-        result = export_preference(out_root, settings, write_root, config.eval_set(distill))
-        return package_dataset(
-            result, write_root, settings.formats, context.run.run_id, config.model_dump()
-        )
-
-    return run_stage(context, distill, C.STAGE_EXPORT_PREFERENCE, work, config.model_dump())
-
-
-@dg.asset(
-    name=C.ASSET_KTO_DATASET,
-    group_name=C.ASSET_GROUP,
-    deps=[C.ASSET_SCORED_RUNS],
-    backfill_policy=SINGLE_RUN,
-    kinds={"python", "jsonl"},
-    check_specs=_spec(C.ASSET_KTO_DATASET),
-)
-def kto_dataset(
-    context: dg.AssetExecutionContext, config: ExportConfig, distill: DistillResource
-) -> dg.MaterializeResult:
-    """Accepted (label true) and rejected (label false) runs as unpaired rows for KTO."""
-
-    def work(out_root: Path, write_root: Path):
-        settings = config.settings()
-        result = export_kto(out_root, settings, write_root, config.eval_set(distill))
-        return package_dataset(
-            result, write_root, settings.formats, context.run.run_id, config.model_dump()
-        )
-
-    return run_stage(context, distill, C.STAGE_EXPORT_KTO, work, config.model_dump())
-
-
-@dg.asset(
-    name=C.ASSET_REVIEW_QUEUE,
-    group_name=C.ASSET_GROUP,
-    deps=[C.ASSET_SCORED_RUNS],
-    backfill_policy=SINGLE_RUN,
-    kinds={"python", "jsonl"},
-    check_specs=_spec(C.ASSET_REVIEW_QUEUE),
-)
-def review_queue(
-    context: dg.AssetExecutionContext, distill: DistillResource
-) -> dg.MaterializeResult:
-    """Runs scored needs_human_review, with the evidence that flagged them, for annotators."""
-
-    def work(out_root: Path, write_root: Path):
-        return export_review(out_root, write_root)
-
-    return run_stage(context, distill, C.STAGE_EXPORT_REVIEW, work)
+    outcomes = run_stages(context, distill, stages, work, settings)
+    for materialized, failure in outcomes:
+        if failure is None:
+            yield materialized
+    for _, failure in outcomes:
+        if failure is not None:
+            raise failure
 
 
 @dg.asset(
@@ -140,7 +99,7 @@ def review_queue(
     ],
     backfill_policy=SINGLE_RUN,
     kinds={"python", "json"},
-    check_specs=_spec(C.ASSET_DATASET_MANIFEST),
+    check_specs=[dg.AssetCheckSpec(C.CHECK_DRIFT, asset=C.ASSET_DATASET_MANIFEST)],
 )
 def dataset_manifest(
     context: dg.AssetExecutionContext, distill: DistillResource

@@ -3,36 +3,13 @@ from pathlib import Path
 import dagster as dg
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.extraction import extract_playbooks
 from distill_assets.lib.search import build_index
 from distill_assets.orchestration import (
     SINGLE_RUN,
     DistillResource,
     IndexConfig,
-    PlaybookConfig,
     run_stage,
 )
-
-
-@dg.asset(
-    name=C.ASSET_EXTRACTED_PLAYBOOKS,
-    group_name=C.ASSET_GROUP,
-    deps=[C.ASSET_SCORED_RUNS],
-    backfill_policy=SINGLE_RUN,
-    kinds={"python", "jsonl"},
-    check_specs=[dg.AssetCheckSpec(C.CHECK_DRIFT, asset=C.ASSET_EXTRACTED_PLAYBOOKS)],
-)
-def extracted_playbooks(
-    context: dg.AssetExecutionContext, config: PlaybookConfig, distill: DistillResource
-) -> dg.MaterializeResult:
-    """One structured playbook per task: problem, steps, answer, where failed runs diverged."""
-
-    def work(out_root: Path, write_root: Path):
-        return extract_playbooks(
-            out_root, config.settings(), write_root, config.hygiene(), config.eval_set(distill)
-        )
-
-    return run_stage(context, distill, C.STAGE_EXTRACT_PLAYBOOKS, work, config.model_dump())
 
 
 @dg.asset(

@@ -144,12 +144,125 @@ def queue_row(flag: Flagged, record: dict[str, Any], evidence: list[dict[str, An
     }
 
 
+def _missing_row(flag: Flagged) -> dict[str, Any]:
+    return {
+        "stage": C.STAGE_EXPORT_REVIEW,
+        "disposition": C.DISPOSITION_QUARANTINED,
+        "reasons": [C.R_MISSING_SOURCE_RUN_ID],
+        "record_type": "run",
+        "run_id": flag.run_id,
+        "task_id": flag.task_id,
+        "evidence_id": flag.evidence_ids[0],
+        "quality_score": C.QUALITY_REVIEW,
+    }
+
+
+class ReviewExporter:
+    """``export-review`` in the export pass: each task's runs to review, oldest first, with the
+    records of their reviews and outcomes, found where the score stage said they are kept.
+
+    Texts are always scrubbed, except a row made only of records collect scanned clean under
+    the same rules (lib/exports.TextStore), which holds no secret by construction. Scored files
+    from an older version carry no places: the exporter then builds the queue the old way,
+    from the scored files and the evidence index (``_export_from_scored``)."""
+
+    stage = C.STAGE_EXPORT_REVIEW
+
+    def __init__(self, out_root: Path, write_root: Path, texts: Any) -> None:
+        self.out_root = out_root
+        self.write_root = write_root
+        self.texts = texts
+        self.tally = Tally()
+        self.secrets: Counter[str] = Counter()
+        self.queue = AtomicJsonlWriter(write_root, C.REVIEW_QUEUE_PATH)
+        self.quarantine = AtomicJsonlWriter(write_root, C.quarantine_path(self.stage))
+        self.files_read: set[str] = set()
+        self.stale = False
+        self.seconds = 0.0
+
+    def _fetch(self, relpath: str, offset: int, evidence_id: str) -> Any:
+        found = self.texts.fetch_line(relpath, offset, evidence_id, None)
+        if self.texts.is_open(relpath):
+            self.files_read.add(relpath)
+        return found
+
+    def task(self, task_id: str, runs: list[Any], repeated: frozenset[str]) -> None:
+        if self.stale:
+            return
+        flagged = [key for key in runs if key.quality == C.QUALITY_REVIEW]
+        if not flagged:
+            return
+        if any(key.review is None or key.review[3] is None for key in flagged):
+            self.stale = True
+            return
+        flagged.sort(key=lambda key: (key.created_at, key.run_id))
+        for key in flagged:
+            agent, reasons, evidence_ids, places = key.review
+            flag = Flagged(
+                key.run_id,
+                key.task_id,
+                key.score,
+                tuple(reasons),
+                (key.evidence_id, *evidence_ids),
+                key.created_at,
+                agent,
+                key.category,
+                key.run_file,
+                key.run_offset,
+            )
+            self.tally.records_in += 1
+            found = self._fetch(key.run_file, key.run_offset, key.evidence_id)
+            if found is None:
+                self.tally.leave_out(C.DISPOSITION_QUARANTINED, [C.R_MISSING_SOURCE_RUN_ID])
+                self.quarantine.write_row(_missing_row(flag))
+                continue
+            clean = found.clean
+            evidence = []
+            for evidence_id, (relpath, offset) in zip(evidence_ids, places, strict=True):
+                item = self._fetch(relpath, offset, evidence_id)
+                if item is not None:
+                    clean = clean and item.clean
+                    evidence.append({"evidence_id": evidence_id, **item.record})
+            row = queue_row(flag, found.record, evidence)
+            if not clean:
+                row, findings = scrub(row)
+                self.secrets.update(finding.type for finding in findings)
+            self.queue.write_row(row)
+            self.tally.records_out += 1
+            self.tally.accepted += 1
+
+    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
+        if self.stale:
+            self.abort()
+            return _export_from_scored(self.out_root, self.write_root)
+        outputs = [self.queue.commit(), self.quarantine.commit()]
+        read = stream_inputs + [WrittenFile(p, "", 0, 0) for p in sorted(self.files_read)]
+        result = StageResult(self.stage, read, outputs, self.tally)
+        result.extra["rows"] = self.queue.lines
+        result.extra["secrets"] = dict(sorted(self.secrets.items()))
+        result.errors.extend(conservation_errors(self.tally))
+        return result
+
+    def abort(self) -> None:
+        self.queue.abort()
+        self.quarantine.abort()
+
+
 def export_review(out_root: Path, write_root: Path | None = None) -> StageResult:
     """Write the review queue and its quarantine under ``write_root`` (default ``out_root``).
 
     Records in = the runs scored needs_human_review; each is queued, or quarantined as
     ``missing_source_run_id`` when its record cannot be read.
     """
+    from distill_assets.lib.export_pass import ExportPlan, run_exports
+
+    plan = ExportPlan(write_root=write_root or out_root, review=True)
+    return run_exports(out_root, plan)[C.STAGE_EXPORT_REVIEW]
+
+
+def _export_from_scored(out_root: Path, write_root: Path | None = None) -> StageResult:
+    """The queue built from the scored files and the evidence index (scored files written
+    before the score stage recorded where each run's evidence is kept)."""
     root = write_root or out_root
     flagged, inputs = _flagged(out_root)
     wanted = {eid for flag in flagged for eid in flag.evidence_ids}
@@ -165,18 +278,7 @@ def export_review(out_root: Path, write_root: Path | None = None) -> StageResult
             record = records.get(flag.run_file, flag.run_offset, flag.evidence_ids[0])
             if record is None:
                 tally.leave_out(C.DISPOSITION_QUARANTINED, [C.R_MISSING_SOURCE_RUN_ID])
-                quarantine.write_row(
-                    {
-                        "stage": C.STAGE_EXPORT_REVIEW,
-                        "disposition": C.DISPOSITION_QUARANTINED,
-                        "reasons": [C.R_MISSING_SOURCE_RUN_ID],
-                        "record_type": "run",
-                        "run_id": flag.run_id,
-                        "task_id": flag.task_id,
-                        "evidence_id": flag.evidence_ids[0],
-                        "quality_score": C.QUALITY_REVIEW,
-                    }
-                )
+                quarantine.write_row(_missing_row(flag))
                 continue
             evidence = []
             for evidence_id in flag.evidence_ids[1:]:
