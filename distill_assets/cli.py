@@ -181,6 +181,15 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         merged: dict = {}
         for item in config:
             _deep_merge(merged, item)
+        from distill_assets.lib.runconfig import upgrade_run_config
+
+        merged, moved = upgrade_run_config(merged)
+        for path in moved:
+            print(
+                f"distill: run config {path} is now ops.{C.OP_EXPORTS}.config.{path[4:]} "
+                "(one step makes every export; docs/datasets.md)",
+                file=sys.stderr,
+            )
         base += ["--config-json", orjson.dumps(merged).decode()]
     if per_day:
         commands = [base + step for step in per_day_steps(span)]

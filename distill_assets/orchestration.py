@@ -39,7 +39,8 @@ from distill_assets.lib.receipts import (
     receipt_metadata,
     receipt_relpath,
 )
-from distill_assets.lib.reports import CheckRecord, record_check, record_failure, record_stage
+from distill_assets.lib.reports import CheckRecord, record_checks, record_failure, record_stage
+from distill_assets.lib.runconfig import asset_config
 from distill_assets.lib.scoring import ScoringPolicy
 from distill_assets.lib.search import DEFAULT_DENSE_PACKAGE, IndexSettings
 from distill_assets.lib.storage import OutputLocation, Workspace
@@ -616,15 +617,6 @@ CONFIG_CLASSES: dict[str, type[dg.Config]] = {
 }
 
 
-def asset_config(ops: dict[str, Any], asset: str) -> dict[str, Any]:
-    """The config values an asset was given in run config: the exports' under the export
-    pass's op (``ops.exports.config.<asset>``), the others' under their own op."""
-    if asset in C.EXPORT_ASSETS:
-        shared = ((ops.get(C.OP_EXPORTS) or {}).get("config") or {}).get(asset)
-        return shared or {}
-    return (ops.get(asset) or {}).get("config") or {}
-
-
 def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage: str) -> None:
     """Validate every setting the run will use before the first byte is written.
 
@@ -700,13 +692,14 @@ def run_stages(
     stages: list[str],
     work: Callable[[Path, Path], dict[str, StageResult]],
     settings: dict[str, dict[str, object] | None],
+    named: bool = False,
 ) -> list[tuple[dg.MaterializeResult, dg.Failure | None]]:
     """Run stages that share one step (the export pass) and account for each as if it had run
     alone: its own receipt, ledger entries, drift, metadata and drift check, in stage order.
 
     ``work(out_root, write_root)`` returns each stage's StageResult; a stage's duration is its
     own share of the step (``extra["own_ms"]``) when the work says so. Returns, per stage, its
-    materialization (naming its asset when there are several) and the failure to raise when
+    materialization (naming its asset when ``named``: a multi-asset) and the failure to raise when
     its chain of custody is broken or its validation failed: every receipt is recorded first,
     and the caller reports the stages that passed before raising.
     """
@@ -736,7 +729,7 @@ def run_stages(
             # nothing is written: the directory belongs to the run that holds it
             raise dg.Failure(description=str(exc)) from exc
         write_root = open_version(out_root, run_id) if versioned else out_root
-        label = stages[0] if len(stages) == 1 else "exports"
+        label = C.OP_EXPORTS if named else stages[0]
         try:
             with frozen_gc(), progress.reporting(label, context.log.info, progress_interval()):
                 results = work(out_root, write_root)
@@ -767,7 +760,7 @@ def run_stages(
                 else {}
             )
             reported.append((stage, result, recorded, receipt_at, extras))
-    return [_report(context, *item, named=len(stages) > 1) for item in reported]
+    return [_report(context, *item, named=named) for item in reported]
 
 
 def _report(
@@ -893,244 +886,89 @@ def stage_receipt(out_root: Path, run_id: str, stage: str) -> StageReceipt | Non
     return load_receipt(path) if path.exists() else None
 
 
-def report_check(
-    context: dg.AssetCheckExecutionContext,
-    workspace: Workspace,
-    asset: str,
-    check: str,
-    passed: bool,
-    blocking: bool,
-    num_failures: int,
-    description: str,
-    metadata: dict[str, object],
-    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
-) -> dg.AssetCheckResult:
-    """Record a check's verdict with the run's reports and return it to Dagster."""
-    with workspace.reports(context.run.run_id):
-        record_check(
-            workspace.root,
-            context.run.run_id,
-            CheckRecord(
-                asset=asset,
-                stage=C.ASSET_STAGE[asset],
-                check=check,
-                passed=passed,
-                severity="ERROR" if severity == dg.AssetCheckSeverity.ERROR else "WARN",
-                blocking=blocking,
-                num_failures=num_failures,
-                description=description,
-            ),
-            expected_stages(context),
-        )
-    return dg.AssetCheckResult(
-        passed=passed,
-        severity=severity,
-        description=description,
-        metadata={"num_failures": num_failures, **metadata},
+def run_check_step(
+    context: dg.AssetCheckExecutionContext, distill: DistillResource
+) -> list[dg.AssetCheckResult]:
+    """Run the selected checks of one check step (a multi-asset check) on what this run wrote:
+    per asset, its receipt's files are fetched once and every selected check of it judges them
+    (lib/checks.py); all verdicts are recorded with the run's reports at once."""
+    from distill_assets.lib.checks import CHECKS, run_checks
+
+    run_id = context.run.run_id
+    wanted: dict[str, list[str]] = {}
+    for key in sorted(
+        context.selected_asset_check_keys, key=lambda k: (k.asset_key.to_user_string(), k.name)
+    ):
+        wanted.setdefault(key.asset_key.to_user_string(), []).append(key.name)
+    for asset, names in wanted.items():
+        names.sort(key=list(CHECKS[asset]).index)
+    reads = tuple(
+        dict.fromkeys(g for asset in wanted for g in CHECK_INPUT_GLOBS[C.ASSET_STAGE[asset]])
     )
-
-
-@contextmanager
-def this_runs_receipt(
-    context: dg.AssetCheckExecutionContext,
-    distill: DistillResource,
-    asset: str,
-    reads: Callable[[str], bool],
-) -> Iterator[tuple[Workspace, StageReceipt]]:
-    """The receipt the checked asset wrote in this run, with the files it lists that the check
-    ``reads`` at hand (checks verify what this run wrote)."""
-    stage = C.ASSET_STAGE[asset]
-    with distill.workspace(CHECK_INPUT_GLOBS[stage]) as workspace:
-        receipt = stage_receipt(workspace.root, context.run.run_id, stage)
-        if receipt is None:
-            raise dg.Failure(
-                description=f"{asset}: no receipt for stage {stage} in run "
-                f"{context.run.run_id}; the asset was not materialized in this run"
-            )
-        root = receipt.extra.get("root", "")
-        workspace.pull(
-            [f"{root}/{f.path}" if root else f.path for f in receipt.outputs.files if reads(f.path)]
-        )
-        yield workspace, receipt
-
-
-def schema_check(
-    context: dg.AssetCheckExecutionContext,
-    distill: DistillResource,
-    asset: str,
-    file_suffix: str | tuple[str, ...],
-) -> dg.AssetCheckResult:
-    """Validate every table file the asset wrote in this run against its Pandera model."""
-    from distill_assets.lib.schemas import schema_of, validate_jsonl
-
-    def reads(path: str) -> bool:
-        return path.endswith(file_suffix)
-
-    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
-        root = workspace.root / receipt.extra.get("root", "")
-        paths = [root / f.path for f in receipt.outputs.files if reads(f.path)]
-        model = schema_of(asset, str(receipt.extra.get("format", "")))
-        with frozen_gc():
-            outcome = validate_jsonl(model, paths, workers=distill.worker_count())
-        description = (
-            f"{outcome.rows} rows in {len(paths)} file(s) match {model.__name__}"
-            if outcome.passed
-            else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows"
-        )
-        return report_check(
-            context,
-            workspace,
-            asset,
-            C.CHECK_SCHEMA,
-            outcome.passed,
-            True,
-            outcome.num_failures,
-            description,
-            {
-                "rows": outcome.rows,
-                "failure_cases": dg.MetadataValue.json(outcome.failure_cases),
-            },
-        )
-
-
-def no_secrets_check(
-    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
-) -> dg.AssetCheckResult:
-    """Every JSONL file the asset wrote in this run (datasets, holdout, quarantine) holds no
-    secret, re-scanned from disk; the metadata names files, rows and types, never text."""
-    from distill_assets.lib.hygiene.verify import verify_no_secrets
-
-    def reads(path: str) -> bool:
-        return path.endswith(".jsonl")
-
-    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
-        root = workspace.root / receipt.extra.get("root", "")
-        paths = [f.path for f in receipt.outputs.files if reads(f.path)]
-        report = verify_no_secrets(root, paths)
-        description = (
-            f"no secret in {report.rows} rows of {len(paths)} file(s)"
-            if report.passed
-            else f"{report.count} row(s) hold a secret ({', '.join(sorted(report.types))})"
-        )
-        return report_check(
-            context,
-            workspace,
-            asset,
-            C.CHECK_NO_SECRETS,
-            report.passed,
-            True,
-            report.count,
-            description,
-            {"rows": report.rows, "violations": dg.MetadataValue.json(report.samples)},
-        )
-
-
-def holdout_check(
-    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
-) -> dg.AssetCheckResult:
-    """No task has rows in both the train file and the holdout file this run wrote."""
-    from distill_assets.lib.hygiene.holdout import verify_disjoint
-
-    stage = C.ASSET_STAGE[asset]
-    wanted = (C.TRAIN_PATHS[stage], C.HOLDOUT_PATHS[stage])
-
-    def reads(path: str) -> bool:
-        return path in wanted
-
-    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
-        root = workspace.root / receipt.extra.get("root", "")
-        report = verify_disjoint(root / C.TRAIN_PATHS[stage], root / C.HOLDOUT_PATHS[stage])
-        description = (
-            f"{report.train_rows} train and {report.holdout_rows} holdout rows share no task"
-            if report.passed
-            else f"{report.count} task(s) on both sides"
-        )
-        return report_check(
-            context,
-            workspace,
-            asset,
-            C.CHECK_HOLDOUT_DISJOINT,
-            report.passed,
-            True,
-            report.count,
-            description,
-            {
-                "train_rows": report.train_rows,
-                "holdout_rows": report.holdout_rows,
-                "shared_tasks": dg.MetadataValue.json(report.shared_tasks),
-            },
-        )
-
-
-def conservation_check(
-    context: dg.AssetCheckExecutionContext, distill: DistillResource, asset: str
-) -> dg.AssetCheckResult:
-    """records in = out + quarantined + skipped, and the quarantine files hold one row for each
-    record left out, re-counted from the files on disk."""
-    from distill_assets.lib.io import count_lines
-
-    def reads(path: str) -> bool:
-        return path.endswith("quarantine.jsonl") or path.startswith(C.QUARANTINE_DIR)
-
-    with this_runs_receipt(context, distill, asset, reads) as (workspace, receipt):
-        stats = receipt.stats
-        problems = []
-        accounted = stats.records_out + stats.quarantined + stats.skipped
-        if stats.records_in != accounted:
-            problems.append(f"{stats.records_in} in != {accounted} out+quarantined+skipped")
-        quarantine_files = [
-            f
-            for f in receipt.outputs.files
-            if f.path.endswith("quarantine.jsonl") and not f.path.startswith(C.QUARANTINE_DIR)
-        ] or [f for f in receipt.outputs.files if f.path.startswith(C.QUARANTINE_DIR)]
-        run_rows = 0
-        root = workspace.root / receipt.extra.get("root", "")
-        for entry in quarantine_files:
-            on_disk = count_lines(root / entry.path)
-            if on_disk != entry.record_count:
-                problems.append(
-                    f"{entry.path}: {on_disk} lines on disk, receipt says {entry.record_count}"
+    outcomes = []
+    with distill.workspace(reads) as workspace:
+        for asset, names in wanted.items():
+            stage = C.ASSET_STAGE[asset]
+            receipt = stage_receipt(workspace.root, run_id, stage)
+            if receipt is None:
+                raise dg.Failure(
+                    description=f"{asset}: no receipt for stage {stage} in run {run_id}; the "
+                    "asset was not materialized in this run"
                 )
-            run_rows += on_disk
-        pair_rows = int(receipt.extra.get("pairs_quarantined", 0))
-        if run_rows - pair_rows != stats.quarantined + stats.skipped:
-            problems.append(
-                f"quarantine files hold {run_rows - pair_rows} record rows, receipt counts "
-                f"{stats.quarantined + stats.skipped} left out"
+            root = receipt.extra.get("root", "")
+            pulled = [f.path for f in receipt.outputs.files]
+            if asset == C.ASSET_PLAYBOOK_INDEX:
+                pulled.append(C.RAG_PATH)
+            workspace.pull([f"{root}/{p}" if root else p for p in pulled])
+            with frozen_gc():
+                workers = distill.worker_count()
+                outcomes += run_checks(asset, names, receipt, workspace.root, workers)
+        with workspace.reports(run_id):
+            record_checks(
+                workspace.root,
+                run_id,
+                [
+                    CheckRecord(
+                        asset=o.asset,
+                        stage=C.ASSET_STAGE[o.asset],
+                        check=o.check,
+                        passed=o.passed,
+                        severity="ERROR" if o.severity == "ERROR" else "WARN",
+                        blocking=o.blocking,
+                        num_failures=o.num_failures,
+                        description=o.description,
+                    )
+                    for o in outcomes
+                ],
+                expected_stages(context),
             )
-        passed = not problems
-        return report_check(
-            context,
-            workspace,
-            asset,
-            C.CHECK_CONSERVATION,
-            passed,
-            True,
-            len(problems),
-            "records in = out + quarantined + skipped" if passed else "; ".join(problems),
-            {
-                "records_in": stats.records_in,
-                "records_out": stats.records_out,
-                "quarantined": stats.quarantined,
-                "skipped": stats.skipped,
+    return [
+        dg.AssetCheckResult(
+            asset_key=o.asset,
+            check_name=o.check,
+            passed=o.passed,
+            severity=dg.AssetCheckSeverity.ERROR
+            if o.severity == "ERROR"
+            else dg.AssetCheckSeverity.WARN,
+            description=o.description,
+            metadata={
+                "num_failures": o.num_failures,
+                **{
+                    name: dg.MetadataValue.json(value) if isinstance(value, list | dict) else value
+                    for name, value in o.metadata.items()
+                },
             },
         )
+        for o in outcomes
+    ]
 
 
-def hygiene_checks(asset: str, holdout: bool) -> list[dg.AssetChecksDefinition]:
-    """The blocking ``no_secrets`` (and, for datasets, ``holdout_disjoint``) checks of an asset."""
+def check_specs(assets: Sequence[str]) -> list[dg.AssetCheckSpec]:
+    """The blocking check specs of ``assets`` (lib/checks.CHECKS), for one check step."""
+    from distill_assets.lib.checks import CHECKS
 
-    @dg.asset_check(asset=asset, name=C.CHECK_NO_SECRETS, blocking=True)
-    def no_secrets(context, distill: DistillResource):  # annotations are strings here
-        """No file the asset wrote holds a secret (re-scanned from disk)."""
-        return no_secrets_check(context, distill, asset)
-
-    if not holdout:
-        return [no_secrets]
-
-    @dg.asset_check(asset=asset, name=C.CHECK_HOLDOUT_DISJOINT, blocking=True)
-    def holdout_disjoint(context, distill: DistillResource):
-        """No task has rows in both the train and the holdout file."""
-        return holdout_check(context, distill, asset)
-
-    return [no_secrets, holdout_disjoint]
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
+        for asset in assets
+        for name, description in CHECKS[asset].items()
+    ]

@@ -74,6 +74,16 @@ def materialize_graph(
     )
 
 
+def materializations_of(result: dg.ExecuteInProcessResult, asset: str) -> list:
+    """The asset's materializations in a run (an export's come from the export pass's step)."""
+    key = dg.AssetKey(asset)
+    return [
+        event.step_materialization_data.materialization
+        for event in result.get_asset_materialization_events()
+        if event.asset_key == key
+    ]
+
+
 @pytest.fixture(scope="session")
 def fixture_run(tmp_path_factory, project_defs):
     """One real run of the whole graph over the bundled fixtures, shared by read-only tests:

@@ -110,7 +110,11 @@ def test_single_run_and_per_day_write_the_same_datasets(tmp_path: Path, corpus) 
 
 def test_backfill_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     def policies() -> dict[str, dg.BackfillPolicy | None]:
-        return {a.key.to_user_string(): a.backfill_policy for a in defs().assets}
+        return {
+            key.to_user_string(): asset.backfill_policy
+            for asset in defs().assets
+            for key in asset.keys
+        }
 
     monkeypatch.delenv(C.ENV_BACKFILL, raising=False)
     assert policies()[C.ASSET_EVIDENCE_INDEX] == SINGLE_RUN

@@ -10,6 +10,7 @@ import pytest
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.collect import list_source_files
+from distill_assets.lib.runconfig import run_config_of
 from distill_tests.conftest import FIXTURES, copy_fixtures, materialize_graph
 
 WRITTEN = (C.EVIDENCE_DIR, C.SCORED_DIR, C.EXPORTS_DIR, C.VERSIONS_DIR, C.REPORTS_DIR)
@@ -76,7 +77,7 @@ def test_invalid_threshold_fails_before_collect_writes(
     project_defs, instance, tmp_path, asset, config, named
 ):
     out = tmp_path / "out"
-    run_config = {"ops": {asset: {"config": config}}}
+    run_config = run_config_of({asset: config})
     result = materialize_graph(project_defs, instance, FIXTURES, out, run_config=run_config)
     assert not result.success
     assert named in failure_message(result)

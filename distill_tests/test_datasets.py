@@ -25,7 +25,8 @@ from distill_assets.lib.formats import (
 from distill_assets.lib.hygiene.secrets import redact_text
 from distill_assets.lib.io import sha256_file
 from distill_assets.lib.receipts import aggregate_hash, load_receipt
-from distill_tests.conftest import FIXTURES, materialize_graph
+from distill_assets.lib.runconfig import run_config_of
+from distill_tests.conftest import FIXTURES, materialize_graph, materializations_of
 
 datasets = pytest.importorskip(
     "datasets", reason="Hugging Face datasets is not installed (pip install -e '.[dev]')"
@@ -83,7 +84,7 @@ def alt_run(tmp_path_factory, project_defs):
     mp = pytest.MonkeyPatch()
     mp.setenv("DISTILL_RECORDED_AT", "2026-03-10T00:00:00Z")
     mp.setenv(C.ENV_PROGRESS_INTERVAL, "0")
-    config = {"ops": {asset: {"config": ALT_CONFIG} for asset in EXPORT_ASSETS.values()}}
+    config = run_config_of({asset: ALT_CONFIG for asset in EXPORT_ASSETS.values()})
     (base / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(base / "home")) as instance:
         try:
@@ -327,7 +328,7 @@ def test_alt_cards_declare_the_configured_license(alt_run):
 @pytest.mark.parametrize("stage", C.DATASET_STAGES)
 def test_materializations_carry_a_short_preview(default_run, stage):
     result, out, _ = default_run
-    metadata = result.asset_materializations_for_node(EXPORT_ASSETS[stage])[-1].metadata
+    metadata = materializations_of(result, EXPORT_ASSETS[stage])[-1].metadata
     preview = metadata[C.MD_PREVIEW].value
     lines = preview.splitlines()
     assert lines[0].startswith("| id | task_id |")
@@ -363,11 +364,11 @@ def test_preview_redacts_and_cuts(tmp_path):
 def test_long_stages_log_progress(alt_run):
     result, _, instance = alt_run
     messages = [e.user_message for e in instance.all_logs(result.run_id) if e.user_message]
-    for stage in (C.STAGE_EXPORT_SFT, C.STAGE_EXPORT_KTO):
-        lines = [m for m in messages if m.startswith(f"{stage}: ") and " of 22 runs (" in m]
-        assert lines, stage
-        assert any(m.startswith(f"{stage}: 22 of 22 runs (100%)") for m in lines)
-        assert all(" runs/s" in m for m in lines)
+    # the export pass reports the scored runs it has handed to every export
+    lines = [m for m in messages if m.startswith(f"{C.OP_EXPORTS}: ") and " of 22 runs (" in m]
+    assert lines
+    assert any(m.startswith(f"{C.OP_EXPORTS}: 22 of 22 runs (100%)") for m in lines)
+    assert all(" runs/s" in m for m in lines)
 
 
 def test_parquet_of_the_default_formats(default_run, tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.reports import load_drift
+from distill_assets.lib.runconfig import run_config_of
 from distill_tests.conftest import copy_fixtures, materialize_graph
 
 DATASET_TREES = (C.EVIDENCE_DIR, C.SCORED_DIR, C.EXPORTS_DIR)
@@ -141,7 +142,7 @@ def test_changed_config_is_a_changed_input_not_a_violation(
     tmp_path, baseline, project_defs, instance
 ):
     source, out = scenario(tmp_path, baseline)
-    config = {"ops": {C.ASSET_PREFERENCE_PAIRS: {"config": {"min_margin": 0.6}}}}
+    config = run_config_of({C.ASSET_PREFERENCE_PAIRS: {"min_margin": 0.6}})
     result = materialize_graph(project_defs, instance, source, out, run_config=config)
     assert result.success
     drift = load_drift(out, result.run_id).stages[C.STAGE_EXPORT_PREFERENCE]

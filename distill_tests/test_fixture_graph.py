@@ -23,7 +23,7 @@ from distill_assets.lib.firewall import (
 from distill_assets.lib.io import sha256_file
 from distill_assets.lib.receipts import StageReceipt, aggregate_hash, load_receipt
 from distill_assets.lib.reports import load_drift, load_summary
-from distill_tests.conftest import FIXTURES
+from distill_tests.conftest import FIXTURES, materializations_of
 
 
 def rows(path: Path) -> list[dict]:
@@ -409,7 +409,7 @@ def test_summary_and_drift_files(out, receipts):
 
 def test_materialization_metadata(run):
     result, _, instance = run
-    materializations = result.asset_materializations_for_node(C.ASSET_SFT_DATASET)
+    materializations = materializations_of(result, C.ASSET_SFT_DATASET)
     metadata = materializations[-1].metadata
     assert metadata[C.MD_ROW_COUNT].value == 8  # train rows
     assert metadata[C.MD_HOLDOUT_ROWS].value == 1
@@ -427,7 +427,7 @@ def test_materialization_metadata(run):
         "task_id",
         "category",
     ]
-    evidence = result.asset_materializations_for_node(C.ASSET_EVIDENCE_INDEX)
+    evidence = materializations_of(result, C.ASSET_EVIDENCE_INDEX)
     assert {m.partition for m in evidence} == {"2026-03-01", "2026-03-02", "2026-03-03"}
 
 

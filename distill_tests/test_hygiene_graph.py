@@ -10,6 +10,7 @@ import orjson
 from distill_assets.cli import main as cli_main
 from distill_assets.lib import constants as C
 from distill_assets.lib.receipts import load_receipt
+from distill_assets.lib.runconfig import run_config_of
 from distill_tests.conftest import copy_fixtures, materialize_graph
 
 REFUND_PROMPT = (
@@ -33,9 +34,9 @@ def test_eval_set_quarantines_contaminated_rows(tmp_path, project_defs, instance
         orjson.dumps({"task_id": "T-login"}) + b"\n" + orjson.dumps(REFUND_PROMPT.upper()) + b"\n"
     )
     config = {"eval_set_path": str(evals)}
-    run_config = {
-        "ops": {
-            asset: {"config": config}
+    run_config = run_config_of(
+        {
+            asset: config
             for asset in (
                 C.ASSET_EXTRACTED_PLAYBOOKS,
                 C.ASSET_RAG_PLAYBOOKS,
@@ -44,7 +45,7 @@ def test_eval_set_quarantines_contaminated_rows(tmp_path, project_defs, instance
                 C.ASSET_KTO_DATASET,
             )
         }
-    }
+    )
     out = tmp_path / "out"
     result = materialize_graph(project_defs, instance, source, out, run_config=run_config)
     assert result.success
@@ -75,9 +76,9 @@ def test_eval_set_quarantines_contaminated_rows(tmp_path, project_defs, instance
 
 def test_eval_path_escaping_the_source_is_refused(tmp_path, project_defs, instance):
     source = copy_fixtures(tmp_path / "source")
-    run_config = {
-        "ops": {
-            asset: {"config": {"eval_set_path": "../evals.jsonl"}}
+    run_config = run_config_of(
+        {
+            asset: {"eval_set_path": "../evals.jsonl"}
             for asset in (
                 C.ASSET_EXTRACTED_PLAYBOOKS,
                 C.ASSET_RAG_PLAYBOOKS,
@@ -86,7 +87,7 @@ def test_eval_path_escaping_the_source_is_refused(tmp_path, project_defs, instan
                 C.ASSET_KTO_DATASET,
             )
         }
-    }
+    )
     out = tmp_path / "out"
     result = materialize_graph(project_defs, instance, source, out, run_config=run_config)
     assert not result.success
@@ -154,7 +155,7 @@ def test_review_queue_and_verdicts_round_trip(tmp_path, project_defs, instance, 
 
 def test_hygiene_settings_must_agree_across_the_run(tmp_path, project_defs, instance):
     source = copy_fixtures(tmp_path / "source")
-    run_config = {"ops": {C.ASSET_SFT_DATASET: {"config": {"holdout_fraction": 0.3}}}}
+    run_config = run_config_of({C.ASSET_SFT_DATASET: {"holdout_fraction": 0.3}})
     out = tmp_path / "out"
     result = materialize_graph(project_defs, instance, source, out, run_config=run_config)
     assert not result.success

@@ -19,6 +19,7 @@ from distill_assets.cli import main
 from distill_assets.lib import constants as C
 from distill_assets.lib import search as S
 from distill_assets.lib.reports import load_summary
+from distill_assets.lib.runconfig import run_config_of
 from distill_assets.lib.search import published_index, search
 from distill_tests.conftest import FIXTURES, REPO_ROOT, materialize_graph
 
@@ -32,9 +33,9 @@ RECALL_AT_1 = 33 / 35
 
 
 # the retrieval evaluation indexes every playbook of the corpus: no task is held out
-NO_HOLDOUT = {
-    "ops": {
-        asset: {"config": {"holdout_fraction": 0.0}}
+NO_HOLDOUT = run_config_of(
+    {
+        asset: {"holdout_fraction": 0.0}
         for asset in (
             C.ASSET_EXTRACTED_PLAYBOOKS,
             C.ASSET_RAG_PLAYBOOKS,
@@ -43,7 +44,7 @@ NO_HOLDOUT = {
             C.ASSET_KTO_DATASET,
         )
     }
-}
+)
 
 
 def rows(path: Path) -> list[dict]:
@@ -280,16 +281,18 @@ def test_a_rejected_run_quoted_as_a_playbook_is_stopped(
     project_defs, instance, tmp_path, monkeypatch
 ):
     """A bug in extraction that takes rejected runs as sources fails the firewall check, and
-    nothing built on the extraction runs or is published."""
+    nothing is published. (export-rag is made in the same step as the extraction, the export
+    pass, so the extraction's check cannot keep it from being written; it renders only the
+    trusted sources, and publishing waits for every export's checks.)"""
     import distill_assets.lib.extraction as extraction
 
-    real = extraction._sort_task
+    real = extraction.ExtractExporter._sort_task
 
-    def buggy(job, runs):  # the bug: rejected runs count as sources
-        task = real(job, runs)
+    def buggy(self, runs):  # the bug: rejected runs count as sources
+        task = real(self, runs)
         return extraction._Task(task.sources + task.failed, [])
 
-    monkeypatch.setattr(extraction, "_sort_task", buggy)
+    monkeypatch.setattr(extraction.ExtractExporter, "_sort_task", buggy)
     out = tmp_path / "out"
     result = materialize_graph(project_defs, instance, FIXTURES, out)
     assert not result.success
@@ -305,9 +308,14 @@ def test_a_rejected_run_quoted_as_a_playbook_is_stopped(
     assert {v["rule"] for v in firewall.metadata["violations"].value} == {"untrusted_source"}
     summary = load_summary(out, result.run_id)
     not_run = {item.stage: item.reason for item in summary.not_run}
-    for stage in (C.STAGE_EXPORT_RAG, C.STAGE_INDEX, C.STAGE_PUBLISH):
-        assert "extracted_playbooks.contamination_firewall" in not_run[stage]
+    assert "extracted_playbooks.contamination_firewall" in not_run[C.STAGE_PUBLISH]
     assert C.STAGE_EXPORT_SFT not in not_run  # SFT does not read the extraction
+    rag_checks = {
+        e.check_name: e.passed
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key.to_user_string() == C.ASSET_RAG_PLAYBOOKS
+    }
+    assert rag_checks[C.CHECK_FIREWALL]  # only trusted sources were rendered
     assert published_index(out) is None and not (out / C.MANIFEST_PATH).exists()
 
 
@@ -324,7 +332,7 @@ def test_playbooks_rebuilt_without_their_index_are_not_published(
         CORPUS / "evidence",
         out,
         selection=[C.ASSET_EXTRACTED_PLAYBOOKS, C.ASSET_RAG_PLAYBOOKS, C.ASSET_DATASET_MANIFEST],
-        run_config={"ops": {C.ASSET_EXTRACTED_PLAYBOOKS: {"config": {"max_steps": 1}}}},
+        run_config=run_config_of({C.ASSET_EXTRACTED_PLAYBOOKS: {"max_steps": 1}}),
     )
     assert not result.success  # the new playbooks would be served by the old index
     receipt = orjson.loads(

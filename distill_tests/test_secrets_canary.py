@@ -20,6 +20,7 @@ import pytest
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.receipts import load_receipt
+from distill_assets.lib.runconfig import run_config_of
 from distill_tests.conftest import REPO_ROOT, copy_fixtures
 
 ALNUM = string.ascii_letters + string.digits
@@ -220,9 +221,9 @@ def canary_runs(tmp_path_factory):
     out, home = base / "out", base / "home"
     home.mkdir()
     first = _materialize(source, out, home)
-    redact = {
-        "ops": {
-            asset: {"config": {"secret_action": C.SECRET_ACTION_REDACT}}
+    redact = run_config_of(
+        {
+            asset: {"secret_action": C.SECRET_ACTION_REDACT}
             for asset in (
                 C.ASSET_EXTRACTED_PLAYBOOKS,
                 C.ASSET_RAG_PLAYBOOKS,
@@ -231,7 +232,7 @@ def canary_runs(tmp_path_factory):
                 C.ASSET_KTO_DATASET,
             )
         }
-    }
+    )
     quarantined = {
         path: (out / path).read_bytes()
         for path in (C.SFT_PATH, C.quarantine_path(C.STAGE_EXPORT_SFT))

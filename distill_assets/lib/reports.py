@@ -242,6 +242,24 @@ def record_check(
         return _write_summary_locked(out_root, run_id)
 
 
+def record_checks(
+    out_root: Path,
+    run_id: str,
+    checks: list[CheckRecord],
+    expected_stages: list[str],
+) -> RunSummary | None:
+    """Keep several asset checks' verdicts with the run (one check step's), then refresh the
+    summary once."""
+    if not checks:
+        return None
+    with reports_lock(out_root):
+        _note_plan(out_root, run_id, expected_stages)
+        for check in checks:
+            path = run_dir(out_root, run_id) / "checks" / f"{check.asset}.{check.check}.json"
+            write_json_atomic(path, check.model_dump(mode="json"))
+        return _write_summary_locked(out_root, run_id)
+
+
 def record_failure(
     out_root: Path,
     run_id: str,

@@ -162,4 +162,4 @@ def test_celery_backfill_matches_in_process(
             and "in celery worker" in (e.message or "")
         }
         assert started and started == in_worker
-        assert {C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS, C.ASSET_SFT_DATASET} <= started
+        assert {C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS, C.OP_EXPORTS} <= started

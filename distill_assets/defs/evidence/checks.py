@@ -1,20 +1,18 @@
+from collections.abc import Iterable
+
 import dagster as dg
 
 from distill_assets.lib import constants as C
-from distill_assets.orchestration import DistillResource, conservation_check, schema_check
+from distill_assets.orchestration import DistillResource, check_specs, run_check_step
 
 
-@dg.asset_check(asset=C.ASSET_EVIDENCE_INDEX, name=C.CHECK_SCHEMA, blocking=True)
-def evidence_index_schema(
+@dg.multi_asset_check(
+    name="evidence_index_checks",
+    specs=check_specs([C.ASSET_EVIDENCE_INDEX]),
+    can_subset=True,
+)
+def evidence_index_checks(
     context: dg.AssetCheckExecutionContext, distill: DistillResource
-) -> dg.AssetCheckResult:
-    """Index rows match EvidenceIndexSchema (strict, lazily validated)."""
-    return schema_check(context, distill, C.ASSET_EVIDENCE_INDEX, "/index.jsonl")
-
-
-@dg.asset_check(asset=C.ASSET_EVIDENCE_INDEX, name=C.CHECK_CONSERVATION, blocking=True)
-def evidence_index_conservation(
-    context: dg.AssetCheckExecutionContext, distill: DistillResource
-) -> dg.AssetCheckResult:
-    """Every source line is kept, skipped or quarantined, and the quarantine says so."""
-    return conservation_check(context, distill, C.ASSET_EVIDENCE_INDEX)
+) -> Iterable[dg.AssetCheckResult]:
+    """Schema and conservation of the evidence index, re-read from what this run wrote."""
+    yield from run_check_step(context, distill)

@@ -76,7 +76,7 @@ def exports(
                 )
         return results
 
-    outcomes = run_stages(context, distill, stages, work, settings)
+    outcomes = run_stages(context, distill, stages, work, settings, named=True)
     for materialized, failure in outcomes:
         if failure is None:
             yield materialized

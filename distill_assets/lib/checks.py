@@ -1,0 +1,339 @@
+"""The asset checks' bodies: each re-reads what a stage wrote in this run and judges one property.
+
+Every check of an asset reads the files its stage's receipt lists (under the run's version
+directory for the exports) and returns one ``CheckOutcome``; the Dagster side (orchestration
+``run_check_step``) turns outcomes into asset-check results and records them with the run's
+reports. ``CHECKS`` lists, per asset, its checks and what each verifies: the one registry the
+check specs in ``defs/`` are made from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill_assets.lib import constants as C
+from distill_assets.lib.receipts import StageReceipt
+
+# asset -> {check name: what it verifies (the UI's description of the check)}
+CHECKS: dict[str, dict[str, str]] = {
+    C.ASSET_EVIDENCE_INDEX: {
+        C.CHECK_SCHEMA: "Index rows match EvidenceIndexSchema (strict).",
+        C.CHECK_CONSERVATION: "Every source line is kept, skipped or quarantined, and the "
+        "quarantine says so.",
+    },
+    C.ASSET_SCORED_RUNS: {
+        C.CHECK_SCHEMA: "Scored rows match ScoredRunSchema (strict).",
+        C.CHECK_CONSERVATION: "Every evidence record of the day is scored, attached to a run, "
+        "or quarantined.",
+    },
+    C.ASSET_EXTRACTED_PLAYBOOKS: {
+        C.CHECK_SCHEMA: "Extracted playbooks match ExtractedPlaybookSchema (numbered steps, "
+        "known divergences).",
+        C.CHECK_CONSERVATION: "Every scored run is a source, a failed run compared, or "
+        "quarantined with a reason.",
+        C.CHECK_FIREWALL: "Sources are verified runs, failed runs are rejected ones, nothing "
+        "unreviewed appears.",
+        C.CHECK_NO_SECRETS: "No file the asset wrote holds a secret (re-scanned from disk).",
+        C.CHECK_HOLDOUT_DISJOINT: "No task has rows in both the train and the holdout file.",
+    },
+    C.ASSET_RAG_PLAYBOOKS: {
+        C.CHECK_SCHEMA: "Playbooks match RagPlaybookSchema.",
+        C.CHECK_FIREWALL: "Only accepted or partially accepted runs of the same task back a "
+        "playbook.",
+        C.CHECK_CONSERVATION: "Every extracted playbook is rendered or quarantined with a reason.",
+        C.CHECK_NO_SECRETS: "No file the asset wrote holds a secret (re-scanned from disk).",
+        C.CHECK_HOLDOUT_DISJOINT: "No task has rows in both the train and the holdout file.",
+    },
+    C.ASSET_SFT_DATASET: {
+        C.CHECK_SCHEMA: "SFT rows match SftExampleSchema (user first, assistant last).",
+        C.CHECK_FIREWALL: "Only accepted runs in allowed categories reach SFT.",
+        C.CHECK_CONSERVATION: "Every scored run is an SFT example or is quarantined with a "
+        "reason.",
+        C.CHECK_NO_SECRETS: "No file the asset wrote holds a secret (re-scanned from disk).",
+        C.CHECK_HOLDOUT_DISJOINT: "No task has rows in both the train and the holdout file.",
+    },
+    C.ASSET_PREFERENCE_PAIRS: {
+        C.CHECK_SCHEMA: "Pairs match PreferencePairSchema.",
+        C.CHECK_FIREWALL: "Pairs keep rejected and unreviewed runs off the chosen side, checked "
+        "against the scores.",
+        C.CHECK_CONSERVATION: "Every scored run is in a pair or is quarantined with a reason.",
+        C.CHECK_PAIR_RULES: "Pairs are two distinct runs of one task, chosen strictly better, "
+        "texts different.",
+        C.CHECK_NO_SECRETS: "No file the asset wrote holds a secret (re-scanned from disk).",
+        C.CHECK_HOLDOUT_DISJOINT: "No task has rows in both the train and the holdout file.",
+    },
+    C.ASSET_KTO_DATASET: {
+        C.CHECK_SCHEMA: "Unpaired rows match KtoExampleSchema (label true exactly for accepted "
+        "runs).",
+        C.CHECK_FIREWALL: "Label true only for accepted runs, false only for rejected ones; none "
+        "needs review.",
+        C.CHECK_CONSERVATION: "Every scored run is an unpaired row or is quarantined with a "
+        "reason.",
+        C.CHECK_NO_SECRETS: "No file the asset wrote holds a secret (re-scanned from disk).",
+        C.CHECK_HOLDOUT_DISJOINT: "No task has rows in both the train and the holdout file.",
+    },
+    C.ASSET_REVIEW_QUEUE: {
+        C.CHECK_CONSERVATION: "Every run needing review is queued or quarantined with a reason.",
+        C.CHECK_NO_SECRETS: "No file the asset wrote holds a secret (re-scanned from disk).",
+    },
+    C.ASSET_PLAYBOOK_INDEX: {
+        C.CHECK_SCHEMA: "The index file is a distill search index of this schema version, "
+        "intact.",
+        C.CHECK_INDEX_CONSISTENT: "The index holds exactly the playbooks beside it, at their "
+        "byte offsets.",
+        C.CHECK_CONSERVATION: "Every playbook is indexed or quarantined with a reason.",
+    },
+}
+
+
+@dataclass
+class CheckOutcome:
+    """One check's verdict: passed, how many failures, a one-line description and metadata
+    (plain JSON values: counts, capped samples naming files, rows and rules, never text)."""
+
+    asset: str
+    check: str
+    passed: bool
+    num_failures: int
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    blocking: bool = True
+    severity: str = "ERROR"
+
+
+def written_root(out_root: Path, receipt: StageReceipt) -> Path:
+    """Where the checked stage wrote its files (its run's version directory for exports)."""
+    return out_root / str(receipt.extra.get("root", ""))
+
+
+def files_read(asset: str, check: str, receipt: StageReceipt) -> list[str]:
+    """The receipt outputs a check reads (paths relative to the written root)."""
+    stage = C.ASSET_STAGE[asset]
+    paths = [f.path for f in receipt.outputs.files]
+    if check == C.CHECK_SCHEMA:
+        if asset == C.ASSET_PLAYBOOK_INDEX:
+            return [C.INDEX_PATH]
+        return [p for p in paths if p.endswith(_TABLES[asset])]
+    if check == C.CHECK_NO_SECRETS:
+        return [p for p in paths if p.endswith(".jsonl")]
+    if check in (C.CHECK_HOLDOUT_DISJOINT, C.CHECK_FIREWALL, C.CHECK_PAIR_RULES):
+        return [p for p in paths if p in (C.TRAIN_PATHS.get(stage), C.HOLDOUT_PATHS.get(stage))]
+    if check == C.CHECK_INDEX_CONSISTENT:
+        return [C.INDEX_PATH]
+    return [p for p in paths if p.endswith("quarantine.jsonl") or p.startswith(C.QUARANTINE_DIR)]
+
+
+# the table files a schema check validates, by asset
+_TABLES: dict[str, tuple[str, ...]] = {
+    C.ASSET_EVIDENCE_INDEX: ("/index.jsonl",),
+    C.ASSET_SCORED_RUNS: ("/" + C.SCORED_FILE,),
+    C.ASSET_EXTRACTED_PLAYBOOKS: (C.EXTRACTED_PATH, C.EXTRACTED_HOLDOUT_PATH),
+    C.ASSET_RAG_PLAYBOOKS: (C.RAG_PATH, C.RAG_HOLDOUT_PATH),
+    C.ASSET_SFT_DATASET: (C.SFT_PATH, C.SFT_HOLDOUT_PATH),
+    C.ASSET_PREFERENCE_PAIRS: (C.PREFERENCE_PATH, C.PREFERENCE_HOLDOUT_PATH),
+    C.ASSET_KTO_DATASET: (C.KTO_PATH, C.KTO_HOLDOUT_PATH),
+}
+
+
+def conservation(asset: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
+    """records in = out + quarantined + skipped, and the quarantine files hold one row for each
+    record left out, re-counted from the files on disk."""
+    from distill_assets.lib.io import count_lines
+
+    stats = receipt.stats
+    problems = []
+    accounted = stats.records_out + stats.quarantined + stats.skipped
+    if stats.records_in != accounted:
+        problems.append(f"{stats.records_in} in != {accounted} out+quarantined+skipped")
+    quarantine_files = [
+        f
+        for f in receipt.outputs.files
+        if f.path.endswith("quarantine.jsonl") and not f.path.startswith(C.QUARANTINE_DIR)
+    ] or [f for f in receipt.outputs.files if f.path.startswith(C.QUARANTINE_DIR)]
+    run_rows = 0
+    for entry in quarantine_files:
+        on_disk = count_lines(root / entry.path)
+        if on_disk != entry.record_count:
+            problems.append(
+                f"{entry.path}: {on_disk} lines on disk, receipt says {entry.record_count}"
+            )
+        run_rows += on_disk
+    pair_rows = int(receipt.extra.get("pairs_quarantined", 0))
+    if run_rows - pair_rows != stats.quarantined + stats.skipped:
+        problems.append(
+            f"quarantine files hold {run_rows - pair_rows} record rows, receipt counts "
+            f"{stats.quarantined + stats.skipped} left out"
+        )
+    return CheckOutcome(
+        asset,
+        C.CHECK_CONSERVATION,
+        not problems,
+        len(problems),
+        "records in = out + quarantined + skipped" if not problems else "; ".join(problems),
+        {
+            "records_in": stats.records_in,
+            "records_out": stats.records_out,
+            "quarantined": stats.quarantined,
+            "skipped": stats.skipped,
+        },
+    )
+
+
+def schema(asset: str, receipt: StageReceipt, root: Path, workers: int) -> CheckOutcome:
+    """Every table file the asset wrote in this run matches its Pandera model."""
+    from distill_assets.lib.schemas import schema_of, validate_jsonl
+
+    paths = [root / p for p in files_read(asset, C.CHECK_SCHEMA, receipt)]
+    model = schema_of(asset, str(receipt.extra.get("format", "")))
+    outcome = validate_jsonl(model, paths, workers=workers)
+    description = (
+        f"{outcome.rows} rows in {len(paths)} file(s) match {model.__name__}"
+        if outcome.passed
+        else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows"
+    )
+    return CheckOutcome(
+        asset,
+        C.CHECK_SCHEMA,
+        outcome.passed,
+        outcome.num_failures,
+        description,
+        {"rows": outcome.rows, "failure_cases": outcome.failure_cases},
+    )
+
+
+def no_secrets(asset: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
+    """Every JSONL file the asset wrote in this run (datasets, holdout, quarantine) holds no
+    secret, re-scanned from disk; the metadata names files, rows and types, never text."""
+    from distill_assets.lib.hygiene.verify import verify_no_secrets
+
+    paths = files_read(asset, C.CHECK_NO_SECRETS, receipt)
+    report = verify_no_secrets(root, paths)
+    description = (
+        f"no secret in {report.rows} rows of {len(paths)} file(s)"
+        if report.passed
+        else f"{report.count} row(s) hold a secret ({', '.join(sorted(report.types))})"
+    )
+    return CheckOutcome(
+        asset,
+        C.CHECK_NO_SECRETS,
+        report.passed,
+        report.count,
+        description,
+        {"rows": report.rows, "violations": report.samples},
+    )
+
+
+def holdout(asset: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
+    """No task has rows in both the train file and the holdout file this run wrote."""
+    from distill_assets.lib.hygiene.holdout import verify_disjoint
+
+    stage = C.ASSET_STAGE[asset]
+    report = verify_disjoint(root / C.TRAIN_PATHS[stage], root / C.HOLDOUT_PATHS[stage])
+    description = (
+        f"{report.train_rows} train and {report.holdout_rows} holdout rows share no task"
+        if report.passed
+        else f"{report.count} task(s) on both sides"
+    )
+    return CheckOutcome(
+        asset,
+        C.CHECK_HOLDOUT_DISJOINT,
+        report.passed,
+        report.count,
+        description,
+        {
+            "train_rows": report.train_rows,
+            "holdout_rows": report.holdout_rows,
+            "shared_tasks": report.shared_tasks,
+        },
+    )
+
+
+def _settings_used(receipt: StageReceipt) -> Any:
+    """The export settings the checked run used, as its receipt recorded them."""
+    from distill_assets.orchestration import ExportConfig
+
+    return ExportConfig(**receipt.extra.get("settings", {})).settings()
+
+
+def firewall(
+    asset: str, check: str, receipt: StageReceipt, out_root: Path, root: Path
+) -> CheckOutcome:
+    """The contamination firewall (or, for preference pairs, the pair rules) re-verified from
+    the written files against the scored runs."""
+    from distill_assets.lib import firewall as fw
+    from distill_assets.lib.extraction import verify_extracted
+
+    if asset == C.ASSET_EXTRACTED_PLAYBOOKS:
+        report = verify_extracted(out_root, root)
+        what = "playbooks"
+    else:
+        verify = {
+            (C.ASSET_RAG_PLAYBOOKS, C.CHECK_FIREWALL): fw.verify_rag,
+            (C.ASSET_SFT_DATASET, C.CHECK_FIREWALL): fw.verify_sft,
+            (C.ASSET_PREFERENCE_PAIRS, C.CHECK_FIREWALL): fw.verify_preference,
+            (C.ASSET_PREFERENCE_PAIRS, C.CHECK_PAIR_RULES): fw.verify_pair_rules,
+            (C.ASSET_KTO_DATASET, C.CHECK_FIREWALL): fw.verify_kto,
+        }[(asset, check)]
+        report = verify(out_root, _settings_used(receipt), root)
+        what = "rows"
+    description = (
+        f"{report.rows} {what} verified against the scored runs"
+        if report.passed
+        else f"{report.count} violation(s) in {report.rows} {what}"
+    )
+    return CheckOutcome(
+        asset,
+        check,
+        report.passed,
+        report.count,
+        description,
+        {"rows": report.rows, "violations": report.violations},
+    )
+
+
+def index(asset: str, check: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
+    """The search index: its schema, or its consistency with the playbooks beside it."""
+    from distill_assets.lib.search import index_problems
+
+    schema_problems, consistency = index_problems(root / C.INDEX_PATH, root / C.RAG_PATH)
+    if check == C.CHECK_SCHEMA:
+        problems, passed_text = schema_problems, "index schema valid"
+    else:
+        problems = consistency or [f"not checked: {p}" for p in schema_problems]
+        passed_text = "index matches the playbooks"
+    return CheckOutcome(
+        asset,
+        check,
+        not problems,
+        len(problems),
+        "; ".join(problems[:5]) if problems else passed_text,
+        {"problems": problems[:20]},
+    )
+
+
+def run_checks(
+    asset: str,
+    checks: list[str],
+    receipt: StageReceipt,
+    out_root: Path,
+    workers: int = 1,
+) -> list[CheckOutcome]:
+    """The outcomes of ``checks`` of ``asset`` on what this run's ``receipt`` lists."""
+    root = written_root(out_root, receipt)
+    outcomes = []
+    for check in checks:
+        if check == C.CHECK_CONSERVATION:
+            outcomes.append(conservation(asset, receipt, root))
+        elif asset == C.ASSET_PLAYBOOK_INDEX:
+            outcomes.append(index(asset, check, receipt, root))
+        elif check == C.CHECK_SCHEMA:
+            outcomes.append(schema(asset, receipt, root, workers))
+        elif check == C.CHECK_NO_SECRETS:
+            outcomes.append(no_secrets(asset, receipt, root))
+        elif check == C.CHECK_HOLDOUT_DISJOINT:
+            outcomes.append(holdout(asset, receipt, root))
+        else:
+            outcomes.append(firewall(asset, check, receipt, out_root, root))
+    return outcomes
