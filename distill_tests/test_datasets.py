@@ -26,7 +26,7 @@ from distill_assets.lib.hygiene.secrets import redact_text
 from distill_assets.lib.io import sha256_file
 from distill_assets.lib.receipts import aggregate_hash, load_receipt
 from distill_assets.lib.runconfig import run_config_of
-from distill_tests.conftest import FIXTURES, materialize_graph, materializations_of
+from distill_tests.conftest import FIXTURES, materializations_of, materialize_graph
 
 datasets = pytest.importorskip(
     "datasets", reason="Hugging Face datasets is not installed (pip install -e '.[dev]')"
