@@ -419,11 +419,67 @@ def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, An
     }
 
 
+def _timed(command: list[str], env: dict[str, str]) -> float:
+    """Wall seconds of a command (its output discarded); it must succeed."""
+    started = time.perf_counter()
+    done = subprocess.run(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        tail = done.stderr.decode("utf-8", "replace")[-2000:]
+        raise SystemExit(f"bench: {' '.join(command[:4])} failed ({done.returncode}): {tail}")
+    return elapsed
+
+
+def fixtures(repeats: int, cache: Path) -> dict[str, Any]:
+    """Wall seconds of ``distill materialize`` on the bundled fixtures against a trivial
+    one-asset graph through the same ``dagster asset materialize`` path (in-process executor,
+    a fresh SQLite instance each time), the median of ``repeats`` runs after one warm-up."""
+    work = Path(tempfile.mkdtemp(prefix="fixtures-", dir=cache))
+    trivial = [sys.executable, "-m", "dagster", "asset", "materialize"]
+    trivial += ["-m", "distill_assets.bench_trivial", "--select", "*"]
+    in_process = {"execution": {"config": {"in_process": {}}}}
+    trivial += ["--config-json", orjson.dumps(in_process).decode()]
+    measured: dict[str, list[float]] = {"fixtures": [], "trivial": []}
+    try:
+        for attempt in range(repeats + 1):
+            for name in ("fixtures", "trivial"):
+                home = work / f"home-{name}-{attempt}"
+                home.mkdir()
+                (home / "dagster.yaml").symlink_to(PROJECT_ROOT / "dagster.yaml")
+                env = {**os.environ, "DAGSTER_HOME": str(home)}
+                env.pop(C.ENV_SOURCE_DIR, None)
+                if name == "fixtures":
+                    out = work / f"out-{attempt}"
+                    command = [sys.executable, "-m", "distill_assets.cli", "materialize"]
+                    command += ["--output", str(out)]
+                else:
+                    command = trivial
+                seconds = _timed(command, env)
+                if attempt:  # the first round warms the page cache and the bytecode caches
+                    measured[name].append(seconds)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    fixture_s = sorted(measured["fixtures"])[len(measured["fixtures"]) // 2]
+    trivial_s = sorted(measured["trivial"])[len(measured["trivial"]) // 2]
+    return {
+        "fixtures_s": round(fixture_s, 3),
+        "trivial_s": round(trivial_s, 3),
+        "ratio": round(fixture_s / trivial_s, 2),
+        "repeats": repeats,
+        "fixtures_runs_s": [round(s, 3) for s in measured["fixtures"]],
+        "trivial_runs_s": [round(s, 3) for s in measured["trivial"]],
+        "cpus": os.cpu_count(),
+        "loadavg": round(os.getloadavg()[0], 2),
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m distill_assets.bench", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--runs", type=int, required=True, help="runs in the synthetic corpus")
+    parser.add_argument("--runs", type=int, help="runs in the synthetic corpus")
     parser.add_argument("--days", type=int, default=30, help="days the corpus spans (default 30)")
     parser.add_argument("--seed", type=int, default=1, help="corpus seed (default 1)")
     parser.add_argument("--cache", default=str(DEFAULT_CACHE), help="corpus cache directory")
@@ -439,6 +495,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="instead: CPU seconds of each stage run alone, against the floor's (docs)",
     )
     parser.add_argument(
+        "--fixtures",
+        action="store_true",
+        help="instead: wall seconds of `distill materialize` on the bundled fixtures against a "
+        "trivial one-asset graph through the same `dagster asset materialize` path",
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each command with --fixtures (median)"
+    )
+    parser.add_argument(
         "--instance",
         choices=("sqlite", "memory"),
         default="sqlite",
@@ -448,7 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.fixtures:
+        cache = Path(args.cache)
+        cache.mkdir(parents=True, exist_ok=True)
+        figures = fixtures(max(1, args.repeats), cache)
+        sys.stdout.write(orjson.dumps(figures).decode() + "\n")
+        return 0
+    if args.runs is None:
+        parser.error("--runs is required (or --fixtures)")
     args.days = min(args.days, args.runs)
     if args.stage_cpu:
         spec = SynthSpec(runs=args.runs, days=args.days, seed=args.seed)
