@@ -503,6 +503,8 @@ class Exporter:
 
     stage: str = ""
     dataset_path: str = ""
+    # rebuilds what a row accounts for from the hygiene's spool (near-duplicates' quarantine)
+    unit_type: Callable[..., Any] = RunKey._make
 
     def __init__(
         self,
@@ -576,7 +578,9 @@ class Exporter:
     ) -> StageResult:
         """Write the train and holdout files (``row_for`` builds a near-duplicate's quarantine
         row from its unit: a run key by default)."""
-        outputs = self.curation.finish(self.tally, self.quarantine, row_for or quarantine_row)
+        outputs = self.curation.finish(
+            self.tally, self.quarantine, row_for or quarantine_row, self.unit_type
+        )
         outputs.append(self.quarantine.commit())
         result = StageResult(self.stage, inputs, outputs, self.tally)
         result.extra["rows"] = self.curation.train_rows
@@ -607,6 +611,7 @@ class RagExporter(Exporter):
 
     stage = C.STAGE_EXPORT_RAG
     dataset_path = C.RAG_PATH
+    unit_type = staticmethod(lambda fields: PlaybookUnit._make(fields))
 
     def __init__(
         self,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from distill_assets.lib import constants as C
@@ -29,6 +30,24 @@ from distill_assets.lib.hygiene.secrets import Finding, scrub
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
 
 FINDINGS_PER_ROW = 20
+
+
+def _task_groups(
+    lines: Iterable[tuple[bytes, bytes]],
+) -> Iterator[list[tuple[bytes, list[Any]]]]:
+    """Spooled (row, units) lines in runs of one task (a task's rows are spooled together)."""
+    group: list[tuple[bytes, list[Any]]] = []
+    task = None
+    for raw, spooled in lines:
+        units = orjson.loads(spooled)
+        unit_task = units[1][1]
+        if group and unit_task != task:
+            yield group
+            group = []
+        task = unit_task
+        group.append((raw, units))
+    if group:
+        yield group
 
 
 @dataclass(frozen=True)
@@ -115,9 +134,13 @@ class Curation:
         )
         self._spool_path = Path(spool)
         self._spool = os.fdopen(fd, "wb")
-        self._units: list[tuple[Any, ...]] = []
-        self._pairs: list[bool] = []
-        self._uses: Counter[str] = Counter()
+        # one line per spooled row: [pair?, unit, unit, ...], the runs (or playbooks) it accounts
+        # for; read back at the end, so memory holds no key of a kept row
+        fd, units = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".units.tmp", dir=target.parent
+        )
+        self._units_path = Path(units)
+        self._units = os.fdopen(fd, "wb")
         self.dropped = 0
         self.pairs_dropped = 0
         self.train_rows = 0
@@ -163,10 +186,7 @@ class Curation:
         """Spool a row that passed screening. ``units`` are the run keys it accounts for (the
         export has counted them as out); ``text`` is what near-duplicates are judged on."""
         self._spool.write(orjson.dumps(row) + b"\n")
-        self._units.append(units)
-        self._pairs.append(pair)
-        for unit in units:
-            self._uses[unit.run_id] += 1
+        self._units.write(orjson.dumps([pair, *map(list, units)]) + b"\n")
         if self.index is not None:
             self.index.add(text)
 
@@ -177,43 +197,58 @@ class Curation:
         tally: Tally,
         quarantine: AtomicJsonlWriter,
         quarantine_row: Callable[..., dict[str, Any]],
+        unit_type: Callable[..., Any] | None = None,
     ) -> list[WrittenFile]:
-        """Write the train and holdout files; quarantine near-duplicates, adjusting ``tally``."""
+        """Write the train and holdout files; quarantine near-duplicates, adjusting ``tally``.
+        ``unit_type`` rebuilds a unit from its spooled fields (a NamedTuple's ``_make``)."""
         self._spool.close()
+        self._units.close()
+        make = unit_type or tuple
         reps = self.index.representatives() if self.index is not None else None
         kept_ids: dict[int, str] = {}
         if reps is not None:
-            kept_ids = {int(r): "" for i, r in enumerate(reps.tolist()) if r != i}
+            kept_ids = {int(r): "" for r in np.unique(reps[reps != np.arange(len(reps))])}
         train = AtomicJsonlWriter(self.write_root, self.train_path)
         holdout = AtomicJsonlWriter(self.write_root, self.holdout_path)
+        fraction = self.settings.holdout_fraction
         try:
-            with open(self._spool_path, "rb") as fh:
-                for number, raw in enumerate(fh):
-                    units = self._units[number]
-                    rep = number if reps is None else int(reps[number])
-                    if rep != number:
-                        self._drop(number, units, kept_ids[rep], tally, quarantine, quarantine_row)
-                        continue
-                    if number in kept_ids:
-                        kept_ids[number] = orjson.loads(raw)["id"]
-                    if in_holdout(units[0].task_id, self.settings.holdout_fraction):
-                        holdout.write_raw(raw)
-                    else:
-                        train.write_raw(raw)
+            with open(self._spool_path, "rb") as rows, open(self._units_path, "rb") as units:
+                number = 0
+                for group in _task_groups(zip(rows, units, strict=True)):
+                    # a run counts as out while any written row of its task still holds it
+                    uses: Counter[str] = Counter(
+                        unit[0] for _, spooled in group for unit in spooled[1:]
+                    )
+                    for raw, spooled in group:
+                        pair, parts = spooled[0], [make(unit) for unit in spooled[1:]]
+                        rep = number if reps is None else int(reps[number])
+                        if rep != number:
+                            self._drop(
+                                pair, parts, uses, kept_ids[rep], tally, quarantine, quarantine_row
+                            )
+                        else:
+                            if number in kept_ids:
+                                kept_ids[number] = orjson.loads(raw)["id"]
+                            if in_holdout(parts[0].task_id, fraction):
+                                holdout.write_raw(raw)
+                            else:
+                                train.write_raw(raw)
+                        number += 1
             outputs = [train.commit(), holdout.commit()]
         except BaseException:
             train.abort()
             holdout.abort()
             raise
         finally:
-            self._spool_path.unlink(missing_ok=True)
+            self._remove_spools()
         self.train_rows, self.holdout_rows = train.lines, holdout.lines
         return outputs
 
     def _drop(
         self,
-        number: int,
-        units: tuple[Any, ...],
+        pair: bool,
+        units: list[Any],
+        uses: Counter[str],
         kept_id: str,
         tally: Tally,
         quarantine: AtomicJsonlWriter,
@@ -221,14 +256,14 @@ class Curation:
     ) -> None:
         self.dropped += 1
         reasons = [C.R_NEAR_DUPLICATE]
-        if self._pairs[number]:
+        if pair:
             self.pairs_dropped += 1
             tally.reasons[C.R_NEAR_DUPLICATE] += 1
             row = quarantine_row(self.stage, reasons, pair=(units[0], units[1]))
             quarantine.write_row({**row, "kept_id": kept_id})
         for unit in units:
-            self._uses[unit.run_id] -= 1
-            if self._uses[unit.run_id]:
+            uses[unit.run_id] -= 1
+            if uses[unit.run_id]:
                 continue  # still in another written row
             tally.records_out -= 1
             if unit.quality == C.QUALITY_REJECTED:
@@ -239,10 +274,15 @@ class Curation:
             row = quarantine_row(self.stage, reasons, key=unit)
             quarantine.write_row({**row, "kept_id": kept_id})
 
-    def abort(self) -> None:
-        if not self._spool.closed:
-            self._spool.close()
+    def _remove_spools(self) -> None:
         self._spool_path.unlink(missing_ok=True)
+        self._units_path.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        for handle in (self._spool, self._units):
+            if not handle.closed:
+                handle.close()
+        self._remove_spools()
 
     def extra(self) -> dict[str, Any]:
         """What the receipt records of this export's hygiene."""
