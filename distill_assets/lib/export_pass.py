@@ -30,6 +30,7 @@ from distill_assets.lib.exports import (
 )
 from distill_assets.lib.hygiene.curate import HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet
+from distill_assets.lib.parallel import process_pool
 from distill_assets.lib.playbooks import PlaybookSettings
 
 
@@ -92,13 +93,24 @@ def _exporters(out_root: Path, plan: ExportPlan, texts: TextStore) -> list[Any]:
     return made
 
 
-def run_exports(out_root: Path, plan: ExportPlan) -> dict[str, StageResult]:
+# below this many scored runs the pass runs in the step's process alone
+POOL_MIN_RUNS = 20_000
+
+
+def run_exports(
+    out_root: Path, plan: ExportPlan, workers: int = 1, pool_min_runs: int = POOL_MIN_RUNS
+) -> dict[str, StageResult]:
     """Run the selected exports in one pass over the scored runs; their results by stage.
 
-    export-rag without the extraction renders the playbooks an earlier extraction wrote under
-    the write root. Each result's ``extra["pass_ms"]`` is the whole pass; its duration share
-    (``extra["own_ms"]``) is the time spent in that export's own code plus an equal part of
-    the shared reading."""
+    With ``workers`` > 1 and at least ``pool_min_runs`` scored runs, the tasks are cut into
+    ranges of about equal bytes (``TaskStream.split``), each range passed in a worker process;
+    the step's process then takes over the workers' parts in task order and finishes every
+    export (near-duplicates, the holdout split, the files), so the bytes written are the same
+    for any number of workers. export-rag without the extraction renders the playbooks an
+    earlier extraction wrote under the write root.
+
+    Each result's ``extra["pass_ms"]`` is the whole pass; its duration (``extra["own_ms"]``)
+    is its share of the pass, in proportion to the time spent in its own code."""
     started = time.perf_counter()
     texts = TextStore(out_root)
     stream = TaskStream(out_root)
@@ -107,7 +119,11 @@ def run_exports(out_root: Path, plan: ExportPlan) -> dict[str, StageResult]:
     results: dict[str, StageResult] = {}
     try:
         if streaming:
-            _stream(stream, streaming, texts)
+            ranges = stream.split(workers) if stream.run_count() >= pool_min_runs else []
+            if len(ranges) > 1:
+                _stream_in_workers(out_root, plan, stream, exporters, ranges)
+            else:
+                _stream(stream, streaming, texts)
         for exporter in exporters:
             if exporter.stage == C.STAGE_EXPORT_RAG and plan.extract is None:
                 began = time.perf_counter()
@@ -125,11 +141,11 @@ def run_exports(out_root: Path, plan: ExportPlan) -> dict[str, StageResult]:
         stream.close()
         texts.close()
     total = time.perf_counter() - started
-    shared = max(0.0, total - sum(e.seconds for e in exporters)) / max(1, len(exporters))
+    own = sum(e.seconds for e in exporters) or 1.0
     for exporter in exporters:
         extra = results[exporter.stage].extra
         extra["pass_ms"] = int(total * 1000)
-        extra["own_ms"] = int((exporter.seconds + shared) * 1000)
+        extra["own_ms"] = int(total * exporter.seconds / own * 1000)
         if len(exporters) > 1:
             extra["pass_stages"] = [e.stage for e in exporters]
     return results
@@ -148,3 +164,81 @@ def _stream(stream: TaskStream, exporters: list[Any], texts: TextStore) -> None:
             exporter.seconds += clock() - began
         texts.next_task()
         tick.advance(len(runs))
+
+
+def _stream_in_workers(
+    out_root: Path,
+    plan: ExportPlan,
+    stream: TaskStream,
+    exporters: list[Any],
+    ranges: list[tuple[str | None, str | None]],
+) -> None:
+    """Pass each task range in a worker process and hand the parts, in task order, to the
+    step's exporters (which then finish as if they had seen every task themselves)."""
+    repeated = stream.repeated_run_ids()
+    tick = progress.current()
+    tick.begin(len(ranges), "task ranges")
+    parts: list[list[dict[str, Any]] | None] = [None] * len(ranges)
+    failure: BaseException | None = None
+    with process_pool(len(ranges)) as pool:
+        futures = [
+            pool.submit(_pass_range, out_root, plan, low, high, repeated) for low, high in ranges
+        ]
+        for number, future in enumerate(futures):
+            try:
+                parts[number] = future.result()
+                tick.advance()
+            except BaseException as exc:  # the other parts' files are removed below
+                failure = failure or exc
+    if failure is not None:
+        for pieces in parts:
+            for exporter, piece in zip(exporters, pieces or [], strict=False):
+                _discard(exporter, piece)
+        raise failure
+    for pieces in parts:
+        assert pieces is not None
+        for exporter, piece in zip(exporters, pieces, strict=True):
+            exporter.absorb(piece)
+
+
+def _pass_range(
+    out_root: Path,
+    plan: ExportPlan,
+    low: str | None,
+    high: str | None,
+    repeated: frozenset[str],
+) -> list[dict[str, Any]]:
+    """In a worker process: every selected export over the tasks in ``[low, high)``; the parts
+    the step's process absorbs (files left on disk, counts)."""
+    texts = TextStore(out_root)
+    stream = TaskStream(out_root, low, high)
+    exporters = _exporters(out_root, plan, texts)
+    streaming = [e for e in exporters if e.stage != C.STAGE_EXPORT_RAG]
+    try:
+        clock = time.perf_counter
+        for task_id, runs in stream.tasks():
+            for exporter in streaming:
+                began = clock()
+                exporter.task(task_id, runs, repeated)
+                exporter.seconds += clock() - began
+            texts.next_task()
+        return [exporter.part() for exporter in exporters]
+    except BaseException:
+        for exporter in exporters:
+            exporter.abort()
+        raise
+    finally:
+        stream.close()
+        texts.close()
+
+
+def _discard(exporter: Any, piece: dict[str, Any]) -> None:
+    """Remove the files a worker's part left on disk (the pass failed)."""
+    paths = [piece.get("quarantine", (None,))[0], piece.get("queue", (None,))[0]]
+    curation = piece.get("curation") or {}
+    for spool, units in curation.get("spools", []):
+        paths += [spool, units]
+    paths += (piece.get("extra") or {}).get("later", [])
+    for path in paths:
+        if path is not None:
+            Path(path).unlink(missing_ok=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import heapq
+import os
 import shutil
 import tempfile
 from collections import Counter
@@ -140,11 +141,44 @@ def _read_spill(path: Path) -> Iterator[list[Any]]:
             yield from loads(line)
 
 
-def _read_entries(path: Path) -> Iterator[list[Any]]:
+def _read_entries(path: Path, start: int = 0, stop: str | None = None) -> Iterator[list[Any]]:
+    """The entries of a by-task file from byte ``start``, up to the first of task ``stop``."""
     loads = orjson.loads
     with open(path, "rb") as fh:
+        fh.seek(start)
         for line in fh:
-            yield loads(line)
+            entry = loads(line)
+            if stop is not None and entry[0] >= stop:
+                return
+            yield entry
+
+
+def _line_start(fh: Any, position: int) -> int:
+    """The first line start at or after ``position``."""
+    if position == 0:
+        return 0
+    fh.seek(position - 1)
+    fh.readline()
+    return int(fh.tell())
+
+
+def _task_at(fh: Any, start: int) -> str:
+    fh.seek(start)
+    return str(orjson.loads(fh.readline())[0])
+
+
+def _first_of(fh: Any, size: int, task: str) -> int:
+    """Byte offset of the first entry of a by-task file whose task is ``task`` or later
+    (``size`` when there is none): a bisection over line starts, entries being sorted."""
+    low, high = 0, size
+    while low < high:
+        middle = (low + high) // 2
+        start = _line_start(fh, middle)
+        if start >= size or _task_at(fh, start) >= task:
+            high = middle
+        else:
+            low = middle + 1
+    return _line_start(fh, low)
 
 
 class TaskStream:
@@ -156,11 +190,15 @@ class TaskStream:
     file (written by an older version) is sorted and spilled to a scratch folder first.
     """
 
-    def __init__(self, out_root: Path) -> None:
+    def __init__(self, out_root: Path, low: str | None = None, high: str | None = None) -> None:
         self.out_root = out_root
+        # the tasks this stream gives: low <= task_id < high (None: no bound)
+        self.low = low
+        self.high = high
         self.inputs: list[WrittenFile] = []
         self._scratch: Path | None = None
         self._opened: list[Iterator[list[Any]]] | None = None
+        self._by_task: list[Path] = []
 
     def __enter__(self) -> TaskStream:
         return self
@@ -195,11 +233,19 @@ class TaskStream:
         sources = []
         for day in layout.days_on_disk(self.out_root, C.SCORED_DIR, C.SCORED_FILE):
             relpath = layout.scored_by_task(day)
-            if (self.out_root / relpath).exists():
-                count = count_lines(self.out_root / relpath)
+            path = self.out_root / relpath
+            if path.exists():
+                count = count_lines(path)
                 self.inputs.append(WrittenFile(relpath, "", 0, count))
-                sources.append(_read_entries(self.out_root / relpath))
+                self._by_task.append(path)
+                start = 0
+                if self.low is not None:
+                    with open(path, "rb") as fh:
+                        start = _first_of(fh, path.stat().st_size, self.low)
+                sources.append(_read_entries(path, start, self.high))
                 continue
+            if self.low is not None or self.high is not None:
+                raise ValueError(f"{relpath} is missing: a task range needs every by-task file")
             if self._scratch is None:
                 scratch_root = self.out_root / C.SCRATCH_DIR
                 scratch_root.mkdir(parents=True, exist_ok=True)
@@ -216,9 +262,49 @@ class TaskStream:
         return self._opened
 
     def run_count(self) -> int:
-        """How many scored runs the stream will give (for progress reports)."""
+        """How many scored runs the streams of all ranges give (for progress reports)."""
         self._opened_sources()
         return sum(f.record_count for f in self.inputs)
+
+    def split(self, parts: int) -> list[tuple[str | None, str | None]]:
+        """Task ranges ``[low, high)`` that cut the stream into about ``parts`` pieces of equal
+        bytes, at task boundaries; one range (everything) when the days cannot be cut (a day
+        without its by-task file) or there is too little to cut."""
+        self._opened_sources()
+        if parts <= 1 or len(self._by_task) != len(self.inputs) or not self._by_task:
+            return [(None, None)]
+        sizes = {path: path.stat().st_size for path in self._by_task}
+        total = sum(sizes.values())
+        handles = {path: open(path, "rb") for path in self._by_task}  # noqa: SIM115
+        try:
+            candidates: set[str] = set()
+            for path, fh in handles.items():
+                for eighth in range(1, 8):
+                    start = _line_start(fh, sizes[path] * eighth // 8)
+                    if start < sizes[path]:
+                        candidates.add(_task_at(fh, start))
+            ordered = sorted(candidates)
+
+            def below(task: str) -> int:
+                return sum(_first_of(fh, sizes[path], task) for path, fh in handles.items())
+
+            cuts: list[str] = []
+            for part in range(1, parts):
+                goal = total * part // parts
+                low, high = 0, len(ordered)
+                while low < high:  # the first candidate with at least ``goal`` bytes below
+                    middle = (low + high) // 2
+                    if below(ordered[middle]) >= goal:
+                        high = middle
+                    else:
+                        low = middle + 1
+                if low < len(ordered) and (not cuts or ordered[low] > cuts[-1]):
+                    cuts.append(ordered[low])
+        finally:
+            for fh in handles.values():
+                fh.close()
+        bounds: list[str | None] = [None, *cuts, None]
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
 
     def tasks(self) -> Iterator[tuple[str, list[RunKey]]]:
         """(task_id, runs best first) for every task, in task order."""
@@ -596,6 +682,40 @@ class Exporter:
         self.curation.abort()
         self.quarantine.abort()
 
+    # --- worker processes: each takes a range of tasks, the step's process the rest ---------
+
+    def part(self) -> dict[str, Any]:
+        """What this export did over a range of tasks in a worker process, for ``absorb``: its
+        counts, its quarantine rows and hygiene spools (left on disk), its own figures."""
+        sealed = self.quarantine.seal()
+        return {
+            "tally": self.tally,
+            "quarantine": (sealed.tmp, sealed.written.record_count),
+            "curation": self.curation.part(),
+            "files_read": self.files_read,
+            "seconds": self.seconds,
+            "extra": self.part_extra(),
+        }
+
+    def absorb(self, part: dict[str, Any]) -> None:
+        """Take over what a worker did over the tasks before any this export has seen."""
+        self.tally.merge(part["tally"])
+        path, lines = part["quarantine"]
+        self.quarantine.write_block(Path(path).read_bytes(), lines)
+        Path(path).unlink(missing_ok=True)
+        self.curation.absorb(part["curation"])
+        self.files_read |= part["files_read"]
+        self.seconds += part["seconds"]
+        self.absorb_extra(part["extra"])
+
+    def part_extra(self) -> dict[str, Any]:
+        """An export's own figures, summed over the parts (``absorb_extra``)."""
+        return {}
+
+    def absorb_extra(self, extra: dict[str, Any]) -> None:
+        for name, value in extra.items():
+            setattr(self, name, getattr(self, name) + value)
+
 
 def _common_reasons(key: RunKey) -> list[str] | None:
     if key.quality == C.QUALITY_REVIEW:
@@ -627,7 +747,15 @@ class RagExporter(Exporter):
             self.allowed = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
         self.counts = {C.EXTRACTED_PATH: 0, C.EXTRACTED_HOLDOUT_PATH: 0}
         # playbooks the extraction put in its holdout, rendered after all of its train rows
-        self._later: Any = tempfile.TemporaryFile(dir=write_root)
+        # (those of worker processes first, in task order; a dot-name swept if killed)
+        target = write_root / C.RAG_PATH
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, later = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".later.tmp", dir=target.parent
+        )
+        self._later_path = Path(later)
+        self._later: Any = os.fdopen(fd, "w+b")
+        self._earlier: list[Path] = []
 
     def task(self, task_id: str, runs: list[RunKey], repeated: frozenset[str]) -> None:
         """The extraction hands the playbooks over (``extracted``); runs are not read here."""
@@ -683,11 +811,22 @@ class RagExporter(Exporter):
                 for extracted in iter_jsonl(root / relpath):
                     self.render(extracted, relpath)
 
-    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
-        self._later.seek(0)
-        for raw in self._later:
-            self.render(orjson.loads(raw), C.EXTRACTED_HOLDOUT_PATH)
+    def part_extra(self) -> dict[str, Any]:
         self._later.close()
+        return {"counts": self.counts, "later": [*self._earlier, self._later_path]}
+
+    def absorb_extra(self, extra: dict[str, Any]) -> None:
+        for relpath, count in extra["counts"].items():
+            self.counts[relpath] += count
+        self._earlier.extend(extra["later"])
+
+    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
+        self._later.flush()
+        for path in [*self._earlier, self._later_path]:
+            with open(path, "rb") as fh:
+                for raw in fh:
+                    self.render(orjson.loads(raw), C.EXTRACTED_HOLDOUT_PATH)
+        self._close_later()
         read = [
             WrittenFile(relpath, "", 0, count)
             for relpath, count in self.counts.items()
@@ -698,8 +837,13 @@ class RagExporter(Exporter):
         result.extra["playbooks"] = self.curation.train_rows
         return result
 
-    def abort(self) -> None:
+    def _close_later(self) -> None:
         self._later.close()
+        for path in [*self._earlier, self._later_path]:
+            path.unlink(missing_ok=True)
+
+    def abort(self) -> None:
+        self._close_later()
         super().abort()
 
 
@@ -956,6 +1100,12 @@ class PreferenceExporter(Exporter):
                     tally.accepted += 1
             else:
                 self.leave_out(key, tainted.get(key.run_id, [C.R_NO_PAIR]))
+
+    def part_extra(self) -> dict[str, Any]:
+        return {
+            "tasks_without_pair": self.tasks_without_pair,
+            "pairs_quarantined": self.pairs_quarantined,
+        }
 
     def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
         result = super().result(stream_inputs)

@@ -181,6 +181,13 @@ class ExtractExporter(Exporter):
             ],
         }, compared
 
+    def part_extra(self) -> dict[str, Any]:
+        return {"counts": self.counts}
+
+    def absorb_extra(self, extra: dict[str, Any]) -> None:
+        for name, count in extra["counts"].items():
+            self.counts[name] += count
+
     def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
         result = super().result(stream_inputs)
         result.extra["playbooks"] = self.curation.train_rows

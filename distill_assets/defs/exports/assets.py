@@ -63,7 +63,7 @@ def exports(
 
     def work(out_root: Path, write_root: Path):
         plan = config.plan(distill, write_root, selected)
-        results = run_exports(out_root, plan)
+        results = run_exports(out_root, plan, workers=distill.worker_count())
         for stage, result in results.items():
             if stage in C.DATASET_STAGES:
                 export = config.of(C.STAGE_ASSET[stage])

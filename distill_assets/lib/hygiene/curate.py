@@ -32,6 +32,13 @@ from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
 FINDINGS_PER_ROW = 20
 
 
+def _spooled(segments: list[tuple[Path, Path]]) -> Iterator[tuple[bytes, bytes]]:
+    """(row line, units line) of every spooled row, segment after segment."""
+    for spool, units in segments:
+        with open(spool, "rb") as rows, open(units, "rb") as kept:
+            yield from zip(rows, kept, strict=True)
+
+
 def _task_groups(
     lines: Iterable[tuple[bytes, bytes]],
 ) -> Iterator[list[tuple[bytes, list[Any]]]]:
@@ -141,6 +148,9 @@ class Curation:
         )
         self._units_path = Path(units)
         self._units = os.fdopen(fd, "wb")
+        # spools of the same export made by worker processes over earlier tasks (``absorb``),
+        # read before this one's own
+        self._absorbed: list[tuple[Path, Path]] = []
         self.dropped = 0
         self.pairs_dropped = 0
         self.train_rows = 0
@@ -212,28 +222,27 @@ class Curation:
         holdout = AtomicJsonlWriter(self.write_root, self.holdout_path)
         fraction = self.settings.holdout_fraction
         try:
-            with open(self._spool_path, "rb") as rows, open(self._units_path, "rb") as units:
-                number = 0
-                for group in _task_groups(zip(rows, units, strict=True)):
-                    # a run counts as out while any written row of its task still holds it
-                    uses: Counter[str] = Counter(
-                        unit[0] for _, spooled in group for unit in spooled[1:]
-                    )
-                    for raw, spooled in group:
-                        pair, parts = spooled[0], [make(unit) for unit in spooled[1:]]
-                        rep = number if reps is None else int(reps[number])
-                        if rep != number:
-                            self._drop(
-                                pair, parts, uses, kept_ids[rep], tally, quarantine, quarantine_row
-                            )
+            number = 0
+            for group in _task_groups(_spooled([*self._absorbed, self._own()])):
+                # a run counts as out while any written row of its task still holds it
+                uses: Counter[str] = Counter(
+                    unit[0] for _, spooled in group for unit in spooled[1:]
+                )
+                for raw, spooled in group:
+                    pair, parts = spooled[0], [make(unit) for unit in spooled[1:]]
+                    rep = number if reps is None else int(reps[number])
+                    if rep != number:
+                        self._drop(
+                            pair, parts, uses, kept_ids[rep], tally, quarantine, quarantine_row
+                        )
+                    else:
+                        if number in kept_ids:
+                            kept_ids[number] = orjson.loads(raw)["id"]
+                        if in_holdout(parts[0].task_id, fraction):
+                            holdout.write_raw(raw)
                         else:
-                            if number in kept_ids:
-                                kept_ids[number] = orjson.loads(raw)["id"]
-                            if in_holdout(parts[0].task_id, fraction):
-                                holdout.write_raw(raw)
-                            else:
-                                train.write_raw(raw)
-                        number += 1
+                            train.write_raw(raw)
+                    number += 1
             outputs = [train.commit(), holdout.commit()]
         except BaseException:
             train.abort()
@@ -274,9 +283,35 @@ class Curation:
             row = quarantine_row(self.stage, reasons, key=unit)
             quarantine.write_row({**row, "kept_id": kept_id})
 
+    def _own(self) -> tuple[Path, Path]:
+        return self._spool_path, self._units_path
+
     def _remove_spools(self) -> None:
-        self._spool_path.unlink(missing_ok=True)
-        self._units_path.unlink(missing_ok=True)
+        for spool, units in [*self._absorbed, self._own()]:
+            spool.unlink(missing_ok=True)
+            units.unlink(missing_ok=True)
+
+    # --- worker processes ------------------------------------------------------------------
+
+    def part(self) -> dict[str, Any]:
+        """What this curation did in a worker process, for the step's process to ``absorb``:
+        its spools (left on disk), its near-duplicate signatures and its counts."""
+        self._spool.close()
+        self._units.close()
+        return {
+            "spools": [*self._absorbed, self._own()],
+            "index": None if self.index is None else self.index.part(),
+            "secrets": self.secrets,
+            "contamination": self.contamination,
+        }
+
+    def absorb(self, part: dict[str, Any]) -> None:
+        """Take over a worker's curation of earlier tasks (before any row of this one)."""
+        self._absorbed.extend(part["spools"])
+        if self.index is not None and part["index"] is not None:
+            self.index.absorb(part["index"])
+        self.secrets.update(part["secrets"])
+        self.contamination.update(part["contamination"])
 
     def abort(self) -> None:
         for handle in (self._spool, self._units):

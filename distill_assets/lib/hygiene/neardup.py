@@ -121,6 +121,22 @@ class NearDupIndex:
             self._fill = 0
         return self.count - 1
 
+    def part(self) -> tuple[np.ndarray, np.ndarray]:
+        """The band hashes and flags of every row so far (a worker's part of an export)."""
+        table = np.concatenate([*self._chunks, self._current[: self._fill]])
+        indexed = np.concatenate([*self._indexed, self._current_indexed[: self._fill]])
+        return table, indexed
+
+    def absorb(self, part: tuple[np.ndarray, np.ndarray]) -> None:
+        """Append another index's rows (made over earlier rows of the same export)."""
+        table, indexed = part
+        if not len(table):
+            return
+        assert self._fill == 0, "absorb before adding rows"
+        self._chunks.append(table)
+        self._indexed.append(indexed)
+        self.count += len(table)
+
     @property
     def nbytes(self) -> int:
         return sum(c.nbytes for c in self._chunks) + self._current.nbytes

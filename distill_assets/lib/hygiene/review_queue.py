@@ -231,6 +231,33 @@ class ReviewExporter:
             self.tally.records_out += 1
             self.tally.accepted += 1
 
+    def part(self) -> dict[str, Any]:
+        """What this queue did over a range of tasks in a worker process (see ``absorb``)."""
+        queue, quarantine = self.queue.seal(), self.quarantine.seal()
+        return {
+            "tally": self.tally,
+            "secrets": self.secrets,
+            "queue": (queue.tmp, queue.written.record_count),
+            "quarantine": (quarantine.tmp, quarantine.written.record_count),
+            "files_read": self.files_read,
+            "stale": self.stale,
+            "seconds": self.seconds,
+        }
+
+    def absorb(self, part: dict[str, Any]) -> None:
+        """Take over a worker's queue rows of the tasks before any this one has seen."""
+        self.tally.merge(part["tally"])
+        self.secrets.update(part["secrets"])
+        for writer, (path, lines) in (
+            (self.queue, part["queue"]),
+            (self.quarantine, part["quarantine"]),
+        ):
+            writer.write_block(Path(path).read_bytes(), lines)
+            Path(path).unlink(missing_ok=True)
+        self.files_read |= part["files_read"]
+        self.stale = self.stale or part["stale"]
+        self.seconds += part["seconds"]
+
     def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
         if self.stale:
             self.abort()
