@@ -106,3 +106,44 @@ def test_workers_start_from_a_fork_server_when_threads_run(collected, tmp_path: 
     (reference / "evidence").symlink_to(out / "evidence")
     score(reference, days, ScoringPolicy(), workers=1)
     assert _tree(target / "scored-runs") == _tree(reference / "scored-runs")
+
+
+def test_export_pass_in_workers_writes_the_same_bytes(tmp_path: Path, collected) -> None:
+    """Every export of the pass, over task ranges in 1, 2 and 3 worker processes: the same
+    datasets, holdouts, quarantines and counts; a run of a task range leaves no file behind."""
+    from distill_assets.lib.export_pass import ExportPlan, run_exports
+    from distill_assets.lib.exports import ExportSettings
+    from distill_assets.lib.playbooks import PlaybookSettings
+
+    out, days = collected
+    scored = tmp_path / "scored"
+    scored.mkdir()
+    (scored / "evidence").symlink_to(out / "evidence")
+    score(scored, days, ScoringPolicy())
+    export = ExportSettings()
+    outcomes = []
+    for workers in (1, 2, 3):
+        write_root = tmp_path / f"exports-{workers}"
+        plan = ExportPlan(
+            write_root=write_root,
+            extract=(PlaybookSettings(), None, None),
+            rag=(export, None),
+            sft=(export, None),
+            preference=(export, None),
+            kto=(export, None),
+            review=True,
+        )
+        results = run_exports(scored, plan, workers=workers, pool_min_runs=0)
+        counts = {
+            stage: (r.tally, r.extra.get("pairs_quarantined"), r.extra.get("steps"))
+            for stage, r in results.items()
+        }
+        outcomes.append((_tree(write_root), counts))
+        assert not [p for p in write_root.rglob(".*") if p.is_file()]  # no spool left behind
+    assert outcomes[0] == outcomes[1] == outcomes[2]
+    tree, counts = outcomes[0]
+    # every export's files: five datasets with holdouts and quarantines, the queue and its own
+    assert len(tree) == 17
+    empty = hashlib.sha256(b"").hexdigest()
+    assert all(tree[f"exports/{kind}/holdout.jsonl"] != empty for kind in ("sft", "kto", "rag"))
+    assert counts["export-preference"][0].reasons["near_duplicate"] > 0
