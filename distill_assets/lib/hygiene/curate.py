@@ -130,11 +130,14 @@ class Curation:
         self.holdout_path = holdout_path
         self.secrets: Counter[str] = Counter()
         self.contamination: Counter[str] = Counter()
-        self.index = (
-            NearDupIndex(settings.near_dup_threshold) if settings.near_dup_threshold else None
-        )
         target = write_root / train_path
         target.parent.mkdir(parents=True, exist_ok=True)
+        # band hashes of full blocks wait in a scratch file beside the spool (memory stays flat)
+        self.index = (
+            NearDupIndex(settings.near_dup_threshold, scratch_dir=target.parent)
+            if settings.near_dup_threshold
+            else None
+        )
         # a dot-name ending in .tmp: a killed run's spool is swept like any temporary file
         fd, spool = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=".spool.tmp", dir=target.parent
@@ -290,6 +293,8 @@ class Curation:
         for spool, units in [*self._absorbed, self._own()]:
             spool.unlink(missing_ok=True)
             units.unlink(missing_ok=True)
+        if self.index is not None:
+            self.index.close()
 
     # --- worker processes ------------------------------------------------------------------
 
@@ -298,9 +303,13 @@ class Curation:
         its spools (left on disk), its near-duplicate signatures and its counts."""
         self._spool.close()
         self._units.close()
+        index = None
+        if self.index is not None:
+            index = self.index.part()
+            self.index.close()
         return {
             "spools": [*self._absorbed, self._own()],
-            "index": None if self.index is None else self.index.part(),
+            "index": index,
             "secrets": self.secrets,
             "contamination": self.contamination,
         }
