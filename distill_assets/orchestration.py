@@ -582,6 +582,18 @@ class IndexConfig(dg.Config):
         return settings
 
 
+def index_settings_of(context: dg.AssetExecutionContext) -> IndexSettings | None:
+    """The search index's settings in this run, when the run builds the index (and its
+    config is valid: preflight has said so); else None."""
+    if C.STAGE_INDEX not in expected_stages(context):
+        return None
+    ops = (context.run.run_config or {}).get("ops", {})
+    try:
+        return IndexConfig(**asset_config(ops, C.ASSET_PLAYBOOK_INDEX)).settings()
+    except (ConfigError, ValueError):
+        return None
+
+
 def expected_stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionContext) -> list[str]:
     """Stages the current run was asked to materialize."""
     selection = context.run.asset_selection

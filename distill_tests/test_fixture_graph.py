@@ -448,3 +448,12 @@ def test_manifest_lists_checked_datasets(out):
     assert listed[C.INDEX_PATH]["rows"] == 10
     assert manifest["indexes"] == {"rag_index": C.INDEX_PATH}
     assert "run_id" not in manifest
+
+
+def test_one_step_makes_every_export_and_the_index_is_built_ahead(receipts):
+    """The export pass made every export in one step (one pass over the scored runs), and
+    the index stage adopted the index built while the other exports finished."""
+    exports = [receipts[C.ASSET_STAGE[asset]] for asset in C.EXPORT_ASSETS]
+    assert {r.extra["pass_ms"] for r in exports} == {exports[0].extra["pass_ms"]}
+    assert exports[0].extra["pass_stages"] == [C.ASSET_STAGE[a] for a in C.EXPORT_ASSETS]
+    assert receipts[C.STAGE_INDEX].extra["built_ahead"] is True

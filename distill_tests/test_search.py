@@ -192,3 +192,42 @@ def test_terms_in_most_playbooks_are_left_out_without_changing_the_ranking(tmp_p
         db.close()
     assert [h.id for h in hits] == [f"pb-{rowid:04d}" for (rowid,) in full]
     assert [h.task_id for h in hits] == ["T-2", "T-5"]
+
+
+def _index_stage(root: Path, settings: S.IndexSettings = SETTINGS):
+    return S.build_index(root, settings, root)
+
+
+@pytest.fixture
+def version(tmp_path: Path) -> Path:
+    """A write root holding RAG playbooks where the index stage expects them."""
+    write_jsonl(tmp_path, C.RAG_PATH, ROWS)
+    return tmp_path
+
+
+def test_an_index_built_ahead_is_adopted_byte_for_byte(tmp_path, version):
+    assert S.build_ahead(version / C.RAG_PATH, version / C.INDEX_PATH, SETTINGS)
+    adopted = _index_stage(version)
+    assert adopted.extra["built_ahead"] is True
+    alone = tmp_path / "alone"
+    write_jsonl(alone, C.RAG_PATH, ROWS)
+    built = _index_stage(alone)
+    assert built.extra["built_ahead"] is False
+    assert adopted.outputs[0] == built.outputs[0]  # same sha256, bytes and rows
+    assert sha256_file(version / C.INDEX_PATH) == built.outputs[0].sha256
+    assert not list(version.rglob(".*.tmp"))
+
+
+@pytest.mark.parametrize("change", ["playbooks", "settings"])
+def test_an_index_built_ahead_of_other_inputs_is_not_adopted(tmp_path, version, change):
+    S.build_ahead(version / C.RAG_PATH, version / C.INDEX_PATH, SETTINGS)
+    settings = SETTINGS
+    if change == "playbooks":  # rewritten after the build started: the index must follow
+        write_jsonl(version, C.RAG_PATH, ROWS[:2])
+    else:
+        settings = S.IndexSettings(title_weight=5)
+    result = _index_stage(version, settings)
+    assert result.extra["built_ahead"] is False
+    assert S.indexed_source(version / C.INDEX_PATH) == sha256_file(version / C.RAG_PATH)
+    assert result.extra["rows"] == (2 if change == "playbooks" else 4)
+    assert not list(version.rglob(".*.tmp"))

@@ -13,6 +13,7 @@ exports share the pass (the tests compare them).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +99,11 @@ POOL_MIN_RUNS = 20_000
 
 
 def run_exports(
-    out_root: Path, plan: ExportPlan, workers: int = 1, pool_min_runs: int = POOL_MIN_RUNS
+    out_root: Path,
+    plan: ExportPlan,
+    workers: int = 1,
+    pool_min_runs: int = POOL_MIN_RUNS,
+    finished: Callable[[str, StageResult], None] | None = None,
 ) -> dict[str, StageResult]:
     """Run the selected exports in one pass over the scored runs; their results by stage.
 
@@ -110,7 +115,8 @@ def run_exports(
     earlier extraction wrote under the write root.
 
     Each result's ``extra["pass_ms"]`` is the whole pass; its duration (``extra["own_ms"]``)
-    is its share of the pass, in proportion to the time spent in its own code."""
+    is its share of the pass, in proportion to the time spent in its own code. ``finished``
+    hears of each export as soon as its files are written (the others may still be writing)."""
     started = time.perf_counter()
     texts = TextStore(out_root)
     stream = TaskStream(out_root)
@@ -132,6 +138,8 @@ def run_exports(
             began = time.perf_counter()
             results[exporter.stage] = exporter.result(list(stream.inputs))
             exporter.seconds += time.perf_counter() - began
+            if finished is not None:
+                finished(exporter.stage, results[exporter.stage])
     except BaseException:
         for exporter in exporters:
             if exporter.stage not in results:

@@ -20,6 +20,7 @@ import os
 import re
 import sqlite3
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,6 +266,65 @@ def _embed(db: sqlite3.Connection, encoder: Encoder, batch: list[tuple[int, str]
     batch.clear()
 
 
+# --- building ahead ------------------------------------------------------------------------------
+#
+# SQLite tokenizes and indexes in C with Python's lock released, so the index can be built in a
+# thread while the process does other work. The export pass starts that build as soon as the
+# RAG playbooks are final (``build_ahead``); the index stage adopts the result when it was made
+# from the same playbooks with the same settings (``_adopt``), else builds the index itself.
+
+_AHEAD: dict[Path, tuple[threading.Thread, dict[str, Any]]] = {}
+
+
+def _ahead_path(target: Path) -> Path:
+    # a dot-name ending in .tmp: swept like any temporary file if the index stage never runs
+    return target.with_name(f".{target.name}.ahead.tmp")
+
+
+def build_ahead(playbooks: Path, target: Path, settings: IndexSettings) -> bool:
+    """Start building the index of ``playbooks`` for ``target`` in a background thread; False
+    when it is not worth it (dense embeddings are Python work)."""
+    if settings.dense or not playbooks.exists():
+        return False
+    box: dict[str, Any] = {"settings": settings, "source": playbooks}
+    ahead = _ahead_path(target)
+
+    def work() -> None:
+        try:
+            box["built"] = write_index(playbooks, ahead, settings)
+        except BaseException as exc:  # the index stage builds it again and reports
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="distill-index-ahead", daemon=True)
+    _AHEAD[target] = (thread, box)
+    thread.start()
+    return True
+
+
+def _adopt(source: Path, target: Path, settings: IndexSettings) -> BuiltIndex | None:
+    """The index built ahead for ``target``, moved into place, when it was built from the
+    same playbooks (by sha256) with the same settings; None otherwise (and it is removed)."""
+    entry = _AHEAD.pop(target, None)
+    ahead = _ahead_path(target)
+    if entry is None:
+        ahead.unlink(missing_ok=True)
+        return None
+    thread, box = entry
+    thread.join()
+    built = box.get("built")
+    if (
+        built is None
+        or box["settings"] != settings
+        or not ahead.exists()
+        or indexed_source(ahead) != sha256_file(source)
+    ):
+        ahead.unlink(missing_ok=True)
+        return None
+    os.replace(ahead, target)
+    _fsync_dir(target.parent)
+    return built
+
+
 def build_index(
     out_root: Path, settings: IndexSettings, write_root: Path | None = None
 ) -> StageResult:
@@ -282,7 +342,10 @@ def build_index(
     encoder = Encoder(settings.dense_package) if settings.dense else None
     quarantine = AtomicJsonlWriter(root, C.quarantine_path(C.STAGE_INDEX))
     try:
-        built = write_index(source, root / C.INDEX_PATH, settings, encoder)
+        built = _adopt(source, root / C.INDEX_PATH, settings)
+        ahead = built is not None
+        if built is None:
+            built = write_index(source, root / C.INDEX_PATH, settings, encoder)
         tally = Tally()
         tally.records_in = built.rows + len(built.left_out)
         tally.records_out = tally.accepted = built.rows
@@ -303,6 +366,7 @@ def build_index(
     result.errors.extend(conservation_errors(tally))
     result.extra["rows"] = built.rows
     result.extra["dense"] = encoder is not None
+    result.extra["built_ahead"] = ahead
     return result
 
 

@@ -4,13 +4,16 @@ from pathlib import Path
 import dagster as dg
 
 from distill_assets.lib import constants as C
+from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.cards import package_dataset
 from distill_assets.lib.export_pass import run_exports
 from distill_assets.lib.publish import publish
+from distill_assets.lib.search import build_ahead
 from distill_assets.orchestration import (
     SINGLE_RUN,
     DistillResource,
     ExportsConfig,
+    index_settings_of,
     run_stage,
     run_stages,
 )
@@ -63,7 +66,16 @@ def exports(
 
     def work(out_root: Path, write_root: Path):
         plan = config.plan(distill, write_root, selected)
-        results = run_exports(out_root, plan, workers=distill.worker_count())
+
+        def finished(stage: str, result: StageResult) -> None:
+            # the playbooks are final: the index can be built while the other exports finish
+            # and the checks run (the index stage adopts it if nothing changed meanwhile)
+            if stage == C.STAGE_EXPORT_RAG and not result.errors:
+                settings = index_settings_of(context)
+                if settings is not None:
+                    build_ahead(write_root / C.RAG_PATH, write_root / C.INDEX_PATH, settings)
+
+        results = run_exports(out_root, plan, workers=distill.worker_count(), finished=finished)
         for stage, result in results.items():
             if stage in C.DATASET_STAGES:
                 export = config.of(C.STAGE_ASSET[stage])
