@@ -10,6 +10,9 @@ manifest's bytes hold no run ids or times.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
@@ -22,7 +25,7 @@ from distill_assets.lib.io import (
     sha256_file,
     write_json_atomic,
 )
-from distill_assets.lib.receipts import read_ledger
+from distill_assets.lib.receipts import read_ledger, receipt_relpath
 from distill_assets.lib.search import indexed_rows, indexed_source
 from distill_assets.lib.versions import open_version
 from distill_assets.lib.versions import publish as swap_in
@@ -66,6 +69,41 @@ def _quarantine_views(out_root: Path, root: Path) -> tuple[list[WrittenFile], li
     return views, read
 
 
+class _RecordCounts:
+    """Row counts of the files a stage wrote, as its receipt recorded them."""
+
+    def __init__(self, out_root: Path) -> None:
+        self.out_root = out_root
+        self._receipts: dict[tuple[str, str], dict[str, int]] = {}
+
+    def of(self, run_id: str, stage: str, relpath: str) -> int | None:
+        key = (run_id, stage)
+        if key not in self._receipts:
+            path = self.out_root / receipt_relpath(run_id, stage)
+            try:
+                receipt = orjson.loads(path.read_bytes())
+                files = receipt["outputs"]["files"]
+                self._receipts[key] = {f["path"]: int(f["record_count"]) for f in files}
+            except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                self._receipts[key] = {}
+        return self._receipts[key].get(relpath)
+
+
+def _unchanged(
+    path: Path, relpath: str, known: dict[str, Any] | None, counts: _RecordCounts
+) -> tuple[str | None, int]:
+    """The sha256 and rows its producer recorded for a file it has not touched since (same
+    size and modification time, the test the receipts' chain of custody applies); (None, 0)
+    for any other file, which is then read again."""
+    if known is None:
+        return None, 0
+    stat = path.stat()
+    if known.get("bytes") != stat.st_size or known.get("mtime_ns") != stat.st_mtime_ns:
+        return None, 0
+    rows = counts.of(known["run_id"], known["stage"], relpath)
+    return (known["sha256"], rows) if rows is not None else (None, 0)
+
+
 def publish(out_root: Path, run_id: str) -> StageResult:
     root = open_version(out_root, run_id)
     relroot = layout.version_relroot(run_id)
@@ -79,25 +117,29 @@ def publish(out_root: Path, run_id: str) -> StageResult:
     # Parquet copies are published when the run wrote them (the exports remove stale ones)
     parquet = [C.parquet_path(p) for p in dataset_files if (root / C.parquet_path(p)).exists()]
     published = dataset_files + parquet + [C.REVIEW_QUEUE_PATH] + list(INDEXES.values())
+    counts = _RecordCounts(out_root)
     for relpath in published + [C.quarantine_path(s) for s in C.PUBLISHED_QUARANTINES]:
         path = root / relpath
         if not path.exists():
             errors.append(f"{relpath} is missing: its export has never run")
             continue
-        sha = sha256_file(path)
         known = ledger.get(relpath)
+        sha, rows = _unchanged(path, relpath, known, counts)
+        if sha is None:  # touched since its producer wrote it (or unknown): read it again
+            sha = sha256_file(path)
+            if relpath in INDEXES.values():
+                rows = indexed_rows(path)
+            elif relpath in parquet:
+                rows = parquet_rows(path)
+            else:
+                rows = count_lines(path)
         if known is None or known["sha256"] != sha:
             errors.append(f"{relpath} differs from what its producer recorded")
-        if relpath in INDEXES.values():
-            rows = indexed_rows(path)
-        elif relpath in parquet:
-            rows = parquet_rows(path)
-        else:
-            rows = count_lines(path)
         inputs.append(WrittenFile(relpath, sha, path.stat().st_size, rows))
         if relpath == C.INDEX_PATH and (root / C.RAG_PATH).exists():
             # a run may rebuild the playbooks without the index: never publish such a pair
-            if indexed_source(path) != sha256_file(root / C.RAG_PATH):
+            rag = _unchanged(root / C.RAG_PATH, C.RAG_PATH, ledger.get(C.RAG_PATH), counts)[0]
+            if indexed_source(path) != (rag or sha256_file(root / C.RAG_PATH)):
                 errors.append(
                     f"{relpath} was built from other playbooks than {C.RAG_PATH}: "
                     "materialize playbook_index"
