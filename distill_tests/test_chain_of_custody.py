@@ -58,3 +58,26 @@ def test_a_scored_file_changed_after_scoring_fails_the_reader(project_defs, inst
     assert [link.path for link in broken] == [tampered.relative_to(out).as_posix()]
     assert broken[0].problem == "no receipt produced this file (changed outside distill?)"
     assert not summary.chain_ok and not summary.overall_passed
+
+
+def test_publish_refuses_a_dataset_changed_after_its_export(fixture_run, tmp_path):
+    """A published file that differs from what its producer recorded (here one row edited,
+    which changes its size and time) is read again, found different, and nothing is swapped in."""
+    import shutil
+
+    from distill_assets.lib.publish import publish
+
+    result, source, _ = fixture_run
+    out = tmp_path / "out"
+    shutil.copytree(source, out, symlinks=True)
+    version = out / ".versions" / result.run_id
+    dataset = version / C.SFT_PATH
+    dataset.chmod(0o644)
+    dataset.write_bytes(dataset.read_bytes().replace(b'"role":"user"', b'"role":"user" ', 1))
+    published = (out / C.EXPORTS_DIR).resolve()
+    done = publish(out, result.run_id)
+    assert any(
+        C.SFT_PATH in error and "differs from what its producer recorded" in error
+        for error in done.errors
+    )
+    assert "published" not in done.extra and (out / C.EXPORTS_DIR).resolve() == published
