@@ -393,7 +393,7 @@ SECRET_TYPES: Final = frozenset(
 )
 # the version of the secret rules (lib/hygiene/secrets.py): collect records it in its receipt,
 # and the exports trust collect's "no secret here" verdict on a record only under the same rules
-SECRET_RULES_VERSION: Final = 2
+SECRET_RULES_VERSION: Final = 3
 SECRET_ACTION_QUARANTINE: Final = "quarantine"
 SECRET_ACTION_REDACT: Final = "redact"
 SECRET_ACTIONS: Final = (SECRET_ACTION_QUARANTINE, SECRET_ACTION_REDACT)

@@ -3,7 +3,9 @@
 Every detector distill uses is listed once, in ``REGEX_DETECTORS`` and the keyword and entropy
 rules below (docs/safety.md): detect-secrets' own plugins for known token formats, four plugins of
 ours in the same plugin interface for LLM-provider and other keys it does not know, its keyword
-regexes for ``password=``-style assignments and its Shannon entropy for unknown random tokens.
+regexes for ``password=``-style assignments and its Shannon entropy for unknown random tokens,
+plus two rules of ours: random-looking values assigned to a name that says it holds a credential
+(``GITHUB_TOKEN=…``, ``"authToken": "…"``) and tokens in a URL's userinfo (``https://TOKEN@host``).
 
 ``Scanner.scrub`` walks a JSON value and returns it with every secret replaced by
 ``[REDACTED:<type>]``, plus one ``Finding`` per secret (type, field path, redacted preview). A
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -179,6 +182,39 @@ PREVIEW_CONTEXT = 24
 # as "call_Q1w2E3r4T5y6U7i8O9p0AsDf" look random by design); token formats still do
 ID_KEYS = frozenset({"id", "tool_call_id"})
 
+# --- credentials under a name that says so, and tokens in URLs (rules of ours) ---------------
+
+# a name that says it holds a credential: GITHUB_TOKEN, authToken, x-auth, db_credential, API_KEY
+_CREDENTIAL_WORD = r"(?i:token|auth|credential|secret|api[_\-]?key)"
+_NAME_CHAR = r"[A-Za-z0-9_.\-]"
+# the alphabets tokens are written in (hex, base64url, alphanumerics), so a path, a file name, a
+# URL or a function call is never read as a value
+_VALUE_CHAR = r"[A-Za-z0-9_+=~\-]"
+CREDENTIAL_MIN_LENGTH = 16
+# the Shannon entropy (bits per character, over the value's own characters) a value needs
+CREDENTIAL_MIN_ENTROPY = 3.0
+_SCHEME = r"(?:(?i:bearer|basic|token|bot)[ \t]+)?"
+_CREDENTIAL_ASSIGNMENT = re.compile(
+    rf"{_CREDENTIAL_WORD}{_NAME_CHAR}*['\"\]]{{0,2}}[ \t]*(?::=|=>|[:=])[ \t]*['\"`]?{_SCHEME}"
+    rf"({_VALUE_CHAR}{{{CREDENTIAL_MIN_LENGTH},}})(?!{_VALUE_CHAR}|[(/]|\.[A-Za-z0-9])",
+    re.ASCII,
+)
+# a JSON key of that kind, whose whole string value is then read as the credential
+_CREDENTIAL_KEY = re.compile(rf"{_NAME_CHAR}*{_CREDENTIAL_WORD}{_NAME_CHAR}*", re.ASCII)
+_CREDENTIAL_VALUE = re.compile(rf"{_SCHEME}({_VALUE_CHAR}{{{CREDENTIAL_MIN_LENGTH},}})", re.ASCII)
+_CREDENTIAL_GATES = ("token", "auth", "credential", "secret", "api")
+# a token as a URL's user, with or without a password: https://TOKEN@host/…
+_URL_USER = re.compile(
+    rf"://([A-Za-z0-9_+=~%.\-]{{{CREDENTIAL_MIN_LENGTH},}})(?::[^\s/?#@]*)?@(?=[A-Za-z0-9\[])",
+    re.ASCII,
+)
+_VALUE_SEPARATOR = re.compile(r"[_\-+=~.%]")
+# a word of an identifier (camelCase, snake_case, UPPER_CASE) or a number
+_IDENTIFIER_PIECE = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]+")
+_HEX_GROUPS = re.compile(r"[0-9a-fA-F]+(?:-[0-9a-fA-F]+)+")
+_LETTER = re.compile(r"[A-Za-z]")
+_ASCII_DIGIT = re.compile(r"[0-9]")
+
 
 def placeholder(kind: str) -> str:
     return f"[REDACTED:{kind}]"
@@ -199,6 +235,41 @@ class Finding:
 
 def _is_id_key(key: str) -> bool:
     return key in ID_KEYS or key.endswith("_id")
+
+
+def _shannon(value: str) -> float:
+    """Shannon entropy of ``value`` in bits per character, over its own characters."""
+    size = len(value)
+    return -sum(n / size * math.log2(n / size) for n in Counter(value).values())
+
+
+def looks_like_credential(value: str) -> bool:
+    """Whether a value assigned to a credential's name (or a URL's user) is random enough to be
+    the credential: at least CREDENTIAL_MIN_LENGTH characters with a letter and a digit, entropy
+    of at least CREDENTIAL_MIN_ENTROPY, and, unless it is groups of hex digits (a UUID), one stretch
+    without separators of that length that is not made of words (identifier words and numbers
+    average more than 4 characters: ``tokens_2024_backup``, ``getUserSettings2`` are not
+    credentials, ``9f86d081…``, ``kQ3xZ…`` are)."""
+    if (
+        len(value) < CREDENTIAL_MIN_LENGTH
+        or not _LETTER.search(value)
+        or not _ASCII_DIGIT.search(value)
+        or _shannon(value) < CREDENTIAL_MIN_ENTROPY
+    ):
+        return False
+    if _HEX_GROUPS.fullmatch(value):
+        return sum(c != "-" for c in value) >= CREDENTIAL_MIN_LENGTH
+    longest = max(_VALUE_SEPARATOR.split(value), key=len)
+    if len(longest) < CREDENTIAL_MIN_LENGTH:
+        return False
+    return len(longest) <= 4 * len(_IDENTIFIER_PIECE.findall(longest))
+
+
+@functools.lru_cache(maxsize=4096)
+def is_credential_key(key: str) -> bool:
+    """A JSON key that says its value is a credential (``auth_token``, ``apiKey``); id keys are
+    identifiers, not credentials."""
+    return not _is_id_key(key) and _CREDENTIAL_KEY.fullmatch(key) is not None
 
 
 def _extend(text: str, start: int, end: int, chars: frozenset[str]) -> tuple[int, int]:
@@ -353,16 +424,50 @@ def _mixed(word: str) -> bool:
     return word.lower() != word and word.upper() != word and _DIGIT.search(word) is not None
 
 
+def is_entropy_token(token: str) -> bool:
+    """The high-entropy rule on one token (a whole run of base64 characters)."""
+    return (
+        len(token) >= ENTROPY_MIN_LENGTH
+        and _mixed(token)
+        and not is_sequential_string(token)
+        and not is_potential_uuid(token)
+        and _ENTROPY.calculate_shannon_entropy(token) > ENTROPY_LIMIT
+    )
+
+
 def _entropy_spans(text: str) -> Iterator[tuple[int, int, str]]:
     for offset, word in _long_words(text):
         if not _mixed(word):
             continue
         for match in _TOKEN.finditer(word):
-            token = match.group()
-            if not _mixed(token) or is_sequential_string(token) or is_potential_uuid(token):
-                continue
-            if _ENTROPY.calculate_shannon_entropy(token) > ENTROPY_LIMIT:
+            if is_entropy_token(match.group()):
                 yield offset + match.start(), offset + match.end(), C.SECRET_HIGH_ENTROPY
+
+
+def _occurrences(text: str, literal: str) -> Iterator[int]:
+    at = text.find(literal)
+    while at >= 0:
+        yield at
+        at = text.find(literal, at + 1)
+
+
+def _credential_spans(text: str, lower: str) -> Iterator[tuple[int, int, str]]:
+    """Credentials assigned to a name that says so, and tokens as a URL's user."""
+    if len(lower) != len(text):
+        matches: Iterator[re.Match[str] | None] = _CREDENTIAL_ASSIGNMENT.finditer(text)
+    else:  # the regex tried only where a name's word starts (much faster on prose)
+        matches = (
+            _CREDENTIAL_ASSIGNMENT.match(text, at)
+            for gate in _CREDENTIAL_GATES
+            for at in _occurrences(lower, gate)
+        )
+    for match in matches:
+        if match and looks_like_credential(match.group(1)):
+            yield match.start(1), match.end(1), C.SECRET_ASSIGNMENT
+    if "://" in text:
+        for match in _URL_USER.finditer(text):
+            if looks_like_credential(match.group(1)):
+                yield match.start(1), match.end(1), C.SECRET_PASSWORD_IN_URL
 
 
 def _merge(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
@@ -377,15 +482,20 @@ def _merge(spans: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     return merged
 
 
-def find_spans(text: str, entropy: bool = True) -> list[tuple[int, int, str]]:
+def find_spans(text: str, entropy: bool = True, named: bool = False) -> list[tuple[int, int, str]]:
     """(start, end, type) of each secret in ``text``, merged, in order; placeholders excluded.
 
     The text is scanned in the pieces between placeholders, so ``password=[REDACTED:…]`` is
-    not read as a new assignment.
+    not read as a new assignment. ``named``: the text is the value of a key that names a
+    credential (``is_credential_key``), so a random-looking value is one.
     """
     if len(text) < _SHORTEST:
         return []
     spans: list[tuple[int, int, str]] = []
+    if named:
+        whole = _CREDENTIAL_VALUE.fullmatch(text)
+        if whole and looks_like_credential(whole.group(1)):
+            spans.append((whole.start(1), whole.end(1), C.SECRET_ASSIGNMENT))
     offset = 0
     pieces = PLACEHOLDER_RE.split(text) if "[REDACTED:" in text else [text]
     # split() interleaves captured types; walk the pieces and skip over each placeholder
@@ -394,6 +504,7 @@ def find_spans(text: str, entropy: bool = True) -> list[tuple[int, int, str]]:
         if piece:
             lower = piece.lower()
             found = list(_regex_spans(piece, lower)) + list(_keyword_spans(piece, lower))
+            found += list(_credential_spans(piece, lower))
             if entropy:
                 found += list(_entropy_spans(piece))
             spans.extend((offset + s, offset + e, k) for s, e, k in found)
@@ -418,12 +529,14 @@ def _preview(redacted: str, start: int, end: int) -> str:
     return ("…" if left else "") + window + ("…" if right < len(redacted) else "")
 
 
-def redact_text(text: str, field: str = "", entropy: bool = True) -> tuple[str, list[Finding]]:
+def redact_text(
+    text: str, field: str = "", entropy: bool = True, named: bool = False
+) -> tuple[str, list[Finding]]:
     """``text`` with each secret replaced by its placeholder, and one finding per secret;
     placeholders already in the text count as findings too."""
     if len(text) < _SHORTEST:
         return text, []
-    spans = find_spans(text, entropy)
+    spans = find_spans(text, entropy, named)
     if not spans and "[REDACTED:" not in text:
         return text, []
     parts: list[str] = []
@@ -452,16 +565,25 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def scrub(value: Any, path: str = "", entropy: bool = True) -> tuple[Any, list[Finding]]:
+def scrub(
+    value: Any, path: str = "", entropy: bool = True, named: bool = False
+) -> tuple[Any, list[Finding]]:
     """``value`` (any JSON value) with every string scrubbed, and the findings with their field
-    paths. Containers are copied only where something changed."""
+    paths. Containers are copied only where something changed. ``named``: see ``find_spans``
+    (set for the string values of keys that name a credential)."""
     if isinstance(value, str):
-        return redact_text(value, path, entropy)
+        return redact_text(value, path, entropy, named)
     if isinstance(value, dict):
         findings: list[Finding] = []
         changed: dict[str, Any] | None = None
         for key, item in value.items():
-            new, found = scrub(item, _join(path, str(key)), entropy and not _is_id_key(str(key)))
+            name = str(key)
+            new, found = scrub(
+                item,
+                _join(path, name),
+                entropy and not _is_id_key(name),
+                isinstance(item, str) and is_credential_key(name),
+            )
             if found:
                 findings.extend(found)
             if new is not item:
@@ -484,16 +606,20 @@ def scrub(value: Any, path: str = "", entropy: bool = True) -> tuple[Any, list[F
     return value, []
 
 
-def has_live_secret(value: Any, entropy: bool = True) -> list[str]:
+def has_live_secret(value: Any, entropy: bool = True, named: bool = False) -> list[str]:
     """Types of the secrets still in ``value`` (placeholders do not count): what the
     ``no_secrets`` check looks for in written files."""
     if isinstance(value, str):
-        return [kind for _, _, kind in find_spans(value, entropy)]
+        return [kind for _, _, kind in find_spans(value, entropy, named)]
     if isinstance(value, dict):
         return [
             kind
             for key, item in value.items()
-            for kind in has_live_secret(item, entropy and not _is_id_key(str(key)))
+            for kind in has_live_secret(
+                item,
+                entropy and not _is_id_key(str(key)),
+                isinstance(item, str) and is_credential_key(str(key)),
+            )
         ]
     if isinstance(value, list):
         return [kind for item in value for kind in has_live_secret(item, entropy)]
@@ -509,6 +635,7 @@ def detector_names() -> tuple[tuple[str, str], ...]:
     """(finding type, detect-secrets plugin class) pairs, for docs and receipts."""
     rows = [(kind, plugin.__name__) for kind, plugin, _ in REGEX_DETECTORS]
     rows += [(C.SECRET_ASSIGNMENT, "KeywordDetector"), (C.SECRET_HIGH_ENTROPY, "entropy")]
+    rows += [(C.SECRET_ASSIGNMENT, "credential name"), (C.SECRET_PASSWORD_IN_URL, "URL user")]
     return tuple(rows)
 
 
