@@ -26,6 +26,7 @@ from distill_assets.lib.accounting import Tally
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.hygiene.holdout import in_holdout
 from distill_assets.lib.hygiene.neardup import NearDupIndex
+from distill_assets.lib.hygiene.prefilter import flag_objects, flag_texts
 from distill_assets.lib.hygiene.secrets import Finding, scrub
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
 
@@ -103,11 +104,12 @@ def _flagged(texts: Sequence[str]) -> bool:
     """Whether the native prefilter says any of ``texts`` may hold a secret."""
     if not texts:
         return False
-    try:
-        from distill_assets.lib.hygiene.prefilter import flag_texts
-    except ImportError:  # no prefilter: every text goes to the exact rules
-        return True
     return bool(flag_texts(list(texts)).any())
+
+
+def _row_flagged(row: dict[str, Any]) -> bool:
+    """Whether the native prefilter says the row (keys included) may hold a secret."""
+    return bool(flag_objects([row])[0])
 
 
 class Curation:
@@ -174,9 +176,9 @@ class Curation:
         ``trusted``: every string of the row is a string of evidence records that collect
         scanned clean under the same rules (lib/exports.TextStore), or made here from fixed words
         and ids, except the ``composed`` ones (joined or encoded from such strings), which the
-        native prefilter reads; only what it flags is scanned by the exact rules. An untrusted
-        row is scanned whole."""
-        if trusted and not _flagged(composed):
+        native prefilter reads. An untrusted row is read whole by the prefilter. Only what the
+        prefilter flags is scanned by the exact rules."""
+        if (trusted and not _flagged(composed)) or not _row_flagged(row):
             scrubbed, findings = row, []
         else:
             scrubbed, findings = scrub(row)

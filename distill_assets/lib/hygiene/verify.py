@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from distill_assets.lib.hygiene.prefilter import flag_lines
 from distill_assets.lib.hygiene.secrets import has_live_secret
 
 
@@ -31,16 +32,6 @@ class SecretReport:
 # files are scanned in blocks of about this many bytes, cut at line ends (memory stays bounded
 # whatever the size of a dataset file)
 BLOCK_BYTES = 64 * 1024 * 1024
-
-
-def _flagged_lines(data: bytes) -> Iterable[int] | None:
-    """Indices (in ``data.split(b"\n")``) of the lines the native prefilter says may hold a
-    secret; None without the prefilter (every line is then scanned by the exact rules)."""
-    try:
-        from distill_assets.lib.hygiene.prefilter import flag_lines
-    except ImportError:
-        return None
-    return flag_lines(data).tolist()
 
 
 def _blocks(path: Path, size: int) -> Iterator[bytes]:
@@ -80,9 +71,9 @@ def verify_no_secrets(
         first = 1  # the row number of each block's first line
         for block in _blocks(path, block_bytes):
             report.rows += _rows(block)
-            flagged = _flagged_lines(block)
-            lines = block.split(b"\n") if flagged is None or flagged else []
-            for index in range(len(lines)) if flagged is None else flagged:
+            flagged = flag_lines(block).tolist()
+            lines = block.split(b"\n") if flagged else []
+            for index in flagged:
                 raw = lines[index]
                 if not raw.strip():
                     continue
