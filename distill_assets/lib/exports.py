@@ -33,6 +33,7 @@ from distill_assets.lib.accounting import StageResult, Tally, conservation_error
 from distill_assets.lib.formats import FormatSettings, pair_columns, plain_text, sft_columns
 from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet
+from distill_assets.lib.hygiene.neardup import BandCache
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, count_lines, iter_jsonl
 from distill_assets.lib.playbooks import render_text, tags_of_sources
 from distill_assets.lib.scoring import task_entry
@@ -385,6 +386,8 @@ class TextStore:
         self._task: dict[tuple[str, int], Fetched | None] = {}
         self._trusted: dict[str, bool] = {}
         self._ledger: dict[str, dict[str, Any]] | None = None
+        # the exports of a pass also share the near-duplicate band hashes of recent texts
+        self.band_cache = BandCache()
 
     def is_open(self, run_file: str) -> bool:
         return run_file in self._handles
@@ -611,6 +614,7 @@ class Exporter:
             write_root,
             self.dataset_path,
             C.HOLDOUT_PATHS[self.stage],
+            texts.band_cache,
         )
         self.texts = texts
         self.files_read: set[str] = set()

@@ -25,7 +25,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib.accounting import Tally
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.hygiene.holdout import in_holdout
-from distill_assets.lib.hygiene.neardup import NearDupIndex
+from distill_assets.lib.hygiene.neardup import BandCache, NearDupIndex
 from distill_assets.lib.hygiene.prefilter import flag_objects, flag_texts
 from distill_assets.lib.hygiene.secrets import Finding, scrub
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
@@ -123,6 +123,7 @@ class Curation:
         write_root: Path,
         train_path: str,
         holdout_path: str,
+        band_cache: BandCache | None = None,
     ) -> None:
         self.stage = stage
         self.settings = settings
@@ -136,7 +137,7 @@ class Curation:
         target.parent.mkdir(parents=True, exist_ok=True)
         # band hashes of full blocks wait in a scratch file beside the spool (memory stays flat)
         self.index = (
-            NearDupIndex(settings.near_dup_threshold, scratch_dir=target.parent)
+            NearDupIndex(settings.near_dup_threshold, scratch_dir=target.parent, cache=band_cache)
             if settings.near_dup_threshold
             else None
         )

@@ -313,6 +313,31 @@ def _band_hashes_of(
 # --- the index -----------------------------------------------------------------------------
 
 
+class BandCache:
+    """Band hashes of texts lately computed, shared by the near-duplicate indexes of one export
+    pass: the exports of a task write rows made of the same texts (a run's SFT, KTO and
+    preference rows often read alike), so a text seen by one index is not hashed again by the
+    next. Keyed by the text and the LSH parameters; at most ``capacity`` texts are kept."""
+
+    def __init__(self, capacity: int = 8192) -> None:
+        self.capacity = capacity
+        self._columns: dict[tuple[str, tuple[int, ...]], np.ndarray | None] = {}
+        self.hits = 0
+
+    def get(self, text: str, params: tuple[int, ...]) -> np.ndarray | None | bool:
+        """The text's band hashes (None: it has no shingle), or False when not known."""
+        found = self._columns.get((text, params), False)
+        if found is not False:
+            self.hits += 1
+        return found
+
+    def put(self, text: str, params: tuple[int, ...], column: np.ndarray | None) -> None:
+        columns = self._columns
+        columns[(text, params)] = column
+        while len(columns) > self.capacity:
+            del columns[next(iter(columns))]
+
+
 class NearDupIndex:
     """Collects rows' texts and their band hashes; ``representatives()`` clusters them.
 
@@ -331,12 +356,15 @@ class NearDupIndex:
         *,
         scratch_dir: Path | None = None,
         batch_rows: int = BATCH_ROWS,
+        cache: BandCache | None = None,
     ) -> None:
         self.threshold = threshold
         self.num_perm = num_perm
         self.seed = seed
         self.bands, self.rows = lsh_params(threshold, num_perm)
         self.batch_rows = max(1, batch_rows)
+        self.cache = cache
+        self._params = (self.bands, self.rows, num_perm, seed)
         self.count = 0
         self._pending: list[str] = []
         self._pending_chars = 0
@@ -391,13 +419,34 @@ class NearDupIndex:
         slot = np.fromiter(
             (slots.setdefault(text, len(slots)) for text in texts), dtype=np.intp, count=len(texts)
         )
-        hashes, offsets = _shingle_batch([_utf8(text) for text in slots])
-        empty = offsets[1:] == offsets[:-1]
-        table = np.zeros((self.bands, len(slots)), dtype=np.uint64)
-        if len(hashes):
-            filled = np.flatnonzero(~empty)
-            starts = np.append(offsets[filled], offsets[-1])
-            table[:, filled] = self._hash_bands(hashes, starts)
+        distinct = list(slots)
+        table = np.zeros((self.bands, len(distinct)), dtype=np.uint64)
+        empty = np.zeros(len(distinct), dtype=bool)
+        todo = list(range(len(distinct)))
+        if self.cache is not None:
+            todo = []
+            for number, text in enumerate(distinct):
+                known = self.cache.get(text, self._params)
+                if known is False:
+                    todo.append(number)
+                elif known is None:
+                    empty[number] = True
+                else:
+                    table[:, number] = known
+        if todo:
+            hashes, offsets = _shingle_batch([_utf8(distinct[number]) for number in todo])
+            missing = offsets[1:] == offsets[:-1]
+            computed = np.zeros((self.bands, len(todo)), dtype=np.uint64)
+            if len(hashes):
+                filled = np.flatnonzero(~missing)
+                starts = np.append(offsets[filled], offsets[-1])
+                computed[:, filled] = self._hash_bands(hashes, starts)
+            table[:, todo] = computed
+            empty[todo] = missing
+            if self.cache is not None:
+                for column, number in enumerate(todo):
+                    value = None if missing[column] else computed[:, column].copy()
+                    self.cache.put(distinct[number], self._params, value)
         first_row = self.count - len(texts)
         if empty.any():
             self._empty.append(np.flatnonzero(empty[slot]) + first_row)
