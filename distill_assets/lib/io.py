@@ -253,6 +253,46 @@ class AtomicFile:
         )
 
 
+def commit_file(source: Path, target: Path, written: WrittenFile) -> WrittenFile:
+    """Put a finished temporary file (``written`` describes it) in place: fsynced, made
+    readable, renamed over ``target``."""
+    with open(source, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.chmod(source, 0o644)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target)
+    _fsync_dir(target.parent)
+    return written
+
+
+def copy_ranges(
+    root: Path, relpath: str, ranges: list[tuple[str, int, int]], lines: int
+) -> WrittenFile:
+    """Atomically write ``relpath`` (under ``root``) as the byte ranges ``(file, start, end)``
+    one after the other, copied by the kernel (``os.copy_file_range``, no pass through Python's
+    memory), then hashed once from disk; ``lines`` is how many lines they hold."""
+    with AtomicFile(root, relpath) as target:
+        with open(target.path, "wb") as out:
+            handles: dict[str, Any] = {}
+            try:
+                for name, start, end in ranges:
+                    source = handles.get(name)
+                    if source is None:
+                        source = handles[name] = open(name, "rb")  # noqa: SIM115
+                    offset = start
+                    while offset < end:
+                        copied = os.copy_file_range(
+                            source.fileno(), out.fileno(), end - offset, offset
+                        )
+                        if copied <= 0:
+                            raise OSError(f"could not copy {name} from byte {offset}")
+                        offset += copied
+            finally:
+                for source in handles.values():
+                    source.close()
+    return target.written(lines)
+
+
 def write_json_atomic(path: Path, obj: Any) -> str:
     return write_bytes_atomic(
         path, orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"

@@ -1,19 +1,22 @@
 """The one object an export talks to about hygiene (docs/safety.md).
 
 ``Curation.screen`` scrubs a row the export is about to write and says whether it must be
-quarantined (``secret_detected``, ``contaminated_eval``); ``Curation.keep`` spools a row that
-passed, with the runs it accounts for and its MinHash band hashes; ``Curation.finish`` drops the
-near-duplicates (``near_duplicate``, naming the kept row) and writes the rest to the train file or
-the holdout file by task. Only band hashes and references to the export's run keys stay in
-memory; the rows wait in a spool file under the run's write root.
+quarantined (``secret_detected``, ``contaminated_eval``); ``Curation.keep`` writes a row that
+passed straight to its side's file (train or holdout, by task), with the runs it accounts for
+and its MinHash band hashes; ``Curation.finish`` finds the near-duplicates (``near_duplicate``,
+naming the kept row) and puts the files in place without them, copying the kept byte ranges.
+Only band hashes (spilled to a scratch file) and a few bytes of offsets per row stay in memory;
+the runs a row accounts for wait in a file beside it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+from array import array
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,34 +31,14 @@ from distill_assets.lib.hygiene.holdout import in_holdout
 from distill_assets.lib.hygiene.neardup import BandCache, NearDupIndex
 from distill_assets.lib.hygiene.prefilter import flag_objects, flag_texts
 from distill_assets.lib.hygiene.secrets import Finding, scrub
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
+from distill_assets.lib.io import (
+    AtomicJsonlWriter,
+    WrittenFile,
+    commit_file,
+    copy_ranges,
+)
 
 FINDINGS_PER_ROW = 20
-
-
-def _spooled(segments: list[tuple[Path, Path]]) -> Iterator[tuple[bytes, bytes]]:
-    """(row line, units line) of every spooled row, segment after segment."""
-    for spool, units in segments:
-        with open(spool, "rb") as rows, open(units, "rb") as kept:
-            yield from zip(rows, kept, strict=True)
-
-
-def _task_groups(
-    lines: Iterable[tuple[bytes, bytes]],
-) -> Iterator[list[tuple[bytes, list[Any]]]]:
-    """Spooled (row, units) lines in runs of one task (a task's rows are spooled together)."""
-    group: list[tuple[bytes, list[Any]]] = []
-    task = None
-    for raw, spooled in lines:
-        units = orjson.loads(spooled)
-        unit_task = units[1][1]
-        if group and unit_task != task:
-            yield group
-            group = []
-        task = unit_task
-        group.append((raw, units))
-    if group:
-        yield group
 
 
 @dataclass(frozen=True)
@@ -112,6 +95,112 @@ def _row_flagged(row: dict[str, Any]) -> bool:
     return bool(flag_objects([row])[0])
 
 
+class _Rows:
+    """The rows one process wrote to one side (train or holdout) of an export: a temporary file
+    beside the dataset, hashed as it is written."""
+
+    def __init__(self, target: Path) -> None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # a dot-name ending in .tmp: a killed run's file is swept like any temporary file
+        fd, path = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".rows.tmp", dir=target.parent
+        )
+        self.path = Path(path)
+        self.handle = os.fdopen(fd, "wb", buffering=1 << 20)
+        self.hash = hashlib.sha256()
+        self.position = 0
+
+    def write(self, line: bytes) -> int:
+        """Append one line; returns where it starts."""
+        start = self.position
+        self.handle.write(line)
+        self.hash.update(line)
+        self.position += len(line)
+        return start
+
+    def close(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+
+
+def _task_lines(parts: list[dict[str, Any]]) -> Iterator[tuple[int, list[list[Any]]]]:
+    """(first row number, rows' stored units) of every task, part after part."""
+    done = 0
+    for part in parts:
+        with open(part["units"], "rb") as fh:
+            for line in fh:
+                first, rows = orjson.loads(line)
+                yield done + first, rows
+        done += part["rows"]
+
+
+def _locate(parts: list[dict[str, Any]], number: int) -> tuple[dict[str, Any], int]:
+    """The part holding row ``number`` and the row's index within it."""
+    for part in parts:
+        if number < len(part["side"]):
+            return part, number
+        number -= len(part["side"])
+    raise IndexError(number)
+
+
+def _row_id(parts: list[dict[str, Any]], number: int) -> str:
+    """The ``id`` of a written row, read back from its side's file."""
+    part, index = _locate(parts, number)
+    with open(part["files"][part["side"][index]], "rb") as fh:
+        fh.seek(part["start"][index])
+        return str(orjson.loads(fh.read(part["length"][index]))["id"])
+
+
+def _column(values: array, dtype: Any) -> np.ndarray:
+    return np.frombuffer(values, dtype=dtype) if len(values) else np.zeros(0, dtype=dtype)
+
+
+def _assemble(
+    root: Path, relpath: str, parts: list[dict[str, Any]], side: int, keep: np.ndarray
+) -> WrittenFile:
+    """Put one side's file in place: the rows the parts wrote to it, in order, but the ones
+    ``keep`` says not to. One part with nothing dropped is renamed as is (its hash was taken
+    while writing); otherwise the kept byte ranges are copied by the kernel
+    (``os.copy_file_range``) and the result hashed once."""
+    rows = 0
+    ranges: list[tuple[str, int, int]] = []  # (file, start, end) to copy, in order
+    dropped_here = False
+    done = 0
+    for part in parts:
+        sides = _column(part["side"], np.int8)
+        mine = sides == side
+        kept = keep[done : done + len(sides)][mine]
+        rows += int(kept.sum())
+        dropped_here = dropped_here or not kept.all()
+        starts = _column(part["start"], np.int64)[mine]
+        ends = starts + _column(part["length"], np.int64)[mine]
+        ranges += _runs(part["files"][side], starts, ends, kept)
+        done += len(sides)
+    filled = [p for p in parts if p["sizes"][side]]
+    if len(filled) <= 1 and not dropped_here:
+        part = filled[0] if filled else parts[-1]
+        written = WrittenFile(relpath, part["hashes"][side], part["sizes"][side], rows)
+        return commit_file(Path(part["files"][side]), root / relpath, written)
+    return copy_ranges(root, relpath, ranges, rows)
+
+
+def _runs(
+    path: str, starts: np.ndarray, ends: np.ndarray, keeps: np.ndarray
+) -> list[tuple[str, int, int]]:
+    """Byte ranges of consecutive kept rows of one file (its rows lie end to end)."""
+    if not len(starts):
+        return []
+    if keeps.all():
+        return [(path, int(starts[0]), int(ends[-1]))]
+    ranges = []
+    edges = np.flatnonzero(np.diff(keeps.astype(np.int8))) + 1
+    bounds = [0, *edges.tolist(), len(keeps)]
+    for low, high in zip(bounds[:-1], bounds[1:], strict=True):
+        if keeps[low]:
+            ranges.append((path, int(starts[low]), int(ends[high - 1])))
+    return ranges
+
+
 class Curation:
     """Hygiene for one export: screening, spooling, near-duplicates and the holdout split."""
 
@@ -141,22 +230,24 @@ class Curation:
             if settings.near_dup_threshold
             else None
         )
-        # a dot-name ending in .tmp: a killed run's spool is swept like any temporary file
-        fd, spool = tempfile.mkstemp(
-            prefix=f".{target.name}.", suffix=".spool.tmp", dir=target.parent
-        )
-        self._spool_path = Path(spool)
-        self._spool = os.fdopen(fd, "wb")
-        # one line per spooled row: [pair?, unit, unit, ...], the runs (or playbooks) it accounts
-        # for; read back at the end, so memory holds no key of a kept row
+        # each kept row goes straight to its side's file; near-duplicates found at the end are
+        # cut out by copying the ranges around them (never a Python loop over the kept rows)
+        self._train = _Rows(target)
+        self._holdout = _Rows(write_root / holdout_path)
+        self._side = array("b")  # per row: 0 train, 1 holdout
+        self._start = array("q")  # per row: where its line starts in its side's file
+        self._length = array("q")
+        # one line per task: [first row, [[pair?, unit, unit, ...] per row]], the runs (or
+        # playbooks) each row accounts for; read back only for tasks with a dropped row
         fd, units = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=".units.tmp", dir=target.parent
         )
         self._units_path = Path(units)
-        self._units = os.fdopen(fd, "wb")
-        # spools of the same export made by worker processes over earlier tasks (``absorb``),
-        # read before this one's own
-        self._absorbed: list[tuple[Path, Path]] = []
+        self._units = os.fdopen(fd, "wb", buffering=1 << 20)
+        self._task: tuple[str, int, list[Any]] | None = None  # the task whose rows are coming
+        self.count = 0
+        # what worker processes made over earlier tasks (``absorb``), read before this one's
+        self._parts: list[dict[str, Any]] = []
         self.dropped = 0
         self.pairs_dropped = 0
         self.train_rows = 0
@@ -199,12 +290,29 @@ class Curation:
         return Screened(scrubbed, reasons, details)
 
     def keep(self, row: dict[str, Any], units: tuple[Any, ...], text: str, pair: bool) -> None:
-        """Spool a row that passed screening. ``units`` are the run keys it accounts for (the
-        export has counted them as out); ``text`` is what near-duplicates are judged on."""
-        self._spool.write(orjson.dumps(row) + b"\n")
-        self._units.write(orjson.dumps([pair, *map(list, units)]) + b"\n")
+        """Write a row that passed screening to its side (train or holdout, by its task).
+        ``units`` are the run keys it accounts for (the export has counted them as out);
+        ``text`` is what near-duplicates are judged on."""
+        line = orjson.dumps(row) + b"\n"
+        task_id = units[0].task_id
+        holdout = in_holdout(task_id, self.settings.holdout_fraction)
+        side = self._holdout if holdout else self._train
+        self._start.append(side.write(line))
+        self._length.append(len(line))
+        self._side.append(1 if holdout else 0)
+        if self._task is None or self._task[0] != task_id:
+            self._flush_task()
+            self._task = (task_id, self.count, [])
+        self._task[2].append([pair, *map(list, units)])
+        self.count += 1
         if self.index is not None:
             self.index.add(text)
+
+    def _flush_task(self) -> None:
+        if self._task is not None:
+            _, first, rows = self._task
+            self._units.write(orjson.dumps([first, rows]) + b"\n")
+            self._task = None
 
     # --- at the end -----------------------------------------------------------------------
 
@@ -216,48 +324,51 @@ class Curation:
         unit_type: Callable[..., Any] | None = None,
     ) -> list[WrittenFile]:
         """Write the train and holdout files; quarantine near-duplicates, adjusting ``tally``.
-        ``unit_type`` rebuilds a unit from its spooled fields (a NamedTuple's ``_make``)."""
-        self._spool.close()
-        self._units.close()
-        make = unit_type or tuple
-        reps = self.index.representatives() if self.index is not None else None
-        kept_ids: dict[int, str] = {}
-        if reps is not None:
-            kept_ids = {int(r): "" for r in np.unique(reps[reps != np.arange(len(reps))])}
-        train = AtomicJsonlWriter(self.write_root, self.train_path)
-        holdout = AtomicJsonlWriter(self.write_root, self.holdout_path)
-        fraction = self.settings.holdout_fraction
+        ``unit_type`` rebuilds a unit from its stored fields (a NamedTuple's ``_make``)."""
+        parts = [*self._parts, self._own_part()]
         try:
-            number = 0
-            for group in _task_groups(_spooled([*self._absorbed, self._own()])):
-                # a run counts as out while any written row of its task still holds it
-                uses: Counter[str] = Counter(
-                    unit[0] for _, spooled in group for unit in spooled[1:]
-                )
-                for raw, spooled in group:
-                    pair, parts = spooled[0], [make(unit) for unit in spooled[1:]]
-                    rep = number if reps is None else int(reps[number])
-                    if rep != number:
-                        self._drop(
-                            pair, parts, uses, kept_ids[rep], tally, quarantine, quarantine_row
-                        )
-                    else:
-                        if number in kept_ids:
-                            kept_ids[number] = orjson.loads(raw)["id"]
-                        if in_holdout(parts[0].task_id, fraction):
-                            holdout.write_raw(raw)
-                        else:
-                            train.write_raw(raw)
-                    number += 1
-            outputs = [train.commit(), holdout.commit()]
-        except BaseException:
-            train.abort()
-            holdout.abort()
-            raise
+            make = unit_type or tuple
+            reps = self.index.representatives() if self.index is not None else None
+            dropped = np.zeros(0, dtype=np.int64)
+            if reps is not None:
+                dropped = np.flatnonzero(reps != np.arange(len(reps)))
+            if len(dropped):
+                self._drop_rows(parts, reps, dropped, make, tally, quarantine, quarantine_row)
+            keep = np.ones(sum(len(p["side"]) for p in parts), dtype=bool)
+            keep[dropped] = False
+            outputs = [
+                _assemble(self.write_root, relpath, parts, number, keep)
+                for number, relpath in ((0, self.train_path), (1, self.holdout_path))
+            ]
         finally:
-            self._remove_spools()
-        self.train_rows, self.holdout_rows = train.lines, holdout.lines
+            self._remove_files(parts)
+        self.train_rows, self.holdout_rows = outputs[0].record_count, outputs[1].record_count
         return outputs
+
+    def _drop_rows(
+        self,
+        parts: list[dict[str, Any]],
+        reps: np.ndarray,
+        dropped: np.ndarray,
+        make: Callable[..., Any],
+        tally: Tally,
+        quarantine: AtomicJsonlWriter,
+        quarantine_row: Callable[..., dict[str, Any]],
+    ) -> None:
+        """Quarantine the dropped rows in row order, each naming the row it duplicates; a run
+        is out only while another written row of its task still holds it."""
+        kept_ids = {int(rep): _row_id(parts, int(rep)) for rep in np.unique(reps[dropped])}
+        wanted = set(dropped.tolist())
+        for first, rows in _task_lines(parts):
+            if not any(first + offset in wanted for offset in range(len(rows))):
+                continue
+            uses: Counter[str] = Counter(unit[0] for row in rows for unit in row[1:])
+            for offset, row in enumerate(rows):
+                number = first + offset
+                if number in wanted:
+                    kept_id = kept_ids[int(reps[number])]
+                    units = [make(unit) for unit in row[1:]]
+                    self._drop(row[0], units, uses, kept_id, tally, quarantine, quarantine_row)
 
     def _drop(
         self,
@@ -289,13 +400,27 @@ class Curation:
             row = quarantine_row(self.stage, reasons, key=unit)
             quarantine.write_row({**row, "kept_id": kept_id})
 
-    def _own(self) -> tuple[Path, Path]:
-        return self._spool_path, self._units_path
+    def _own_part(self) -> dict[str, Any]:
+        """What this process wrote (its files closed)."""
+        self._flush_task()
+        self._units.close()
+        self._train.close()
+        self._holdout.close()
+        return {
+            "files": (str(self._train.path), str(self._holdout.path)),
+            "hashes": (self._train.hash.hexdigest(), self._holdout.hash.hexdigest()),
+            "sizes": (self._train.position, self._holdout.position),
+            "side": self._side,
+            "start": self._start,
+            "length": self._length,
+            "units": str(self._units_path),
+            "rows": self.count,
+        }
 
-    def _remove_spools(self) -> None:
-        for spool, units in [*self._absorbed, self._own()]:
-            spool.unlink(missing_ok=True)
-            units.unlink(missing_ok=True)
+    def _remove_files(self, parts: list[dict[str, Any]]) -> None:
+        for part in parts:
+            for path in (*part["files"], part["units"]):
+                Path(path).unlink(missing_ok=True)
         if self.index is not None:
             self.index.close()
 
@@ -303,15 +428,14 @@ class Curation:
 
     def part(self) -> dict[str, Any]:
         """What this curation did in a worker process, for the step's process to ``absorb``:
-        its spools (left on disk), its near-duplicate signatures and its counts."""
-        self._spool.close()
-        self._units.close()
+        its files (left on disk), its near-duplicate signatures and its counts."""
+        own = self._own_part()
         index = None
         if self.index is not None:
             index = self.index.part()
             self.index.close()
         return {
-            "spools": [*self._absorbed, self._own()],
+            "parts": [*self._parts, own],
             "index": index,
             "secrets": self.secrets,
             "contamination": self.contamination,
@@ -319,17 +443,16 @@ class Curation:
 
     def absorb(self, part: dict[str, Any]) -> None:
         """Take over a worker's curation of earlier tasks (before any row of this one)."""
-        self._absorbed.extend(part["spools"])
+        if self.count:
+            raise ValueError("absorb before keeping rows")
+        self._parts.extend(part["parts"])
         if self.index is not None and part["index"] is not None:
             self.index.absorb(part["index"])
         self.secrets.update(part["secrets"])
         self.contamination.update(part["contamination"])
 
     def abort(self) -> None:
-        for handle in (self._spool, self._units):
-            if not handle.closed:
-                handle.close()
-        self._remove_spools()
+        self._remove_files([*self._parts, self._own_part()])
 
     def extra(self) -> dict[str, Any]:
         """What the receipt records of this export's hygiene."""
