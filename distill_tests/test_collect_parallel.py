@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
+from distill_assets.lib import collect as collect_module
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.collect import collect, list_source_files
@@ -209,3 +212,49 @@ def test_secrets_are_scrubbed_once_and_duplicates_of_held_records_skipped(
     # each record counted once (a duplicate is not scanned again)
     assert sum(result.extra["secrets"].values()) == 2
     assert result.tally.reasons[C.R_SECRET_DETECTED] == 1
+
+
+# sha256 of {relative path: sha256} of everything collect wrote for the corpus below, as the
+# implementation before the quick path (parsing, validation and rows from byte templates) wrote
+# it; every way of running collect must keep writing exactly these bytes
+GOLDEN_TREE = "e5a1e0957a1ec61fdfc8eb91d6d91bbfa083ffe52aa974993932c8c05d607686"
+
+
+@pytest.fixture(scope="module")
+def small_synth(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = tmp_path_factory.mktemp("golden") / "evidence"
+    synthesize(SynthSpec(runs=600, days=2, seed=11, shard_bytes=128 * 1024), source)
+    return source
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_outputs_are_the_reference_bytes(tmp_path: Path, small_synth: Path, mode: str) -> None:
+    out = tmp_path / "out"
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    kwargs = {**MODES[mode], "whole_file_bytes": 100_000} if "streamed" in mode else MODES[mode]
+    result = collect(list_source_files(small_synth), out, None, ParseSettings(now=now), **kwargs)
+    tree = hashlib.sha256(orjson.dumps(_tree(out), option=orjson.OPT_SORT_KEYS)).hexdigest()
+    assert tree == GOLDEN_TREE
+    t = result.tally
+    assert (t.records_in, t.records_out, t.quarantined, t.skipped) == (1490, 1469, 11, 10)
+
+
+@pytest.mark.parametrize("prefilter", ["absent", "flags nothing"])
+def test_the_prefilter_only_saves_work(
+    tmp_path: Path, sources: Path, monkeypatch: pytest.MonkeyPatch, prefilter: str
+) -> None:
+    """Without the native prefilter every record is scrubbed; with it only the lines it flags
+    are, which must give the same bytes (here: it flags the lines holding the key). Telling
+    collect that no line holds a secret keeps clean records as they are."""
+    reference = tmp_path / "ref"
+    collect(list_source_files(sources), reference, None, ParseSettings(), workers=1)
+    flag = None if prefilter == "absent" else (lambda data: np.empty(0, dtype=np.int64))
+    monkeypatch.setattr(collect_module, "_flag_lines", flag)
+    out = tmp_path / "out"
+    collect(list_source_files(sources), out, None, ParseSettings(), workers=1)
+    if prefilter == "absent":
+        assert _tree(out) == _tree(reference)
+    else:
+        day = layout.day_from_key("2024-05-02")  # no secret on this day
+        for path in (layout.evidence_records(day), layout.evidence_index(day)):
+            assert (out / path).read_bytes() == (reference / path).read_bytes()

@@ -1,4 +1,5 @@
-"""The quick test for clean evidence agrees with the full checks on every object."""
+"""The quick tests for clean evidence agree with the full checks on every object; text hashes
+computed in batches match the one-text definition."""
 
 from __future__ import annotations
 
@@ -9,7 +10,15 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from distill_assets.lib.evidence import ParseSettings, parse_line, validate_object
+from distill_assets.lib.evidence import (
+    ParseSettings,
+    QuickCheck,
+    Record,
+    parse_line,
+    text_hash,
+    text_hashes,
+    validate_object,
+)
 from distill_assets.lib.synth import SynthSpec, synthesize
 
 SETTINGS = ParseSettings(now=datetime(2026, 1, 1, tzinfo=UTC))
@@ -79,3 +88,83 @@ def test_agrees_on_odd_messages() -> None:
     for messages in odd:
         _same({**base, "messages": messages})
     assert parse_line(orjson.dumps(base), SETTINGS).__class__.__name__ == "Record"
+
+
+STAMPS = [
+    "2024-05-01T10:00:00Z", "2024-05-01T10:00:00+00:00", "2024-05-01T10:00:00-00:00",
+    "2024-05-01T10:00:00.000Z", "2024-05-01T10:00:00.000000+00:00", "2024-05-01T10:00:00.5Z",
+    "2024-05-01T10:00:00+02:00", "2024-05-01T10:00:00", "2024-05-01 10:00:00Z", "2024-05-01",
+    " 2024-05-01T10:00:00Z", "2024-05-01T10:00:00Z ", "2024-05-01T24:00:00Z",
+    "2024-02-30T10:00:00Z", "2024-05-01T10:00:60Z", "2024-05-01T10:00:00ZZ",
+    "2024-05-01T1:00:00Z", "2019-12-31T23:59:59Z", "2020-01-01T00:00:00Z",
+    "2025-12-31T23:00:00Z", "2026-01-01T23:59:59Z", "2026-01-02T00:00:00Z",
+    "2026-01-02T00:00:01Z", "2030-01-01T00:00:00Z", "2024-05-01T10:00:00+00:00 ",
+    "+2024-05-01T10:00:00Z", "2024-W18-3T10:00:00Z", "2024-05-01T10:00:00.000",
+    "2024-05-01T10:00:00+0000", "2024-05-01T10:00:00,000Z", "2024-05-01T10:00:00.000-00:00",
+    "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", "9999-12-31T23:59:59-01:00",
+]  # fmt: skip
+
+
+def _quick_agrees(check: QuickCheck, obj: dict) -> None:
+    """QuickCheck keeps exactly what validate_object keeps, with the same day and timestamp."""
+    found = check.check(copy.deepcopy(obj))
+    full = validate_object(copy.deepcopy(obj), SETTINGS, check_all=True)
+    if found is not None:
+        assert isinstance(full, Record), obj
+        assert found == (full.day, full.created_at), obj
+
+
+def test_quick_check_agrees_on_a_synthetic_corpus(objects: list[dict]) -> None:
+    check = QuickCheck(SETTINGS)
+    kept = sum(check.check(obj) is not None for obj in objects)
+    for obj in objects:
+        _quick_agrees(check, obj)
+    assert kept > 0.9 * len(objects)  # the quick way is the usual one
+
+
+def test_quick_check_agrees_on_odd_values_and_timestamps(objects: list[dict]) -> None:
+    check = QuickCheck(SETTINGS)
+    for obj in random.Random(4).sample(objects, 20):
+        for name in FIELDS:
+            for value in ODD_VALUES:
+                _quick_agrees(check, {**obj, name: value})
+        for stamp in STAMPS:
+            _quick_agrees(check, {**obj, "created_at": stamp})
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 1
+
+
+def test_messages_depth_limit_is_exact() -> None:
+    rng = random.Random(5)
+
+    def nested(level: int) -> object:
+        if level > 7 or rng.random() < 0.3:
+            return rng.choice(["x", 1, None, [], {}])
+        if rng.random() < 0.5:
+            return [nested(level + 1) for _ in range(rng.randint(0, 3))]
+        return {str(k): nested(level + 1) for k in range(rng.randint(0, 3))}
+
+    base = {"kind": "run", "run_id": "r", "task_id": "t", "instruction": "i", "response": "",
+            "created_at": "2024-05-01T10:00:00Z"}  # fmt: skip
+    for _ in range(300):
+        messages = [{"role": "user", "content": "x", "meta": nested(0)}]
+        for limit in range(1, 10):
+            settings = ParseSettings(now=SETTINGS.now, max_messages_depth=limit)
+            parsed = validate_object({**base, "messages": messages}, settings)
+            assert isinstance(parsed, Record) == (_depth(messages) <= limit)
+
+
+def test_text_hashes_match_text_hash() -> None:
+    rng = random.Random(6)
+    alphabet = [" ", "\t", "\n", "\r", "\x0b", "\x0c", "\x1c", "\x1f", "a", "b", "é", "\u00a0",
+                "\u2003", "\u3000", "\x85", "\x00", "[", "{"]  # fmt: skip
+    for _ in range(300):
+        texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 14))) for _ in range(40)]
+        texts += ["  a   long\\n\\n text " * rng.randint(0, 3000)]
+        assert text_hashes(texts) == [text_hash(text).encode() for text in texts]

@@ -11,24 +11,34 @@ per day write the same bytes.
 Per day it writes ``records.jsonl`` (each usable record with provenance), ``index.jsonl`` (a
 compact row per record with the fields scoring needs and the record's byte offset) and
 ``quarantine.jsonl`` (every line left out, with reason codes, never the line's content).
+
+Every line is parsed, validated, re-serialized with sorted keys and hashed, so the Python work
+per line is kept to a minimum (docs/performance.md, *Collect*): a clean line takes a quick way
+whose rows are filled into byte templates, its texts are hashed a stretch at a time, and only the
+lines the native secret prefilter flags are scrubbed; anything else takes the full checks.
 """
 
 from __future__ import annotations
 
-import functools
+import binascii
+import gc
 import hashlib
 import io
+import itertools
+import mmap
 import os
 import shutil
 import tempfile
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 
 from distill_assets.lib import constants as C
@@ -37,16 +47,22 @@ from distill_assets.lib.accounting import StageResult, Tally, conservation_error
 from distill_assets.lib.digests import DigestTable
 from distill_assets.lib.evidence import (
     ParseSettings,
+    QuickCheck,
     Record,
     Rejected,
     parse_line,
     strip_line,
-    text_hash,
+    text_hashes,
     validate_object,
 )
-from distill_assets.lib.hygiene.secrets import Finding, safe_identifier, scrub_record
+from distill_assets.lib.hygiene.secrets import safe_identifier, scrub_record
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, sha256_file
 from distill_assets.lib.parallel import process_pool
+
+try:  # a native scan saying which lines may hold a secret; without it every line may
+    from distill_assets.lib.hygiene.prefilter import flag_lines as _flag_lines
+except ImportError:
+    _flag_lines = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
     from distill_assets.lib.importers.base import ImportBatch
@@ -116,38 +132,79 @@ INDEX_FIELDS = (
     "signals",
 )
 
+# Rows are written from byte templates, filled with ``bytes % (...)`` instead of building a dict
+# per record for orjson: the templates are orjson's own bytes of a row whose values are markers.
+_TEXT = "\x01"  # a string value whose text is filled in as it is (hex digests only)
+_VALUE = "\x02"  # a JSON value, filled in as orjson wrote it
+_OFFSET = "\x03"  # an index row's offset, known only when the row is written: a NUL byte
+_HASH = "\x04"  # a run's text hash, known once the texts of a stretch are hashed together
+_HASH_PLACEHOLDER = b"0" * 64
 
-# the runs of a task repeat its instruction: a few recent ones are remembered with their hash
-_instruction_hash = functools.lru_cache(maxsize=256)(text_hash)
+
+def _template(row: dict[str, Any]) -> bytes:
+    """orjson's bytes of ``row`` with every marker value replaced (see above)."""
+    data = orjson.dumps(row)
+    assert b"%" not in data and b"\x00" not in data
+    return (
+        data.replace(b'"\\u0002"', b"%b").replace(b"\\u0001", b"%b").replace(b'"\\u0003"', b"\x00")
+    )
 
 
-def index_row(record: Record, offset: int) -> dict[str, Any]:
-    """The compact row scoring reads instead of the full record; every kind has every field."""
-    obj = record.obj
+def _index_row(kind: str, **values: Any) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(INDEX_FIELDS)
-    row["evidence_id"] = record.evidence_id
-    row["kind"] = record.kind
-    row["run_id"] = record.run_id
-    row["created_at"] = record.created_at
-    row["offset"] = offset
-    if record.kind == C.KIND_RUN:
-        meta = obj.get("meta")
-        row["task_id"] = obj["task_id"]
-        row["category"] = obj.get("category")
-        row["agent"] = obj.get("agent")
-        row["instruction_hash"] = _instruction_hash(obj["instruction"])
-        row["response_hash"] = text_hash(obj["response"])
-        row["response_empty"] = not obj["response"].strip()
-        row["has_messages"] = bool(obj.get("messages"))
-        row["sft_eligible"] = not (isinstance(meta, dict) and meta.get("sft_eligible") is False)
-    elif record.kind == C.KIND_REVIEW:
-        row["verdict"] = obj["verdict"]
-        row["score"] = obj.get("score")
-    else:
-        row["outcome"] = obj["outcome"]
-        row["reward"] = obj.get("reward")
-        row["signals"] = _partial_signals(obj)
+    row.update(evidence_id=_TEXT, kind=kind, run_id=_VALUE, created_at=_VALUE, offset=_OFFSET)
+    row.update(values)
     return row
+
+
+# index rows of reviews and outcomes, filled with (evidence id, run id, created_at, values...)
+_INDEX_ROWS = {
+    C.KIND_REVIEW: _template(_index_row(C.KIND_REVIEW, verdict=_VALUE, score=_VALUE)) + b"\n",
+    C.KIND_OUTCOME: _template(
+        _index_row(C.KIND_OUTCOME, outcome=_VALUE, reward=_VALUE, signals=_VALUE)
+    )
+    + b"\n",
+}
+
+
+def _run_index_templates() -> tuple[bytes, dict[tuple[bool, bool, bool], bytes], int]:
+    """A run's index row in two: up to its instruction hash (filled with evidence id, run id,
+    created_at, task id, category, agent), and the rest for each (response_empty, has_messages,
+    sft_eligible), with placeholders for both hashes; and where the response hash starts in
+    that rest."""
+    tails = {}
+    for flags in itertools.product((False, True), repeat=3):
+        row = _index_row(
+            C.KIND_RUN, task_id=_VALUE, category=_VALUE, agent=_VALUE,
+            instruction_hash=_HASH, response_hash=_HASH,
+            response_empty=flags[0], has_messages=flags[1], sft_eligible=flags[2],
+        )  # fmt: skip
+        head, between, end = _template(row).split(b"\\u0004")
+        tails[flags] = _HASH_PLACEHOLDER + between + _HASH_PLACEHOLDER + end + b"\n"
+    return head, tails, len(_HASH_PLACEHOLDER + between)
+
+
+_RUN_INDEX_HEAD, _RUN_INDEX_TAILS, _RESPONSE_HASH_AT = _run_index_templates()
+# a records row up to its record: evidence id, run id, (a run's task id,) created_at, source
+# path, line, source sha256, then optional fields (importer, secrets), then the record itself
+_RECORD_HEADS = {
+    kind: _template(
+        {
+            "evidence_id": _TEXT,
+            "kind": kind,
+            "run_id": _VALUE,
+            "task_id": _VALUE if kind == C.KIND_RUN else None,
+            "created_at": _VALUE,
+            "source_path": _VALUE,
+            "line": _VALUE,
+            "source_sha256": _VALUE,
+        }
+    )[:-1]
+    + b'%b,"record":'
+    for kind in C.KINDS
+}
+_RECORD_END = b"}\n"
+_SORT_KEYS = orjson.OPT_SORT_KEYS
 
 
 def _partial_signals(obj: dict[str, Any]) -> dict[str, float] | None:
@@ -164,33 +221,6 @@ def _partial_signals(obj: dict[str, Any]) -> dict[str, float] | None:
         if isinstance(value, int | float)  # a bool counts as 1.0 / 0.0
     }
     return kept or None
-
-
-def _records_line(
-    record: Record,
-    source_path: str,
-    line: int | None,
-    sha: str,
-    imported: tuple[str, int] | None = None,
-    findings: list[Finding] | None = None,
-) -> bytes:
-    head: dict[str, Any] = {
-        "evidence_id": record.evidence_id,
-        "kind": record.kind,
-        "run_id": record.run_id,
-        "task_id": record.obj.get("task_id") if record.kind == C.KIND_RUN else None,
-        "created_at": record.created_at,
-        "source_path": source_path,
-        "line": line,
-        "source_sha256": sha,
-    }
-    if imported is not None:
-        # an imported object's provenance: the importer, and the record number in source_path
-        head["importer"], head["source_record"] = imported
-    if findings:
-        # what was redacted in this record (type, field, preview; never the secret)
-        head["secrets"] = [finding.as_dict() for finding in findings]
-    return orjson.dumps(head)[:-1] + b',"record":' + record.canonical + b"}\n"
 
 
 def _quarantine_row(
@@ -218,7 +248,6 @@ def _quarantine_row(
 
 
 _OUT_OF_RANGE = frozenset({C.R_FUTURE_TIMESTAMP, C.R_TIMESTAMP_OUT_OF_RANGE})
-_OFFSET_KEY = b',"offset":0,'
 # files up to this size are read whole and may go to a worker process; larger ones are streamed
 WHOLE_FILE_BYTES = 64 * 1024 * 1024
 # a streamed file hands what it scanned to the writers every this many bytes
@@ -234,25 +263,52 @@ def _outside(rejected: Rejected) -> bool:
     return not _OUT_OF_RANGE.isdisjoint(rejected.reasons)
 
 
-@dataclass
+def _lines_to_scrub(data: bytes) -> set[int] | None:
+    """Indices of the lines of ``data.split(b"\\n")`` that may hold a secret (the native
+    prefilter, a superset of what ``scrub_record`` finds); None: every line may."""
+    if _flag_lines is None:
+        return None
+    return set(_flag_lines(data).tolist())
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector: scanning makes millions of short-lived dicts and no
+    reference cycles, so its collections would only walk them."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@dataclass(slots=True)
 class DayPart:
     """What a stretch of one source file contributes to one day bucket, in line order.
 
-    Kept records and left-out lines carry sequence numbers, so a record that turns out to
-    duplicate one from an earlier file can be put back among the left-out lines in order. A
+    Kept records and left-out lines carry sequence numbers (a file's line numbers), so a record
+    that turns out to duplicate one from an earlier file can be put back among the left-out
+    lines in order; its kind, run id, path and line are read back from its records row. A
     record whose identifier holds a secret is ``held``: quarantined (``secret_detected``) unless
     it duplicates a record of an earlier file, which only the writer knows.
+
+    Rows accumulate in byte buffers rather than as one object per row: fewer objects to
+    allocate, pickle and join.
     """
 
-    records: list[bytes] = field(default_factory=list)  # joined into ``data`` when handed over
-    data: bytes = b""  # the records lines, one after the other
-    offsets: list[int] = field(default_factory=list)  # of each record within ``data``
-    index_heads: list[bytes] = field(default_factory=list)  # index line up to its offset
-    index_tails: list[bytes] = field(default_factory=list)  # index line after its offset
-    digests: list[bytes] = field(default_factory=list)
+    # the records rows; in the writer, possibly a view of the file a worker spilled them to
+    records: bytearray | memoryview = field(default_factory=bytearray)
+    spilled: tuple[int, int] | None = None  # (start, length) of ``records`` in that file
+    offsets: list[int] = field(default_factory=list)  # of each record within ``records``
+    # the index rows, a NUL byte in place of each offset (the writer knows where they land)
+    index: bytearray = field(default_factory=bytearray)
+    # (where in ``index``, instruction text, response text) of each run until take()
+    hash_slots: list[tuple[int, int, int]] = field(default_factory=list)
+    digests: bytearray = field(default_factory=bytearray)  # 32 bytes a kept record
     keep_seq: list[int] = field(default_factory=list)
-    # (kind, run_id, line, size, source path) of each kept record
-    keep_meta: list[tuple[str, str, int | None, int | None, str]] = field(default_factory=list)
+    keep_sizes: list[int | None] = field(default_factory=list)
     # secret types found in a kept record (by its position among the kept ones)
     keep_secrets: dict[int, tuple[str, ...]] = field(default_factory=dict)
     held_digests: list[bytes] = field(default_factory=list)
@@ -262,9 +318,20 @@ class DayPart:
     held_secrets: list[tuple[str, ...]] = field(default_factory=list)
     quarantine: list[bytes] = field(default_factory=list)
     quarantine_seq: list[int] = field(default_factory=list)
-    size: int = 0
-    seq: int = 0
     tally: Tally = field(default_factory=Tally)
+
+    def __len__(self) -> int:
+        """Records kept."""
+        return len(self.offsets)
+
+    def record_row(self, i: int) -> bytes:
+        end = self.offsets[i + 1] if i + 1 < len(self.offsets) else len(self.records)
+        return bytes(self.records[self.offsets[i] : end])
+
+    def kept_meta(self, i: int) -> tuple[str, str, int | None, int | None, str]:
+        """(kind, run_id, line, size, source path) of the i-th kept record."""
+        row = orjson.loads(self.record_row(i))
+        return row["kind"], row["run_id"], row["line"], self.keep_sizes[i], row["source_path"]
 
 
 @dataclass
@@ -277,25 +344,35 @@ class FileScan:
 
 
 class _Scanner:
-    """Turns the lines of one source file into day parts; touches no output file."""
+    """Turns the lines of one source file into day parts; touches no output file.
+
+    Most lines take the quick way in ``scan_block``: parsed, recognized as clean by
+    ``QuickCheck`` and kept by ``keep``, which writes their rows from byte templates. Any other
+    line goes through ``parse_line`` and its full checks. The texts of a stretch's runs are
+    hashed together (``text_hashes``) when its parts are taken.
+    """
 
     def __init__(
-        self,
-        source: SourceFile,
-        sha: str,
-        days: frozenset[date] | None,
-        settings: ParseSettings,
+        self, source: SourceFile, days: frozenset[date] | None, settings: ParseSettings
     ) -> None:
         self.source = source
-        self.sha = sha
         self.days = days
         self.settings = settings
+        self.quick = QuickCheck(settings)
         self.parts: dict[date | None, DayPart] = {}
-        self.seen: dict[date, set[bytes]] = {}
+        self.seen: dict[date | None, set[bytes]] = {}
         self.pending: list[tuple[int, Rejected, int]] = []
         self.last_day: date | None = None
         self.lines = 0
-        self.scanned = 0
+        # texts waiting for their hashes, and the last instruction of each task with its slot
+        self.texts: list[str] = []
+        self.instructions: dict[str, tuple[str, int]] = {}
+        self.set_sha("")
+
+    def set_sha(self, sha: str) -> None:
+        """The source file's sha256, which its records rows carry (with its path)."""
+        self.sha = sha
+        self.where = (orjson.dumps(self.source.relpath), orjson.dumps(sha))
 
     def _part(self, day: date | None) -> DayPart | None:
         if day is not None and self.days is not None and day not in self.days:
@@ -303,12 +380,14 @@ class _Scanner:
         part = self.parts.get(day)
         if part is None:
             part = self.parts[day] = DayPart()
+            self.seen.setdefault(day, set())
         return part
 
     def leave(
         self,
         day: date | None,
         rejected: Rejected,
+        seq: int,
         line: int | None,
         size: int | None,
         relpath: str | None = None,
@@ -321,66 +400,155 @@ class _Scanner:
         part.tally.leave_out(rejected.disposition, rejected.reasons)
         row = _quarantine_row(rejected, relpath or self.source.relpath, line, size, detail)
         part.quarantine.append(orjson.dumps(row) + b"\n")
-        part.quarantine_seq.append(part.seq)
-        part.seq += 1
+        part.quarantine_seq.append(seq)
 
     def keep(
         self,
-        record: Record,
+        day: date,
+        obj: dict[str, Any],
+        created_at: str,
+        seq: int,
         line: int | None,
         size: int | None,
+        scrub: bool,
         relpath: str | None = None,
-        sha: str | None = None,
+        where: tuple[bytes, bytes] | None = None,
         imported: tuple[str, int] | None = None,
     ) -> None:
-        day = record.day
-        part = self._part(day)
+        """Keep a valid record (``created_at`` as normalized) unless it repeats one of this
+        file; ``scrub``: it may hold a secret (else the prefilter found it clean)."""
+        part = self.parts.get(day)
         if part is None:
-            return
-        relpath = relpath or self.source.relpath
-        digest = bytes.fromhex(record.evidence_id)
-        seen = self.seen.get(day)
-        if seen is None:
-            seen = self.seen[day] = set()
+            part = self._part(day)
+            if part is None:
+                return
+        kind = obj["kind"]
+        dumps = orjson.dumps
+        canonical = dumps(obj, option=_SORT_KEYS)
+        digest = hashlib.sha256(canonical).digest()
+        seen = self.seen[day]
         if digest in seen:
-            self.leave(day, _duplicate(record), line, size, relpath)
+            rejected = _duplicate_of(kind, obj["run_id"], digest)
+            self.leave(day, rejected, seq, line, size, relpath)
             return
         seen.add(digest)
-        # the evidence store never holds a secret: it keeps the record with placeholders
-        scrubbed, findings = scrub_record(record)
-        if scrubbed is None:
-            part.held_digests.append(digest)
-            part.held_seq.append(part.seq)
-            part.held_meta.append((record.kind, record.run_id, line, size, relpath))
-            part.held_secrets.append(tuple(finding.type for finding in findings))
-            part.seq += 1
-            return
-        if findings:
-            part.keep_secrets[len(part.digests)] = tuple(finding.type for finding in findings)
-        record = scrubbed
-        tally = part.tally
-        tally.records_in += 1
-        tally.records_out += 1
-        tally.accepted += 1
-        rec = _records_line(record, relpath, line, sha or self.sha, imported, findings)
-        part.offsets.append(part.size)
-        part.size += len(rec)
-        part.records.append(rec)
-        index_line = orjson.dumps(index_row(record, 0))
-        cut = index_line.index(_OFFSET_KEY)
-        part.index_heads.append(index_line[:cut])
-        part.index_tails.append(index_line[cut + len(_OFFSET_KEY) :] + b"\n")
-        part.digests.append(digest)
-        part.keep_seq.append(part.seq)
-        part.keep_meta.append((record.kind, record.run_id, line, size, relpath))
-        part.seq += 1
+        evidence_id = binascii.hexlify(digest)
+        extra = b""
+        if imported is not None:
+            extra = b',"importer":%b,"source_record":%b' % (dumps(imported[0]), dumps(imported[1]))
+        if scrub:
+            # the evidence store never holds a secret: it keeps the record with placeholders
+            record = Record(
+                kind, obj["run_id"], created_at, day, evidence_id.decode(), canonical, obj
+            )
+            scrubbed, findings = scrub_record(record)
+            types = tuple(finding.type for finding in findings)
+            if scrubbed is None:
+                part.held_digests.append(digest)
+                part.held_seq.append(seq)
+                part.held_meta.append(
+                    (kind, record.run_id, line, size, relpath or self.source.relpath)
+                )
+                part.held_secrets.append(types)
+                return
+            if findings:
+                # what was redacted in this record (type, field, preview; never the secret)
+                part.keep_secrets[len(part.offsets)] = types
+                extra += b',"secrets":' + dumps([finding.as_dict() for finding in findings])
+                obj, canonical = scrubbed.obj, scrubbed.canonical
+        run_id = dumps(obj["run_id"])
+        stamp = dumps(created_at)
+        path, sha = where or self.where
+        number = b"%d" % line if line is not None else b"null"
+        records, index = part.records, part.index
+        part.offsets.append(len(records))
+        if kind == C.KIND_RUN:
+            task_id, instruction, response = obj["task_id"], obj["instruction"], obj["response"]
+            task = dumps(task_id)
+            records += _RECORD_HEADS[kind] % (
+                evidence_id, run_id, task, stamp, path, number, sha, extra
+            )  # fmt: skip
+            texts = self.texts
+            known = self.instructions.get(task_id)
+            if known is not None and known[0] == instruction:
+                instruction_slot = known[1]
+            else:
+                instruction_slot = len(texts)
+                texts.append(instruction)
+                self.instructions[task_id] = (instruction, instruction_slot)
+            texts.append(response)
+            meta = obj.get("meta")
+            flags = (
+                not response or response.isspace(),
+                bool(obj.get("messages")),
+                not (isinstance(meta, dict) and meta.get("sft_eligible") is False),
+            )
+            category, agent = dumps(obj.get("category")), dumps(obj.get("agent"))
+            index += _RUN_INDEX_HEAD % (evidence_id, run_id, stamp, task, category, agent)
+            part.hash_slots.append((len(index), instruction_slot, len(texts) - 1))
+            index += _RUN_INDEX_TAILS[flags]
+        else:
+            records += _RECORD_HEADS[kind] % (evidence_id, run_id, stamp, path, number, sha, extra)
+            if kind == C.KIND_REVIEW:
+                values: tuple[bytes, ...] = (dumps(obj["verdict"]), dumps(obj.get("score")))
+            else:
+                signals = None if obj.get("meta") is None else _partial_signals(obj)
+                values = (dumps(obj["outcome"]), dumps(obj.get("reward")), dumps(signals))
+            index += _INDEX_ROWS[kind] % (evidence_id, run_id, stamp, *values)
+        records += canonical
+        records += _RECORD_END
+        part.digests += digest
+        part.keep_seq.append(seq)
+        part.keep_sizes.append(size)
 
-    def scan(self, number: int, raw: bytes) -> None:
-        """One raw line of the file (line end included), numbered from 1."""
+    def scan_block(self, data: bytes, first: int) -> int:
+        """Scan the lines of ``data`` (whole lines, numbered from ``first``; only a file's last
+        line may lack its line end); returns the number of the next line."""
+        flagged = _lines_to_scrub(data)
+        every = flagged is None
+        loads, check, keep, full = orjson.loads, self.quick.check, self.keep, self._line
+        limit = self.settings.max_line_bytes
+        last_day = self.last_day
+        number = first - 1
+        # line by line, not split() at once: each line's memory is reused by the next one
+        for raw in io.BytesIO(data):
+            number += 1
+            size = len(raw)
+            scrub = every or (number - first) in flagged  # type: ignore[operator]
+            obj = None
+            if size <= limit:  # a longer line may be too long: the full checks say
+                try:
+                    obj = loads(raw)
+                except orjson.JSONDecodeError:
+                    pass
+                if type(obj) is dict:
+                    found = check(obj)
+                    if found is not None:
+                        day, created_at = found
+                        if day is not last_day:
+                            if self.pending:
+                                self._place_pending(day)
+                            self.last_day = last_day = day
+                        keep(day, obj, created_at, number, number, size, scrub)
+                        continue
+            full(raw, number, size, scrub, obj)
+            last_day = self.last_day
         self.lines = number
-        size = len(raw)
-        self.scanned += size
-        parsed = parse_line(strip_line(raw, number == 1), self.settings)
+        return number + 1
+
+    def _place_pending(self, day: date) -> None:
+        """The undated lines before a file's first dated line take its day."""
+        for line, rejected, pending_size in self.pending:
+            self.leave(day, rejected, line, line, pending_size)
+        self.pending.clear()
+
+    def _line(self, raw: bytes, number: int, size: int, scrub: bool, obj: Any) -> None:
+        """One line (with its line end) through the full checks; ``obj`` is what orjson made
+        of it, if anything."""
+        if type(obj) is dict:
+            parsed = validate_object(obj, self.settings)
+        else:
+            parsed = parse_line(strip_line(raw, number == 1), self.settings)
         day = parsed.day
         if day is not None and type(parsed) is Rejected and _outside(parsed):
             day = None
@@ -389,52 +557,48 @@ class _Scanner:
             if self.last_day is None:
                 self.pending.append((number, parsed, size))
             else:
-                self.leave(self.last_day, parsed, number, size)
+                self.leave(self.last_day, parsed, number, number, size)
             return
         if self.last_day is None and self.pending:
-            for line, rejected, pending_size in self.pending:
-                self.leave(day, rejected, line, pending_size)
-            self.pending.clear()
+            self._place_pending(day)
         self.last_day = day
         if type(parsed) is Record:
-            self.keep(parsed, number, size)
+            self.keep(day, parsed.obj, parsed.created_at, number, number, size, scrub)
         else:
-            self.leave(day, parsed, number, size)
+            self.leave(day, parsed, number, number, size)
 
     def take(self) -> dict[date | None, DayPart]:
-        """The parts scanned so far; scanning goes on into fresh ones."""
+        """The parts scanned so far, with their runs' text hashes; scanning goes on into fresh
+        ones."""
         parts, self.parts = self.parts, {}
+        hashes = text_hashes(self.texts) if self.texts else []
+        self.texts, self.instructions = [], {}
         for part in parts.values():
-            # one block pickles and writes faster than many small lines
-            part.data, part.records = b"".join(part.records), []
-        self.scanned = 0
+            index = part.index
+            for at, instruction, response in part.hash_slots:
+                index[at : at + 64] = hashes[instruction]
+                index[at + _RESPONSE_HASH_AT : at + _RESPONSE_HASH_AT + 64] = hashes[response]
+            part.hash_slots = []
+            kept = len(part)
+            part.tally.records_in += kept
+            part.tally.records_out += kept
+            part.tally.accepted += kept
         return parts
 
     def unreadable(self) -> None:
-        self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_UNREADABLE_FILE,)), None, None)
+        self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_UNREADABLE_FILE,)), 0, None, None)
 
     def finish(self, size: int) -> None:
         """Lines that never found a day, and an empty file, go to the undated bucket."""
         for line, rejected, pending_size in self.pending:
-            self.leave(None, rejected, line, pending_size)
+            self.leave(None, rejected, line, line, pending_size)
         self.pending.clear()
         if size == 0:
-            self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_EMPTY_FILE,)), None, 0)
+            self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_EMPTY_FILE,)), 0, None, 0)
 
 
 def _duplicate_of(kind: str, run_id: str, digest: bytes) -> Rejected:
     return Rejected(C.DISPOSITION_SKIPPED, (C.R_DUPLICATE,), None, kind, run_id, digest.hex())
-
-
-def _duplicate(record: Record) -> Rejected:
-    return Rejected(
-        C.DISPOSITION_SKIPPED,
-        (C.R_DUPLICATE,),
-        record.day,
-        record.kind,
-        record.run_id,
-        record.evidence_id,
-    )
 
 
 def scan_file(
@@ -448,9 +612,9 @@ def scan_file(
     A file up to ``whole_file_bytes`` is read and hashed at once; a larger one is hashed first and
     then streamed, handing its parts over every _STREAM_FLUSH_BYTES so memory stays bounded.
     """
-    scanner = _Scanner(source, "", days, settings)
+    scanner = _Scanner(source, days, settings)
     if source.problem is not None:
-        scanner.leave(None, Rejected(C.DISPOSITION_SKIPPED, (source.problem,)), None, None)
+        scanner.leave(None, Rejected(C.DISPOSITION_SKIPPED, (source.problem,)), 0, None, None)
         yield FileScan(source.relpath, scanner.take())
         return
     try:
@@ -458,27 +622,35 @@ def scan_file(
         if size <= whole_file_bytes:
             data = source.path.read_bytes()
             size = len(data)
-            scanner.sha = hashlib.sha256(data).hexdigest()
+            sha = hashlib.sha256(data).hexdigest()
         else:
             data = None
-            scanner.sha = sha256_file(source.path)
+            sha = sha256_file(source.path)
     except OSError:
         scanner.unreadable()
         yield FileScan(source.relpath, scanner.take())
         return
-    scan = scanner.scan
+    scanner.set_sha(sha)
     flush_bytes = min(_STREAM_FLUSH_BYTES, max(1, whole_file_bytes))
     try:
         if data is not None:
-            for number, raw in enumerate(io.BytesIO(data), start=1):
-                scan(number, raw)
+            scanner.scan_block(data, 1)
             del data
         else:
-            with open(source.path, "rb", buffering=1 << 20) as fh:
-                for number, raw in enumerate(fh, start=1):
-                    scan(number, raw)
-                    if scanner.scanned >= flush_bytes:
-                        yield FileScan(source.relpath, scanner.take())
+            with open(source.path, "rb") as fh:
+                number = 1
+                pieces: list[bytes] = []  # of a line not ended yet
+                while block := fh.read(flush_bytes):
+                    cut = block.rfind(b"\n") + 1
+                    if not cut:
+                        pieces.append(block)
+                        continue
+                    number = scanner.scan_block(b"".join([*pieces, block[:cut]]), number)
+                    pieces = [block[cut:]]
+                    yield FileScan(source.relpath, scanner.take())
+                rest = b"".join(pieces)
+                if rest:
+                    scanner.scan_block(rest, number)
     except OSError:
         scanner.unreadable()
     scanner.finish(size)
@@ -494,9 +666,55 @@ def scan_whole_file(
     days: frozenset[date] | None,
     settings: ParseSettings,
     whole_file_bytes: int,
+    spill: Path | None = None,
 ) -> list[FileScan]:
-    """``scan_file`` collected into a list: the unit of work of a worker process."""
-    return list(scan_file(source, days, settings, whole_file_bytes))
+    """``scan_file`` collected into a list: the unit of work of a worker process. With
+    ``spill``, the records rows (most of the bytes) are written to that file for the writer to
+    map, rather than pickled through a pipe (four copies of them, each in fresh memory)."""
+    with _no_gc():
+        scans = list(scan_file(source, days, settings, whole_file_bytes))
+    parts = [part for scan in scans for part in scan.parts.values() if part.records]
+    if spill is not None and parts:
+        with open(spill, "wb") as fh:
+            start = 0
+            for part in parts:
+                fh.write(part.records)
+                part.spilled = (start, len(part.records))
+                start += len(part.records)
+                part.records = bytearray()
+    return scans
+
+
+def _unspill(scans: list[FileScan], spill: Path) -> None:
+    """Point the parts' records at the file ``scan_whole_file`` spilled them to, mapped into
+    memory; the file is removed at once (the mapping lasts while its views do)."""
+    parts = [part for scan in scans for part in scan.parts.values() if part.spilled is not None]
+    if not parts:
+        return
+    try:
+        with open(spill, "rb") as fh:
+            view = memoryview(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+    finally:
+        spill.unlink(missing_ok=True)
+    for part in parts:
+        assert part.spilled is not None
+        start, length = part.spilled
+        part.records, part.spilled = view[start : start + length], None
+
+
+def _scratch(out_root: Path) -> Path:
+    """A new folder for one collect run's temporary files, under the output's scratch folder."""
+    root = out_root / C.SCRATCH_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="collect-", dir=root))
+
+
+def _remove_scratch(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        folder.parent.rmdir()  # unless another stage is using it
+    except OSError:
+        pass
 
 
 @dataclass
@@ -525,9 +743,7 @@ class _SeenTables:
 
     def _path(self, day: date | None) -> Path:
         if self.scratch is None:
-            root = self.out_root / C.SCRATCH_DIR
-            root.mkdir(parents=True, exist_ok=True)
-            self.scratch = Path(tempfile.mkdtemp(prefix="collect-", dir=root))
+            self.scratch = _scratch(self.out_root)
         return self.scratch / f"{C.UNDATED_BUCKET if day is None else day.isoformat()}.npy"
 
     def use(self, day: date | None, bucket: _Bucket, buckets: dict[date | None, _Bucket]):
@@ -546,11 +762,7 @@ class _SeenTables:
 
     def close(self) -> None:
         if self.scratch is not None:
-            shutil.rmtree(self.scratch, ignore_errors=True)
-            try:
-                self.scratch.parent.rmdir()  # unless another stage is using it
-            except OSError:
-                pass
+            _remove_scratch(self.scratch)
             self.scratch = None
 
 
@@ -604,38 +816,35 @@ class Collector:
             self.inputs.append(scan.info)
 
     def _apply_part(self, bucket: _Bucket, seen: DigestTable, part: DayPart) -> None:
-        count = len(part.digests)
-        found = seen.find(part.digests + part.held_digests)
+        count = len(part)
+        found = seen.find(part.digests + b"".join(part.held_digests))
         dup_at = [i for i, at in enumerate(found[:count]) if at >= 0]
         held_dup = [at >= 0 for at in found[count:]]
         for i, types in part.keep_secrets.items():
             if found[i] < 0:
                 self.secrets.update(types)
+        records, offsets, index, digests = part.records, part.offsets, part.index, part.digests
         if not dup_at and not part.held_digests:
-            kept: list[int] | range = range(count)
-            records_data = part.data
-            offsets = part.offsets
             quarantine_data = b"".join(part.quarantine)
             quarantine_rows = len(part.quarantine)
             bucket.tally.merge(part.tally)
         else:
             # records already seen in an earlier file: skipped as duplicates, in line order
             dups = set(dup_at)
-            ends = [*part.offsets[1:], len(part.data)]
             kept = [i for i in range(count) if i not in dups]
-            lines = [part.data[part.offsets[i] : ends[i]] for i in kept]
-            records_data = b"".join(lines)
-            offsets, position = [], 0
-            for line in lines:
-                offsets.append(position)
-                position += len(line)
+            rows_of = [part.record_row(i) for i in kept]
+            records = bytearray(b"".join(rows_of))
+            offsets = list(itertools.accumulate(map(len, rows_of[:-1]), initial=0))[: len(kept)]
+            lines = index.split(b"\n")
+            index = bytearray(b"".join(lines[i] + b"\n" for i in kept))
+            digests = bytearray(b"".join(digests[32 * i : 32 * i + 32] for i in kept))
             rows: list[tuple[int, bytes | dict[str, Any]]] = list(
                 zip(part.quarantine_seq, part.quarantine, strict=True)
             )
             tally = part.tally
             for i in dup_at:
-                kind, run_id, line, size, relpath = part.keep_meta[i]
-                rejected = _duplicate_of(kind, run_id, part.digests[i])
+                kind, run_id, line, size, relpath = part.kept_meta(i)
+                rejected = _duplicate_of(kind, run_id, part.digests[32 * i : 32 * i + 32])
                 rows.append((part.keep_seq[i], _quarantine_row(rejected, relpath, line, size)))
             tally.records_out -= len(dup_at)
             tally.accepted -= len(dup_at)
@@ -673,19 +882,12 @@ class Collector:
                     if not duplicate
                 ]
             )
-        if kept:
+        if offsets:
             assert bucket.records is not None and bucket.index is not None
-            base = bucket.records.position
-            heads, tails = part.index_heads, part.index_tails
-            index_data = b"".join(
-                [
-                    b'%b,"offset":%d,%b' % (heads[i], base + offset, tails[i])
-                    for i, offset in zip(kept, offsets, strict=True)
-                ]
-            )
-            bucket.records.write_block(records_data, len(kept))
-            bucket.index.write_block(index_data, len(kept))
-            seen.add([part.digests[i] for i in kept])
+            index_data = _index_block(index, offsets, bucket.records.position)
+            bucket.records.write_block(records, len(offsets))
+            bucket.index.write_block(index_data, len(offsets))
+            seen.add(digests)
         if quarantine_rows:
             bucket.quarantine.write_block(quarantine_data, quarantine_rows)
 
@@ -695,10 +897,12 @@ class Collector:
         (the original file and record number) or left out with reasons; every file or record
         the importer could not use is left out with its reason and a message saying why."""
         name = f"import:{batch.spec.name}"
-        scanner = _Scanner(SourceFile(Path(), name, Path()), "", self.days, self.settings)
+        scanner = _Scanner(SourceFile(Path(), name, Path()), self.days, self.settings)
+        seq = 0
         for failure in batch.failures:
             rejected = Rejected(failure.disposition, (failure.reason,), failure.day)
-            scanner.leave(failure.day, rejected, None, None, failure.path, failure.message)
+            scanner.leave(failure.day, rejected, seq, None, None, failure.path, failure.message)
+            seq += 1
             if failure.disposition == C.DISPOSITION_SKIPPED:
                 self.warnings.append(failure.message)
         self.warnings.extend(batch.warnings)
@@ -707,10 +911,15 @@ class Collector:
             origin = item.origin
             parsed = validate_object(item.obj, settings)
             if isinstance(parsed, Record):
+                where = (orjson.dumps(origin.path), orjson.dumps(origin.sha256))
                 imported = (batch.spec.kind, origin.record)
-                scanner.keep(parsed, origin.line, None, origin.path, origin.sha256, imported)
+                scanner.keep(
+                    parsed.day, parsed.obj, parsed.created_at, seq, origin.line, None, True,
+                    origin.path, where, imported,
+                )  # fmt: skip
             else:
-                scanner.leave(parsed.day, parsed, origin.line, None, origin.path)
+                scanner.leave(parsed.day, parsed, seq, origin.line, None, origin.path)
+            seq += 1
         self.apply(FileScan(name, scanner.take()))
         self.inputs.extend(batch.files)
         self.imports.append(batch.summary())
@@ -757,6 +966,19 @@ class Collector:
                     writer.abort()
 
 
+def _index_block(index: bytes | bytearray, offsets: list[int], base: int) -> bytes:
+    """Index rows with their offsets filled in (each NUL byte of ``index`` stands for one),
+    moved by ``base``, where the records block starts in the day's file; assembled by slices
+    and joins rather than row by row."""
+    pieces = index.split(b"\x00")
+    numbers = " ".join(map(str, np.add(offsets, base).tolist())).encode().split(b" ")
+    assert len(pieces) == len(numbers) + 1
+    joined: list[bytes | bytearray] = [b""] * (2 * len(numbers) + 1)
+    joined[0::2] = pieces
+    joined[1::2] = numbers
+    return b"".join(joined)
+
+
 def _scans(
     sources: list[SourceFile],
     days: frozenset[date] | None,
@@ -764,10 +986,12 @@ def _scans(
     workers: int,
     whole_file_bytes: int,
     pool_min_bytes: int,
+    out_root: Path,
 ) -> Iterator[FileScan]:
     """Every source file's scans in path order; whole files go to ``workers`` processes.
 
-    At most ``workers`` files are scanned ahead of the writer, which bounds memory.
+    At most ``workers`` files are scanned ahead of the writer, which bounds memory; they hand
+    their records rows over through spill files in the output's scratch folder.
     """
     sizes = [_size(source) for source in sources]
     whole = [
@@ -779,34 +1003,42 @@ def _scans(
         for source in sources:
             yield from scan_file(source, days, settings, whole_file_bytes)
         return
-    with process_pool(workers) as pool:
-        ahead: deque[tuple[SourceFile, Future[list[FileScan]] | None]] = deque()
-        queue = iter(zip(sources, whole, strict=True))
+    scratch = _scratch(out_root)
+    try:
+        with process_pool(workers) as pool:
+            ahead: deque[tuple[SourceFile, Path, Future[list[FileScan]] | None]] = deque()
+            queue = iter(enumerate(zip(sources, whole, strict=True)))
 
-        def top_up() -> None:
-            while sum(future is not None for _, future in ahead) < workers:
-                item = next(queue, None)
-                if item is None:
-                    return
-                source, is_whole = item
-                future = (
-                    pool.submit(scan_whole_file, source, days, settings, whole_file_bytes)
-                    if is_whole
-                    else None
-                )
-                ahead.append((source, future))
+            def top_up() -> None:
+                while sum(future is not None for _, _, future in ahead) < workers:
+                    item = next(queue, None)
+                    if item is None:
+                        return
+                    number, (source, is_whole) = item
+                    spill = scratch / f"{number}.records"
+                    future = (
+                        pool.submit(
+                            scan_whole_file, source, days, settings, whole_file_bytes, spill
+                        )
+                        if is_whole
+                        else None
+                    )
+                    ahead.append((source, spill, future))
 
-        top_up()
-        while ahead:
-            source, future = ahead.popleft()
-            if future is None:
-                top_up()
-                yield from scan_file(source, days, settings, whole_file_bytes)
-            else:
-                scans = future.result()
-                top_up()
-                yield from scans
-                del scans
+            top_up()
+            while ahead:
+                source, spill, future = ahead.popleft()
+                if future is None:
+                    top_up()
+                    yield from scan_file(source, days, settings, whole_file_bytes)
+                else:
+                    scans = future.result()
+                    top_up()
+                    _unspill(scans, spill)
+                    yield from scans
+                    del scans
+    finally:
+        _remove_scratch(scratch)
 
 
 def _size(source: SourceFile) -> int:
@@ -835,14 +1067,17 @@ def collect(
     stay in memory).
     """
     collector = Collector(out_root, days, settings, resident_days)
-    scans = _scans(sources, collector.days, settings, workers, whole_file_bytes, pool_min_bytes)
+    scans = _scans(
+        sources, collector.days, settings, workers, whole_file_bytes, pool_min_bytes, out_root
+    )
     tick = progress.current()
     tick.begin(len(sources), "files")
     try:
-        for scan in scans:
-            collector.apply(scan)
-            if scan.info is not None:  # the file's last scan (a large one comes in stretches)
-                tick.advance(detail=scan.relpath)
+        with _no_gc():
+            for scan in scans:
+                collector.apply(scan)
+                if scan.info is not None:  # a file's last scan (a large one comes in stretches)
+                    tick.advance(detail=scan.relpath)
         for batch in imported:
             collector.read_imported(batch)
         return collector.finish()

@@ -50,31 +50,33 @@ class DigestTable:
         return table
 
     @staticmethod
-    def _arrays(digests: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        full = np.frombuffer(b"".join(digests), dtype=np.uint8).reshape(-1, 32)
+    def _arrays(digests: list[bytes] | bytes | bytearray) -> tuple[np.ndarray, np.ndarray]:
+        joined = digests if isinstance(digests, bytes | bytearray) else b"".join(digests)
+        full = np.frombuffer(joined, dtype=np.uint8).reshape(-1, 32)
         return full[:, :8].copy().view(np.uint64).ravel(), full
 
-    def add(self, digests: list[bytes]) -> None:
+    def add(self, digests: list[bytes] | bytes | bytearray) -> None:
+        """Add digests: a list of them, or one buffer of 32 bytes each."""
         if not digests:
             return
         prefixes, full = self._arrays(digests)
         start = len(self._positions)
-        positions = np.arange(start, start + len(digests), dtype=np.int64)
+        positions = np.arange(start, start + len(full), dtype=np.int64)
         merged = np.concatenate([self._prefixes, prefixes])
         order = np.argsort(merged, kind="stable")
         self._prefixes = merged[order]
         self._digests = np.concatenate([self._digests, full])[order]
         self._positions = np.concatenate([self._positions, positions])[order]
 
-    def find(self, digests: list[bytes]) -> list[int]:
+    def find(self, digests: list[bytes] | bytes | bytearray) -> list[int]:
         if not digests:
             return []
-        if not len(self._positions):
-            return [-1] * len(digests)
         prefixes, full = self._arrays(digests)
+        if not len(self._positions):
+            return [-1] * len(full)
         lo = np.searchsorted(self._prefixes, prefixes, side="left")
         hi = np.searchsorted(self._prefixes, prefixes, side="right")
-        found = np.full(len(digests), -1, dtype=np.int64)
+        found = np.full(len(full), -1, dtype=np.int64)
         # the usual case, one entry with the prefix: confirmed for all such digests at once
         single = np.flatnonzero(hi - lo == 1)
         same = (self._digests[lo[single]] == full[single]).all(axis=1)

@@ -115,13 +115,20 @@ class AtomicJsonlWriter:
         if self._buf_bytes >= _FLUSH_BYTES:
             self._flush()
 
-    def write_block(self, data: bytes, lines: int) -> None:
-        """Append ``lines`` already-encoded lines at once (``data`` ends with a newline)."""
+    def write_block(self, data: bytes | bytearray, lines: int) -> None:
+        """Append ``lines`` already-encoded lines at once (``data`` ends with a newline); a
+        block of at least _FLUSH_BYTES is hashed and written as it is, never copied."""
         if not data:
+            return
+        self.lines += lines
+        if len(data) >= _FLUSH_BYTES:
+            self._flush()
+            self._hash.update(data)
+            self._fh.write(data)
+            self.bytes += len(data)
             return
         self._buf.append(data)
         self._buf_bytes += len(data)
-        self.lines += lines
         if self._buf_bytes >= _FLUSH_BYTES:
             self._flush()
 
