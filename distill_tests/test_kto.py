@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
-import pandas as pd
-import pandera.pandas as pa
+import pandera.polars as pa
+import polars as pl
 import pytest
 
 from distill_assets.lib import constants as C
@@ -94,7 +94,7 @@ def test_firewall_passes_the_written_file_and_catches_planted_rows(fixture_run, 
     assert {v["rule"] for v in report.violations} == {"label_not_boolean"}
 
 
-def _frame(**changes) -> pd.DataFrame:
+def _frame(**changes) -> pl.DataFrame:
     row = {
         "prompt": "Restart the cache.",
         "completion": "Restarted it.",
@@ -106,7 +106,7 @@ def _frame(**changes) -> pd.DataFrame:
         "score": 0.9,
         "category": None,
     }
-    return pd.DataFrame([{**row, **changes}])
+    return pl.DataFrame([{**row, **changes}], schema_overrides={"category": pl.String})
 
 
 @pytest.mark.parametrize(

@@ -14,8 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from distill_assets.lib import constants as C
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.exports import (
@@ -25,7 +23,14 @@ from distill_assets.lib.exports import (
     TextStore,
     stable_id,
 )
-from distill_assets.lib.firewall import FirewallReport, scored_lookup
+from distill_assets.lib.firewall import (
+    FirewallReport,
+    ScoredTable,
+    dataset_pieces,
+    scored_lookup,
+    verify_extracted_frame,
+    verify_pieces,
+)
 from distill_assets.lib.hygiene.curate import HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.hygiene.holdout import in_holdout
@@ -211,47 +216,13 @@ def extract_playbooks(
 
 
 def verify_extracted(
-    out_root: Path, root: Path | None = None, lookup: dict[str, Any] | None = None
+    out_root: Path, root: Path | None = None, lookup: ScoredTable | None = None
 ) -> FirewallReport:
     """Sources are verified runs of the task with an answer; failed runs are rejected runs of
-    the task; no run needing human review appears at all."""
-    lookup = scored_lookup(out_root) if lookup is None else lookup
-    report = FirewallReport()
-    base = root or out_root
-    for number, row in _train_and_holdout(base / C.EXTRACTED_PATH, base / C.EXTRACTED_HOLDOUT_PATH):
-        report.rows += 1
-        task_id = row.get("task_id")
-        for run_id in row.get("source_run_ids") or []:
-            known = lookup.get(run_id)
-            if known is None:
-                report.add(number, "source_run_unknown", run_id=run_id)
-            elif known.quality not in TRUSTED:
-                report.add(number, "untrusted_source", run_id=run_id, quality=known.quality)
-            elif known.task_id != task_id:
-                report.add(number, "task_mismatch", run_id=run_id)
-            elif known.response_empty:
-                report.add(number, C.R_EMPTY_RESPONSE, run_id=run_id)
-        failed = list(row.get("failed_run_ids") or [])
-        listed = [d.get("run_id") for d in row.get("divergences") or []]
-        for run_id in failed + [r for r in listed if r not in failed]:
-            known = lookup.get(run_id)
-            if known is None:
-                report.add(number, "source_run_unknown", run_id=run_id)
-            elif known.quality != C.QUALITY_REJECTED:
-                report.add(number, "failed_run_not_rejected", run_id=run_id)
-            elif known.task_id != task_id:
-                report.add(number, "task_mismatch", run_id=run_id)
-    return report
-
-
-def _train_and_holdout(train: Path, holdout: Path):
-    """(row number, row) of the train file, then the holdout file (numbered on)."""
-    number = 0
-    for path in (train, holdout):
-        if not path.exists():
-            continue
-        with open(path, "rb") as fh:
-            for raw in fh:
-                number += 1
-                if raw.strip():
-                    yield number, orjson.loads(raw)
+    the task; no run needing human review appears at all (``verify_extracted_frame`` on the
+    extracted playbooks under ``root``, train then holdout)."""
+    table = scored_lookup(out_root) if lookup is None else lookup
+    pieces = dataset_pieces(
+        C.ASSET_EXTRACTED_PLAYBOOKS, root or out_root, C.EXTRACTED_PATH, C.EXTRACTED_HOLDOUT_PATH
+    )
+    return verify_pieces(pieces, lambda piece: verify_extracted_frame(piece, table))

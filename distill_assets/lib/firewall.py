@@ -3,22 +3,40 @@
 The export code already keeps rejected and unreviewed work out; these functions check the
 written datasets against the scored runs independently, so a bug in an export (or a file edited
 by hand) is caught by a blocking asset check before anything downstream uses it.
+
+Every rule is a join or an expression over a dataset frame (read once by
+``schemas.read_jsonl``, train then holdout, row numbers counted on across both) and a
+``ScoredTable``: each scored run keyed by two independent 64-bit hashes of its id, with its
+quality, task, score and flags, about 30 bytes a run. The ``verify_*_frame`` functions take an
+already-read frame; ``verify_*`` read the files themselves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import orjson
+import polars as pl
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.evidence import normalize_text
-from distill_assets.lib.exports import ExportSettings, _category_reason, scored_files
-from distill_assets.lib.formats import plain_text
+from distill_assets.lib.exports import ExportSettings, scored_files
+from distill_assets.lib.schemas import (
+    LINE,
+    PIECE_BYTES,
+    WHITESPACE,
+    batched,
+    hash_key,
+    iter_jsonl,
+    read_columns,
+    read_jsonl,
+    sniff_schema,
+    texts_identical,
+)
 
 TRUSTED = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
+SEQ = "_seq"  # the order of a row's violations: its run ids' positions
 
 
 class Scored(NamedTuple):
@@ -45,13 +63,131 @@ class FirewallReport:
     def passed(self) -> bool:
         return self.count == 0
 
+    def merge(self, later: FirewallReport) -> FirewallReport:
+        """This report followed by one of later rows (the next piece of the same files)."""
+        self.rows += later.rows
+        self.count += later.count
+        self.violations = (self.violations + later.violations)[: self.sample_limit]
+        return self
 
-_CACHE: dict[Path, tuple[tuple[tuple[str, int, int], ...], dict[str, Scored]]] = {}
+
+# --- the scored runs -----------------------------------------------------------------------
+
+KEY = ("_k1", "_k2")
+_SCORED_COLUMNS = {
+    "run_id": pl.String,
+    "task_id": pl.String,
+    "quality_score": pl.String,
+    "score": pl.Float64,
+    "response_empty": pl.Boolean,
+    "sft_eligible": pl.Boolean,
+}
 
 
-def scored_lookup(out_root: Path) -> dict[str, Scored]:
-    """run_id -> what the firewall needs to know of every scored run on disk; built once per
-    process while the scored files stay the same, and shared by the checks that use it."""
+def run_key(run_id: pl.Expr, names: Sequence[str] = KEY) -> list[pl.Expr]:
+    """The key that joins dataset rows to scored runs: two independent 64-bit hashes of the run
+    id (``hash_key``), null for a null or empty id."""
+    return hash_key(pl.when(run_id != "").then(run_id), names)
+
+
+def _enum(values: pl.Series) -> pl.Enum:
+    return pl.Enum(values.drop_nulls().unique(maintain_order=True))
+
+
+@dataclass(frozen=True)
+class ScoredTable:
+    """What the firewall needs to know of every scored run, keyed by ``run_key``; a run id
+    scored on several days keeps its last row (file order), as a dict would."""
+
+    frame: pl.DataFrame
+
+    @classmethod
+    def from_rows(cls, rows: pl.DataFrame) -> ScoredTable:
+        """From rows with run_id, task_id, quality_score, score, response_empty, sft_eligible."""
+        keyed = (
+            rows.select(
+                *run_key(pl.col("run_id")),
+                pl.col("quality_score").alias("quality"),
+                pl.col("task_id"),
+                pl.col("score"),
+                pl.col("response_empty").fill_null(False),
+                pl.col("sft_eligible").fill_null(True),
+            )
+            .filter(pl.col(KEY[0]).is_not_null())
+            .unique(subset=list(KEY), keep="last", maintain_order=True)
+        )
+        return cls(
+            keyed.with_columns(
+                pl.col("quality").cast(_enum(keyed["quality"])),
+                pl.col("task_id").cast(_enum(keyed["task_id"])),
+            )
+        )
+
+    @classmethod
+    def read(cls, paths: Sequence[Path]) -> ScoredTable:
+        """From scored-runs files, reading only the columns needed (natively, by polars)."""
+        return cls.from_rows(read_columns(paths, _SCORED_COLUMNS))
+
+    def __len__(self) -> int:
+        return self.frame.height
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held: the columns and the distinct qualities and task ids."""
+        categories = sum(
+            pl.Series(dtype.categories).estimated_size()
+            for dtype in self.frame.schema.values()
+            if isinstance(dtype, pl.Enum)
+        )
+        return self.frame.estimated_size() + categories
+
+    def get(self, run_id: str) -> Scored | None:
+        """One run, by its id (for tests and tools; checks join whole frames)."""
+        k1, k2 = pl.select(*run_key(pl.lit(run_id, pl.String))).row(0)
+        hit = self.frame.filter((pl.col(KEY[0]) == k1) & (pl.col(KEY[1]) == k2))
+        if hit.height == 0:
+            return None
+        row = hit.row(0, named=True)
+        return Scored(
+            row["quality"], row["task_id"], row["score"], row["response_empty"], row["sft_eligible"]
+        )
+
+    def __getitem__(self, run_id: str) -> Scored:
+        found = self.get(run_id)
+        if found is None:
+            raise KeyError(run_id)
+        return found
+
+    def __contains__(self, run_id: object) -> bool:
+        return isinstance(run_id, str) and self.get(run_id) is not None
+
+    def attach(self, frame: pl.DataFrame, column: str, prefix: str) -> pl.DataFrame:
+        """``frame`` (order kept) with what is known of the run named in ``column``:
+        ``{prefix}known``, ``{prefix}quality``, ``{prefix}task_id``, ``{prefix}score``,
+        ``{prefix}response_empty``, ``{prefix}sft_eligible``."""
+        keys = [f"{prefix}{k}" for k in KEY]
+        right = self.frame.rename(
+            {name: f"{prefix}{name.lstrip('_')}" for name in self.frame.columns if name not in KEY}
+        ).rename(dict(zip(KEY, keys, strict=True)))
+        joined = frame.with_columns(run_key(pl.col(column), keys)).join(
+            right.with_columns(pl.lit(True).alias(f"{prefix}known")),
+            on=keys,
+            how="left",
+            maintain_order="left",
+        )
+        return joined.with_columns(
+            pl.col(f"{prefix}known").fill_null(False),
+            pl.col(f"{prefix}quality").cast(pl.String),
+            pl.col(f"{prefix}task_id").cast(pl.String),
+        ).drop(keys)
+
+
+_CACHE: dict[Path, tuple[tuple[tuple[str, int, int], ...], ScoredTable]] = {}
+
+
+def scored_lookup(out_root: Path) -> ScoredTable:
+    """Every scored run on disk as a ``ScoredTable``; built once per process while the scored
+    files stay the same, and shared by the checks that use it."""
     fingerprint = tuple(
         (relpath, stat.st_size, stat.st_mtime_ns)
         for relpath in scored_files(out_root)
@@ -61,199 +197,373 @@ def scored_lookup(out_root: Path) -> dict[str, Scored]:
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
     _CACHE.clear()
-    lookup = _build_lookup(out_root)
-    _CACHE[out_root] = (fingerprint, lookup)
-    return lookup
+    table = ScoredTable.read([out_root / relpath for relpath, _, _ in fingerprint])
+    _CACHE[out_root] = (fingerprint, table)
+    return table
 
 
-def _build_lookup(out_root: Path) -> dict[str, Scored]:
-    lookup: dict[str, Scored] = {}
-    for relpath in scored_files(out_root):
-        with open(out_root / relpath, "rb") as fh:
-            for raw in fh:
-                row = orjson.loads(raw)
-                lookup[row["run_id"]] = Scored(
-                    row["quality_score"],
-                    row["task_id"],
-                    row["score"],
-                    bool(row.get("response_empty")),
-                    row.get("sft_eligible") is not False,
-                )
-    return lookup
+# --- reporting -----------------------------------------------------------------------------
 
 
-def _rows(path: Path):
-    """(row number, row) of a dataset's train file and then its holdout file (numbered on)."""
-    number = 0
-    for part in (path, path.with_name("holdout.jsonl")):
-        if not part.exists():
-            continue
-        with open(part, "rb") as fh:
-            for raw in fh:
-                number += 1
-                if raw.strip():
-                    yield number, orjson.loads(raw)
+class _Rule(NamedTuple):
+    """A violation: its name (or an expression naming it per row), when it applies, and the
+    details it reports (after ``row`` and ``rule``)."""
+
+    rule: str | pl.Expr
+    when: pl.Expr
+    details: dict[str, pl.Expr]
+
+
+def _report(rows: int, groups: list[tuple[pl.DataFrame, list[_Rule]]]) -> FirewallReport:
+    """Count every violation and sample the first ones as the row-by-row check did: by row,
+    then by the position of the run id in the row, then in rule order."""
+    report = FirewallReport(rows=rows)
+    found: list[tuple[int, int, int, dict[str, Any]]] = []
+    for frame, rules in groups:
+        seq = pl.col(SEQ) if SEQ in frame.columns else pl.lit(0)
+        for order, rule in enumerate(rules):
+            name = pl.lit(rule.rule) if isinstance(rule.rule, str) else rule.rule
+            hits = frame.filter(rule.when.fill_null(False))
+            report.count += hits.height
+            if SEQ in frame.columns:  # rows of one group may come in several runs of lines
+                hits = hits.sort(LINE, SEQ)
+            first = hits.head(report.sample_limit).select(
+                pl.col(LINE).alias("row"),
+                seq.alias(SEQ),
+                name.alias("rule"),
+                *(expr.alias(key) for key, expr in rule.details.items()),
+            )
+            for item in first.iter_rows(named=True):
+                line, position = item.pop("row"), item.pop(SEQ)
+                found.append((line, position, order, {"row": line, **item}))
+    found.sort(key=lambda hit: hit[:3])
+    report.violations = [details for *_, details in found[: report.sample_limit]]
+    return report
+
+
+def _not_in(value: pl.Expr, allowed: Sequence[str]) -> pl.Expr:
+    """``value not in allowed`` as Python reads it (None is not in)."""
+    return ~value.is_in(list(allowed)).fill_null(False)
+
+
+def category_reason(category: pl.Expr, settings: ExportSettings) -> pl.Expr:
+    """Why a run's category keeps it out of SFT (unsafe, or not allowed), else null."""
+    normalized = category.str.strip_chars(WHITESPACE).str.to_lowercase()
+    missing = None if settings.allowed is None else C.R_CATEGORY_DISALLOWED
+    reason = pl.when(category.is_null()).then(pl.lit(missing, pl.String))
+    reason = reason.when(normalized.is_in(sorted(settings.denied))).then(
+        pl.lit(C.R_UNSAFE_SFT_CATEGORY)
+    )
+    if settings.allowed is not None:
+        reason = reason.when(_not_in(normalized, sorted(settings.allowed))).then(
+            pl.lit(C.R_CATEGORY_DISALLOWED)
+        )
+    return reason.otherwise(pl.lit(None, pl.String))
+
+
+def _runs(
+    frame: pl.DataFrame, ids: pl.Expr, offset: int = 0, keep: Sequence[str] = ()
+) -> pl.DataFrame:
+    """One row per run id in the list ``ids`` of each dataset row (with the row's line, task
+    and ``keep`` columns), numbered by its position plus ``offset``."""
+    return (
+        frame.select(
+            LINE,
+            "task_id",
+            *keep,
+            ids.alias("run_id"),
+            (pl.int_ranges(ids.list.len()) + offset).alias(SEQ),
+        )
+        .explode("run_id", SEQ)
+        .filter(pl.col(SEQ).is_not_null())
+    )
+
+
+# --- the rules on a read frame -------------------------------------------------------------
+
+
+def verify_sft_frame(
+    frame: pl.DataFrame, table: ScoredTable, settings: ExportSettings
+) -> FirewallReport:
+    """Only accepted, SFT-eligible runs with an answer, in allowed categories, of their task."""
+    rows = table.attach(
+        frame.select(LINE, "source_run_id", "task_id", "category"), "source_run_id", "run_"
+    )
+    known = pl.col("run_known")
+    run = {"run_id": pl.col("source_run_id")}
+    reason = category_reason(pl.col("category"), settings)
+    return _report(
+        frame.height,
+        [
+            (
+                rows,
+                [
+                    _Rule("source_run_unknown", ~known, run),
+                    _Rule(
+                        "not_accepted_in_sft",
+                        known & pl.col("run_quality").ne_missing(C.QUALITY_ACCEPTED),
+                        {**run, "quality": pl.col("run_quality")},
+                    ),
+                    _Rule(
+                        "task_mismatch",
+                        known & pl.col("run_task_id").ne_missing(pl.col("task_id")),
+                        run,
+                    ),
+                    _Rule(C.R_EMPTY_RESPONSE, known & pl.col("run_response_empty"), run),
+                    _Rule(C.R_NOT_SFT_ELIGIBLE, known & ~pl.col("run_sft_eligible"), run),
+                    _Rule(reason, known & reason.is_not_null(), run),
+                ],
+            )
+        ],
+    )
+
+
+def verify_rag_frame(
+    frame: pl.DataFrame, table: ScoredTable, settings: ExportSettings
+) -> FirewallReport:
+    """Only accepted (or, when allowed, partially accepted) runs with an answer, of the task."""
+    allowed = TRUSTED if settings.rag_include_partial else (C.QUALITY_ACCEPTED,)
+    runs = table.attach(_runs(frame, pl.col("source_run_ids")), "run_id", "run_")
+    known = pl.col("run_known")
+    trusted = known & ~_not_in(pl.col("run_quality"), allowed)
+    same_task = pl.col("run_task_id").eq_missing(pl.col("task_id"))
+    run = {"run_id": pl.col("run_id")}
+    rules = [
+        _Rule("source_run_unknown", ~known, run),
+        _Rule(
+            "untrusted_run_in_rag",
+            known & _not_in(pl.col("run_quality"), allowed),
+            {**run, "quality": pl.col("run_quality")},
+        ),
+        _Rule("task_mismatch", trusted & ~same_task, run),
+        _Rule(C.R_EMPTY_RESPONSE, trusted & same_task & pl.col("run_response_empty"), run),
+    ]
+    return _report(frame.height, [(runs, rules)])
+
+
+def _pairs(frame: pl.DataFrame, table: ScoredTable) -> pl.DataFrame:
+    rows = frame.select(LINE, "chosen_run_id", "rejected_run_id", "task_id")
+    return table.attach(table.attach(rows, "chosen_run_id", "c_"), "rejected_run_id", "r_")
+
+
+_IDS = {"chosen": pl.col("chosen_run_id"), "rejected": pl.col("rejected_run_id")}
+
+
+def verify_preference_frame(
+    frame: pl.DataFrame, table: ScoredTable, settings: ExportSettings
+) -> FirewallReport:
+    """The firewall for pairs: a trusted chosen side with an answer, nothing unreviewed."""
+    del settings  # the same rules under every setting
+    both = pl.col("c_known") & pl.col("r_known")
+    qualities = (pl.col("c_quality"), pl.col("r_quality"))
+    unreviewed = pl.any_horizontal(q.eq_missing(C.QUALITY_REVIEW) for q in qualities)
+    rules = [
+        _Rule("source_run_unknown", ~both, _IDS),
+        _Rule(
+            "untrusted_chosen",
+            both & _not_in(pl.col("c_quality"), TRUSTED),
+            {"quality": pl.col("c_quality"), **_IDS},
+        ),
+        _Rule("unreviewed_in_pair", both & unreviewed, _IDS),
+        _Rule(C.R_EMPTY_RESPONSE, both & pl.col("c_response_empty"), _IDS),
+    ]
+    return _report(frame.height, [(_pairs(frame, table), rules)])
+
+
+def verify_pair_rules_frame(
+    frame: pl.DataFrame, table: ScoredTable, settings: ExportSettings
+) -> FirewallReport:
+    """Pair rules: two distinct runs of one task, chosen strictly better by at least the
+    configured margin, texts that differ after whitespace folding."""
+    pairs = _pairs(frame, table).with_columns(texts_identical(frame, "chosen", "rejected"))
+    both = pl.col("c_known") & pl.col("r_known")
+    rank_c, rank_r = (
+        pl.col(f"{side}_quality").replace_strict(C.QUALITY_RANK, default=-1, return_dtype=pl.Int8)
+        for side in ("c", "r")
+    )
+    score_c, score_r = pl.col("c_score"), pl.col("r_score")
+    cross = pl.col("c_task_id").ne_missing(pl.col("r_task_id")) | pl.col("c_task_id").ne_missing(
+        pl.col("task_id")
+    )
+    rules = [
+        _Rule(C.R_SELF_PAIR, pl.col("chosen_run_id").eq_missing(pl.col("rejected_run_id")), _IDS),
+        _Rule("source_run_unknown", ~both, _IDS),
+        _Rule("cross_task_pair", both & cross, _IDS),
+        _Rule(
+            "chosen_not_better",
+            both & ((rank_c < rank_r) | ((rank_c == rank_r) & (score_c <= score_r))),
+            _IDS,
+        ),
+        _Rule(C.R_BELOW_MARGIN, both & ((score_c - score_r).round(6) < settings.min_margin), _IDS),
+        _Rule(C.R_IDENTICAL_TEXT, both & pl.col("identical"), _IDS),
+    ]
+    return _report(frame.height, [(pairs, rules)])
+
+
+def verify_kto_frame(
+    frame: pl.DataFrame, table: ScoredTable, settings: ExportSettings
+) -> FirewallReport:
+    """The firewall for unpaired rows: label true only for accepted, SFT-eligible runs with an
+    answer in an allowed category; label false only for rejected runs; never a run to review
+    or a partially accepted one; the row's task is its run's."""
+    rows = table.attach(
+        frame.select(LINE, "source_run_id", "task_id", "label", "category"),
+        "source_run_id",
+        "run_",
+    )
+    known = pl.col("run_known")
+    label = pl.col("label")
+    desirable, undesirable = known & label.eq_missing(True), known & label.eq_missing(False)
+    quality = pl.col("run_quality")
+    run = {"run_id": pl.col("source_run_id")}
+    reason = category_reason(pl.col("category"), settings)
+    rules = [
+        _Rule("source_run_unknown", ~known, run),
+        _Rule(
+            "desirable_not_accepted",
+            desirable & quality.ne_missing(C.QUALITY_ACCEPTED),
+            {**run, "quality": quality},
+        ),
+        _Rule(C.R_NOT_SFT_ELIGIBLE, desirable & ~pl.col("run_sft_eligible"), run),
+        _Rule(reason, desirable & reason.is_not_null(), run),
+        _Rule(
+            "undesirable_not_rejected",
+            undesirable & quality.ne_missing(C.QUALITY_REJECTED),
+            {**run, "quality": quality},
+        ),
+        _Rule("label_not_boolean", known & label.is_null(), run),
+        _Rule("task_mismatch", known & pl.col("run_task_id").ne_missing(pl.col("task_id")), run),
+        _Rule(C.R_EMPTY_RESPONSE, known & pl.col("run_response_empty"), run),
+    ]
+    return _report(frame.height, [(rows, rules)])
+
+
+def verify_extracted_frame(frame: pl.DataFrame, table: ScoredTable) -> FirewallReport:
+    """Sources are verified runs of the task with an answer; failed runs (listed, or compared in
+    a divergence) are rejected runs of the task; no run needing human review appears at all."""
+    sources = table.attach(_runs(frame, pl.col("source_run_ids")), "run_id", "run_")
+    failed = _runs(frame, pl.col("failed_run_ids"), 1 << 32)
+    compared = pl.col("divergences").list.eval(pl.element().struct.field("run_id"))
+    listed = (
+        _runs(frame, compared, 1 << 33, keep=["failed_run_ids"])
+        .filter(~pl.col("run_id").is_in(pl.col("failed_run_ids")).fill_null(False))
+        .drop("failed_run_ids")
+    )
+    contrasts = table.attach(pl.concat([failed, listed]), "run_id", "run_")
+    known = pl.col("run_known")
+    quality = pl.col("run_quality")
+    same_task = pl.col("run_task_id").eq_missing(pl.col("task_id"))
+    run = {"run_id": pl.col("run_id")}
+    trusted = known & ~_not_in(quality, TRUSTED)
+    rejected = known & quality.eq_missing(C.QUALITY_REJECTED)
+    source_rules = [
+        _Rule("source_run_unknown", ~known, run),
+        _Rule("untrusted_source", known & _not_in(quality, TRUSTED), {**run, "quality": quality}),
+        _Rule("task_mismatch", trusted & ~same_task, run),
+        _Rule(C.R_EMPTY_RESPONSE, trusted & same_task & pl.col("run_response_empty"), run),
+    ]
+    contrast_rules = [
+        _Rule("source_run_unknown", ~known, run),
+        _Rule("failed_run_not_rejected", known & quality.ne_missing(C.QUALITY_REJECTED), run),
+        _Rule("task_mismatch", rejected & ~same_task, run),
+    ]
+    return _report(frame.height, [(sources, source_rules), (contrasts, contrast_rules)])
+
+
+# --- the same, reading the files -----------------------------------------------------------
+
+
+def dataset_files(root: Path, relpath: str, holdout: str | None = None) -> list[Path]:
+    """A dataset's train file and its holdout file (default: ``holdout.jsonl`` beside it)."""
+    train = root / relpath
+    return [train, root / holdout if holdout else train.with_name("holdout.jsonl")]
+
+
+def read_dataset(asset: str, root: Path, relpath: str, holdout: str | None = None) -> pl.DataFrame:
+    """A dataset's train file and then its holdout file as one frame, read with the model its
+    first row fits; missing files are skipped."""
+    paths = dataset_files(root, relpath, holdout)
+    return read_jsonl(sniff_schema(asset, paths), paths, missing_ok=True)
+
+
+def dataset_pieces(
+    asset: str, root: Path, relpath: str, holdout: str | None = None
+) -> Iterator[pl.DataFrame]:
+    """``read_dataset`` piece by piece (``iter_jsonl``): memory holds one piece."""
+    paths = dataset_files(root, relpath, holdout)
+    return iter_jsonl(sniff_schema(asset, paths), paths, piece_bytes=PIECE_BYTES, missing_ok=True)
+
+
+def verify_pieces(
+    pieces: Iterator[pl.DataFrame], verify: Callable[[pl.DataFrame], FirewallReport]
+) -> FirewallReport:
+    """One report of ``verify`` over a dataset's pieces, in order (small ones together)."""
+    report = FirewallReport()
+    for piece in batched(pieces):
+        report.merge(verify(piece))
+    return report
+
+
+def _table(out_root: Path, lookup: ScoredTable | None) -> ScoredTable:
+    return scored_lookup(out_root) if lookup is None else lookup
 
 
 def verify_sft(
     out_root: Path,
     settings: ExportSettings,
     root: Path | None = None,
-    lookup: dict[str, Scored] | None = None,
+    lookup: ScoredTable | None = None,
 ) -> FirewallReport:
-    """Only accepted, SFT-eligible runs with an answer, in allowed categories, of their task.
-
-    ``root`` holds the written exports (a run's version directory; default ``out_root``).
-    """
-    lookup = scored_lookup(out_root) if lookup is None else lookup
-    report = FirewallReport()
-    for number, row in _rows((root or out_root) / C.SFT_PATH):
-        report.rows += 1
-        run_id = row.get("source_run_id")
-        known = lookup.get(run_id) if run_id else None
-        if known is None:
-            report.add(number, "source_run_unknown", run_id=run_id)
-            continue
-        if known.quality != C.QUALITY_ACCEPTED:
-            report.add(number, "not_accepted_in_sft", run_id=run_id, quality=known.quality)
-        if known.task_id != row.get("task_id"):
-            report.add(number, "task_mismatch", run_id=run_id)
-        if known.response_empty:
-            report.add(number, C.R_EMPTY_RESPONSE, run_id=run_id)
-        if not known.sft_eligible:
-            report.add(number, C.R_NOT_SFT_ELIGIBLE, run_id=run_id)
-        reason = _category_reason(row.get("category"), settings)
-        if reason:
-            report.add(number, reason, run_id=run_id)
-    return report
+    """``verify_sft_frame`` on the SFT files under ``root`` (a run's version directory; default
+    ``out_root``) against the scored runs under ``out_root``."""
+    table = _table(out_root, lookup)
+    pieces = dataset_pieces(C.ASSET_SFT_DATASET, root or out_root, C.SFT_PATH)
+    return verify_pieces(pieces, lambda piece: verify_sft_frame(piece, table, settings))
 
 
 def verify_rag(
     out_root: Path,
     settings: ExportSettings,
     root: Path | None = None,
-    lookup: dict[str, Scored] | None = None,
+    lookup: ScoredTable | None = None,
 ) -> FirewallReport:
-    """Only accepted (or, when allowed, partially accepted) runs with an answer, of the task."""
-    lookup = scored_lookup(out_root) if lookup is None else lookup
-    allowed = TRUSTED if settings.rag_include_partial else (C.QUALITY_ACCEPTED,)
-    report = FirewallReport()
-    for number, row in _rows((root or out_root) / C.RAG_PATH):
-        report.rows += 1
-        for run_id in row.get("source_run_ids") or []:
-            known = lookup.get(run_id)
-            if known is None:
-                report.add(number, "source_run_unknown", run_id=run_id)
-            elif known.quality not in allowed:
-                report.add(number, "untrusted_run_in_rag", run_id=run_id, quality=known.quality)
-            elif known.task_id != row.get("task_id"):
-                report.add(number, "task_mismatch", run_id=run_id)
-            elif known.response_empty:
-                report.add(number, C.R_EMPTY_RESPONSE, run_id=run_id)
-    return report
-
-
-def _pairs(out_root: Path, root: Path | None, lookup: dict[str, Scored]):
-    for number, row in _rows((root or out_root) / C.PREFERENCE_PATH):
-        yield (
-            number,
-            row,
-            lookup.get(row.get("chosen_run_id")),
-            lookup.get(row.get("rejected_run_id")),
-        )
+    """``verify_rag_frame`` on the playbook files under ``root``."""
+    table = _table(out_root, lookup)
+    pieces = dataset_pieces(C.ASSET_RAG_PLAYBOOKS, root or out_root, C.RAG_PATH)
+    return verify_pieces(pieces, lambda piece: verify_rag_frame(piece, table, settings))
 
 
 def verify_preference(
     out_root: Path,
     settings: ExportSettings,
     root: Path | None = None,
-    lookup: dict[str, Scored] | None = None,
+    lookup: ScoredTable | None = None,
 ) -> FirewallReport:
-    """The firewall for pairs: a trusted chosen side with an answer, nothing unreviewed."""
-    lookup = scored_lookup(out_root) if lookup is None else lookup
-    report = FirewallReport()
-    for number, row, chosen, rejected in _pairs(out_root, root, lookup):
-        report.rows += 1
-        ids = {"chosen": row.get("chosen_run_id"), "rejected": row.get("rejected_run_id")}
-        if chosen is None or rejected is None:
-            report.add(number, "source_run_unknown", **ids)
-            continue
-        if chosen.quality not in TRUSTED:
-            report.add(number, "untrusted_chosen", quality=chosen.quality, **ids)
-        if C.QUALITY_REVIEW in (chosen.quality, rejected.quality):
-            report.add(number, "unreviewed_in_pair", **ids)
-        if chosen.response_empty:
-            report.add(number, C.R_EMPTY_RESPONSE, **ids)
-    return report
+    """``verify_preference_frame`` on the pair files under ``root``."""
+    table = _table(out_root, lookup)
+    pieces = dataset_pieces(C.ASSET_PREFERENCE_PAIRS, root or out_root, C.PREFERENCE_PATH)
+    return verify_pieces(pieces, lambda piece: verify_preference_frame(piece, table, settings))
 
 
 def verify_pair_rules(
     out_root: Path,
     settings: ExportSettings,
     root: Path | None = None,
-    lookup: dict[str, Scored] | None = None,
+    lookup: ScoredTable | None = None,
 ) -> FirewallReport:
-    """Pair rules: two distinct runs of one task, chosen strictly better by at least the
-    configured margin, texts that differ after whitespace folding."""
-    lookup = scored_lookup(out_root) if lookup is None else lookup
-    report = FirewallReport()
-    for number, row, chosen, rejected in _pairs(out_root, root, lookup):
-        report.rows += 1
-        ids = {"chosen": row.get("chosen_run_id"), "rejected": row.get("rejected_run_id")}
-        if ids["chosen"] == ids["rejected"]:
-            report.add(number, C.R_SELF_PAIR, **ids)
-        if chosen is None or rejected is None:
-            report.add(number, "source_run_unknown", **ids)
-            continue
-        if chosen.task_id != rejected.task_id or chosen.task_id != row.get("task_id"):
-            report.add(number, "cross_task_pair", **ids)
-        rank_c = C.QUALITY_RANK.get(chosen.quality, -1)
-        rank_r = C.QUALITY_RANK.get(rejected.quality, -1)
-        if (rank_c, chosen.score) <= (rank_r, rejected.score):
-            report.add(number, "chosen_not_better", **ids)
-        if round(chosen.score - rejected.score, 6) < settings.min_margin:
-            report.add(number, C.R_BELOW_MARGIN, **ids)
-        if normalize_text(plain_text(row.get("chosen", ""))) == normalize_text(
-            plain_text(row.get("rejected", ""))
-        ):
-            report.add(number, C.R_IDENTICAL_TEXT, **ids)
-    return report
+    """``verify_pair_rules_frame`` on the pair files under ``root``."""
+    table = _table(out_root, lookup)
+    pieces = dataset_pieces(C.ASSET_PREFERENCE_PAIRS, root or out_root, C.PREFERENCE_PATH)
+    return verify_pieces(pieces, lambda piece: verify_pair_rules_frame(piece, table, settings))
 
 
 def verify_kto(
     out_root: Path,
     settings: ExportSettings,
     root: Path | None = None,
-    lookup: dict[str, Scored] | None = None,
+    lookup: ScoredTable | None = None,
 ) -> FirewallReport:
-    """The firewall for unpaired rows: label true only for accepted, SFT-eligible runs with an
-    answer in an allowed category; label false only for rejected runs; never a run to review
-    or a partially accepted one; the row's task is its run's."""
-    lookup = scored_lookup(out_root) if lookup is None else lookup
-    report = FirewallReport()
-    for number, row in _rows((root or out_root) / C.KTO_PATH):
-        report.rows += 1
-        run_id = row.get("source_run_id")
-        known = lookup.get(run_id) if run_id else None
-        if known is None:
-            report.add(number, "source_run_unknown", run_id=run_id)
-            continue
-        label = row.get("label")
-        if label is True:
-            if known.quality != C.QUALITY_ACCEPTED:
-                report.add(number, "desirable_not_accepted", run_id=run_id, quality=known.quality)
-            if not known.sft_eligible:
-                report.add(number, C.R_NOT_SFT_ELIGIBLE, run_id=run_id)
-            reason = _category_reason(row.get("category"), settings)
-            if reason:
-                report.add(number, reason, run_id=run_id)
-        elif label is False:
-            if known.quality != C.QUALITY_REJECTED:
-                report.add(number, "undesirable_not_rejected", run_id=run_id, quality=known.quality)
-        else:
-            report.add(number, "label_not_boolean", run_id=run_id)
-        if known.task_id != row.get("task_id"):
-            report.add(number, "task_mismatch", run_id=run_id)
-        if known.response_empty:
-            report.add(number, C.R_EMPTY_RESPONSE, run_id=run_id)
-    return report
+    """``verify_kto_frame`` on the unpaired files under ``root``."""
+    table = _table(out_root, lookup)
+    pieces = dataset_pieces(C.ASSET_KTO_DATASET, root or out_root, C.KTO_PATH)
+    return verify_pieces(pieces, lambda piece: verify_kto_frame(piece, table, settings))

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import orjson
+if TYPE_CHECKING:
+    import polars as pl
 
 _SALT = b"distill-holdout\x1f"
 
@@ -44,22 +47,43 @@ class SplitReport:
         return self.count == 0
 
 
-def _tasks(path: Path) -> tuple[set[str], int]:
-    tasks: set[str] = set()
-    rows = 0
-    if not path.exists():
-        return tasks, rows
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                rows += 1
-                tasks.add(str(orjson.loads(raw).get("task_id")))
-    return tasks, rows
+def verify_disjoint_frames(
+    frames: Iterable[pl.DataFrame], train: int = 0, holdout: int = 1
+) -> SplitReport:
+    """No task has rows in both files, over frames ``read_jsonl``, ``iter_jsonl`` or
+    ``read_columns`` read (each with ``_file`` and ``task_id``): ``train`` and ``holdout`` are
+    the files' indexes in ``_file``. A missing task id counts as the task "None", as it always
+    has."""
+    import polars as pl  # not at module level: the exports import in_holdout, not the checks
+
+    from distill_assets.lib.schemas import FILE
+
+    rows = {train: 0, holdout: 0}
+    tasks = []
+    for frame in frames:
+        part = frame.select(FILE, pl.col("task_id").cast(pl.String).fill_null("None"))
+        for side in rows:
+            rows[side] += part.filter(pl.col(FILE) == side).height
+        tasks.append(part.unique())
+    both = (
+        pl.concat(tasks).unique()
+        if tasks
+        else pl.DataFrame(schema={FILE: pl.UInt32, "task_id": pl.String})
+    )
+    sides = [both.filter(pl.col(FILE) == side).get_column("task_id") for side in (train, holdout)]
+    shared = sides[0].filter(sides[0].is_in(sides[1].implode())).sort()
+    return SplitReport(rows[train], rows[holdout], shared.head(20).to_list(), len(shared))
+
+
+def verify_disjoint_frame(frame: pl.DataFrame, train: int = 0, holdout: int = 1) -> SplitReport:
+    """``verify_disjoint_frames`` on one frame."""
+    return verify_disjoint_frames([frame], train, holdout)
 
 
 def verify_disjoint(train: Path, holdout: Path) -> SplitReport:
-    """No task has rows in both files (read back from disk)."""
-    train_tasks, train_rows = _tasks(train)
-    holdout_tasks, holdout_rows = _tasks(holdout)
-    shared = sorted(train_tasks & holdout_tasks)
-    return SplitReport(train_rows, holdout_rows, shared[:20], len(shared))
+    """No task has rows in both files (read back from disk, the task ids only)."""
+    import polars as pl
+
+    from distill_assets.lib.schemas import read_columns
+
+    return verify_disjoint_frame(read_columns([train, holdout], {"task_id": pl.String}))
