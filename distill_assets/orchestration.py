@@ -904,7 +904,7 @@ def run_check_step(
     """Run the selected checks of one check step (a multi-asset check) on what this run wrote:
     per asset, its receipt's files are fetched once and every selected check of it judges them
     (lib/checks.py); all verdicts are recorded with the run's reports at once."""
-    from distill_assets.lib.checks import CHECKS, run_checks
+    from distill_assets.lib.checks import CHECKS, run_all
 
     run_id = context.run.run_id
     wanted: dict[str, list[str]] = {}
@@ -917,9 +917,9 @@ def run_check_step(
     reads = tuple(
         dict.fromkeys(g for asset in wanted for g in CHECK_INPUT_GLOBS[C.ASSET_STAGE[asset]])
     )
-    outcomes = []
     with distill.workspace(reads) as workspace:
-        for asset, names in wanted.items():
+        receipts = {}
+        for asset in wanted:
             stage = C.ASSET_STAGE[asset]
             receipt = stage_receipt(workspace.root, run_id, stage)
             if receipt is None:
@@ -932,9 +932,9 @@ def run_check_step(
             if asset == C.ASSET_PLAYBOOK_INDEX:
                 pulled.append(C.RAG_PATH)
             workspace.pull([f"{root}/{p}" if root else p for p in pulled])
-            with frozen_gc():
-                workers = distill.worker_count()
-                outcomes += run_checks(asset, names, receipt, workspace.root, workers)
+            receipts[asset] = receipt
+        with frozen_gc():
+            outcomes = run_all(wanted, receipts, workspace.root, distill.worker_count())
         with workspace.reports(run_id):
             record_checks(
                 workspace.root,

@@ -49,8 +49,7 @@ CHECKS: dict[str, dict[str, str]] = {
     C.ASSET_SFT_DATASET: {
         C.CHECK_SCHEMA: "SFT rows match SftExampleSchema (user first, assistant last).",
         C.CHECK_FIREWALL: "Only accepted runs in allowed categories reach SFT.",
-        C.CHECK_CONSERVATION: "Every scored run is an SFT example or is quarantined with a "
-        "reason.",
+        C.CHECK_CONSERVATION: "Every scored run is an SFT example or is quarantined with a reason.",
         C.CHECK_NO_SECRETS: "No file the asset wrote holds a secret (re-scanned from disk).",
         C.CHECK_HOLDOUT_DISJOINT: "No task has rows in both the train and the holdout file.",
     },
@@ -79,8 +78,7 @@ CHECKS: dict[str, dict[str, str]] = {
         C.CHECK_NO_SECRETS: "No file the asset wrote holds a secret (re-scanned from disk).",
     },
     C.ASSET_PLAYBOOK_INDEX: {
-        C.CHECK_SCHEMA: "The index file is a distill search index of this schema version, "
-        "intact.",
+        C.CHECK_SCHEMA: "The index file is a distill search index of this schema version, intact.",
         C.CHECK_INDEX_CONSISTENT: "The index holds exactly the playbooks beside it, at their "
         "byte offsets.",
         C.CHECK_CONSERVATION: "Every playbook is indexed or quarantined with a reason.",
@@ -225,72 +223,11 @@ def no_secrets(asset: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
     )
 
 
-def holdout(asset: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
-    """No task has rows in both the train file and the holdout file this run wrote."""
-    from distill_assets.lib.hygiene.holdout import verify_disjoint
-
-    stage = C.ASSET_STAGE[asset]
-    report = verify_disjoint(root / C.TRAIN_PATHS[stage], root / C.HOLDOUT_PATHS[stage])
-    description = (
-        f"{report.train_rows} train and {report.holdout_rows} holdout rows share no task"
-        if report.passed
-        else f"{report.count} task(s) on both sides"
-    )
-    return CheckOutcome(
-        asset,
-        C.CHECK_HOLDOUT_DISJOINT,
-        report.passed,
-        report.count,
-        description,
-        {
-            "train_rows": report.train_rows,
-            "holdout_rows": report.holdout_rows,
-            "shared_tasks": report.shared_tasks,
-        },
-    )
-
-
 def _settings_used(receipt: StageReceipt) -> Any:
     """The export settings the checked run used, as its receipt recorded them."""
     from distill_assets.orchestration import ExportConfig
 
     return ExportConfig(**receipt.extra.get("settings", {})).settings()
-
-
-def firewall(
-    asset: str, check: str, receipt: StageReceipt, out_root: Path, root: Path
-) -> CheckOutcome:
-    """The contamination firewall (or, for preference pairs, the pair rules) re-verified from
-    the written files against the scored runs."""
-    from distill_assets.lib import firewall as fw
-    from distill_assets.lib.extraction import verify_extracted
-
-    if asset == C.ASSET_EXTRACTED_PLAYBOOKS:
-        report = verify_extracted(out_root, root)
-        what = "playbooks"
-    else:
-        verify = {
-            (C.ASSET_RAG_PLAYBOOKS, C.CHECK_FIREWALL): fw.verify_rag,
-            (C.ASSET_SFT_DATASET, C.CHECK_FIREWALL): fw.verify_sft,
-            (C.ASSET_PREFERENCE_PAIRS, C.CHECK_FIREWALL): fw.verify_preference,
-            (C.ASSET_PREFERENCE_PAIRS, C.CHECK_PAIR_RULES): fw.verify_pair_rules,
-            (C.ASSET_KTO_DATASET, C.CHECK_FIREWALL): fw.verify_kto,
-        }[(asset, check)]
-        report = verify(out_root, _settings_used(receipt), root)
-        what = "rows"
-    description = (
-        f"{report.rows} {what} verified against the scored runs"
-        if report.passed
-        else f"{report.count} violation(s) in {report.rows} {what}"
-    )
-    return CheckOutcome(
-        asset,
-        check,
-        report.passed,
-        report.count,
-        description,
-        {"rows": report.rows, "violations": report.violations},
-    )
 
 
 def index(asset: str, check: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
@@ -313,6 +250,99 @@ def index(asset: str, check: str, receipt: StageReceipt, root: Path) -> CheckOut
     )
 
 
+# the firewall of each dataset asset, on a frame of its rows (lib/firewall.py)
+_FRAME_RULES: dict[tuple[str, str], str] = {
+    (C.ASSET_EXTRACTED_PLAYBOOKS, C.CHECK_FIREWALL): "verify_extracted_frame",
+    (C.ASSET_RAG_PLAYBOOKS, C.CHECK_FIREWALL): "verify_rag_frame",
+    (C.ASSET_SFT_DATASET, C.CHECK_FIREWALL): "verify_sft_frame",
+    (C.ASSET_PREFERENCE_PAIRS, C.CHECK_FIREWALL): "verify_preference_frame",
+    (C.ASSET_PREFERENCE_PAIRS, C.CHECK_PAIR_RULES): "verify_pair_rules_frame",
+    (C.ASSET_KTO_DATASET, C.CHECK_FIREWALL): "verify_kto_frame",
+}
+
+
+def dataset_checks(
+    asset: str, checks: list[str], receipt: StageReceipt, out_root: Path, root: Path
+) -> list[CheckOutcome]:
+    """Schema, firewall, pair rules and holdout of a dataset on ONE read of its train and
+    holdout files (piece by piece: memory holds one piece), each piece judged by every check."""
+    from distill_assets.lib import firewall as fw
+    from distill_assets.lib.hygiene.holdout import verify_disjoint_frames
+    from distill_assets.lib.schemas import FILE, Validation, batched, iter_jsonl, schema_of
+
+    stage = C.ASSET_STAGE[asset]
+    paths = [root / C.TRAIN_PATHS[stage], root / C.HOLDOUT_PATHS[stage]]
+    model = schema_of(asset, str(receipt.extra.get("format", "")))
+    validation = Validation(model, paths) if C.CHECK_SCHEMA in checks else None
+    rules = [c for c in checks if (asset, c) in _FRAME_RULES]
+    reports = {check: fw.FirewallReport() for check in rules}
+    table = fw.scored_lookup(out_root) if rules else None
+    settings = _settings_used(receipt) if rules and asset != C.ASSET_EXTRACTED_PLAYBOOKS else None
+    tasks = []
+    for piece in batched(iter_jsonl(model, paths, missing_ok=True)):
+        if validation is not None:
+            validation.add(piece)
+        for check in rules:
+            verify = getattr(fw, _FRAME_RULES[(asset, check)])
+            args = (piece, table) if settings is None else (piece, table, settings)
+            reports[check].merge(verify(*args))
+        if C.CHECK_HOLDOUT_DISJOINT in checks:
+            tasks.append(piece.select(FILE, "task_id"))
+    outcomes = []
+    for check in checks:
+        if check == C.CHECK_SCHEMA and validation is not None:
+            outcome = validation.outcome()
+            outcomes.append(
+                CheckOutcome(
+                    asset,
+                    check,
+                    outcome.passed,
+                    outcome.num_failures,
+                    f"{outcome.rows} rows in {len(paths)} file(s) match {model.__name__}"
+                    if outcome.passed
+                    else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows",
+                    {"rows": outcome.rows, "failure_cases": outcome.failure_cases},
+                )
+            )
+        elif check in reports:
+            report = reports[check]
+            what = "playbooks" if asset == C.ASSET_EXTRACTED_PLAYBOOKS else "rows"
+            outcomes.append(
+                CheckOutcome(
+                    asset,
+                    check,
+                    report.passed,
+                    report.count,
+                    f"{report.rows} {what} verified against the scored runs"
+                    if report.passed
+                    else f"{report.count} violation(s) in {report.rows} {what}",
+                    {"rows": report.rows, "violations": report.violations},
+                )
+            )
+        elif check == C.CHECK_HOLDOUT_DISJOINT:
+            split = verify_disjoint_frames(tasks)
+            outcomes.append(
+                CheckOutcome(
+                    asset,
+                    check,
+                    split.passed,
+                    split.count,
+                    f"{split.train_rows} train and {split.holdout_rows} holdout rows share no task"
+                    if split.passed
+                    else f"{split.count} task(s) on both sides",
+                    {
+                        "train_rows": split.train_rows,
+                        "holdout_rows": split.holdout_rows,
+                        "shared_tasks": split.shared_tasks,
+                    },
+                )
+            )
+    return outcomes
+
+
+_READ_ONCE = (C.CHECK_SCHEMA, C.CHECK_FIREWALL, C.CHECK_PAIR_RULES, C.CHECK_HOLDOUT_DISJOINT)
+
+
 def run_checks(
     asset: str,
     checks: list[str],
@@ -320,20 +350,52 @@ def run_checks(
     out_root: Path,
     workers: int = 1,
 ) -> list[CheckOutcome]:
-    """The outcomes of ``checks`` of ``asset`` on what this run's ``receipt`` lists."""
+    """The outcomes of ``checks`` of ``asset`` on what this run's ``receipt`` lists, in the
+    order given."""
     root = written_root(out_root, receipt)
-    outcomes = []
+    found: dict[str, CheckOutcome] = {}
+    shared = [c for c in checks if c in _READ_ONCE]
+    if asset in _TABLES and asset not in (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS) and shared:
+        found.update((o.check, o) for o in dataset_checks(asset, shared, receipt, out_root, root))
     for check in checks:
+        if check in found:
+            continue
         if check == C.CHECK_CONSERVATION:
-            outcomes.append(conservation(asset, receipt, root))
+            found[check] = conservation(asset, receipt, root)
         elif asset == C.ASSET_PLAYBOOK_INDEX:
-            outcomes.append(index(asset, check, receipt, root))
+            found[check] = index(asset, check, receipt, root)
         elif check == C.CHECK_SCHEMA:
-            outcomes.append(schema(asset, receipt, root, workers))
+            found[check] = schema(asset, receipt, root, workers)
         elif check == C.CHECK_NO_SECRETS:
-            outcomes.append(no_secrets(asset, receipt, root))
-        elif check == C.CHECK_HOLDOUT_DISJOINT:
-            outcomes.append(holdout(asset, receipt, root))
+            found[check] = no_secrets(asset, receipt, root)
         else:
-            outcomes.append(firewall(asset, check, receipt, out_root, root))
-    return outcomes
+            raise ValueError(f"{asset} has no check {check}")
+    return [found[check] for check in checks]
+
+
+# below this many bytes to read in all, the checks run in the step's process
+POOL_MIN_BYTES = 64 * 1024 * 1024
+
+
+def run_all(
+    wanted: dict[str, list[str]],
+    receipts: dict[str, StageReceipt],
+    out_root: Path,
+    workers: int = 1,
+    pool_min_bytes: int = POOL_MIN_BYTES,
+) -> list[CheckOutcome]:
+    """Every wanted check of every asset (``run_checks``), the assets spread over ``workers``
+    processes when there is enough to read; outcomes in the order of ``wanted``."""
+    total = sum(f.bytes for asset in wanted for f in receipts[asset].outputs.files)
+    if workers <= 1 or len(wanted) < 2 or total < pool_min_bytes:
+        return [
+            o for a, names in wanted.items() for o in run_checks(a, names, receipts[a], out_root)
+        ]
+    from distill_assets.lib.parallel import process_pool
+
+    # the biggest assets first, so that the pool's queue ends with small ones
+    order = sorted(wanted, key=lambda a: -sum(f.bytes for f in receipts[a].outputs.files))
+    with process_pool(min(workers, len(wanted))) as pool:
+        futures = {a: pool.submit(run_checks, a, wanted[a], receipts[a], out_root) for a in order}
+        done = {a: future.result() for a, future in futures.items()}
+    return [o for asset in wanted for o in done[asset]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 
@@ -19,13 +20,30 @@ def default_workers() -> int:
     return max(1, min(MAX_DEFAULT_WORKERS, os.cpu_count() or 1))
 
 
+# libraries that run native thread pools once used (polars' and pyarrow's): a process that
+# imported them may hold threads Python does not see, and forking it can deadlock the child
+_THREADED = ("polars", "pyarrow")
+# what the fork server imports once, so the workers it forks start ready
+_PRELOAD = [
+    "distill_assets.lib.collect",
+    "distill_assets.lib.scoring",
+    "distill_assets.lib.export_pass",
+    "distill_assets.lib.checks",
+]
+
+
 def pool_context() -> multiprocessing.context.BaseContext:
-    """Fork when this process runs a single thread (cheap, nothing to re-import); otherwise a
-    fork server, since forking a process whose other threads may hold locks is unsafe."""
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+    """Fork when this process runs a single thread and no native thread pool (cheap, nothing
+    to re-import); otherwise a fork server, since forking a process whose other threads may
+    hold locks is unsafe."""
+    if (
+        threading.active_count() == 1
+        and not any(name in sys.modules for name in _THREADED)
+        and "fork" in multiprocessing.get_all_start_methods()
+    ):
         return multiprocessing.get_context("fork")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["distill_assets.lib.collect", "distill_assets.lib.scoring"])
+    context.set_forkserver_preload(_PRELOAD)
     return context
 
 
