@@ -19,7 +19,8 @@ from distill_tests.conftest import REPO_ROOT, copy_fixtures
 from distill_tests.corpus import write_corpus
 
 
-def start(source, out, env) -> subprocess.Popen:
+def start(source, out, env, span: str | None = None) -> subprocess.Popen:
+    span_args = ["--partition-range", span] if span else []
     return subprocess.Popen(
         [
             sys.executable,
@@ -30,6 +31,7 @@ def start(source, out, env) -> subprocess.Popen:
             str(source),
             "--output",
             str(out),
+            *span_args,
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -38,9 +40,29 @@ def start(source, out, env) -> subprocess.Popen:
     )
 
 
+def open_gate(gate, reader: subprocess.Popen) -> None:
+    """Open the pipe for writing once ``reader`` has opened it, and close it (end of file);
+    fails instead of waiting forever if the reader ends first."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            fd = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError:  # no reader yet (ENXIO)
+            assert reader.poll() is None, reader.communicate()[1].decode()[-2000:]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+            continue
+        os.close(fd)
+        return
+
+
 def test_second_run_fails_clearly_and_datasets_stay_whole(tmp_path):
     small = copy_fixtures(tmp_path / "small")
     big = write_corpus(tmp_path / "big", runs=2_000, first_day=date(2026, 4, 1), days=2)
+    # a handshake, not a race: collect opens this pipe among its source files and waits on it
+    # (holding the lock) until the test has watched the second run fail
+    gate = big / "zz-gate.jsonl"
+    os.mkfifo(gate)
     (tmp_path / "home").mkdir()
     env = {
         **os.environ,
@@ -48,7 +70,8 @@ def test_second_run_fails_clearly_and_datasets_stay_whole(tmp_path):
         "DISTILL_RECORDED_AT": "2026-04-10T00:00:00Z",
     }
     out = tmp_path / "out"
-    first = start(big, out, env)
+    # the range given, so that nothing but collect reads the sources (the pipe) before the lock
+    first = start(big, out, env, span="2026-03-31...2026-04-03")
     deadline = time.monotonic() + 120
     while not (out / LOCK_PATH).exists():
         assert first.poll() is None, first.communicate()[1].decode()[-2000:]
@@ -57,6 +80,8 @@ def test_second_run_fails_clearly_and_datasets_stay_whole(tmp_path):
     holder = read_lock(out)["run_id"]
     second = start(small, out, env)
     _, err2 = second.communicate(timeout=300)
+    assert first.poll() is None  # still waiting at the gate, holding the lock
+    open_gate(gate, first)  # the first run reads an empty file and goes on
     _, err1 = first.communicate(timeout=600)
     assert first.returncode == 0, err1.decode()[-2000:]
     assert second.returncode != 0
