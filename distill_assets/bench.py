@@ -324,25 +324,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, Any]:
-    """CPU seconds of each stage's library function run alone in this process (one worker), and
-    of the floor measured the same way: where the time goes, independent of other load."""
+    """CPU seconds of each stage's library function, and of each asset's checks, run alone in
+    this process (one worker), and of the floor measured the same way: where the time goes,
+    independent of other load."""
     from distill_assets.lib import layout
+    from distill_assets.lib.checks import CHECKS, run_checks
     from distill_assets.lib.collect import collect, list_source_files
     from distill_assets.lib.evidence import ParseSettings
-    from distill_assets.lib.exports import ExportSettings, export_preference, export_rag, export_sft
-    from distill_assets.lib.extraction import extract_playbooks, verify_extracted
-    from distill_assets.lib.firewall import (
-        scored_lookup,
-        verify_pair_rules,
-        verify_preference,
-        verify_rag,
-        verify_sft,
-    )
-    from distill_assets.lib.hygiene.holdout import verify_disjoint
-    from distill_assets.lib.hygiene.review_queue import export_review
-    from distill_assets.lib.hygiene.verify import verify_no_secrets
+    from distill_assets.lib.export_pass import ExportPlan, run_exports
+    from distill_assets.lib.exports import ExportSettings
     from distill_assets.lib.playbooks import PlaybookSettings
-    from distill_assets.lib.schemas import SCHEMAS, validate_jsonl
+    from distill_assets.lib.publish import publish
+    from distill_assets.lib.receipts import build_receipt
     from distill_assets.lib.scoring import ScoringPolicy, score
     from distill_assets.lib.search import IndexSettings, build_index
 
@@ -355,62 +348,45 @@ def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, An
         date.fromisoformat(summary["first_day"]), date.fromisoformat(summary["last_day"])
     )
     out, export = work / "out", ExportSettings()
+    receipts: dict[str, Any] = {}
 
-    def files(relpath: Any) -> list[Path]:
-        return [out / relpath(day) for day in days]
+    def stage(result: Any) -> Any:
+        receipts[C.STAGE_ASSET[result.stage]] = build_receipt(result, "bench", [], 0)
+        return result
 
-    def schema(asset: str, paths: list[Path]) -> Any:
-        return validate_jsonl(SCHEMAS[asset], paths, workers=1)
-
-    datasets = {
-        C.STAGE_EXTRACT_PLAYBOOKS: C.EXTRACTED_PATH,
-        C.STAGE_EXPORT_RAG: C.RAG_PATH,
-        C.STAGE_EXPORT_SFT: C.SFT_PATH,
-        C.STAGE_EXPORT_PREFERENCE: C.PREFERENCE_PATH,
-    }
-
-    def written(stage: str) -> list[str]:
-        return [datasets[stage], C.HOLDOUT_PATHS[stage], C.quarantine_path(stage)]
+    def exports() -> None:
+        plan = ExportPlan(
+            write_root=out,
+            extract=(PlaybookSettings(), None, None),
+            rag=(export, None),
+            sft=(export, None),
+            preference=(export, None),
+            kto=(export, None),
+            review=True,
+        )
+        for result in run_exports(out, plan, workers=1).values():
+            stage(result)
 
     steps: list[tuple[str, Any]] = [
-        ("collect", lambda: collect(list_source_files(source), out, days, ParseSettings(),
-                                    workers=1)),
-        ("score", lambda: score(out, days, ScoringPolicy(), 1)),
-        ("extract-playbooks", lambda: extract_playbooks(out, PlaybookSettings())),
-        ("export-rag", lambda: export_rag(out, export)),
-        ("export-sft", lambda: export_sft(out, export)),
-        ("export-preference", lambda: export_preference(out, export)),
-        ("export-review", lambda: export_review(out)),
-        ("index", lambda: build_index(out, IndexSettings())),
-        ("schema-index", lambda: schema(C.ASSET_EVIDENCE_INDEX, files(layout.evidence_index))),
-        ("schema-scored", lambda: schema(C.ASSET_SCORED_RUNS, files(layout.scored_runs))),
-        ("schema-extracted", lambda: schema(C.ASSET_EXTRACTED_PLAYBOOKS,
-                                            [out / C.EXTRACTED_PATH])),
-        ("schema-rag", lambda: schema(C.ASSET_RAG_PLAYBOOKS, [out / C.RAG_PATH])),
-        ("schema-sft", lambda: schema(C.ASSET_SFT_DATASET, [out / C.SFT_PATH])),
-        ("schema-preference", lambda: schema(C.ASSET_PREFERENCE_PAIRS, [out / C.PREFERENCE_PATH])),
-        ("firewall-lookup", lambda: scored_lookup(out)),
-        ("firewall-extracted", lambda: verify_extracted(out)),
-        ("firewall-rag", lambda: verify_rag(out, export)),
-        ("firewall-sft", lambda: verify_sft(out, export)),
-        ("firewall-preference", lambda: verify_preference(out, export)),
-        ("pair-rules", lambda: verify_pair_rules(out, export)),
+        ("collect", lambda: stage(collect(list_source_files(source), out, days, ParseSettings()))),
+        ("score", lambda: stage(score(out, days, ScoringPolicy(), 1))),
+        ("exports (one pass: extraction, rag, sft, preference, kto, review)", exports),
+        ("index", lambda: stage(build_index(out, IndexSettings()))),
         *(
-            (f"no-secrets-{stage}", lambda stage=stage: verify_no_secrets(out, written(stage)))
-            for stage in datasets
+            (
+                f"checks: {asset}",
+                lambda asset=asset: run_checks(asset, list(CHECKS[asset]), receipts[asset], out),
+            )
+            for asset in CHECKS
         ),
-        *(
-            (f"holdout-{stage}", lambda stage=stage: verify_disjoint(
-                out / datasets[stage], out / C.HOLDOUT_PATHS[stage]))
-            for stage in datasets
-        ),
-    ]  # fmt: skip
+        ("publish", lambda: publish(out, "bench")),
+    ]
     seconds: dict[str, float] = {}
     for name, step in steps:
         gc.collect()
-        started = time.process_time()
+        began = time.process_time()
         step()
-        seconds[name] = round(time.process_time() - started, 3)
+        seconds[name] = round(time.process_time() - began, 3)
     return {
         "floor_cpu_s": round(floor, 3),
         "stage_cpu_s": seconds,

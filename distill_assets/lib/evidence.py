@@ -486,9 +486,14 @@ def normalize_text(text: str) -> str:
     return " ".join(text.split())
 
 
-# every character str.split() splits on, as UTF-8: ASCII ones are mapped to a space by one
-# translate(), the others (each a multi-byte sequence) are replaced one by one
-_SPACES = [chr(c) for c in range(0x110000) if chr(c).isspace()]
+# every character str.split() splits on (str.isspace(); a test compares it with Python over all
+# of Unicode); as UTF-8, the ASCII ones are mapped to a space by one translate(), the others
+# (each a multi-byte sequence) are replaced one by one
+WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_SPACES = list(WHITESPACE)
 _ASCII_SPACES = bytes.maketrans(
     "".join(c for c in _SPACES if c.isascii() and c != " ").encode(),
     b" " * sum(1 for c in _SPACES if c.isascii() and c != " "),

@@ -29,18 +29,13 @@ from pandera.api.polars.types import PolarsData
 from pyarrow import json as arrow_json
 
 from distill_assets.lib import constants as C
+from distill_assets.lib.evidence import WHITESPACE
 
 HEX64 = r"^[0-9a-f]{64}$"
 TIMESTAMP = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
 TRAINABLE = [C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL]
 ROLES = ["user", "assistant", "tool", "function"]
 
-# every character Python's str.split() splits on (str.isspace()); test_vectorized_checks
-# compares this list with Python over all of Unicode
-WHITESPACE = (
-    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
-    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-)
 _CLASS = "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE)
 _NOT_SPACE = "".join(f"\\x{{{ord(c):x}}}" for c in WHITESPACE if c != " ")
 # runs that are not a single space: what " ".join(text.split()) replaces
