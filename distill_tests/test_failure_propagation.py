@@ -4,6 +4,7 @@ run, and the run summary says which stages did not run and why."""
 from __future__ import annotations
 
 import orjson
+import polars as pl
 
 import distill_assets.lib.exports as exports
 import distill_assets.lib.scoring as scoring
@@ -51,16 +52,19 @@ def test_rejected_run_pushed_into_sft_is_stopped(project_defs, instance, tmp_pat
 def test_corrupted_scores_fail_the_schema_check_and_stop_the_exports(
     project_defs, instance, tmp_path, monkeypatch
 ):
-    real = scoring.scored_row
+    real = scoring._scored_lines
 
-    def buggy(run, day, graded, attached):
-        row = real(run, day, graded, attached)
+    def corrupt(line: str) -> str:
+        row = orjson.loads(line)
         if row["run_id"] == "run-001":
             row["quality_score"] = "great"
             row["score"] = 7.0
-        return row
+        return orjson.dumps(row).decode() + "\n"
 
-    monkeypatch.setattr(scoring, "scored_row", buggy)
+    def buggy(*args):  # the scored rows of a block of days, as lines
+        return pl.Series([corrupt(line) for line in real(*args)])
+
+    monkeypatch.setattr(scoring, "_scored_lines", buggy)
     out = tmp_path / "out"
     result = materialize_graph(project_defs, instance, FIXTURES, out)
     assert not result.success
