@@ -295,7 +295,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 shutil.rmtree(work, ignore_errors=True)
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    check_steps = {k: v for k, v in steps.items() if k not in {C.STAGE_ASSET[s] for s in C.STAGES}}
+    stage_steps = {C.STAGE_ASSET[s] for s in C.STAGES} | {C.OP_EXPORTS}
+    check_steps = {k: v for k, v in steps.items() if k not in stage_steps}
     return {
         "runs": spec.runs,
         "days": spec.days,

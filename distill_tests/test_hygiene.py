@@ -22,7 +22,13 @@ from distill_assets.lib.hygiene.verify import verify_no_secrets
 ALNUM = string.ascii_letters + string.digits
 
 
-_RNG = random.Random(20260310)  # fixed: the samples are the same on every run
+_RNG = random.Random(20260310)
+
+
+@pytest.fixture(autouse=True)
+def _seeded(request: pytest.FixtureRequest) -> None:
+    """Each test draws the same samples on every run, whatever ran before it in its worker."""
+    _RNG.seed(request.node.nodeid)
 
 
 def _rand(n: int, alphabet: str = ALNUM) -> str:

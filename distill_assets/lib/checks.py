@@ -385,9 +385,11 @@ def run_all(
     pool_min_bytes: int = POOL_MIN_BYTES,
 ) -> list[CheckOutcome]:
     """Every wanted check of every asset (``run_checks``), the assets spread over ``workers``
-    processes when there is enough to read; outcomes in the order of ``wanted``."""
+    processes when there is enough to read (the step's process then keeps none of the memory
+    the checks use); outcomes in the order of ``wanted``."""
     total = sum(f.bytes for asset in wanted for f in receipts[asset].outputs.files)
-    if workers <= 1 or len(wanted) < 2 or total < pool_min_bytes:
+    # a worker even for one asset: what the checks allocate goes when the worker does
+    if workers <= 1 or total < pool_min_bytes:
         return [
             o for a, names in wanted.items() for o in run_checks(a, names, receipts[a], out_root)
         ]

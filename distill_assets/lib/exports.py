@@ -705,8 +705,7 @@ class Exporter:
         """Take over what a worker did over the tasks before any this export has seen."""
         self.tally.merge(part["tally"])
         path, lines = part["quarantine"]
-        self.quarantine.write_block(Path(path).read_bytes(), lines)
-        Path(path).unlink(missing_ok=True)
+        self.quarantine.append_file(Path(path), lines)
         self.curation.absorb(part["curation"])
         self.files_read |= part["files_read"]
         self.seconds += part["seconds"]

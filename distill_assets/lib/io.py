@@ -132,6 +132,15 @@ class AtomicJsonlWriter:
         if self._buf_bytes >= _FLUSH_BYTES:
             self._flush()
 
+    def append_file(self, path: Path, lines: int) -> None:
+        """Append a finished temporary file of ``lines`` lines (a worker's part), read in
+        blocks (memory stays bounded), then remove it."""
+        with open(path, "rb") as fh:
+            while block := fh.read(_FLUSH_BYTES * 16):
+                self.write_block(block, 0)
+        self.lines += lines
+        path.unlink(missing_ok=True)
+
     def write_rows(self, rows: Iterable[Any]) -> None:
         for row in rows:
             self.write_row(row)

@@ -29,6 +29,8 @@ _PRELOAD = [
     "distill_assets.lib.scoring",
     "distill_assets.lib.export_pass",
     "distill_assets.lib.checks",
+    "distill_assets.lib.schemas",
+    "distill_assets.lib.firewall",
 ]
 
 

@@ -653,7 +653,7 @@ def _spec(model: type[pa.DataFrameModel]) -> _Spec:
 
 # files are read in pieces of about this many bytes (whole lines) when read piece by piece:
 # memory holds one piece (its bytes, Arrow table and frame), whatever the file's size
-PIECE_BYTES = 64 * 1024 * 1024
+PIECE_BYTES = 16 * 1024 * 1024
 
 
 def iter_jsonl(

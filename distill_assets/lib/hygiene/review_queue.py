@@ -252,8 +252,7 @@ class ReviewExporter:
             (self.queue, part["queue"]),
             (self.quarantine, part["quarantine"]),
         ):
-            writer.write_block(Path(path).read_bytes(), lines)
-            Path(path).unlink(missing_ok=True)
+            writer.append_file(Path(path), lines)
         self.files_read |= part["files_read"]
         self.stale = self.stale or part["stale"]
         self.seconds += part["seconds"]
