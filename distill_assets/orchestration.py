@@ -31,7 +31,7 @@ from distill_assets.lib.hygiene.decontam import EvalSet, load_eval_set, resolve_
 from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
 from distill_assets.lib.layout import CHECK_INPUT_GLOBS, STAGE_INPUT_GLOBS, version_relroot
 from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
-from distill_assets.lib.parallel import default_workers
+from distill_assets.lib.parallel import default_workers, release_memory
 from distill_assets.lib.playbooks import PlaybookSettings
 from distill_assets.lib.receipts import (
     StageReceipt,
@@ -750,6 +750,7 @@ def run_stages(
                 for stage in stages:
                     record_failure(out_root, run_id, stage, exc, expected)
             raise
+        release_memory()
         workspace.push_data()
         reported = []
         for stage in stages:

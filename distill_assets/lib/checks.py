@@ -267,8 +267,8 @@ def dataset_checks(
     """Schema, firewall, pair rules and holdout of a dataset on ONE read of its train and
     holdout files (piece by piece: memory holds one piece), each piece judged by every check."""
     from distill_assets.lib import firewall as fw
-    from distill_assets.lib.hygiene.holdout import verify_disjoint_frames
-    from distill_assets.lib.schemas import FILE, Validation, batched, iter_jsonl, schema_of
+    from distill_assets.lib.hygiene.holdout import TaskSides
+    from distill_assets.lib.schemas import Validation, batched, iter_jsonl, schema_of
 
     stage = C.ASSET_STAGE[asset]
     paths = [root / C.TRAIN_PATHS[stage], root / C.HOLDOUT_PATHS[stage]]
@@ -278,7 +278,7 @@ def dataset_checks(
     reports = {check: fw.FirewallReport() for check in rules}
     table = fw.scored_lookup(out_root) if rules else None
     settings = _settings_used(receipt) if rules and asset != C.ASSET_EXTRACTED_PLAYBOOKS else None
-    tasks = []
+    tasks = TaskSides()
     for piece in batched(iter_jsonl(model, paths, missing_ok=True)):
         if validation is not None:
             validation.add(piece)
@@ -287,7 +287,7 @@ def dataset_checks(
             args = (piece, table) if settings is None else (piece, table, settings)
             reports[check].merge(verify(*args))
         if C.CHECK_HOLDOUT_DISJOINT in checks:
-            tasks.append(piece.select(FILE, "task_id"))
+            tasks.add(piece)
     outcomes = []
     for check in checks:
         if check == C.CHECK_SCHEMA and validation is not None:
@@ -320,7 +320,7 @@ def dataset_checks(
                 )
             )
         elif check == C.CHECK_HOLDOUT_DISJOINT:
-            split = verify_disjoint_frames(tasks)
+            split = tasks.report()
             outcomes.append(
                 CheckOutcome(
                     asset,
@@ -397,7 +397,7 @@ def run_all(
 
     # the biggest assets first, so that the pool's queue ends with small ones
     order = sorted(wanted, key=lambda a: -sum(f.bytes for f in receipts[a].outputs.files))
-    with process_pool(min(workers, len(wanted))) as pool:
+    with process_pool(min(workers, len(wanted)), fresh=True) as pool:
         futures = {a: pool.submit(run_checks, a, wanted[a], receipts[a], out_root) for a in order}
         done = {a: future.result() for a, future in futures.items()}
     return [o for asset in wanted for o in done[asset]]

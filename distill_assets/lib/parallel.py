@@ -6,6 +6,8 @@ order, so the bytes they write do not depend on the number of processes.
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import multiprocessing
 import os
 import sys
@@ -49,5 +51,21 @@ def pool_context() -> multiprocessing.context.BaseContext:
     return context
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, mp_context=pool_context())
+def process_pool(workers: int, fresh: bool = False) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes; ``fresh``: a new process for each task (memory a task
+    used goes with its process), when the pool does not fork from this process."""
+    context = pool_context()
+    per_task = 1 if fresh and context.get_start_method() != "fork" else None
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, max_tasks_per_child=per_task
+    )
+
+
+def release_memory() -> None:
+    """Hand memory freed by a stage back to the system (a collection, then glibc's trim): a
+    long run's step process does not keep every stage's high-water mark."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass

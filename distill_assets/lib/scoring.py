@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -33,6 +32,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib import layout, progress
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.io import AtomicJsonlWriter, SealedFile, WrittenFile
+from distill_assets.lib.parallel import process_pool
 
 ConflictPolicy = Literal["human_review", "review_wins", "outcome_wins"]
 # below this many bytes of evidence index a second worker is not worth starting
@@ -900,9 +900,9 @@ def score(
     """Score every day in ``days``; the evidence index of the window around each must exist.
 
     With ``workers`` > 1 and at least ``pool_min_bytes`` of index, runs of consecutive days are
-    scored in worker threads: the work is polars' and numpy's, which release the GIL, and
-    polars must not be used in a process forked from one that already ran it (its thread pool
-    does not survive the fork). Each day's files are the same either way.
+    scored in worker processes (forked from a fork server once this process has polars, whose
+    thread pool does not survive a fork), which also take the memory of their windows with
+    them when they end. Each day's files are the same either way.
     """
     ordered = sorted(set(days))
     index_bytes = 0
@@ -917,7 +917,7 @@ def score(
         if count <= 1 or index_bytes < pool_min_bytes:
             parts.append(score_days(out_root, ordered, policy, report=True))
         else:
-            with ThreadPoolExecutor(count, thread_name_prefix="score") as pool:
+            with process_pool(count) as pool:
                 futures = [
                     pool.submit(score_days, out_root, chunk, policy)
                     for chunk in _chunks(ordered, count)

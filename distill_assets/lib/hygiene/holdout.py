@@ -47,6 +47,30 @@ class SplitReport:
         return self.count == 0
 
 
+class TaskSides:
+    """The tasks seen on each side of a dataset, piece after piece: only each piece's distinct
+    (side, task) pairs are kept, so memory follows the tasks, not the rows."""
+
+    def __init__(self, train: int = 0, holdout: int = 1) -> None:
+        self.train, self.holdout = train, holdout
+        self.rows = {train: 0, holdout: 0}
+        self.tasks: list[pl.DataFrame] = []
+
+    def add(self, frame: pl.DataFrame) -> None:
+        """A frame with ``_file`` and ``task_id`` (a missing task id is the task "None")."""
+        import polars as pl
+
+        from distill_assets.lib.schemas import FILE
+
+        part = frame.select(FILE, pl.col("task_id").cast(pl.String).fill_null("None"))
+        for side in self.rows:
+            self.rows[side] += part.filter(pl.col(FILE) == side).height
+        self.tasks.append(part.unique())
+
+    def report(self) -> SplitReport:
+        return _disjoint(self.tasks, self.rows, self.train, self.holdout)
+
+
 def verify_disjoint_frames(
     frames: Iterable[pl.DataFrame], train: int = 0, holdout: int = 1
 ) -> SplitReport:
@@ -54,17 +78,19 @@ def verify_disjoint_frames(
     ``read_columns`` read (each with ``_file`` and ``task_id``): ``train`` and ``holdout`` are
     the files' indexes in ``_file``. A missing task id counts as the task "None", as it always
     has."""
+    sides = TaskSides(train, holdout)
+    for frame in frames:
+        sides.add(frame)
+    return sides.report()
+
+
+def _disjoint(
+    tasks: list[pl.DataFrame], rows: dict[int, int], train: int, holdout: int
+) -> SplitReport:
     import polars as pl  # not at module level: the exports import in_holdout, not the checks
 
     from distill_assets.lib.schemas import FILE
 
-    rows = {train: 0, holdout: 0}
-    tasks = []
-    for frame in frames:
-        part = frame.select(FILE, pl.col("task_id").cast(pl.String).fill_null("None"))
-        for side in rows:
-            rows[side] += part.filter(pl.col(FILE) == side).height
-        tasks.append(part.unique())
     both = (
         pl.concat(tasks).unique()
         if tasks
