@@ -266,6 +266,8 @@ def dataset_checks(
 ) -> list[CheckOutcome]:
     """Schema, firewall, pair rules and holdout of a dataset on ONE read of its train and
     holdout files (piece by piece: memory holds one piece), each piece judged by every check."""
+    import polars as pl
+
     from distill_assets.lib import firewall as fw
     from distill_assets.lib.hygiene.holdout import TaskSides
     from distill_assets.lib.schemas import Validation, batched, iter_jsonl, schema_of
@@ -279,15 +281,29 @@ def dataset_checks(
     table = fw.scored_lookup(out_root) if rules else None
     settings = _settings_used(receipt) if rules and asset != C.ASSET_EXTRACTED_PLAYBOOKS else None
     tasks = TaskSides()
+    # the firewall's columns of the pieces, judged in joins of FIREWALL_ROWS rows (a join builds
+    # a hash table of every scored run: once per piece would cost the table's size per piece)
+    gathered: list[pl.DataFrame] = []
+
+    def judge() -> None:
+        frame = pl.concat(gathered, how="vertical")
+        gathered.clear()
+        for check in rules:
+            verify = getattr(fw, _FRAME_RULES[(asset, check)])
+            args = (frame, table) if settings is None else (frame, table, settings)
+            reports[check].merge(verify(*args))
+
     for piece in batched(iter_jsonl(model, paths, missing_ok=True)):
         if validation is not None:
             validation.add(piece)
-        for check in rules:
-            verify = getattr(fw, _FRAME_RULES[(asset, check)])
-            args = (piece, table) if settings is None else (piece, table, settings)
-            reports[check].merge(verify(*args))
+        if rules:
+            gathered.append(fw.firewall_columns(asset, piece))
+            if sum(frame.height for frame in gathered) >= FIREWALL_ROWS:
+                judge()
         if C.CHECK_HOLDOUT_DISJOINT in checks:
             tasks.add(piece)
+    if gathered:
+        judge()
     outcomes = []
     for check in checks:
         if check == C.CHECK_SCHEMA and validation is not None:
@@ -340,6 +356,8 @@ def dataset_checks(
     return outcomes
 
 
+FIREWALL_ROWS = 200_000
+
 _READ_ONCE = (C.CHECK_SCHEMA, C.CHECK_FIREWALL, C.CHECK_PAIR_RULES, C.CHECK_HOLDOUT_DISJOINT)
 
 
@@ -373,6 +391,12 @@ def run_checks(
     return [found[check] for check in checks]
 
 
+def _scored_table(out_root: Path) -> int:
+    from distill_assets.lib.firewall import scored_lookup
+
+    return len(scored_lookup(out_root))
+
+
 # below this many bytes to read in all, the checks run in the step's process
 POOL_MIN_BYTES = 64 * 1024 * 1024
 
@@ -398,6 +422,9 @@ def run_all(
     # the biggest assets first, so that the pool's queue ends with small ones
     order = sorted(wanted, key=lambda a: -sum(f.bytes for f in receipts[a].outputs.files))
     with process_pool(min(workers, len(wanted)), fresh=True) as pool:
+        if any((asset, check) in _FRAME_RULES for asset in wanted for check in wanted[asset]):
+            # the scored runs' table, built once, then mapped by every worker (lib/firewall.py)
+            pool.submit(_scored_table, out_root).result()
         futures = {a: pool.submit(run_checks, a, wanted[a], receipts[a], out_root) for a in order}
         done = {a: future.result() for a, future in futures.items()}
     return [o for asset in wanted for o in done[asset]]

@@ -13,6 +13,9 @@ already-read frame; ``verify_*`` read the files themselves.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,32 +104,37 @@ class ScoredTable:
 
     frame: pl.DataFrame
 
+    @staticmethod
+    def _compact(rows: pl.DataFrame) -> pl.DataFrame:
+        """Rows with run_id, task_id, quality_score, score, response_empty, sft_eligible as the
+        table keeps them (the run id as two hashes), in order."""
+        return rows.select(
+            *run_key(pl.col("run_id")),
+            pl.col("quality_score").alias("quality"),
+            pl.col("task_id"),
+            pl.col("score"),
+            pl.col("response_empty").fill_null(False),
+            pl.col("sft_eligible").fill_null(True),
+        ).filter(pl.col(KEY[0]).is_not_null())
+
+    @classmethod
+    def _keyed(cls, compact: pl.DataFrame) -> ScoredTable:
+        keyed = compact.unique(subset=list(KEY), keep="last", maintain_order=True)
+        return cls(keyed.with_columns(pl.col("quality").cast(_enum(keyed["quality"]))))
+
     @classmethod
     def from_rows(cls, rows: pl.DataFrame) -> ScoredTable:
         """From rows with run_id, task_id, quality_score, score, response_empty, sft_eligible."""
-        keyed = (
-            rows.select(
-                *run_key(pl.col("run_id")),
-                pl.col("quality_score").alias("quality"),
-                pl.col("task_id"),
-                pl.col("score"),
-                pl.col("response_empty").fill_null(False),
-                pl.col("sft_eligible").fill_null(True),
-            )
-            .filter(pl.col(KEY[0]).is_not_null())
-            .unique(subset=list(KEY), keep="last", maintain_order=True)
-        )
-        return cls(
-            keyed.with_columns(
-                pl.col("quality").cast(_enum(keyed["quality"])),
-                pl.col("task_id").cast(_enum(keyed["task_id"])),
-            )
-        )
+        return cls._keyed(cls._compact(rows))
 
     @classmethod
     def read(cls, paths: Sequence[Path]) -> ScoredTable:
-        """From scored-runs files, reading only the columns needed (natively, by polars)."""
-        return cls.from_rows(read_columns(paths, _SCORED_COLUMNS))
+        """From scored-runs files, reading only the columns needed (natively, by polars), file
+        by file: memory holds the compact table and one file's columns."""
+        parts = [cls._compact(read_columns([path], _SCORED_COLUMNS)) for path in paths]
+        if not parts:
+            return cls.from_rows(read_columns([], _SCORED_COLUMNS))
+        return cls._keyed(pl.concat(parts, how="vertical"))
 
     def __len__(self) -> int:
         return self.frame.height
@@ -186,8 +194,10 @@ _CACHE: dict[Path, tuple[tuple[tuple[str, int, int], ...], ScoredTable]] = {}
 
 
 def scored_lookup(out_root: Path) -> ScoredTable:
-    """Every scored run on disk as a ``ScoredTable``; built once per process while the scored
-    files stay the same, and shared by the checks that use it."""
+    """Every scored run on disk as a ``ScoredTable``; built once while the scored files stay
+    the same and shared by the checks that use it: in this process, and with the check worker
+    processes through an Arrow file in the output's scratch folder, which each maps (its pages
+    are shared, not copied)."""
     fingerprint = tuple(
         (relpath, stat.st_size, stat.st_mtime_ns)
         for relpath in scored_files(out_root)
@@ -197,9 +207,32 @@ def scored_lookup(out_root: Path) -> ScoredTable:
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
     _CACHE.clear()
-    table = ScoredTable.read([out_root / relpath for relpath, _, _ in fingerprint])
+    digest = hashlib.sha256(repr(fingerprint).encode("utf-8")).hexdigest()[:16]
+    shared = out_root / C.SCRATCH_DIR / f"scored-table-{digest}.arrow"
+    if shared.exists():
+        table = ScoredTable(pl.read_ipc(shared))  # mapped, not read, where the format allows
+    else:
+        table = ScoredTable.read([out_root / relpath for relpath, _, _ in fingerprint])
+        _share(table, shared)
     _CACHE[out_root] = (fingerprint, table)
     return table
+
+
+def _share(table: ScoredTable, path: Path) -> None:
+    """Write the table where other processes of the run find it (atomically; older tables of
+    other scored files are removed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for old in path.parent.glob("scored-table-*.arrow"):
+        if old != path:
+            old.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        table.frame.write_ipc(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 # --- reporting -----------------------------------------------------------------------------
@@ -370,12 +403,46 @@ def verify_preference_frame(
     return _report(frame.height, [(_pairs(frame, table), rules)])
 
 
+# a pair frame may carry whether its texts are identical (computed per piece read), in place
+# of the texts themselves (see firewall_columns)
+IDENTICAL = "_identical"
+
+# what each asset's firewall (and pair rules) read of its rows: a frame of these columns,
+# gathered piece by piece, is judged in one join against the scored runs (a join per piece
+# would build a hash table of every scored run for every piece)
+_COLUMNS: dict[str, tuple[str, ...]] = {
+    C.ASSET_SFT_DATASET: ("source_run_id", "task_id", "category"),
+    C.ASSET_KTO_DATASET: ("source_run_id", "task_id", "label", "category"),
+    C.ASSET_RAG_PLAYBOOKS: ("task_id", "source_run_ids"),
+    C.ASSET_EXTRACTED_PLAYBOOKS: ("task_id", "source_run_ids", "failed_run_ids"),
+    C.ASSET_PREFERENCE_PAIRS: ("chosen_run_id", "rejected_run_id", "task_id"),
+}
+
+
+def firewall_columns(asset: str, piece: pl.DataFrame) -> pl.DataFrame:
+    """The columns of a piece of ``asset``'s rows that its firewall and pair rules read (texts
+    reduced to what the rules ask of them)."""
+    columns = [pl.col(LINE), *(pl.col(name) for name in _COLUMNS[asset])]
+    if asset == C.ASSET_EXTRACTED_PLAYBOOKS:
+        run_ids = pl.element().struct.field("run_id")
+        columns.append(pl.col("divergences").list.eval(pl.struct(run_ids.alias("run_id"))))
+    frame = piece.select(columns)
+    if asset == C.ASSET_PREFERENCE_PAIRS:
+        frame = frame.with_columns(texts_identical(piece, "chosen", "rejected").alias(IDENTICAL))
+    return frame
+
+
 def verify_pair_rules_frame(
     frame: pl.DataFrame, table: ScoredTable, settings: ExportSettings
 ) -> FirewallReport:
     """Pair rules: two distinct runs of one task, chosen strictly better by at least the
     configured margin, texts that differ after whitespace folding."""
-    pairs = _pairs(frame, table).with_columns(texts_identical(frame, "chosen", "rejected"))
+    identical = (
+        frame.get_column(IDENTICAL)
+        if IDENTICAL in frame.columns
+        else texts_identical(frame, "chosen", "rejected")
+    )
+    pairs = _pairs(frame, table).with_columns(identical.alias("identical"))
     both = pl.col("c_known") & pl.col("r_known")
     rank_c, rank_r = (
         pl.col(f"{side}_quality").replace_strict(C.QUALITY_RANK, default=-1, return_dtype=pl.Int8)

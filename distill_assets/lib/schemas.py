@@ -1000,6 +1000,9 @@ def _read_slow(spec: _Spec, data: bytes, ignore: frozenset[str]) -> pl.DataFrame
     )
 
 
+COLUMN_PIECE_BYTES = 8 * 1024 * 1024
+
+
 def read_columns(sources: Sequence[Path], columns: dict[str, pl.DataType]) -> pl.DataFrame:
     """Only ``columns`` of JSONL files (missing files skipped), read natively by polars, plus
     ``_file``; lenient (a scalar reads as text in a string column, a misfit as null, other keys
@@ -1008,13 +1011,16 @@ def read_columns(sources: Sequence[Path], columns: dict[str, pl.DataType]) -> pl
     for index, path in enumerate(sources):
         if not path.exists():
             continue
-        data = path.read_bytes()
-        try:
-            frame = pl.read_ndjson(data, schema=columns) if data and not data.isspace() else None
-        except pl.exceptions.PolarsError:
-            frame = _read_loose(data, columns)
-        if frame is not None:
-            frames.append(frame.with_columns(pl.lit(index, pl.UInt32).alias(FILE)))
+        # in pieces: the reader's buffers are a few times the bytes it is given
+        for data in _chunks(path, COLUMN_PIECE_BYTES):
+            try:
+                frame = (
+                    pl.read_ndjson(data, schema=columns) if data and not data.isspace() else None
+                )
+            except pl.exceptions.PolarsError:
+                frame = _read_loose(data, columns)
+            if frame is not None:
+                frames.append(frame.with_columns(pl.lit(index, pl.UInt32).alias(FILE)))
     if not frames:
         return pl.DataFrame(schema={**columns, FILE: pl.UInt32})
     return pl.concat(frames, how="vertical")
