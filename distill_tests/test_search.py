@@ -222,7 +222,8 @@ def test_an_index_built_ahead_is_adopted_byte_for_byte(tmp_path, version):
 def test_an_index_built_ahead_of_other_inputs_is_not_adopted(tmp_path, version, change):
     S.build_ahead(version / C.RAG_PATH, version / C.INDEX_PATH, SETTINGS)
     settings = SETTINGS
-    if change == "playbooks":  # rewritten after the build started: the index must follow
+    if change == "playbooks":  # rewritten once that build is done: the index must follow
+        S._AHEAD[version / C.INDEX_PATH][0].join()
         write_jsonl(version, C.RAG_PATH, ROWS[:2])
     else:
         settings = S.IndexSettings(title_weight=5)
