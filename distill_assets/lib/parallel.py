@@ -7,7 +7,6 @@ order, so the bytes they write do not depend on the number of processes.
 from __future__ import annotations
 
 import ctypes
-import gc
 import multiprocessing
 import os
 import sys
@@ -61,10 +60,17 @@ def process_pool(workers: int, fresh: bool = False) -> ProcessPoolExecutor:
     )
 
 
+# a step process holding more than this after a stage hands its free memory back
+TRIM_ABOVE_BYTES = 512 * 1024 * 1024
+
+
 def release_memory() -> None:
-    """Hand memory freed by a stage back to the system (a collection, then glibc's trim): a
-    long run's step process does not keep every stage's high-water mark."""
-    gc.collect()
+    """Hand memory a stage freed back to the system (glibc's trim) when the process holds much:
+    a long run's step process does not keep every stage's high-water mark."""
+    import psutil
+
+    if psutil.Process().memory_info().rss < TRIM_ABOVE_BYTES:
+        return
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc
