@@ -21,12 +21,17 @@ from distill_assets.lib import schemas as S
 from distill_assets.lib.exports import ExportSettings
 from distill_assets.lib.extraction import verify_extracted
 from distill_assets.lib.firewall import (
+    FirewallReport,
     ScoredTable,
+    firewall_columns,
     read_dataset,
     verify_extracted_frame,
     verify_kto,
+    verify_kto_frame,
     verify_pair_rules,
+    verify_pair_rules_frame,
     verify_preference,
+    verify_preference_frame,
     verify_rag,
     verify_sft,
     verify_sft_frame,
@@ -837,6 +842,56 @@ def test_firewall_kto(planted):
         (10, "source_run_unknown"),
         (11, "label_not_boolean"),
     ]
+
+
+def test_frames_judged_in_batches_report_as_the_whole(planted):
+    """The check step joins a dataset's rows to the scored runs in batches (each batch looks
+    up only the runs it names): merged, the batches' reports are the whole frame's."""
+    _plant(
+        planted,
+        C.KTO_PATH,
+        {
+            0: {"label": False},
+            4: {"source_run_id": "ghost"},
+            5: {"source_run_id": "run-empty", "task_id": "T-extra", "label": True},
+        },
+    )
+    _plant(
+        planted,
+        C.PREFERENCE_PATH,
+        {
+            0: {"chosen_run_id": "run-021", "rejected_run_id": "run-020"},
+            3: {"rejected_run_id": "run-004"},
+            5: {"chosen_run_id": "ghost"},
+        },
+    )
+    table = ScoredTable.read(sorted(planted.glob("scored-runs/*/*/*/scored_runs.jsonl")))
+    settings = ExportSettings()
+    cases = [
+        (C.ASSET_KTO_DATASET, C.KTO_PATH, C.KTO_HOLDOUT_PATH, [verify_kto_frame]),
+        (
+            C.ASSET_PREFERENCE_PAIRS,
+            C.PREFERENCE_PATH,
+            C.PREFERENCE_HOLDOUT_PATH,
+            [verify_preference_frame, verify_pair_rules_frame],
+        ),
+    ]
+    for asset, train, holdout, verifiers in cases:
+        rows = read_dataset(asset, planted, train, holdout)
+        frame = firewall_columns(asset, rows)
+        assert frame.height >= 6
+        for verify in verifiers:
+            whole = verify(frame, table, settings)
+            assert not whole.passed, (asset, verify.__name__)
+            for size in (1, 2, 5):
+                batched = FirewallReport()
+                for start in range(0, frame.height, size):
+                    batched.merge(verify(frame.slice(start, size), table, settings))
+                assert (batched.rows, batched.count, batched.violations) == (
+                    whole.rows,
+                    whole.count,
+                    whole.violations,
+                ), (asset, verify.__name__, size)
 
 
 def test_firewall_extracted(planted):

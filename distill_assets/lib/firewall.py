@@ -177,8 +177,12 @@ class ScoredTable:
         right = self.frame.rename(
             {name: f"{prefix}{name.lstrip('_')}" for name in self.frame.columns if name not in KEY}
         ).rename(dict(zip(KEY, keys, strict=True)))
-        joined = frame.with_columns(run_key(pl.col(column), keys)).join(
-            right.with_columns(pl.lit(True).alias(f"{prefix}known")),
+        keyed = frame.with_columns(run_key(pl.col(column), keys))
+        # the table's rows this frame names first (a semi join hashes the frame's keys and
+        # probes the table), so the left join hashes those, not every scored run
+        named = right.join(keyed.select(keys), on=keys, how="semi")
+        joined = keyed.join(
+            named.with_columns(pl.lit(True).alias(f"{prefix}known")),
             on=keys,
             how="left",
             maintain_order="left",
