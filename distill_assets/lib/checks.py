@@ -281,8 +281,8 @@ def dataset_checks(
     table = fw.scored_lookup(out_root) if rules else None
     settings = _settings_used(receipt) if rules and asset != C.ASSET_EXTRACTED_PLAYBOOKS else None
     tasks = TaskSides()
-    # the firewall's columns of the pieces, judged in joins of FIREWALL_ROWS rows (a join builds
-    # a hash table of every scored run: once per piece would cost the table's size per piece)
+    # the firewall's columns of the pieces, judged in joins of FIREWALL_ROWS rows (each join
+    # probes every scored run once: once per piece would cost the table's size per piece)
     gathered: list[pl.DataFrame] = []
 
     def judge() -> None:
