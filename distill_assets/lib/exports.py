@@ -895,11 +895,9 @@ def _category_reason(category: str | None, settings: ExportSettings) -> str | No
     return None
 
 
-class SftExporter(Exporter):
-    """``export-sft``: accepted runs in allowed categories, with an answer, as TRL rows."""
-
-    stage = C.STAGE_EXPORT_SFT
-    dataset_path = C.SFT_PATH
+class TrainingExporter(Exporter):
+    """An export of training rows in a TRL format (SFT, preference, KTO): its settings, the
+    format its rows are written in (``format_of``), recorded in its receipt."""
 
     def __init__(
         self,
@@ -911,7 +909,32 @@ class SftExporter(Exporter):
     ) -> None:
         super().__init__(out_root, write_root, settings.hygiene, eval_set, texts)
         self.settings = settings
-        self.fmt = settings.formats.sft_format
+        self.fmt = self.format_of(settings)
+
+    @staticmethod
+    def format_of(settings: ExportSettings) -> str:
+        raise NotImplementedError
+
+    def figures(self) -> dict[str, Any]:
+        """The export's own figures for its receipt (before the format)."""
+        return {}
+
+    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
+        result = super().result(stream_inputs)
+        result.extra.update(self.figures())
+        result.extra["format"] = self.fmt
+        return result
+
+
+class SftExporter(TrainingExporter):
+    """``export-sft``: accepted runs in allowed categories, with an answer, as TRL rows."""
+
+    stage = C.STAGE_EXPORT_SFT
+    dataset_path = C.SFT_PATH
+
+    @staticmethod
+    def format_of(settings: ExportSettings) -> str:
+        return settings.formats.sft_format
 
     def task(self, task_id: str, runs: list[RunKey], repeated: frozenset[str]) -> None:
         tally = self.tally
@@ -961,11 +984,6 @@ class SftExporter(Exporter):
             tally.records_out += 1
             tally.accepted += 1
 
-    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
-        result = super().result(stream_inputs)
-        result.extra["format"] = self.fmt
-        return result
-
 
 def candidate_pairs(
     runs: list[RunKey], settings: ExportSettings
@@ -995,7 +1013,7 @@ def candidate_pairs(
             yield chosen, rejected, reasons
 
 
-class PreferenceExporter(Exporter):
+class PreferenceExporter(TrainingExporter):
     """``export-preference``: chosen/rejected pairs within a task, chosen strictly better."""
 
     stage = C.STAGE_EXPORT_PREFERENCE
@@ -1009,11 +1027,13 @@ class PreferenceExporter(Exporter):
         eval_set: EvalSet | None,
         texts: TextStore,
     ) -> None:
-        super().__init__(out_root, write_root, settings.hygiene, eval_set, texts)
-        self.settings = settings
-        self.fmt = settings.formats.preference_format
+        super().__init__(out_root, write_root, settings, eval_set, texts)
         self.tasks_without_pair = 0
         self.pairs_quarantined = 0
+
+    @staticmethod
+    def format_of(settings: ExportSettings) -> str:
+        return settings.formats.preference_format
 
     def _quarantine_pair(
         self, chosen: RunKey, rejected: RunKey, reasons: list[str], **details: Any
@@ -1110,13 +1130,12 @@ class PreferenceExporter(Exporter):
             "pairs_quarantined": self.pairs_quarantined,
         }
 
-    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
-        result = super().result(stream_inputs)
-        result.extra["pairs"] = self.curation.train_rows
-        result.extra["pairs_quarantined"] = self.pairs_quarantined + self.curation.pairs_dropped
-        result.extra["tasks_without_pair"] = self.tasks_without_pair
-        result.extra["format"] = self.fmt
-        return result
+    def figures(self) -> dict[str, Any]:
+        return {
+            "pairs": self.curation.train_rows,
+            "pairs_quarantined": self.pairs_quarantined + self.curation.pairs_dropped,
+            "tasks_without_pair": self.tasks_without_pair,
+        }
 
 
 # --- the exports one at a time (the library API the tests and the benchmark call) ------------

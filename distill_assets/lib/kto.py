@@ -17,16 +17,14 @@ from pathlib import Path
 from distill_assets.lib import constants as C
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.exports import (
-    Exporter,
     ExportSettings,
     RunKey,
-    TextStore,
+    TrainingExporter,
     _category_reason,
     stable_id,
 )
 from distill_assets.lib.formats import plain_text, unpaired_columns
 from distill_assets.lib.hygiene.decontam import EvalSet
-from distill_assets.lib.io import WrittenFile
 
 
 def kto_reasons(key: RunKey, settings: ExportSettings, accepted_texts: set[str]) -> list[str]:
@@ -49,23 +47,15 @@ def kto_reasons(key: RunKey, settings: ExportSettings, accepted_texts: set[str])
     return reasons
 
 
-class KtoExporter(Exporter):
+class KtoExporter(TrainingExporter):
     """``export-kto``: accepted runs (label true) and rejected runs (label false), unpaired."""
 
     stage = C.STAGE_EXPORT_KTO
     dataset_path = C.KTO_PATH
 
-    def __init__(
-        self,
-        out_root: Path,
-        write_root: Path,
-        settings: ExportSettings,
-        eval_set: EvalSet | None,
-        texts: TextStore,
-    ) -> None:
-        super().__init__(out_root, write_root, settings.hygiene, eval_set, texts)
-        self.settings = settings
-        self.fmt = settings.formats.preference_format
+    @staticmethod
+    def format_of(settings: ExportSettings) -> str:
+        return settings.formats.preference_format
 
     def task(self, task_id: str, runs: list[RunKey], repeated: frozenset[str]) -> None:
         runs = self.admit(runs, repeated)
@@ -112,11 +102,6 @@ class KtoExporter(Exporter):
                 tally.accepted += 1
             else:
                 tally.rejected += 1
-
-    def result(self, stream_inputs: list[WrittenFile]) -> StageResult:
-        result = super().result(stream_inputs)
-        result.extra["format"] = self.fmt
-        return result
 
 
 def export_kto(
