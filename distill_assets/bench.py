@@ -356,15 +356,7 @@ def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, An
         return result
 
     def exports() -> None:
-        plan = ExportPlan(
-            write_root=out,
-            extract=(PlaybookSettings(), None, None),
-            rag=(export, None),
-            sft=(export, None),
-            preference=(export, None),
-            kto=(export, None),
-            review=True,
-        )
+        plan = ExportPlan.every(out, export, PlaybookSettings())
         for result in run_exports(out, plan, workers=1).values():
             stage(result)
 

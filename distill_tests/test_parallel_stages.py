@@ -124,15 +124,7 @@ def test_export_pass_in_workers_writes_the_same_bytes(tmp_path: Path, collected)
     outcomes = []
     for workers in (1, 2, 3):
         write_root = tmp_path / f"exports-{workers}"
-        plan = ExportPlan(
-            write_root=write_root,
-            extract=(PlaybookSettings(), None, None),
-            rag=(export, None),
-            sft=(export, None),
-            preference=(export, None),
-            kto=(export, None),
-            review=True,
-        )
+        plan = ExportPlan.every(write_root, export, PlaybookSettings())
         results = run_exports(scored, plan, workers=workers, pool_min_runs=0)
         counts = {
             stage: (r.tally, r.extra.get("pairs_quarantined"), r.extra.get("steps"))

@@ -185,18 +185,19 @@ def schema(asset: str, receipt: StageReceipt, root: Path, workers: int) -> Check
 
     paths = [root / p for p in files_read(asset, C.CHECK_SCHEMA, receipt)]
     model = schema_of(asset, str(receipt.extra.get("format", "")))
-    outcome = validate_jsonl(model, paths, workers=workers)
-    description = (
-        f"{outcome.rows} rows in {len(paths)} file(s) match {model.__name__}"
-        if outcome.passed
-        else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows"
-    )
+    return _schema_outcome(asset, validate_jsonl(model, paths, workers=workers), model, paths)
+
+
+def _schema_outcome(asset: str, outcome: Any, model: type, paths: list[Path]) -> CheckOutcome:
+    """The schema check's outcome of ``paths`` validated against ``model``."""
     return CheckOutcome(
         asset,
         C.CHECK_SCHEMA,
         outcome.passed,
         outcome.num_failures,
-        description,
+        f"{outcome.rows} rows in {len(paths)} file(s) match {model.__name__}"
+        if outcome.passed
+        else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows",
         {"rows": outcome.rows, "failure_cases": outcome.failure_cases},
     )
 
@@ -307,19 +308,7 @@ def dataset_checks(
     outcomes = []
     for check in checks:
         if check == C.CHECK_SCHEMA and validation is not None:
-            outcome = validation.outcome()
-            outcomes.append(
-                CheckOutcome(
-                    asset,
-                    check,
-                    outcome.passed,
-                    outcome.num_failures,
-                    f"{outcome.rows} rows in {len(paths)} file(s) match {model.__name__}"
-                    if outcome.passed
-                    else f"{outcome.num_failures} schema failure(s) in {outcome.rows} rows",
-                    {"rows": outcome.rows, "failure_cases": outcome.failure_cases},
-                )
-            )
+            outcomes.append(_schema_outcome(asset, validation.outcome(), model, paths))
         elif check in reports:
             report = reports[check]
             what = "playbooks" if asset == C.ASSET_EXTRACTED_PLAYBOOKS else "rows"

@@ -47,6 +47,21 @@ class ExportPlan:
     kto: tuple[ExportSettings, EvalSet | None] | None = None
     review: bool = False
 
+    @classmethod
+    def every(
+        cls, write_root: Path, export: ExportSettings, playbooks: PlaybookSettings
+    ) -> ExportPlan:
+        """All six exports with these settings, without an eval set or extraction hygiene."""
+        return cls(
+            write_root=write_root,
+            extract=(playbooks, None, None),
+            rag=(export, None),
+            sft=(export, None),
+            preference=(export, None),
+            kto=(export, None),
+            review=True,
+        )
+
     @property
     def stages(self) -> list[str]:
         chosen = {
@@ -161,9 +176,19 @@ def run_exports(
 
 def _stream(stream: TaskStream, exporters: list[Any], texts: TextStore) -> None:
     """Hand every task of the stream to every export, reading each run's record once."""
-    repeated = stream.repeated_run_ids()
     tick = progress.current()
     tick.begin(stream.run_count(), "runs", check_every=64)
+    _hand_tasks(stream, exporters, texts, stream.repeated_run_ids(), tick.advance)
+
+
+def _hand_tasks(
+    stream: TaskStream,
+    exporters: list[Any],
+    texts: TextStore,
+    repeated: frozenset[str],
+    after: Callable[[int], Any] | None = None,
+) -> None:
+    """Each task of the stream to each export in turn (timing each), then ``after(runs)``."""
     clock = time.perf_counter
     for task_id, runs in stream.tasks():
         for exporter in exporters:
@@ -171,7 +196,8 @@ def _stream(stream: TaskStream, exporters: list[Any], texts: TextStore) -> None:
             exporter.task(task_id, runs, repeated)
             exporter.seconds += clock() - began
         texts.next_task()
-        tick.advance(len(runs))
+        if after is not None:
+            after(len(runs))
 
 
 def _stream_in_workers(
@@ -223,13 +249,7 @@ def _pass_range(
     exporters = _exporters(out_root, plan, texts)
     streaming = [e for e in exporters if e.stage != C.STAGE_EXPORT_RAG]
     try:
-        clock = time.perf_counter
-        for task_id, runs in stream.tasks():
-            for exporter in streaming:
-                began = clock()
-                exporter.task(task_id, runs, repeated)
-                exporter.seconds += clock() - began
-            texts.next_task()
+        _hand_tasks(stream, streaming, texts, repeated)
         return [exporter.part() for exporter in exporters]
     except BaseException:
         for exporter in exporters:
