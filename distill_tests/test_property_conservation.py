@@ -22,6 +22,8 @@ from distill_assets.lib.collect import collect, list_source_files
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings, export_preference, export_rag, export_sft
 from distill_assets.lib.extraction import extract_playbooks
+from distill_assets.lib.hygiene.review_queue import export_review
+from distill_assets.lib.kto import export_kto
 from distill_assets.lib.layout import day_range
 from distill_assets.lib.playbooks import PlaybookSettings
 from distill_assets.lib.scoring import ScoringPolicy, score
@@ -134,6 +136,8 @@ def test_every_stage_conserves_records_and_every_line_is_accounted(corpus):
             build_index(out, IndexSettings()),
             export_sft(out, exports),
             export_preference(out, exports),
+            export_kto(out, exports),
+            export_review(out),
         ]
         for result in results:
             t = result.tally

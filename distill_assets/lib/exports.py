@@ -465,9 +465,6 @@ class TextStore:
         self._handles.clear()
         self._task.clear()
 
-    def input_files(self) -> list[WrittenFile]:
-        return [WrittenFile(path, "", 0, 0) for path in sorted(self.files_read)]
-
 
 class Fetched(NamedTuple):
     """A run's (or a review's, an outcome's) evidence record and collect's secret verdict."""

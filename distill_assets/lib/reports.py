@@ -228,20 +228,6 @@ def _write_drift(
     return report
 
 
-def record_check(
-    out_root: Path,
-    run_id: str,
-    check: CheckRecord,
-    expected_stages: list[str],
-) -> RunSummary:
-    """Keep an asset check's verdict with the run, and refresh the summary."""
-    with reports_lock(out_root):
-        _note_plan(out_root, run_id, expected_stages)
-        path = run_dir(out_root, run_id) / "checks" / f"{check.asset}.{check.check}.json"
-        write_json_atomic(path, check.model_dump(mode="json"))
-        return _write_summary_locked(out_root, run_id)
-
-
 def record_checks(
     out_root: Path,
     run_id: str,
