@@ -954,6 +954,8 @@ class Collector:
         result.extra["secrets"] = dict(sorted(self.secrets.items()))
         result.errors.extend(conservation_errors(total))
         result.extra["per_partition"] = per_day
+        # the exports trust this run's "no secret here" verdicts only under the same rules
+        result.extra["secret_rules"] = C.SECRET_RULES_VERSION
         if self.days is not None:
             result.partitions = sorted(day.isoformat() for day in self.days)
         return result

@@ -34,9 +34,6 @@ def evidence_index(
         source_root, imports = distill.evidence_sources()
         files = list_source_files(source_root) if source_root is not None else []
         batches = (run_import(spec) for spec in imports)
-        result = collect(files, out_root, days, config.settings(), batches, workers)
-        # the exports trust this run's "no secret here" verdicts only under the same rules
-        result.extra["secret_rules"] = C.SECRET_RULES_VERSION
-        return result
+        return collect(files, out_root, days, config.settings(), batches, workers)
 
     return run_stage(context, distill, C.STAGE_COLLECT, work, config.model_dump())
