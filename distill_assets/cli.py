@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -101,7 +102,12 @@ def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
 def partition_range(source: Path | None, imports: list[ImportSpec] | None = None) -> str:
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
-    earliest = date.fromisoformat(C.PARTITION_START)
+    from distill_assets.lib.layout import partition_start
+
+    try:
+        earliest = partition_start(os.environ.get(C.ENV_PARTITION_START))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     # the daily partitions end with tomorrow's (end_offset=2, for the one-day future horizon)
     today = datetime.now(UTC).date()
     latest = today + timedelta(days=1)
@@ -152,6 +158,7 @@ def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str,
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
+    user_env = {name for name in (C.ENV_SOURCE_DIR, C.ENV_OUTPUT_DIR) if os.environ.get(name)}
     config = [orjson.loads(item) for item in args.config or []]
     imports, env = _configured_imports(config)
     from distill_assets.lib.storage import is_remote
@@ -174,9 +181,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         raise UserError("--per-day materializes the whole graph; leave out --select")
     base = [sys.executable, "-m", "dagster", "asset", "materialize"]
     base += ["-m", "distill_assets.definitions"]
-    # a named executor (DISTILL_EXECUTOR) takes its own config; in_process is the default's
-    if not args.multiprocess and not os.environ.get(C.ENV_EXECUTOR):
-        config.append({"execution": {"config": {"in_process": {}}}})
+    # the default executor runs in-process; a named one (DISTILL_EXECUTOR) takes its own config
+    if args.multiprocess and not os.environ.get(C.ENV_EXECUTOR):
+        config.append({"execution": {"config": {"multiprocess": {}}}})
     if config:
         merged: dict = {}
         for item in config:
@@ -199,6 +206,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         os.environ[C.ENV_BACKFILL] = "single_run"
         commands = [base + ["--select", args.select, "--partition-range", span]]
         print(f"distill: materializing {args.select} for partitions {span}", flush=True)
+    equivalent = dagster_command(commands, env_changes(args, env, user_env))
     sources = [str(source.resolve())] if source is not None else []
     sources += [f"{spec.kind} {spec.path}" for spec in imports]
     shown = raw_out.rstrip("/") if remote else str(out.resolve())
@@ -214,11 +222,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if remote:
         # a URL output: its reports and published datasets, fetched into the local mirror
         out = _output_root(args.output, (f"{C.REPORTS_DIR}/*", f"{C.EXPORTS_DIR}/*"))
-    runs = sorted(_report_dirs(out) - runs_before)
+    runs = [run for run in _run_ids(out) if run not in runs_before]
     if runs:
-        summary = out / C.REPORTS_DIR / runs[-1] / "summary.md"
-        if summary.exists():
-            print(summary.read_text(encoding="utf-8"))
+        for line in run_summary_lines(out / C.REPORTS_DIR / runs[-1]):
+            print(line)
     else:
         print("distill: this run recorded no stage (it failed before the first one finished)")
     print("distill: datasets:")
@@ -231,7 +238,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         *C.HOLDOUT_PATHS.values(),
     ):
         path = out / rel
-        state = f"{_lines(path)} rows" if path.exists() else "not written"
+        state = plural(_lines(path), "row") if path.exists() else "not written"
         print(f"  {path if not remote else f'{shown}/{rel}'}  ({state})")
     review = out / C.REVIEW_QUEUE_PATH if not remote else f"{shown}/{C.REVIEW_QUEUE_PATH}"
     print(f"  review queue: {review}")
@@ -246,6 +253,12 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             out / C.REPORTS_DIR / runs[-1] if not remote else f"{shown}/{C.REPORTS_DIR}/{runs[-1]}"
         )
         print(f"  receipts:   {where}/")
+        print(f"  summary:    {where}/summary.md")
+    print("distill: the same run with Dagster alone (from the project folder):")
+    print(f"  {equivalent}")
+    if runs:
+        print(f"distill: open run {runs[-1]} in the UI: {_shown(Path(sys.argv[0]))} ui, then")
+        print(f"  http://127.0.0.1:{DEFAULT_UI_PORT}/runs/{runs[-1]}")
     if done.returncode != 0:
         if not args.verbose:
             for line in _failure_lines(log_path):
@@ -253,6 +266,131 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         where = "above" if args.verbose else f"in {log_path}"
         print(f"distill: materialization FAILED; Dagster's log is {where}", file=sys.stderr)
     return done.returncode
+
+
+DEFAULT_UI_PORT = 3000
+
+
+def _shown(path: Path) -> str:
+    """A path as a user in the project folder types it (relative under it, else absolute)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def env_changes(
+    args: argparse.Namespace, env: dict[str, str], user_env: set[str]
+) -> dict[str, str]:
+    """The settings the Dagster command needs to do what this ``distill materialize`` does:
+    the project's instance, and the source and output when they are not the defaults."""
+    changes = {"DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
+    for name in (C.ENV_SOURCE_DIR, C.ENV_OUTPUT_DIR):
+        given = args.source if name == C.ENV_SOURCE_DIR else args.output
+        if (given or name in user_env) and os.environ.get(name):
+            changes[name] = os.environ[name]
+    changes.update(env)
+    for name in (C.ENV_EXECUTOR, C.ENV_PARTITION_START):
+        if os.environ.get(name):
+            changes[name] = os.environ[name]
+    return changes
+
+
+def dagster_command(commands: list[list[str]], env: dict[str, str]) -> str:
+    """The ``dagster asset materialize`` command line(s) equivalent to a ``distill
+    materialize``, as a shell runs them from the project folder."""
+    dagster = Path(sys.executable).parent / "dagster"
+    program = _shown(dagster) if dagster.exists() else "dagster"
+    prefix = " ".join(f"{name}={shlex.quote(_env_shown(name, v))}" for name, v in env.items())
+    lines = [
+        " ".join([prefix, program, *(shlex.quote(part) for part in command[3:])]).strip()
+        for command in commands
+    ]
+    return " && \\\n  ".join(lines)
+
+
+def _env_shown(name: str, value: str) -> str:
+    if name in ("DAGSTER_HOME", C.ENV_SOURCE_DIR, C.ENV_OUTPUT_DIR) and "://" not in value:
+        return _shown(Path(value))
+    return value
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 row``, ``2 rows``: a count with its noun."""
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+
+
+# what the rows each stage writes are (the unit of its receipt's extra "rows")
+_ROW_NOUN = {
+    C.STAGE_COLLECT: ("evidence record", None),
+    C.STAGE_SCORE: ("run graded", "runs graded"),
+    C.STAGE_EXTRACT_PLAYBOOKS: ("playbook", None),
+    C.STAGE_EXPORT_RAG: ("playbook", None),
+    C.STAGE_EXPORT_SFT: ("row", None),
+    C.STAGE_EXPORT_PREFERENCE: ("pair", None),
+    C.STAGE_EXPORT_KTO: ("row", None),
+    C.STAGE_EXPORT_REVIEW: ("run to review", "runs to review"),
+    C.STAGE_INDEX: ("playbook indexed", "playbooks indexed"),
+}
+
+
+_GRADE = {"needs_human_review": "needing review", "partially_accepted": "partially accepted"}
+
+
+def _written(stage: str, stats: dict, extra: dict) -> str:
+    """Where a stage's output went, in the unit of the files it wrote."""
+    if stage == C.STAGE_PUBLISH:
+        return "published" if extra.get("published", True) else "not published"
+    noun, many = _ROW_NOUN.get(stage, ("row", None))
+    rows = extra.get("rows")
+    text = plural(int(rows), noun, many) if isinstance(rows, int) else ""
+    quality = extra.get("quality")
+    if stage == C.STAGE_SCORE and isinstance(quality, dict):
+        grades = ", ".join(
+            f"{n} {_GRADE.get(q, q)}" for q, n in quality.items() if isinstance(n, int) and n
+        )
+        text += f": {grades}" if grades else ""
+    held = extra.get("holdout_rows")
+    if isinstance(held, int) and held:
+        text += f" + {held} held out (the holdout split)"
+    return text
+
+
+def run_summary_lines(directory: Path) -> list[str]:
+    """The run summary for the terminal, from the run's receipts: per stage, records in = out
+    + quarantined + skipped, and what the output became (rows written, rows held out)."""
+    summary: dict = {}
+    try:
+        summary = orjson.loads((directory / "summary.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        pass
+    passed = summary.get("overall_passed") if isinstance(summary, dict) else None
+    verdict = {True: "PASSED", False: "FAILED"}.get(passed, "not summarized")
+    lines = [f"distill: run {directory.name}: {verdict}", ""]
+    header = ("stage", "in", "out", "quarantined", "skipped", "output written")
+    rows = []
+    for stage in C.STAGES:
+        try:
+            receipt = orjson.loads((directory / f"{stage}.json").read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        stats = receipt.get("stats") or {}
+        extra = receipt.get("extra") or {}
+        numbers = [stats.get(k) for k in ("records_in", "records_out", "quarantined", "skipped")]
+        shown = [f"{n:,}" if isinstance(n, int) else "?" for n in numbers]
+        failed = (receipt.get("validation") or {}).get("passed") is False
+        rows.append((stage, *shown, _written(stage, stats, extra) + ("  FAILED" if failed else "")))
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0])]
+        cells += [str(c).rjust(w) for c, w in zip(row[1:5], widths[1:], strict=True)]
+        lines.append("  " + "  ".join(cells) + "  " + row[5])
+    lines.append("  (in = out + quarantined + skipped, in each stage's records; every left-out")
+    lines.append("   record and its reason is in exports/quarantine/)")
+    missing = summary.get("not_run") if isinstance(summary, dict) else None
+    if missing:
+        lines.append(f"  not run: {', '.join(str(m) for m in missing)}")
+    return lines
 
 
 def per_day_steps(span: str) -> list[list[str]]:
