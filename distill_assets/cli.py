@@ -170,7 +170,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if args.source or os.environ.get(C.ENV_SOURCE_DIR) or not imports:
         source = _source_root(args.source)
         if not source.is_dir():
-            raise UserError(f"source directory {source} does not exist (set {C.ENV_SOURCE_DIR})")
+            raise UserError(
+                f"source directory {source} does not exist (pass --source DIR or set "
+                f"{C.ENV_SOURCE_DIR})"
+            )
         os.environ[C.ENV_SOURCE_DIR] = str(source.resolve())
     os.environ.update(env)
     os.environ[C.ENV_OUTPUT_DIR] = raw_out if remote else str(out.resolve())
@@ -393,6 +396,28 @@ def run_summary_lines(directory: Path) -> list[str]:
     return lines
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The Dagster UI and daemon (``dagster dev``) on the project's instance, on 127.0.0.1, so
+    the runs ``distill materialize`` and the plain Dagster command made are there, and the
+    drift sensor judges new ones."""
+    if args.source:
+        os.environ[C.ENV_SOURCE_DIR] = str(Path(args.source).resolve())
+    if args.output:
+        os.environ[C.ENV_OUTPUT_DIR] = _output_setting(args.output)
+    home = ensure_dagster_home()
+    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    command += ["-h", "127.0.0.1", "-p", str(args.port)]
+    print(
+        f"distill: the UI at http://127.0.0.1:{args.port} on the instance in {home} "
+        "(webserver and daemon; Ctrl-C stops both)",
+        flush=True,
+    )
+    try:
+        return subprocess.run(command, cwd=PROJECT_ROOT, check=False).returncode
+    except KeyboardInterrupt:
+        return 0
+
+
 def per_day_steps(span: str) -> list[list[str]]:
     """Arguments of the runs of a per-day backfill over ``span``, in the order it needs: every
     day's evidence index, then every day's scoring (a day reads the index of the days around
@@ -595,10 +620,13 @@ def _run_ids(out: Path) -> list[str]:
 def _require_reports(out: Path) -> None:
     if not out.is_dir():
         raise UserError(
-            f"output directory {out} does not exist (set {C.ENV_OUTPUT_DIR} or --output)"
+            f"output directory {out} does not exist (pass --output DIR or set {C.ENV_OUTPUT_DIR})"
         )
     if not (out / C.REPORTS_DIR).is_dir():
-        raise UserError(f"no reports under {out}: nothing has been materialized there yet")
+        raise UserError(
+            f"no reports under {out}: nothing has been materialized there yet (pass --output DIR "
+            f"or set {C.ENV_OUTPUT_DIR} to where distill materialize wrote)"
+        )
 
 
 def _require_run(out: Path, run_id: str) -> Path:
@@ -687,29 +715,80 @@ def cmd_receipts_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_drift(args: argparse.Namespace) -> int:
-    from distill_assets.lib.reports import load_drift
+def _latest_run_with(out: Path, name: str) -> str:
+    _require_reports(out)
+    for run_id in reversed(_run_ids(out)):
+        if (out / C.REPORTS_DIR / run_id / name).exists():
+            return run_id
+    raise UserError(f"no run under {out} has a drift report yet (run distill materialize)")
 
+
+def _match(value: object, what: str) -> str | None:
+    if value is True:
+        return f"{what} same"
+    if value is False:
+        return f"{what} CHANGED"
+    return None
+
+
+def drift_lines(report: dict) -> list[str]:
+    """A drift report for people: no raw None, no n/a. Fields are read as found (the report's
+    shape may grow: stages as a mapping or a list, changes as pct_change_out or delta_*)."""
+    severity = str(report.get("severity") or "unknown")
+    prior = report.get("prior_run_id")
+    against = f"against run {prior}" if prior else "no earlier run: baseline established"
+    lines = [f"run {report.get('run_id', '?')}: drift {severity.upper()} ({against})"]
+    stages = report.get("stages") or {}
+    items = (
+        list(stages.items())
+        if isinstance(stages, dict)
+        else [(s.get("stage", "?"), s) for s in stages if isinstance(s, dict)]
+    )
+    for stage, d in items:
+        parts = [str(d.get("severity") or "?")]
+        pct = d.get("pct_change_out")
+        delta = d.get("delta_records_out", (d.get("deltas") or {}).get("records_out"))
+        if isinstance(pct, int | float):
+            parts.append(f"records out {pct:+.1f}%")
+        elif isinstance(delta, int) and (d.get("prior_run_id") or prior):
+            parts.append(f"records out {delta:+d}")
+        elif d.get("baseline_established"):
+            parts.append("baseline")
+        parts += [
+            m
+            for m in (
+                _match(d.get("input_hash_match"), "inputs"),
+                _match(d.get("output_hash_match"), "output"),
+            )
+            if m
+        ]
+        if d.get("deterministic_violation"):
+            parts.append("DETERMINISM VIOLATED (same inputs, different output)")
+        lines.append(f"  {stage}: " + ", ".join(parts))
+        for flag in d.get("flags") or []:
+            if flag != "baseline_established":
+                lines.append(f"    - {flag}")
+    return lines
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
     out = _output_root(args.output)
-    directory = _require_run(out, args.run_id)
-    if not (directory / "drift.json").exists():
-        raise UserError(f"run {args.run_id} has no drift report")
-    report = load_drift(out, args.run_id)
+    run_id = args.run_id or _latest_run_with(out, "drift.json")
+    directory = _require_run(out, run_id)
+    path = directory / "drift.json"
+    if not path.exists():
+        raise UserError(f"run {run_id} has no drift report")
+    try:
+        report = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path} ({exc})") from None
     if args.json:
-        _print_json(report.model_dump(mode="json"))
+        _print_json(report)
         return 0
-    prior = report.prior_run_id or "none (baseline established)"
-    print(f"run {report.run_id}: drift {report.severity.upper()} against {prior}")
-    for stage, d in report.stages.items():
-        change = "n/a" if d.pct_change_out is None else f"{d.pct_change_out:+.1f}%"
-        print(
-            f"  {stage}: {d.severity}  out {change}  input_hash_match={d.input_hash_match} "
-            f"output_hash_match={d.output_hash_match}"
-            + ("  DETERMINISTIC VIOLATION" if d.deterministic_violation else "")
-        )
-        for flag in d.flags:
-            print(f"    - {flag}")
-    return 0 if report.severity != "alert" or not args.fail_on_alert else 3
+    for line in drift_lines(report):
+        print(line)
+    alert = str(report.get("severity")) == "alert"
+    return 3 if alert and args.fail_on_alert else 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -736,7 +815,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = _output_root(args.output, (C.INDEX_PATH,))
     if not out.is_dir():
         raise UserError(
-            f"output directory {out} does not exist (set {C.ENV_OUTPUT_DIR} or --output)"
+            f"output directory {out} does not exist (pass --output DIR or set {C.ENV_OUTPUT_DIR})"
         )
     index = published_index(out)
     if index is None:
@@ -794,6 +873,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="run steps in subprocesses (parallel exports) instead of in-process",
     )
     mat.set_defaults(func=cmd_materialize)
+
+    ui = sub.add_parser(
+        "ui",
+        parents=[common],
+        help="the Dagster UI and daemon on the project's instance (127.0.0.1)",
+    )
+    ui.add_argument(
+        "--source", help=f"evidence directory (default ${C.ENV_SOURCE_DIR} or fixtures)"
+    )
+    ui.add_argument("-p", "--port", type=int, default=DEFAULT_UI_PORT, help="default %(default)s")
+    ui.set_defaults(func=cmd_ui)
 
     synth = sub.add_parser("synth", help="write a seeded synthetic evidence corpus")
     synth.add_argument("--runs", type=int, required=True, help="number of runs")
@@ -858,7 +948,7 @@ def build_parser() -> argparse.ArgumentParser:
     find.set_defaults(func=cmd_search)
 
     drift = sub.add_parser("drift", parents=[common], help="show a run's drift report")
-    drift.add_argument("run_id")
+    drift.add_argument("run_id", nargs="?", help="a run id (default: the latest run)")
     drift.add_argument("--json", action="store_true")
     drift.add_argument("--fail-on-alert", action="store_true", help="exit 3 on an alert")
     drift.set_defaults(func=cmd_drift)
@@ -873,6 +963,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"distill: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`distill receipts list | head`): stop quietly; point stdout at
+        # /dev/null so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

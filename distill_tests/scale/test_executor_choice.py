@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import dagster as dg
 import pytest
 
 from distill_assets.definitions import defs
