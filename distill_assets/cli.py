@@ -304,7 +304,7 @@ def dagster_command(commands: list[list[str]], env: dict[str, str]) -> str:
     materialize``, as a shell runs them from the project folder."""
     dagster = Path(sys.executable).parent / "dagster"
     program = _shown(dagster) if dagster.exists() else "dagster"
-    prefix = " ".join(f"{name}={shlex.quote(_env_shown(name, v))}" for name, v in env.items())
+    prefix = " ".join(f"{name}={_env_shown(name, v)}" for name, v in env.items())
     lines = [
         " ".join([prefix, program, *(shlex.quote(part) for part in command[3:])]).strip()
         for command in commands
@@ -313,9 +313,14 @@ def dagster_command(commands: list[list[str]], env: dict[str, str]) -> str:
 
 
 def _env_shown(name: str, value: str) -> str:
+    """A setting's value as typed in a shell in the project folder: a path under it relative
+    (DAGSTER_HOME, which Dagster wants absolute, as ``"$PWD/..."``)."""
     if name in ("DAGSTER_HOME", C.ENV_SOURCE_DIR, C.ENV_OUTPUT_DIR) and "://" not in value:
-        return _shown(Path(value))
-    return value
+        shown = _shown(Path(value))
+        if name == "DAGSTER_HOME" and not Path(shown).is_absolute():
+            return '"$PWD"/' + shlex.quote(shown)
+        return shlex.quote(shown)
+    return shlex.quote(value)
 
 
 def plural(count: int, word: str, many: str | None = None) -> str:
@@ -405,7 +410,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     if args.output:
         os.environ[C.ENV_OUTPUT_DIR] = _output_setting(args.output)
     home = ensure_dagster_home()
-    command = [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    # `dagster dev` (in dagster itself; `dg dev` comes with the dev extra) runs the webserver and
+    # the daemon; run from the instance's folder, it finds its dagster.yaml where it expects it
+    command = [sys.executable, "-W", "ignore:Function `dev_command` is superseded"]
+    command += ["-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
     command += ["-h", "127.0.0.1", "-p", str(args.port)]
     print(
         f"distill: the UI at http://127.0.0.1:{args.port} on the instance in {home} "
@@ -413,7 +421,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
         flush=True,
     )
     try:
-        return subprocess.run(command, cwd=PROJECT_ROOT, check=False).returncode
+        return subprocess.run(command, cwd=home, check=False).returncode
     except KeyboardInterrupt:
         return 0
 

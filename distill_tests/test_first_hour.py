@@ -195,3 +195,28 @@ def test_materialize_range_starts_at_the_partition_start(tmp_path, monkeypatch):
     (source / "a.jsonl").write_text('{"created_at": "2026-03-01T00:00:00Z"}\n')
     # the range `distill materialize` picks never starts before the first partition
     assert partition_range(source).startswith("2026-03-02...")
+
+
+def test_equivalent_command_runs_from_the_project_folder(monkeypatch, tmp_path):
+    """Dagster wants DAGSTER_HOME absolute: a home in the project folder is printed as $PWD/..."""
+    from distill_assets.cli import dagster_command
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".dagster_home").mkdir()
+    base = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "distill_assets.definitions",
+    ]
+    command = base + ["--select", "*", "--partition-range", "2026-02-28...2026-03-04"]
+    env = {"DAGSTER_HOME": str(tmp_path / ".dagster_home"), C.ENV_OUTPUT_DIR: str(tmp_path / "o")}
+    shown = dagster_command([command], env)
+    assert shown.startswith('DAGSTER_HOME="$PWD"/.dagster_home DISTILL_OUTPUT_DIR=o ')
+    assert shown.endswith(
+        "asset materialize -m distill_assets.definitions --select '*' "
+        "--partition-range 2026-02-28...2026-03-04"
+    )
