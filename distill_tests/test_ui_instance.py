@@ -153,3 +153,13 @@ def test_the_instance_is_the_project_one(both_runs):
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         assert len(instance.get_runs()) == 2
     assert lines[-1].startswith("  http://127.0.0.1:3000/runs/")
+
+
+def test_readme_and_ci_carry_the_printed_command(both_runs):
+    """The plain Dagster command `distill materialize` prints for the fixtures is the README's
+    and the one CI runs, range included."""
+    command = both_runs[3]
+    tail = command[command.index("dagster asset materialize") :]
+    for path in (REPO_ROOT / "README.md", REPO_ROOT / ".ci" / "run"):
+        text = path.read_text(encoding="utf-8").replace("\\\n  ", "")
+        assert f'DAGSTER_HOME="$PWD"/.dagster_home .venv/bin/{tail}' in text, path
