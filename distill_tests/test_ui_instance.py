@@ -76,16 +76,22 @@ def both_runs(tmp_path_factory) -> Iterator[tuple[dict[str, str], Path, list[str
 
 
 @pytest.fixture(scope="module")
-def ui(both_runs) -> Iterator[str]:
+def ui_log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("ui_log") / "stderr.log"
+
+
+@pytest.fixture(scope="module")
+def ui(both_runs, ui_log) -> Iterator[str]:
     env = both_runs[0]
     port = free_port()
     distill = Path(sys.executable).parent / "distill"
+    log = open(ui_log, "wb")  # a file, not a pipe: a full pipe would stall the server
     proc = subprocess.Popen(
         [str(distill), "ui", "-p", str(port)],
         cwd=REPO_ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
@@ -99,13 +105,14 @@ def ui(both_runs) -> Iterator[str]:
             except OSError:
                 pass
             if proc.poll() is not None:
-                pytest.fail(f"distill ui exited: {proc.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"distill ui exited: {ui_log.read_text(errors='replace')[-2000:]}")
             if time.monotonic() > deadline:
                 pytest.fail("distill ui did not answer within 180 s")
             time.sleep(0.5)
         yield url
     finally:
         _kill_group(proc)
+        log.close()
 
 
 def test_ui_shows_both_runs_with_their_tags(both_runs, ui):
@@ -163,3 +170,16 @@ def test_readme_and_ci_carry_the_printed_command(both_runs):
     for path in (REPO_ROOT / "README.md", REPO_ROOT / ".ci" / "run"):
         text = path.read_text(encoding="utf-8").replace("\\\n  ", "")
         assert f'DAGSTER_HOME="$PWD"/.dagster_home .venv/bin/{tail}' in text, path
+
+
+def test_ui_loads_one_named_location_on_the_project_instance(ui, ui_log):
+    """No temporary instance, and the code location's name is fixed (no "does not match"
+    warnings, whatever the checkout folder is called)."""
+    graphql(ui, RUNS)
+    text = ui_log.read_text(errors="replace")
+    assert "Using temporary directory" not in text
+    assert "does not match" not in text
+    locations = graphql(
+        ui, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
+    )["data"]["workspaceOrError"]["locationEntries"]
+    assert [entry["name"] for entry in locations] == ["distill"]
