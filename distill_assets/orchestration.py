@@ -687,8 +687,15 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
 def run_tags(distill: DistillResource) -> dict[str, str]:
     """The tags that tell this graph's runs apart: where the evidence came from and where the
     datasets went (a URL without its user and password)."""
-    source, imports = distill.evidence_sources()
-    sources = [str(source.resolve())] if source is not None else []
+    # as configured, without the existence checks: a run of the exports alone needs no source
+    try:
+        imports = distill.import_specs()
+    except ConfigError:
+        imports = []
+    raw = distill.source_dir or os.environ.get(C.ENV_SOURCE_DIR)
+    sources = [str(Path(raw).resolve()) if raw else str(DEFAULT_SOURCE_DIR)]
+    if imports and not raw:
+        sources = []
     sources += [f"{spec.kind} {spec.path}" for spec in imports]
     _, output = distill._output_setting()
     parts = urlsplit(output)

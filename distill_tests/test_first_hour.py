@@ -220,3 +220,20 @@ def test_equivalent_command_runs_from_the_project_folder(monkeypatch, tmp_path):
         "asset materialize -m distill_assets.definitions --select '*' "
         "--partition-range 2026-02-28...2026-03-04"
     )
+
+
+def test_run_tags_name_source_and_output_without_credentials(tmp_path, monkeypatch):
+    from distill_assets.orchestration import DistillResource, run_tags
+    from distill_tests.conftest import FIXTURES
+
+    url = DistillResource(source_dir=str(FIXTURES), output_dir="s3://key:s3cr3t@bucket/prefix")
+    tags = run_tags(url)
+    assert tags == {C.TAG_SOURCE: str(FIXTURES.resolve()), C.TAG_OUTPUT: "s3://bucket/prefix"}
+    sample = tmp_path / "results.json"
+    sample.write_text("[]")
+    monkeypatch.setenv(
+        C.ENV_IMPORTS, orjson.dumps([{"kind": "tau-bench", "path": str(sample)}]).decode()
+    )
+    only_imports = run_tags(DistillResource(output_dir=str(tmp_path / "o")))
+    assert only_imports[C.TAG_SOURCE] == f"tau-bench {sample}"
+    assert only_imports[C.TAG_OUTPUT] == str((tmp_path / "o").resolve())
