@@ -752,6 +752,8 @@ def drift_lines(report: dict) -> list[str]:
         if isinstance(stages, dict)
         else [(s.get("stage", "?"), s) for s in stages if isinstance(s, dict)]
     )
+    order = {stage: n for n, stage in enumerate(C.STAGES)}
+    items.sort(key=lambda item: (order.get(item[0], len(order)), str(item[0])))
     for stage, d in items:
         parts = [str(d.get("severity") or "?")]
         pct = d.get("pct_change_out")
