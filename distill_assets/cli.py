@@ -10,6 +10,7 @@ import argparse
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -420,10 +421,23 @@ def cmd_ui(args: argparse.Namespace) -> int:
         "(webserver and daemon; Ctrl-C stops both)",
         flush=True,
     )
-    try:
-        return subprocess.run(command, cwd=home, check=False).returncode
-    except KeyboardInterrupt:
-        return 0
+    # a caught SIGINT becomes the default one in the child, even when distill itself was started
+    # with SIGINT ignored (in the background): `dagster dev` stops on SIGINT, and on SIGTERM only
+    # through its SIGINT handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    server = subprocess.Popen(command, cwd=home)
+
+    def stop(_signum: int, _frame: object) -> None:
+        server.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, stop)
+    while True:
+        try:
+            server.wait()
+            return 0 if server.returncode in (0, -signal.SIGINT) else server.returncode
+        except KeyboardInterrupt:
+            # Ctrl-C reached the server too; wait for it to stop its webserver and daemon
+            continue
 
 
 def per_day_steps(span: str) -> list[list[str]]:
