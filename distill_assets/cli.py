@@ -346,7 +346,7 @@ _ROW_NOUN = {
 _GRADE = {"needs_human_review": "needing review", "partially_accepted": "partially accepted"}
 
 
-def _written(stage: str, stats: dict, extra: dict) -> str:
+def _written(stage: str, extra: dict) -> str:
     """Where a stage's output went, in the unit of the files it wrote."""
     if stage == C.STAGE_PUBLISH:
         return "published" if extra.get("published", True) else "not published"
@@ -388,7 +388,7 @@ def run_summary_lines(directory: Path) -> list[str]:
         numbers = [stats.get(k) for k in ("records_in", "records_out", "quarantined", "skipped")]
         shown = [f"{n:,}" if isinstance(n, int) else "?" for n in numbers]
         failed = (receipt.get("validation") or {}).get("passed") is False
-        rows.append((stage, *shown, _written(stage, stats, extra) + ("  FAILED" if failed else "")))
+        rows.append((stage, *shown, _written(stage, extra) + ("  FAILED" if failed else "")))
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
     for row in [header, *rows]:
         cells = [row[0].ljust(widths[0])]
@@ -749,7 +749,7 @@ def _match(value: object, what: str) -> str | None:
     if value is True:
         return f"{what} same"
     if value is False:
-        return f"{what} CHANGED"
+        return f"{what} changed"
     return None
 
 

@@ -116,7 +116,7 @@ def test_drift_lines_read_other_shapes_defensively():
     }
     lines = drift_lines(report)
     assert lines[0] == "run b: drift WARN (against run a)"
-    assert lines[1] == "  collect: warn, records out -7, inputs CHANGED"
+    assert lines[1] == "  collect: warn, records out -7, inputs changed"
     assert lines[2] == "    - records_out_drop"
     assert lines[3] == "  score: ok, records out +0.0%, inputs same"
     assert "None" not in "\n".join(lines)
