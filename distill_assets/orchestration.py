@@ -1,7 +1,8 @@
 """Glue between Dagster and the pure library: partitions, the resource, stage configs, and the one
 function every asset uses to run a stage and report it (receipt, drift, metadata, summary).
 
-Nothing here reads the environment at import time: paths and thresholds are resolved when a run
+Nothing here reads the environment at import time but the first daily partition (a partitions
+definition is fixed when the definitions load): paths and thresholds are resolved when a run
 starts, and a bad setting fails the run before anything is written, naming the setting.
 """
 
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 from pydantic import Field
@@ -29,7 +31,12 @@ from distill_assets.lib.formats import FormatSettings, preview_markdown
 from distill_assets.lib.hygiene.curate import HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet, load_eval_set, resolve_eval_path
 from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
-from distill_assets.lib.layout import CHECK_INPUT_GLOBS, STAGE_INPUT_GLOBS, version_relroot
+from distill_assets.lib.layout import (
+    CHECK_INPUT_GLOBS,
+    STAGE_INPUT_GLOBS,
+    partition_start,
+    version_relroot,
+)
 from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
 from distill_assets.lib.parallel import default_workers, release_memory
 from distill_assets.lib.playbooks import PlaybookSettings
@@ -53,8 +60,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "out"
 
-# the last partition is tomorrow (UTC), so records up to the one-day horizon have a home
-DAILY = dg.DailyPartitionsDefinition(start_date=C.PARTITION_START, end_offset=2)
+# The first partition is a setting (DISTILL_PARTITION_START, default 2020-01-01), read once when
+# the definitions load: the UI counts every day from it as a partition, materialized or missing.
+# The last partition is tomorrow (UTC), so records up to the one-day horizon have a home.
+try:
+    FIRST_DAY = partition_start(os.environ.get(C.ENV_PARTITION_START))
+except ValueError as _exc:
+    raise dg.DagsterInvariantViolationError(str(_exc)) from None
+DAILY = dg.DailyPartitionsDefinition(start_date=FIRST_DAY.isoformat(), end_offset=2)
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PER_DAY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 BACKFILL_SINGLE_RUN = "single_run"
@@ -318,6 +331,7 @@ class CollectConfig(dg.Config):
             future_horizon=timedelta(hours=self.future_horizon_hours),
             max_messages=self.max_messages,
             max_messages_depth=self.max_messages_depth,
+            earliest=FIRST_DAY,
             now=recorded_now(),
         )
 
@@ -670,6 +684,36 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
             )
 
 
+def run_tags(distill: DistillResource) -> dict[str, str]:
+    """The tags that tell this graph's runs apart: where the evidence came from and where the
+    datasets went (a URL without its user and password)."""
+    # as configured, without the existence checks: a run of the exports alone needs no source
+    try:
+        imports = distill.import_specs()
+    except ConfigError:
+        imports = []
+    raw = distill.source_dir or os.environ.get(C.ENV_SOURCE_DIR)
+    sources = [str(Path(raw).resolve()) if raw else str(DEFAULT_SOURCE_DIR)]
+    if imports and not raw:
+        sources = []
+    sources += [f"{spec.kind} {spec.path}" for spec in imports]
+    _, output = distill._output_setting()
+    parts = urlsplit(output)
+    if parts.scheme and "@" in parts.netloc:
+        output = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    elif not parts.scheme:
+        output = str(Path(output).resolve())
+    return {C.TAG_SOURCE: ", ".join(sources), C.TAG_OUTPUT: output}
+
+
+def tag_run(context: dg.AssetExecutionContext, distill: DistillResource) -> None:
+    """Tag the run with its source and output, however it was launched (``distill
+    materialize``, ``dagster asset materialize``, the UI, a backfill)."""
+    tags = run_tags(distill)
+    if any(context.run.tags.get(key) != value for key, value in tags.items()):
+        context.instance.add_run_tags(context.run.run_id, tags)
+
+
 def _run_finished(context: dg.AssetExecutionContext) -> Callable[[str], bool]:
     def finished(run_id: str) -> bool:
         run = context.instance.get_run_by_id(run_id)
@@ -725,6 +769,7 @@ def run_stages(
         try:
             for stage in stages:
                 preflight(context, distill, stage)
+            tag_run(context, distill)
             thresholds = distill.thresholds()
             with workspace.reports(run_id):
                 taken = acquire(out_root, run_id, _run_finished(context), context.log.warning)
@@ -817,6 +862,8 @@ def _report(
         metadata[C.MD_COLUMN_SCHEMA] = schema
     if result.partitions:
         metadata[C.MD_PARTITIONS] = f"{result.partitions[0]}..{result.partitions[-1]}"
+        metadata[C.MD_FIGURES_OF] = figures_label(result.partitions)
+        observe_days(context, C.STAGE_ASSET[stage], result)
     metadata.update(extras)
     drift = recorded.drift
     severity = (
@@ -843,6 +890,42 @@ def _report(
         ),
         failure,
     )
+
+
+def figures_label(days: Sequence[str]) -> str:
+    """Whose figures a materialization carries: Dagster shows one range run's metadata on every
+    partition of the range, so say it is the range's (each day's own is its observation)."""
+    if len(days) == 1:
+        return f"the day {days[0]}"
+    return (
+        f"the whole range {days[0]}...{days[-1]} ({len(days)} days); each day's own counts are "
+        "its observation"
+    )
+
+
+def observe_days(context: dg.AssetExecutionContext, asset: str, result: StageResult) -> None:
+    """Log each day's own counts on that day's partition (one AssetObservation per day of the
+    run), so a partition's page shows its day, not the range's totals."""
+    per_day = result.extra.get("per_partition") or {}
+    if not context.has_partition_key_range and not context.has_partition_key:
+        return
+    for day in context.partition_keys:
+        counts = per_day.get(day, {})
+        records_out = int(counts.get("records_out", 0))
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=asset,
+                partition=day,
+                metadata={
+                    C.MD_ROW_COUNT: records_out,
+                    C.MD_RECORDS_IN: int(counts.get("records_in", 0)),
+                    C.MD_RECORDS_OUT: records_out,
+                    C.MD_QUARANTINED: int(counts.get("quarantined", 0)),
+                    C.MD_SKIPPED: int(counts.get("skipped", 0)),
+                    C.MD_FIGURES_OF: f"the day {day}",
+                },
+            )
+        )
 
 
 def progress_interval() -> float:

@@ -399,6 +399,9 @@ SECRET_ACTION_REDACT: Final = "redact"
 SECRET_ACTIONS: Final = (SECRET_ACTION_QUARANTINE, SECRET_ACTION_REDACT)
 
 # --- metadata keys on materializations ----------------------------------------------------
+# run tags every run of the graph carries, however it was launched (tell runs apart in the UI)
+TAG_SOURCE: Final = "distill/source"
+TAG_OUTPUT: Final = "distill/output"
 MD_ROW_COUNT: Final = "dagster/row_count"
 MD_COLUMN_SCHEMA: Final = "dagster/column_schema"
 MD_INPUT_HASH: Final = "distill/input_hash"
@@ -414,6 +417,9 @@ MD_DRIFT_SEVERITY: Final = "distill/drift_severity"
 MD_STAGE: Final = "distill/stage"
 MD_RUN_ID: Final = "distill/run_id"
 MD_PARTITIONS: Final = "distill/partitions"
+# whose figures a materialization or observation carries: a range run's are the whole range's
+# (Dagster shows them on every partition of the range), a day's observation its own
+MD_FIGURES_OF: Final = "distill/figures_of"
 MD_DURATION_MS: Final = "distill/duration_ms"
 MD_VALIDATION_PASSED: Final = "distill/validation_passed"
 MD_SECRETS_PREFIX: Final = "distill/secrets/"
@@ -456,10 +462,13 @@ ENV_PROGRESS_INTERVAL: Final = "DISTILL_PROGRESS_INTERVAL_S"
 # scale-out (docs/deploy.md)
 ENV_STAGING_DIR: Final = "DISTILL_STAGING_DIR"
 ENV_EXECUTOR: Final = "DISTILL_EXECUTOR"
+ENV_PARTITION_START: Final = "DISTILL_PARTITION_START"
 ENV_CELERY_BROKER: Final = "DISTILL_CELERY_BROKER_URL"
 EXECUTOR_CELERY: Final = "celery"
 EXECUTOR_K8S: Final = "k8s"
 EXECUTORS: Final = (EXECUTOR_CELERY, EXECUTOR_K8S)
+# the default executor: Dagster's multi_or_in_process_executor with in_process as its default
+EXECUTOR_DEFAULT_NAME: Final = "in_process_or_multiprocess"
 # at an object-store URL, which version ``exports`` points at (there are no symlinks there)
 PUBLISHED_POINTER_PATH: Final = "reports/published.json"
 

@@ -46,6 +46,19 @@ def day_dir(day: date) -> str:
     return f"{day.year:04d}/{day.month:02d}/{day.day:02d}"
 
 
+def partition_start(raw: str | None) -> date:
+    """The first daily partition: ``raw`` (DISTILL_PARTITION_START, an ISO date) or the
+    default 2020-01-01. Records dated before it are quarantined (timestamp_out_of_range)."""
+    if not raw:
+        return date.fromisoformat(C.PARTITION_START)
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError(
+            f"invalid setting {C.ENV_PARTITION_START}={raw!r}: not an ISO date (YYYY-MM-DD)"
+        ) from None
+
+
 def day_from_key(key: str) -> date:
     return date.fromisoformat(key)
 
