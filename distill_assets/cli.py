@@ -274,6 +274,10 @@ def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
 
 
+# quarantined records of one reason printed one by one by ``distill import``; the rest counted
+IMPORT_SHOWN = 10
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert one foreign source into evidence JSONL: ``OUT/<name>.jsonl``, written atomically."""
     from distill_assets.lib.evidence import ParseSettings, Record, validate_object
@@ -303,24 +307,36 @@ def cmd_import(args: argparse.Namespace) -> int:
                 counts[item.obj["kind"]] += 1
                 if not isinstance(validate_object(item.obj, settings), Record):
                     invalid += 1
+    from distill_assets.lib.importers import left_out_summary
+
+    shown: dict[tuple[str, str], int] = {}
     for failure in batch.failures:
+        key = (failure.disposition, failure.reason)
+        shown[key] = shown.get(key, 0) + 1
+        if failure.disposition == C.DISPOSITION_QUARANTINED and shown[key] > IMPORT_SHOWN:
+            continue  # the summary line below counts them all
         print(
             f"distill import: {failure.disposition} ({failure.reason}): {failure.message}",
             file=sys.stderr,
         )
+    for (disposition, reason), n in shown.items():
+        if disposition == C.DISPOSITION_QUARANTINED and n > IMPORT_SHOWN:
+            print(
+                f"distill import: ... and {n - IMPORT_SHOWN} more {disposition} ({reason})",
+                file=sys.stderr,
+            )
     for warning in batch.warnings:
         print(f"distill import: warning: {warning}", file=sys.stderr)
     made = ", ".join(f"{n} {kind}s" for kind, n in counts.items() if n)
     where = f"-> {target}" if made else f"nothing imported; {target} left as it was"
     files = f"{len(batch.files)} file(s) of {spec.path}"
     print(f"distill import: {made or 'no records'} from {files} {where}")
-    if invalid:
-        print(
-            f"distill import: {invalid} record(s) break the evidence format and will be "
-            "quarantined by collect",
-            file=sys.stderr,
-        )
-    return 1 if batch.failures or invalid else 0
+    left_out = left_out_summary(batch.failures, invalid)
+    if left_out:
+        print(f"distill import: left out {left_out}", file=sys.stderr)
+    if not batch.objects:
+        return 1
+    return 1 if args.strict and (batch.failures or invalid) else 0
 
 
 def _verdict_items(path: Path) -> list[tuple[int, object]]:
@@ -681,6 +697,11 @@ def build_parser() -> argparse.ArgumentParser:
             one.add_argument("--domain", help="τ-bench domain (default: from the file name)")
         one.add_argument(
             "--created-at", help="ISO 8601 time for runs without one (default: file mtime)"
+        )
+        one.add_argument(
+            "--strict",
+            action="store_true",
+            help="exit 1 when anything was left out (default: only when nothing was imported)",
         )
         one.set_defaults(func=cmd_import, kind=kind)
 

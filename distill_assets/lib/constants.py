@@ -261,6 +261,9 @@ R_DUPLICATE: Final = "duplicate_record"
 R_IMPORT_MISSING_FILE: Final = "import_missing_file"
 R_IMPORT_INVALID_JSON: Final = "import_invalid_json"
 R_IMPORT_MALFORMED: Final = "import_malformed"
+# an instance id the results list but no prediction has (the harness lists every dataset
+# instance it was not given under incomplete_ids): one quarantined item, the system is kept
+R_IMPORT_ORPHAN_RESULT: Final = "import_orphan_result"
 # collect: records that parse but break the format (quarantined)
 R_UNKNOWN_KIND: Final = "unknown_kind"
 R_MISSING_FIELD: Final = "missing_field"  # rendered as missing_field:<name>
