@@ -434,7 +434,9 @@ class ExportConfig(HygieneConfig):
         default=None, description="When set, only these categories reach SFT."
     )
     sft_deny_categories: list[str] | None = Field(
-        default=None, description="Categories kept out of SFT (default: the unsafe list)."
+        default=None,
+        description="Categories kept out of this export (SFT, KTO, RAG, preference pairs; "
+        "default: the unsafe list; [] denies none).",
     )
     min_margin: float = Field(default=0.2, description="Least score gap of a preference pair.")
     max_pairs_per_task: int | None = Field(
@@ -496,12 +498,19 @@ class PlaybookConfig(HygieneConfig):
     answer_chars: int = Field(default=400, description="Longest failed run's answer shown.")
     max_divergences: int = Field(default=5, description="Failed runs compared per playbook.")
     title_chars: int = Field(default=80, description="Longest title.")
+    deny_categories: list[str] | None = Field(
+        default=None,
+        description="Categories whose runs no playbook uses (default: the unsafe list; [] none).",
+    )
 
     def settings(self) -> PlaybookSettings:
         problems = self.hygiene().errors()
         if problems:
             raise ConfigError("playbook settings", None, "; ".join(problems))
         fields = self.model_dump(include=set(PlaybookSettings.__dataclass_fields__))
+        denied = fields.pop("deny_categories")
+        if denied is not None:
+            fields["deny_categories"] = tuple(denied)
         settings = PlaybookSettings(**fields)
         problems = settings.errors()
         if problems:

@@ -299,6 +299,8 @@ R_NEEDS_HUMAN_REVIEW: Final = "needs_human_review"
 R_PARTIALLY_ACCEPTED: Final = "quality_partially_accepted"
 R_CATEGORY_DISALLOWED: Final = "category_disallowed"
 R_UNSAFE_SFT_CATEGORY: Final = "unsafe_sft_category"
+# a run (or a playbook) in a denied category kept out of the extraction, RAG or preference pairs
+R_DENIED_CATEGORY: Final = "category_denied"
 R_MISSING_SOURCE_RUN_ID: Final = "missing_source_run_id"
 R_SELF_PAIR: Final = "self_pair"
 R_IDENTICAL_TEXT: Final = "identical_text"
@@ -314,7 +316,8 @@ R_NEAR_DUPLICATE: Final = "near_duplicate"
 # index
 R_DUPLICATE_PLAYBOOK: Final = "duplicate_playbook_id"
 
-# categories kept out of SFT unless a configured deny-list replaces this one (docs/datasets.md)
+# categories kept out of every published export (SFT, KTO, the extraction, RAG and its index,
+# preference pairs) unless an export's configured deny-list replaces this one (docs/datasets.md)
 DEFAULT_UNSAFE_SFT_CATEGORIES: Final = (
     "credential_access",
     "exploit",
