@@ -246,6 +246,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             out / C.REPORTS_DIR / runs[-1] if not remote else f"{shown}/{C.REPORTS_DIR}/{runs[-1]}"
         )
         print(f"  receipts:   {where}/")
+        print(drift_line(out, runs[-1]))
     if done.returncode != 0:
         if not args.verbose:
             for line in _failure_lines(log_path):
@@ -253,6 +254,24 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         where = "above" if args.verbose else f"in {log_path}"
         print(f"distill: materialization FAILED; Dagster's log is {where}", file=sys.stderr)
     return done.returncode
+
+
+def drift_line(out: Path, run_id: str) -> str:
+    """The run's drift severity in one line (the last the command prints on success)."""
+    from distill_assets.lib.reports import load_drift
+
+    if not (out / C.REPORTS_DIR / run_id / "drift.json").exists():
+        return "distill: drift: not judged (no stage finished)"
+    report = load_drift(out, run_id)
+    against = (
+        f"against run {report.prior_run_id}" if report.prior_run_id else "(baseline established)"
+    )
+    run_flags = [
+        f for f in report.flags if not f.startswith(tuple(f"{d.stage}:" for d in report.stages))
+    ]
+    stage_flags = len(report.flags) - len(run_flags)
+    detail = "; ".join([*run_flags, f"{stage_flags} stage flag(s)"])
+    return f"distill: drift {report.severity.upper()} {against}: {detail} (distill drift {run_id})"
 
 
 def per_day_steps(span: str) -> list[list[str]]:
@@ -578,7 +597,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
         return 0
     prior = report.prior_run_id or "none (baseline established)"
     print(f"run {report.run_id}: drift {report.severity.upper()} against {prior}")
-    for stage, d in report.stages.items():
+    for d in report.stages:
+        stage = d.stage
         change = "n/a" if d.pct_change_out is None else f"{d.pct_change_out:+.1f}%"
         print(
             f"  {stage}: {d.severity}  out {change}  input_hash_match={d.input_hash_match} "

@@ -21,7 +21,7 @@ from pydantic import Field
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import progress
-from distill_assets.lib.accounting import StageResult
+from distill_assets.lib.accounting import StageResult, skipped_share_errors
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
@@ -126,6 +126,27 @@ class DistillResource(dg.ConfigurableResource):
         default=None,
         description="Drift alerts are POSTed here (default: $DISTILL_ALERT_WEBHOOK_URL).",
     )
+    max_skipped_share: float | None = Field(
+        default=None,
+        description="Fail a stage that skips more than this share (0..1) of the records it "
+        "reads (default: $DISTILL_MAX_SKIPPED_SHARE, else no limit).",
+    )
+
+    def skipped_limit(self) -> float | None:
+        """The largest share of skipped records a stage may have (None: no limit)."""
+        setting, raw = "max_skipped_share", self.max_skipped_share
+        if raw is None:
+            text = os.environ.get(C.ENV_MAX_SKIPPED_SHARE)
+            if not text:
+                return None
+            setting = C.ENV_MAX_SKIPPED_SHARE
+            try:
+                raw = float(text)
+            except ValueError as exc:
+                raise ConfigError(setting, text, "not a number") from exc
+        if not 0.0 <= raw <= 1.0:
+            raise ConfigError(setting, raw, "must be a share between 0 and 1")
+        return raw
 
     def webhook_url(self) -> str | None:
         return self.alert_webhook_url or os.environ.get(C.ENV_ALERT_WEBHOOK) or None
@@ -657,6 +678,7 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
         if isinstance(config, ExportConfig):
             config.eval_path(distill)
     distill.thresholds()
+    distill.skipped_limit()
     if C.STAGE_COLLECT in selected:
         distill.source_root()
     hygienic = [
@@ -735,6 +757,7 @@ def run_stages(
             for stage in stages:
                 preflight(context, distill, stage)
             thresholds = distill.thresholds()
+            skipped_limit = distill.skipped_limit()
             with workspace.reports(run_id):
                 taken = acquire(out_root, run_id, _run_finished(context), context.log.warning)
                 if versioned and workspace.remote:
@@ -768,6 +791,7 @@ def run_stages(
                 result.output_root = version_relroot(run_id)
             if settings.get(stage):
                 result.extra["settings"] = settings[stage]
+            result.errors.extend(skipped_share_errors(stage, result.tally, skipped_limit))
             own_ms = result.extra.get("own_ms")
             began = started if own_ms is None else time.perf_counter() - own_ms / 1000
             with workspace.reports(run_id):

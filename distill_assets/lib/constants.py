@@ -12,6 +12,8 @@ EVIDENCE_FORMAT_VERSION: Final = 1
 RECEIPT_SCHEMA_VERSION: Final = 1
 SUMMARY_SCHEMA_VERSION: Final = 1
 DRIFT_SCHEMA_VERSION: Final = 1
+# how a run without a category is counted in a stage's category mix (receipt extra.categories)
+NO_CATEGORY: Final = "(none)"
 INDEX_SCHEMA_VERSION: Final = 1
 
 # --- stages -------------------------------------------------------------------------------
@@ -452,6 +454,8 @@ ENV_RECORDED_AT: Final = "DISTILL_RECORDED_AT"
 ENV_DRIFT_WARN: Final = "DISTILL_DRIFT_WARN_PCT"
 ENV_DRIFT_ALERT: Final = "DISTILL_DRIFT_ALERT_PCT"
 ENV_DRIFT_MIN_BASE: Final = "DISTILL_DRIFT_MIN_BASE"
+# the largest share (0..1) of its records a stage may skip before it fails (default: no limit)
+ENV_MAX_SKIPPED_SHARE: Final = "DISTILL_MAX_SKIPPED_SHARE"
 ENV_ALERT_WEBHOOK: Final = "DISTILL_ALERT_WEBHOOK_URL"
 ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
 ENV_WORKERS: Final = "DISTILL_WORKERS"

@@ -3,6 +3,7 @@ from pathlib import Path
 import dagster as dg
 
 from distill_assets.lib import constants as C
+from distill_assets.lib.accounting import nothing_usable_errors
 from distill_assets.lib.collect import collect, list_source_files
 from distill_assets.lib.importers import run_import
 from distill_assets.lib.layout import day_from_key
@@ -37,6 +38,10 @@ def evidence_index(
         result = collect(files, out_root, days, config.settings(), batches, workers)
         # the exports trust this run's "no secret here" verdicts only under the same rules
         result.extra["secret_rules"] = C.SECRET_RULES_VERSION
+        # nothing usable is a failure, not an empty PASSED run that publishes empty datasets
+        result.errors.extend(
+            nothing_usable_errors(C.STAGE_COLLECT, result.tally, bool(files) or bool(imports))
+        )
         return result
 
     return run_stage(context, distill, C.STAGE_COLLECT, work, config.model_dump())
