@@ -167,6 +167,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         os.environ[C.ENV_SOURCE_DIR] = str(source.resolve())
     os.environ.update(env)
     os.environ[C.ENV_OUTPUT_DIR] = raw_out if remote else str(out.resolve())
+    if not remote:
+        _check_sources(out, source, imports, args.replace)
     ensure_dagster_home()
     span = args.partition_range or partition_range(source, imports)
     per_day = args.per_day or os.environ.get(C.ENV_BACKFILL) == "per_day"
@@ -272,6 +274,25 @@ def drift_line(out: Path, run_id: str) -> str:
     stage_flags = len(report.flags) - len(run_flags)
     detail = "; ".join([*run_flags, f"{stage_flags} stage flag(s)"])
     return f"distill: drift {report.severity.upper()} {against}: {detail} (distill drift {run_id})"
+
+
+def _check_sources(
+    out: Path, source: Path | None, imports: list[ImportSpec], replace: bool
+) -> None:
+    """Refuse sources that would mix with those the output was built from, or (``--replace``)
+    forget the old ones: their evidence and scored runs are removed before the run."""
+    from distill_assets.lib.sources import replace_sources, source_names, sources_conflict
+
+    problem = sources_conflict(out, source_names(source, imports))
+    if problem is None:
+        return
+    if not replace:
+        raise UserError(problem)
+    removed = replace_sources(out)
+    print(
+        f"distill: --replace: removed {', '.join(removed)} of {out} (built from other sources)",
+        flush=True,
+    )
 
 
 def per_day_steps(span: str) -> list[list[str]]:
@@ -690,6 +711,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--multiprocess",
         action="store_true",
         help="run steps in subprocesses (parallel exports) instead of in-process",
+    )
+    mat.add_argument(
+        "--replace",
+        action="store_true",
+        help="the output was built from other sources: rebuild it from these only",
     )
     mat.set_defaults(func=cmd_materialize)
 

@@ -191,6 +191,24 @@ class DistillResource(dg.ConfigurableResource):
             return None, specs
         return self.source_root(), specs
 
+    def source_names(self) -> list[str]:
+        """The run's sources as the output records them (lib/sources.py)."""
+        from distill_assets.lib.sources import source_names
+
+        source, imports = self.evidence_sources()
+        return source_names(source, imports)
+
+    def check_sources(self) -> None:
+        """Refuse, before anything is written, a run whose sources would mix with the other
+        sources a local output was built from (one line naming both, and the ways out)."""
+        from distill_assets.lib.sources import sources_conflict
+
+        if self.output_location().remote:
+            return
+        problem = sources_conflict(self.output_root(), self.source_names())
+        if problem is not None:
+            raise dg.Failure(description=problem)
+
     def source_root(self) -> Path:
         setting, raw = "source_dir", self.source_dir
         if raw is None:
@@ -681,6 +699,7 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
     distill.skipped_limit()
     if C.STAGE_COLLECT in selected:
         distill.source_root()
+        distill.check_sources()
     hygienic = [
         asset
         for asset, config_class in CONFIG_CLASSES.items()

@@ -126,6 +126,8 @@ EVIDENCE_DIR: Final = "evidence"
 SCORED_DIR: Final = "scored-runs"
 EXPORTS_DIR: Final = "exports"
 REPORTS_DIR: Final = "reports"
+# the sources the output was built from (lib/sources.py): other sources are refused
+SOURCES_PATH: Final = "sources.json"
 VERSIONS_DIR: Final = ".versions"
 VERSIONS_KEPT: Final = 5
 RAG_PATH: Final = "exports/rag/playbooks.jsonl"

@@ -7,6 +7,7 @@ from distill_assets.lib.accounting import nothing_usable_errors
 from distill_assets.lib.collect import collect, list_source_files
 from distill_assets.lib.importers import run_import
 from distill_assets.lib.layout import day_from_key
+from distill_assets.lib.sources import record_sources
 from distill_assets.orchestration import (
     DAILY,
     SINGLE_RUN,
@@ -42,6 +43,9 @@ def evidence_index(
         result.errors.extend(
             nothing_usable_errors(C.STAGE_COLLECT, result.tally, bool(files) or bool(imports))
         )
+        if not result.errors:
+            # checked in preflight: the same sources as recorded, or more
+            record_sources(out_root, distill.source_names())
         return result
 
     return run_stage(context, distill, C.STAGE_COLLECT, work, config.model_dump())
