@@ -109,8 +109,9 @@ def test_replace_rebuilds_the_output_from_the_new_sources_only(built, tmp_path) 
         if row.get("created_at")
     }
     assert days == {"2026-03-02"}
-    sft = list(iter_jsonl(copy / C.SFT_PATH)) + list(iter_jsonl(copy / C.SFT_HOLDOUT_PATH))
-    assert sft and all(row["source_run_id"] != "run-001" for row in sft)  # a 03-01 run
+    # what the exports name (datasets, review queue, quarantines): the new source's runs only
+    named = b"".join(p.read_bytes() for p in (copy / C.EXPORTS_DIR).rglob("*.jsonl"))
+    assert b'"run-011"' in named and b'"run-001"' not in named  # run-001 is of 2026-03-01
 
 
 def test_a_source_of_nothing_usable_fails_before_publishing(built, tmp_path) -> None:
