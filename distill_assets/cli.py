@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from distill_assets.lib.importers import ImportSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-_DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
 
 
 class UserError(Exception):
@@ -64,26 +63,6 @@ def ensure_dagster_home() -> Path:
     return path
 
 
-def source_date_range(source: Path) -> tuple[date, date] | None:
-    """First and last created_at date in the sources, from a fast byte scan (no JSON parsing)."""
-    first = last = None
-    for path in sorted(source.rglob("*.jsonl")):
-        try:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 24):
-                    chunk += fh.readline()
-                    for match in _DATE_RE.finditer(chunk):
-                        try:
-                            found = date.fromisoformat(match.group(1).decode())
-                        except ValueError:
-                            continue
-                        first = found if first is None or found < first else first
-                        last = found if last is None or found > last else last
-        except OSError:
-            continue
-    return None if first is None or last is None else (first, last)
-
-
 def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
     """First and last created_at date of what the import sources would give."""
     from distill_assets.lib.evidence import parse_timestamp
@@ -101,6 +80,8 @@ def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
 def partition_range(source: Path | None, imports: list[ImportSpec] | None = None) -> str:
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
+    from distill_assets.lib.collect import source_date_range
+
     earliest = date.fromisoformat(C.PARTITION_START)
     # the daily partitions end with tomorrow's (end_offset=2, for the one-day future horizon)
     today = datetime.now(UTC).date()

@@ -197,3 +197,5 @@ def test_nothing_usable_names_the_top_reasons() -> None:
     assert nothing_usable_errors(C.STAGE_COLLECT, Tally(), had_sources=False)
     # a day without data in a source that has files (a per-day run): not a failure
     assert nothing_usable_errors(C.STAGE_COLLECT, Tally(), had_sources=True) == []
+    # nor a day of garbage when other days of the output hold records
+    assert nothing_usable_errors(C.STAGE_COLLECT, garbage, True, usable_elsewhere=True) == []

@@ -93,10 +93,14 @@ def top_reasons(tally: Tally, count: int = 3) -> str:
     return ", ".join(f"{code} {n}" for code, n in ranked) or "none recorded"
 
 
-def nothing_usable_errors(stage: str, tally: Tally, had_sources: bool) -> list[str]:
+def nothing_usable_errors(
+    stage: str, tally: Tally, had_sources: bool, usable_elsewhere: bool = False
+) -> list[str]:
     """One message when a stage kept no record although it read some (or its sources held no
-    file at all): a run with nothing usable fails before anything is published."""
-    if tally.records_out > 0 or (tally.records_in == 0 and had_sources):
+    file at all) and no other day of the output holds one either: a run with nothing usable
+    fails before anything is published. A day of a per-day backfill without records, while
+    other days have some, is not a failure."""
+    if usable_elsewhere or tally.records_out > 0 or (tally.records_in == 0 and had_sources):
         return []
     if tally.records_in == 0:
         return [f"{stage}: the sources hold no evidence file: nothing to build datasets from"]
