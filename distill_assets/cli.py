@@ -269,6 +269,11 @@ def _check_sources(
         return
     if not replace:
         raise UserError(problem)
+    from distill_assets.lib.locking import live_holder
+
+    holder = live_holder(out)
+    if holder is not None:
+        raise UserError(f"--replace: output {out} is in use by run {holder.get('run_id')}")
     removed = replace_sources(out)
     print(
         f"distill: --replace: removed {', '.join(removed)} of {out} (built from other sources)",

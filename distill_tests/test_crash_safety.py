@@ -4,6 +4,7 @@ receipts intact and readable, and the next run completes normally."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,7 +75,10 @@ def setup(tmp_path_factory):
     _, err = done.communicate(timeout=300)
     assert done.returncode == 0, err.decode()[-2000:]
     [run_id] = report_dirs(out)
-    return base, big, env, out, run_id, exports_snapshot(out)
+    # new logs arrive in the same source folder: the later runs extend the output's source
+    # (another folder would be refused: sources never mix, lib/sources.py)
+    shutil.copytree(big, small / "april")
+    return base, small, env, out, run_id, exports_snapshot(out)
 
 
 def kill_when(proc: subprocess.Popen, condition: Callable[[], bool], what: str) -> None:

@@ -12,6 +12,7 @@ import pytest
 from distill_assets.lib import constants as C
 from distill_assets.lib.reports import load_drift
 from distill_assets.lib.runconfig import run_config_of
+from distill_assets.lib.sources import record_sources, source_names
 from distill_tests.conftest import copy_fixtures, materialize_graph
 
 DATASET_TREES = (C.EVIDENCE_DIR, C.SCORED_DIR, C.EXPORTS_DIR)
@@ -55,6 +56,9 @@ def scenario(tmp_path: Path, baseline) -> tuple[Path, Path]:
     source, out, _ = baseline
     shutil.copytree(source, tmp_path / "src")
     shutil.copytree(out, tmp_path / "out")
+    # the copies stand for the baseline's source and output: the output's record of its
+    # sources (lib/sources.py) follows the source to its new path
+    record_sources(tmp_path / "out", source_names(tmp_path / "src"))
     return tmp_path / "src", tmp_path / "out"
 
 
