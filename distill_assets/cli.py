@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from distill_assets.lib.importers import ImportSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-_DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
 
 
 class UserError(Exception):
@@ -66,26 +65,6 @@ def ensure_dagster_home() -> Path:
     return path
 
 
-def source_date_range(source: Path) -> tuple[date, date] | None:
-    """First and last created_at date in the sources, from a fast byte scan (no JSON parsing)."""
-    first = last = None
-    for path in sorted(source.rglob("*.jsonl")):
-        try:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 24):
-                    chunk += fh.readline()
-                    for match in _DATE_RE.finditer(chunk):
-                        try:
-                            found = date.fromisoformat(match.group(1).decode())
-                        except ValueError:
-                            continue
-                        first = found if first is None or found < first else first
-                        last = found if last is None or found > last else last
-        except OSError:
-            continue
-    return None if first is None or last is None else (first, last)
-
-
 def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
     """First and last created_at date of what the import sources would give."""
     from distill_assets.lib.evidence import parse_timestamp
@@ -103,6 +82,7 @@ def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
 def partition_range(source: Path | None, imports: list[ImportSpec] | None = None) -> str:
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
+    from distill_assets.lib.collect import source_date_range
     from distill_assets.lib.layout import partition_start
 
     try:
@@ -178,6 +158,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         os.environ[C.ENV_SOURCE_DIR] = str(source.resolve())
     os.environ.update(env)
     os.environ[C.ENV_OUTPUT_DIR] = raw_out if remote else str(out.resolve())
+    if not remote:
+        _check_sources(out, source, imports, args.replace)
     ensure_dagster_home()
     span = args.partition_range or partition_range(source, imports)
     per_day = args.per_day or os.environ.get(C.ENV_BACKFILL) == "per_day"
@@ -263,6 +245,8 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if runs:
         print(f"distill: open run {runs[-1]} in the UI: {_shown(Path(sys.argv[0]))} ui, then")
         print(f"  http://127.0.0.1:{DEFAULT_UI_PORT}/runs/{runs[-1]}")
+        # the last line: the run's drift severity
+        print(drift_line(out, runs[-1]))
     if done.returncode != 0:
         if not args.verbose:
             for line in _failure_lines(log_path):
@@ -440,6 +424,48 @@ def cmd_ui(args: argparse.Namespace) -> int:
             continue
 
 
+def drift_line(out: Path, run_id: str) -> str:
+    """The run's drift severity in one line (the last the command prints on success)."""
+    from distill_assets.lib.reports import load_drift
+
+    if not (out / C.REPORTS_DIR / run_id / "drift.json").exists():
+        return "distill: drift: not judged (no stage finished)"
+    report = load_drift(out, run_id)
+    against = (
+        f"against run {report.prior_run_id}" if report.prior_run_id else "(baseline established)"
+    )
+    run_flags = [
+        f for f in report.flags if not f.startswith(tuple(f"{d.stage}:" for d in report.stages))
+    ]
+    stage_flags = len(report.flags) - len(run_flags)
+    detail = "; ".join([*run_flags, f"{stage_flags} stage flag(s)"])
+    return f"distill: drift {report.severity.upper()} {against}: {detail} (distill drift {run_id})"
+
+
+def _check_sources(
+    out: Path, source: Path | None, imports: list[ImportSpec], replace: bool
+) -> None:
+    """Refuse sources that would mix with those the output was built from, or (``--replace``)
+    forget the old ones: their evidence and scored runs are removed before the run."""
+    from distill_assets.lib.sources import replace_sources, source_names, sources_conflict
+
+    problem = sources_conflict(out, source_names(source, imports))
+    if problem is None:
+        return
+    if not replace:
+        raise UserError(problem)
+    from distill_assets.lib.locking import live_holder
+
+    holder = live_holder(out)
+    if holder is not None:
+        raise UserError(f"--replace: output {out} is in use by run {holder.get('run_id')}")
+    removed = replace_sources(out)
+    print(
+        f"distill: --replace: removed {', '.join(removed)} of {out} (built from other sources)",
+        flush=True,
+    )
+
+
 def per_day_steps(span: str) -> list[list[str]]:
     """Arguments of the runs of a per-day backfill over ``span``, in the order it needs: every
     day's evidence index, then every day's scoring (a day reads the index of the days around
@@ -457,6 +483,10 @@ def per_day_steps(span: str) -> list[list[str]]:
 
 def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+# quarantined records of one reason printed one by one by ``distill import``; the rest counted
+IMPORT_SHOWN = 10
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -488,24 +518,36 @@ def cmd_import(args: argparse.Namespace) -> int:
                 counts[item.obj["kind"]] += 1
                 if not isinstance(validate_object(item.obj, settings), Record):
                     invalid += 1
+    from distill_assets.lib.importers import left_out_summary
+
+    shown: dict[tuple[str, str], int] = {}
     for failure in batch.failures:
+        key = (failure.disposition, failure.reason)
+        shown[key] = shown.get(key, 0) + 1
+        if failure.disposition == C.DISPOSITION_QUARANTINED and shown[key] > IMPORT_SHOWN:
+            continue  # the summary line below counts them all
         print(
             f"distill import: {failure.disposition} ({failure.reason}): {failure.message}",
             file=sys.stderr,
         )
+    for (disposition, reason), n in shown.items():
+        if disposition == C.DISPOSITION_QUARANTINED and n > IMPORT_SHOWN:
+            print(
+                f"distill import: ... and {n - IMPORT_SHOWN} more {disposition} ({reason})",
+                file=sys.stderr,
+            )
     for warning in batch.warnings:
         print(f"distill import: warning: {warning}", file=sys.stderr)
     made = ", ".join(f"{n} {kind}s" for kind, n in counts.items() if n)
     where = f"-> {target}" if made else f"nothing imported; {target} left as it was"
     files = f"{len(batch.files)} file(s) of {spec.path}"
     print(f"distill import: {made or 'no records'} from {files} {where}")
-    if invalid:
-        print(
-            f"distill import: {invalid} record(s) break the evidence format and will be "
-            "quarantined by collect",
-            file=sys.stderr,
-        )
-    return 1 if batch.failures or invalid else 0
+    left_out = left_out_summary(batch.failures, invalid)
+    if left_out:
+        print(f"distill import: left out {left_out}", file=sys.stderr)
+    if not batch.objects:
+        return 1
+    return 1 if args.strict and (batch.failures or invalid) else 0
 
 
 def _verdict_items(path: Path) -> list[tuple[int, object]]:
@@ -896,6 +938,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run steps in subprocesses (parallel exports) instead of in-process",
     )
+    mat.add_argument(
+        "--replace",
+        action="store_true",
+        help="the output was built from other sources: rebuild it from these only",
+    )
     mat.set_defaults(func=cmd_materialize)
 
     ui = sub.add_parser(
@@ -933,6 +980,11 @@ def build_parser() -> argparse.ArgumentParser:
             one.add_argument("--domain", help="τ-bench domain (default: from the file name)")
         one.add_argument(
             "--created-at", help="ISO 8601 time for runs without one (default: file mtime)"
+        )
+        one.add_argument(
+            "--strict",
+            action="store_true",
+            help="exit 1 when anything was left out (default: only when nothing was imported)",
         )
         one.set_defaults(func=cmd_import, kind=kind)
 

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import progress
-from distill_assets.lib.accounting import StageResult
+from distill_assets.lib.accounting import StageResult, skipped_share_errors
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
@@ -139,6 +139,27 @@ class DistillResource(dg.ConfigurableResource):
         default=None,
         description="Drift alerts are POSTed here (default: $DISTILL_ALERT_WEBHOOK_URL).",
     )
+    max_skipped_share: float | None = Field(
+        default=None,
+        description="Fail a stage that skips more than this share (0..1) of the records it "
+        "reads (default: $DISTILL_MAX_SKIPPED_SHARE, else no limit).",
+    )
+
+    def skipped_limit(self) -> float | None:
+        """The largest share of skipped records a stage may have (None: no limit)."""
+        setting, raw = "max_skipped_share", self.max_skipped_share
+        if raw is None:
+            text = os.environ.get(C.ENV_MAX_SKIPPED_SHARE)
+            if not text:
+                return None
+            setting = C.ENV_MAX_SKIPPED_SHARE
+            try:
+                raw = float(text)
+            except ValueError as exc:
+                raise ConfigError(setting, text, "not a number") from exc
+        if not 0.0 <= raw <= 1.0:
+            raise ConfigError(setting, raw, "must be a share between 0 and 1")
+        return raw
 
     def webhook_url(self) -> str | None:
         return self.alert_webhook_url or os.environ.get(C.ENV_ALERT_WEBHOOK) or None
@@ -182,6 +203,24 @@ class DistillResource(dg.ConfigurableResource):
         if specs and self.source_dir is None and not os.environ.get(C.ENV_SOURCE_DIR):
             return None, specs
         return self.source_root(), specs
+
+    def source_names(self) -> list[str]:
+        """The run's sources as the output records them (lib/sources.py)."""
+        from distill_assets.lib.sources import source_names
+
+        source, imports = self.evidence_sources()
+        return source_names(source, imports)
+
+    def check_sources(self) -> None:
+        """Refuse, before anything is written, a run whose sources would mix with the other
+        sources a local output was built from (one line naming both, and the ways out)."""
+        from distill_assets.lib.sources import sources_conflict
+
+        if self.output_location().remote:
+            return
+        problem = sources_conflict(self.output_root(), self.source_names())
+        if problem is not None:
+            raise dg.Failure(description=problem)
 
     def source_root(self) -> Path:
         setting, raw = "source_dir", self.source_dir
@@ -448,7 +487,9 @@ class ExportConfig(HygieneConfig):
         default=None, description="When set, only these categories reach SFT."
     )
     sft_deny_categories: list[str] | None = Field(
-        default=None, description="Categories kept out of SFT (default: the unsafe list)."
+        default=None,
+        description="Categories kept out of this export (SFT, KTO, RAG, preference pairs; "
+        "default: the unsafe list; [] denies none).",
     )
     min_margin: float = Field(default=0.2, description="Least score gap of a preference pair.")
     max_pairs_per_task: int | None = Field(
@@ -510,12 +551,19 @@ class PlaybookConfig(HygieneConfig):
     answer_chars: int = Field(default=400, description="Longest failed run's answer shown.")
     max_divergences: int = Field(default=5, description="Failed runs compared per playbook.")
     title_chars: int = Field(default=80, description="Longest title.")
+    deny_categories: list[str] | None = Field(
+        default=None,
+        description="Categories whose runs no playbook uses (default: the unsafe list; [] none).",
+    )
 
     def settings(self) -> PlaybookSettings:
         problems = self.hygiene().errors()
         if problems:
             raise ConfigError("playbook settings", None, "; ".join(problems))
         fields = self.model_dump(include=set(PlaybookSettings.__dataclass_fields__))
+        denied = fields.pop("deny_categories")
+        if denied is not None:
+            fields["deny_categories"] = tuple(denied)
         settings = PlaybookSettings(**fields)
         problems = settings.errors()
         if problems:
@@ -662,8 +710,10 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
         if isinstance(config, ExportConfig):
             config.eval_path(distill)
     distill.thresholds()
+    distill.skipped_limit()
     if C.STAGE_COLLECT in selected:
         distill.source_root()
+        distill.check_sources()
     hygienic = [
         asset
         for asset, config_class in CONFIG_CLASSES.items()
@@ -771,6 +821,7 @@ def run_stages(
                 preflight(context, distill, stage)
             tag_run(context, distill)
             thresholds = distill.thresholds()
+            skipped_limit = distill.skipped_limit()
             with workspace.reports(run_id):
                 taken = acquire(out_root, run_id, _run_finished(context), context.log.warning)
                 if versioned and workspace.remote:
@@ -804,6 +855,7 @@ def run_stages(
                 result.output_root = version_relroot(run_id)
             if settings.get(stage):
                 result.extra["settings"] = settings[stage]
+            result.errors.extend(skipped_share_errors(stage, result.tally, skipped_limit))
             own_ms = result.extra.get("own_ms")
             began = started if own_ms is None else time.perf_counter() - own_ms / 1000
             with workspace.reports(run_id):

@@ -178,7 +178,9 @@ def test_the_instance_is_the_project_one(both_runs):
     assert f"DAGSTER_HOME={env['DAGSTER_HOME']}" in command
     with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
         assert len(instance.get_runs()) == 2
-    assert lines[-1].startswith("  http://127.0.0.1:3000/runs/")
+    # the UI address, then the run's drift severity (the last line)
+    assert lines[-2].startswith("  http://127.0.0.1:3000/runs/")
+    assert lines[-1].startswith("distill: drift ")
 
 
 def test_readme_and_ci_carry_the_printed_command(both_runs):

@@ -12,6 +12,8 @@ EVIDENCE_FORMAT_VERSION: Final = 1
 RECEIPT_SCHEMA_VERSION: Final = 1
 SUMMARY_SCHEMA_VERSION: Final = 1
 DRIFT_SCHEMA_VERSION: Final = 1
+# how a run without a category is counted in a stage's category mix (receipt extra.categories)
+NO_CATEGORY: Final = "(none)"
 INDEX_SCHEMA_VERSION: Final = 1
 
 # --- stages -------------------------------------------------------------------------------
@@ -124,6 +126,8 @@ EVIDENCE_DIR: Final = "evidence"
 SCORED_DIR: Final = "scored-runs"
 EXPORTS_DIR: Final = "exports"
 REPORTS_DIR: Final = "reports"
+# the sources the output was built from (lib/sources.py): other sources are refused
+SOURCES_PATH: Final = "sources.json"
 VERSIONS_DIR: Final = ".versions"
 VERSIONS_KEPT: Final = 5
 RAG_PATH: Final = "exports/rag/playbooks.jsonl"
@@ -261,6 +265,9 @@ R_DUPLICATE: Final = "duplicate_record"
 R_IMPORT_MISSING_FILE: Final = "import_missing_file"
 R_IMPORT_INVALID_JSON: Final = "import_invalid_json"
 R_IMPORT_MALFORMED: Final = "import_malformed"
+# an instance id the results list but no prediction has (the harness lists every dataset
+# instance it was not given under incomplete_ids): one quarantined item, the system is kept
+R_IMPORT_ORPHAN_RESULT: Final = "import_orphan_result"
 # collect: records that parse but break the format (quarantined)
 R_UNKNOWN_KIND: Final = "unknown_kind"
 R_MISSING_FIELD: Final = "missing_field"  # rendered as missing_field:<name>
@@ -296,6 +303,8 @@ R_NEEDS_HUMAN_REVIEW: Final = "needs_human_review"
 R_PARTIALLY_ACCEPTED: Final = "quality_partially_accepted"
 R_CATEGORY_DISALLOWED: Final = "category_disallowed"
 R_UNSAFE_SFT_CATEGORY: Final = "unsafe_sft_category"
+# a run (or a playbook) in a denied category kept out of the extraction, RAG or preference pairs
+R_DENIED_CATEGORY: Final = "category_denied"
 R_MISSING_SOURCE_RUN_ID: Final = "missing_source_run_id"
 R_SELF_PAIR: Final = "self_pair"
 R_IDENTICAL_TEXT: Final = "identical_text"
@@ -311,7 +320,8 @@ R_NEAR_DUPLICATE: Final = "near_duplicate"
 # index
 R_DUPLICATE_PLAYBOOK: Final = "duplicate_playbook_id"
 
-# categories kept out of SFT unless a configured deny-list replaces this one (docs/datasets.md)
+# categories kept out of every published export (SFT, KTO, the extraction, RAG and its index,
+# preference pairs) unless an export's configured deny-list replaces this one (docs/datasets.md)
 DEFAULT_UNSAFE_SFT_CATEGORIES: Final = (
     "credential_access",
     "exploit",
@@ -452,6 +462,8 @@ ENV_RECORDED_AT: Final = "DISTILL_RECORDED_AT"
 ENV_DRIFT_WARN: Final = "DISTILL_DRIFT_WARN_PCT"
 ENV_DRIFT_ALERT: Final = "DISTILL_DRIFT_ALERT_PCT"
 ENV_DRIFT_MIN_BASE: Final = "DISTILL_DRIFT_MIN_BASE"
+# the largest share (0..1) of its records a stage may skip before it fails (default: no limit)
+ENV_MAX_SKIPPED_SHARE: Final = "DISTILL_MAX_SKIPPED_SHARE"
 ENV_ALERT_WEBHOOK: Final = "DISTILL_ALERT_WEBHOOK_URL"
 ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
 ENV_WORKERS: Final = "DISTILL_WORKERS"

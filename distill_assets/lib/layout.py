@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -146,3 +147,13 @@ def relroot(out_root: Path, root: Path) -> str:
     except ValueError:
         return ""
     return "" if relative == "." else relative
+
+
+def records_elsewhere(root: Path, days: Iterable[date]) -> bool:
+    """Whether a day of the evidence store other than ``days`` holds a record."""
+    asked = set(days)
+    return any(
+        (root / evidence_records(day)).stat().st_size > 0
+        for day in days_on_disk(root, C.EVIDENCE_DIR, "records.jsonl")
+        if day not in asked
+    )
