@@ -362,6 +362,7 @@ def run_summary_lines(directory: Path) -> list[str]:
     lines = [f"distill: run {directory.name}: {verdict}", ""]
     header = ("stage", "in", "out", "quarantined", "skipped", "output written")
     rows = []
+    errors: list[str] = []  # why the stages that failed did (a few per stage)
     for stage in C.STAGES:
         try:
             receipt = orjson.loads((directory / f"{stage}.json").read_bytes())
@@ -371,8 +372,11 @@ def run_summary_lines(directory: Path) -> list[str]:
         extra = receipt.get("extra") or {}
         numbers = [stats.get(k) for k in ("records_in", "records_out", "quarantined", "skipped")]
         shown = [f"{n:,}" if isinstance(n, int) else "?" for n in numbers]
-        failed = (receipt.get("validation") or {}).get("passed") is False
+        validation = receipt.get("validation") or {}
+        failed = validation.get("passed") is False
         rows.append((stage, *shown, _written(stage, extra) + ("  FAILED" if failed else "")))
+        if failed:
+            errors.extend(str(e) for e in (validation.get("errors") or [])[:3])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
     for row in [header, *rows]:
         cells = [row[0].ljust(widths[0])]
@@ -380,9 +384,12 @@ def run_summary_lines(directory: Path) -> list[str]:
         lines.append("  " + "  ".join(cells) + "  " + row[5])
     lines.append("  (in = out + quarantined + skipped, in each stage's records; every left-out")
     lines.append("   record and its reason is in exports/quarantine/)")
+    lines.extend(f"  FAILED: {error}" for error in errors)
     missing = summary.get("not_run") if isinstance(summary, dict) else None
     if missing:
-        lines.append(f"  not run: {', '.join(str(m) for m in missing)}")
+        names = [str(m.get("stage", m)) if isinstance(m, dict) else str(m) for m in missing]
+        first = missing[0].get("reason") if isinstance(missing[0], dict) else None
+        lines.append(f"  not run: {', '.join(names)}" + (f" ({first}, …)" if first else ""))
     return lines
 
 

@@ -124,8 +124,9 @@ def test_a_source_of_nothing_usable_fails_before_publishing(built, tmp_path) -> 
     )
     done = _distill(["materialize", "--source", str(garbage), "--output", str(fresh)], env)
     assert done.returncode != 0
-    assert "Overall: **FAILED**" in done.stdout
-    assert "collect: no usable record among 4 read; top reasons: " in done.stdout
+    run_id = next((fresh / C.REPORTS_DIR).glob("*/summary.json")).parent.name
+    assert f"distill: run {run_id}: FAILED" in done.stdout
+    assert "  FAILED: collect: no usable record among 4 read; top reasons: " in done.stdout
     assert "invalid_json 1" in done.stdout and "invalid_utf8 1" in done.stdout
     assert not (fresh / C.PUBLISHED_POINTER_PATH).exists()
     assert not (fresh / C.EXPORTS_DIR / "sft").exists()
