@@ -18,6 +18,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib.alerts import OUTBOX_PATH
 from distill_assets.orchestration import DistillResource
 from distill_tests.conftest import copy_fixtures, materialize_graph
+from distill_tests.ports import closed_port
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):
@@ -118,8 +119,8 @@ def test_first_materializations_are_a_baseline(project_defs, instance, tmp_path)
 def test_undelivered_alerts_wait_in_the_outbox(two_runs, tmp_path, webhook):
     url, received = webhook
     instance, out = _fresh_copy(two_runs, tmp_path)
-    dead = "http://127.0.0.1:9/hook"  # discard port: nothing listens
-    result, _ = _tick(instance, out, dead, None)
+    with closed_port() as port:  # bound and never listening: refuses by construction
+        result, _ = _tick(instance, out, f"http://127.0.0.1:{port}/hook", None)
     queued = (out / OUTBOX_PATH).read_bytes().splitlines()
     assert queued and not received
     retry, _ = _tick(instance, out, url, result.cursor)
