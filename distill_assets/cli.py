@@ -557,9 +557,10 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if not (directory / "drift.json").exists():
         raise UserError(f"run {args.run_id} has no drift report")
     report = load_drift(out, args.run_id)
+    code = 3 if report.severity == "alert" and args.fail_on_alert else 0
     if args.json:
         _print_json(report.model_dump(mode="json"))
-        return 0
+        return code  # --fail-on-alert holds with --json too
     prior = report.prior_run_id or "none (baseline established)"
     print(f"run {report.run_id}: drift {report.severity.upper()} against {prior}")
     for stage, d in report.stages.items():
@@ -571,7 +572,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
         )
         for flag in d.flags:
             print(f"    - {flag}")
-    return 0 if report.severity != "alert" or not args.fail_on_alert else 3
+    return code
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
