@@ -1,7 +1,7 @@
 """CLI options the docs promise, each run for real: ``materialize --multiprocess`` (steps in
 subprocesses, the same datasets), ``materialize --per-day`` succeeding (one run per day, then
 the exports; the same datasets as one run over the range), ``drift --fail-on-alert`` (exit 3 on
-an alert only) and ``search --mode``."""
+an alert only: test_promises_config.py, beside the drift settings) and ``search --mode``."""
 
 from __future__ import annotations
 
@@ -17,12 +17,10 @@ import pytest
 
 from distill_assets.cli import main
 from distill_assets.lib import constants as C
-from distill_assets.lib.reports import load_drift
 from distill_tests.conftest import (
     FIXTURE_RANGE,
     FIXTURES,
     REPO_ROOT,
-    copy_fixtures,
     materialize_graph,
 )
 from distill_tests.scale.conftest import dataset_files
@@ -113,34 +111,6 @@ def test_per_day_succeeds_with_the_datasets_of_one_run(project_defs, instance, t
         single = materialize_graph(project_defs, instance, FIXTURES, tmp_path / "one", days=days)
     assert single.success
     assert dataset_files(out) == dataset_files(tmp_path / "one")
-
-
-@pytest.fixture(scope="module")
-def ok_and_alert(tmp_path_factory, project_defs):
-    """A baseline run, then a run whose collect sees 61% more records (an alert)."""
-    base = tmp_path_factory.mktemp("drift_cli")
-    source = copy_fixtures(base / "src")
-    out = base / "out"
-    home = base / "home"
-    home.mkdir()
-    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test(temp_dir=str(home)) as inst:
-        mp.setenv(C.ENV_RECORDED_AT, PINNED)
-        first = materialize_graph(project_defs, inst, source, out)
-        (source / "runs" / "garbage.jsonl").write_text("{not json\n" * 40)
-        second = materialize_graph(project_defs, inst, source, out)
-    assert first.success and second.success
-    assert load_drift(out, second.run_id).severity == C.SEVERITY_ALERT
-    return out, first.run_id, second.run_id
-
-
-def test_drift_fail_on_alert_exits_3_on_an_alert_only(ok_and_alert, capsys):
-    out, ok_run, alert_run = ok_and_alert
-    assert main(["drift", alert_run, "--output", str(out), "--fail-on-alert"]) == 3
-    assert "alert" in capsys.readouterr().out
-    assert main(["drift", alert_run, "--output", str(out)]) == 0  # without the flag: a report
-    capsys.readouterr()
-    assert main(["drift", ok_run, "--output", str(out), "--fail-on-alert"]) == 0
-    assert main(["drift", alert_run, "--output", str(out), "--json", "--fail-on-alert"]) == 3
 
 
 def test_search_mode(fixture_run, capsys):

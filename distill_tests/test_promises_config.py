@@ -2,7 +2,8 @@
 same run with defaults (the session's ``fixture_run``): export run config (``max_pairs_per_task``,
 ``rag_include_partial``), scoring run config (``conflict_policy``), DISTILL_RECORDED_AT,
 DISTILL_PROGRESS_INTERVAL_S and the drift thresholds DISTILL_DRIFT_WARN_PCT / _ALERT_PCT /
-_MIN_BASE. (The webhook URL from the environment: test_sensor.py.)"""
+_MIN_BASE, with ``distill drift --fail-on-alert``. (The webhook URL from the environment:
+test_sensor.py.)"""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import dagster as dg
 import orjson
 import pytest
 
+from distill_assets.cli import main
 from distill_assets.lib import constants as C
 from distill_assets.lib.receipts import load_receipt
 from distill_assets.lib.reports import load_drift
@@ -224,3 +226,38 @@ def test_drift_thresholds_from_the_environment(
     }
     for name, value in env.items():
         assert drift.thresholds[recorded[name]] == float(value)
+
+
+@pytest.fixture(scope="module")
+def alert_run(tmp_path_factory, drift_baseline, project_defs):
+    """After the baseline, a run whose collect sees 61% more records: an alert."""
+    source, baseline_out = drift_baseline
+    base = tmp_path_factory.mktemp("drift_alert")
+    shutil.copytree(source, base / "src")
+    shutil.copytree(baseline_out, base / "out", symlinks=True)
+    (base / "src" / "runs" / "garbage.jsonl").write_text("{not json\n" * 40)
+    home = base / "home"
+    home.mkdir()
+    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test(temp_dir=str(home)) as inst:
+        mp.setenv(C.ENV_RECORDED_AT, PINNED)
+        result = materialize_graph(project_defs, inst, base / "src", base / "out")
+    assert result.success
+    assert load_drift(base / "out", result.run_id).severity == C.SEVERITY_ALERT
+    return base / "out", result.run_id
+
+
+def test_drift_fail_on_alert_exits_3_on_an_alert_only(alert_run, capsys):
+    """``distill drift RUN_ID --fail-on-alert`` (docs/operations.md)."""
+    out, alert = alert_run
+    runs = [
+        orjson.loads(line)["run_id"] for line in (out / C.RUN_INDEX_PATH).read_bytes().splitlines()
+    ]
+    ok = runs[0]  # the baseline: a report of severity ok
+    assert load_drift(out, ok).severity == C.SEVERITY_OK
+    assert main(["drift", alert, "--output", str(out), "--fail-on-alert"]) == 3
+    assert "drift ALERT" in capsys.readouterr().out
+    assert main(["drift", alert, "--output", str(out)]) == 0  # without the flag: a report
+    assert main(["drift", ok, "--output", str(out), "--fail-on-alert"]) == 0
+    capsys.readouterr()
+    assert main(["drift", alert, "--output", str(out), "--json", "--fail-on-alert"]) == 3
+    assert orjson.loads(capsys.readouterr().out)["severity"] == C.SEVERITY_ALERT
