@@ -855,13 +855,13 @@ def cmd_drift(args: argparse.Namespace) -> int:
         report = orjson.loads(path.read_bytes())
     except (OSError, orjson.JSONDecodeError) as exc:
         raise UserError(f"cannot read {path} ({exc})") from None
+    code = 3 if str(report.get("severity")) == "alert" and args.fail_on_alert else 0
     if args.json:
         _print_json(report)
-        return 0
+        return code  # --fail-on-alert holds with --json too
     for line in drift_lines(report):
         print(line)
-    alert = str(report.get("severity")) == "alert"
-    return 3 if alert and args.fail_on_alert else 0
+    return code
 
 
 def cmd_synth(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ function that materializes the whole graph (assets and their checks) over a part
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "fixtures" / "evidence"
 SHARED = REPO_ROOT.parent / "shared"
 FIXTURE_RANGE = ("2026-03-01", "2026-03-03")
+# set by .ci/run (and implied by CI): tests on ../shared's real runs must run, never skip
+ENV_REQUIRE_SHARED = "DISTILL_REQUIRE_SHARED"
+
+
+def need_shared(path: Path) -> None:
+    """Skip a test of ``path`` (a file under ../shared) when it is absent, with the reason; where
+    ../shared is required (DISTILL_REQUIRE_SHARED=1 or CI set, as in .ci/run), fail instead."""
+    if path.exists():
+        return
+    reason = f"{path} is absent (../shared, the real public runs, is not beside the repo)"
+    if os.environ.get(ENV_REQUIRE_SHARED) == "1" or os.environ.get("CI"):
+        pytest.fail(f"{reason}; {ENV_REQUIRE_SHARED}=1 or CI is set, so the test must run")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

@@ -133,12 +133,25 @@ def test_duplicates_across_files_are_skipped_in_line_order(tmp_path: Path, sourc
     assert [r["run_id"] for r in index] == ["r-shared", "r2", "r2", "r3"]
 
 
-@pytest.mark.parametrize("mode", list(MODES))
-def test_every_mode_writes_the_same_bytes(tmp_path: Path, sources: Path, mode: str) -> None:
+@pytest.mark.parametrize("mode", [mode for mode in MODES if MODES[mode] != {"workers": 1}])
+def test_every_mode_writes_the_same_bytes(
+    tmp_path: Path, sources: Path, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each other mode against plain in-process collect (comparing that mode with itself would
+    prove nothing); a mode with workers really scans in a pool of that many processes."""
     reference = tmp_path / "ref"
     collect(list_source_files(sources), reference, None, ParseSettings(), workers=1)
+    pools: list[int] = []
+    real_pool = collect_module.process_pool
+
+    def counted_pool(workers: int, *args, **kwargs):
+        pools.append(workers)
+        return real_pool(workers, *args, **kwargs)
+
+    monkeypatch.setattr(collect_module, "process_pool", counted_pool)
     out = tmp_path / mode
     collect(list_source_files(sources), out, None, ParseSettings(), **MODES[mode])
+    assert pools == ([MODES[mode]["workers"]] if MODES[mode]["workers"] > 1 else [])
     assert _tree(out) == _tree(reference)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
+import datasets  # a dev dependency: missing, the tests fail rather than skip
 import orjson
 import pytest
 import yaml
@@ -27,10 +28,6 @@ from distill_assets.lib.io import sha256_file
 from distill_assets.lib.receipts import aggregate_hash, load_receipt
 from distill_assets.lib.runconfig import run_config_of
 from distill_tests.conftest import FIXTURES, materializations_of, materialize_graph
-
-datasets = pytest.importorskip(
-    "datasets", reason="Hugging Face datasets is not installed (pip install -e '.[dev]')"
-)
 
 EXPORT_ASSETS = {
     C.STAGE_EXPORT_RAG: C.ASSET_RAG_PLAYBOOKS,

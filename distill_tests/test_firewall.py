@@ -130,6 +130,7 @@ def test_broken_rows_are_caught(out: Path, tmp_path: Path) -> None:
     row["chosen_run_id"], row["rejected_run_id"] = row["rejected_run_id"], row["chosen_run_id"]
     elsewhere = next(r for r in scored if r["task_id"] != rows[1]["task_id"])
     rows[1]["rejected_run_id"] = elsewhere["run_id"]
+    rows[2]["rejected_run_id"] = rows[2]["chosen_run_id"]  # a run paired with itself
     try:
         _rewrite(pref_path, rows)
         report = verify_pair_rules(out, ExportSettings())
@@ -138,3 +139,5 @@ def test_broken_rows_are_caught(out: Path, tmp_path: Path) -> None:
     found = {(v["row"], v["rule"]) for v in report.violations}
     assert (1, "chosen_not_better") in found
     assert (2, "cross_task_pair") in found
+    assert (3, C.R_SELF_PAIR) in found
+    assert not {rule for row, rule in found if row > 3}  # the untouched rows stay clean

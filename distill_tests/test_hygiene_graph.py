@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+import pytest
 
 from distill_assets.cli import main as cli_main
 from distill_assets.lib import constants as C
@@ -74,11 +75,22 @@ def test_eval_set_quarantines_contaminated_rows(tmp_path, project_defs, instance
     assert pref.extra["eval_set"]["task_ids"] == 1 and pref.extra["eval_set"]["prompts"] == 1
 
 
-def test_eval_path_escaping_the_source_is_refused(tmp_path, project_defs, instance):
+@pytest.mark.parametrize("how", ["dotdot", "symlink"])
+def test_eval_path_escaping_the_source_is_refused(tmp_path, project_defs, instance, how):
+    """The escape guard is the only reason this run can fail: the file the path leads to exists
+    and is a valid evaluation set (without the guard, the run succeeds and decontaminates)."""
     source = copy_fixtures(tmp_path / "source")
+    outside = tmp_path / "evals.jsonl"  # beside the source directory, not in it
+    outside.write_bytes(orjson.dumps({"task_id": "T-login"}) + b"\n")
+    if how == "dotdot":
+        raw = "../evals.jsonl"
+    else:  # a link inside the source that resolves out of it
+        (source / "evals-link.jsonl").symlink_to(outside)
+        raw = "evals-link.jsonl"
+    assert (source / raw).resolve().is_file()
     run_config = run_config_of(
         {
-            asset: {"eval_set_path": "../evals.jsonl"}
+            asset: {"eval_set_path": raw}
             for asset in (
                 C.ASSET_EXTRACTED_PLAYBOOKS,
                 C.ASSET_RAG_PLAYBOOKS,
@@ -91,6 +103,11 @@ def test_eval_path_escaping_the_source_is_refused(tmp_path, project_defs, instan
     out = tmp_path / "out"
     result = materialize_graph(project_defs, instance, source, out, run_config=run_config)
     assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.error.to_string()
+    assert f"invalid setting eval_set_path='{raw}'" in message
+    expected = "must not contain '..'" if how == "dotdot" else "leads out of"
+    assert expected in message
     assert not (out / "evidence").exists()  # refused before collect wrote anything
 
 

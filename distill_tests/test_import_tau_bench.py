@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from distill_assets.lib.importers import make_spec, run_import
 from distill_assets.lib.io import iter_jsonl, sha256_file
 from distill_assets.lib.receipts import load_receipt
 from distill_assets.orchestration import DistillResource, ImportSource
+from distill_tests.conftest import need_shared
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TAU_SAMPLE = REPO_ROOT.parent / "shared" / "real_runs" / "tau-bench" / "gpt-4o-airline.json"
@@ -249,16 +250,10 @@ def test_a_link_out_of_the_configured_folder_is_not_followed(tmp_path: Path) -> 
 
 # --- the shared real sample through the whole graph -----------------------------------------
 
-needs_sample = pytest.mark.skipif(
-    not TAU_SAMPLE.exists(),
-    reason=f"the shared τ-bench sample {TAU_SAMPLE} is absent (../shared is not beside the repo)",
-)
-
 
 @pytest.fixture(scope="module")
 def sample() -> list[dict]:
-    if not TAU_SAMPLE.exists():
-        pytest.skip(f"the shared τ-bench sample {TAU_SAMPLE} is absent")
+    need_shared(TAU_SAMPLE)  # skips on a clone without ../shared; fails under CI
     return orjson.loads(TAU_SAMPLE.read_bytes())
 
 
@@ -271,22 +266,32 @@ def _complete(result: dict) -> bool:
     return isinstance(reward_info, dict) and "r_actions" in (reward_info.get("info") or {})
 
 
+SAMPLE_DAY = "2026-03-01"  # the sample has no timestamps: pinned, never the file's mtime
+
+
 @pytest.fixture(scope="module")
 def tau_graph(run_graph, tmp_path_factory, sample):
-    """The whole graph over the sample imported through the resource (no evidence folder)."""
+    """The whole graph over the sample imported through the resource (no evidence folder), with
+    the runs' day and the receipts' clock pinned (a module fixture runs before the autouse
+    function fixture that pins DISTILL_RECORDED_AT)."""
     out = tmp_path_factory.mktemp("tau-out")
     empty = tmp_path_factory.mktemp("no-evidence")
-    day = datetime.fromtimestamp(TAU_SAMPLE.stat().st_mtime, UTC).date()
+    day = date.fromisoformat(SAMPLE_DAY)
     resource = DistillResource(
         source_dir=str(empty),
         output_dir=str(out),
-        imports=[ImportSource(kind=C.IMPORT_TAU_BENCH, path=str(TAU_SAMPLE))],
+        imports=[
+            ImportSource(
+                kind=C.IMPORT_TAU_BENCH, path=str(TAU_SAMPLE), created_at=f"{SAMPLE_DAY}T12:00:00Z"
+            )
+        ],
     )
-    result = run_graph(resource, day.isoformat())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(C.ENV_RECORDED_AT, "2026-03-10T00:00:00Z")
+        result = run_graph(resource, day.isoformat())
     return result, out, day
 
 
-@needs_sample
 def test_sample_figures_the_issue_states(sample) -> None:
     rewarded = [r for r in sample if r["reward"] == 1.0]
     assert len(sample) == 200 and len(rewarded) == 84
@@ -298,7 +303,6 @@ def test_sample_figures_the_issue_states(sample) -> None:
     assert sum(1 for values in rewards.values() if values == {0.0, 1.0}) == 26
 
 
-@needs_sample
 def test_sample_indexes_all_200_runs_with_provenance(tau_graph, sample) -> None:
     result, out, day = tau_graph
     assert result.success
@@ -318,7 +322,6 @@ def test_sample_indexes_all_200_runs_with_provenance(tau_graph, sample) -> None:
     ]
 
 
-@needs_sample
 def test_sample_accepts_exactly_the_complete_reward_1_runs(tau_graph, sample) -> None:
     _result, out, day = tau_graph
     scored = {row["run_id"]: row for row in iter_jsonl(out / layout.scored_runs(day))}
@@ -342,7 +345,6 @@ def test_sample_accepts_exactly_the_complete_reward_1_runs(tau_graph, sample) ->
     )
 
 
-@needs_sample
 def test_sample_pairs_stay_in_a_task_and_prefer_success(tau_graph, sample) -> None:
     _result, out, day = tau_graph
     scored = {row["run_id"]: row for row in iter_jsonl(out / layout.scored_runs(day))}
@@ -363,7 +365,6 @@ def test_sample_pairs_stay_in_a_task_and_prefer_success(tau_graph, sample) -> No
     assert len(both) == 24
 
 
-@needs_sample
 def test_sample_passes_every_check_with_zero_firewall_violations(tau_graph) -> None:
     result, out, _day = tau_graph
     evaluations = result.get_asset_check_evaluations()
@@ -378,7 +379,6 @@ def test_sample_passes_every_check_with_zero_firewall_violations(tau_graph) -> N
     assert len(sft) + receipt.stats.reasons.get(C.R_NEAR_DUPLICATE, 0) == 81
 
 
-@needs_sample
 def test_sample_playbooks_come_from_the_tool_calls_and_are_searchable(tau_graph, capsys) -> None:
     """The τ-bench chats carry tool calls: the playbooks quote them, failed trials of the same
     task are compared with them, and `distill search` finds them in the published index."""

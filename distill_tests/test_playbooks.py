@@ -217,4 +217,15 @@ def test_render_text_without_steps_or_failures():
 def test_settings_errors():
     assert PlaybookSettings().errors() == []
     problems = PlaybookSettings(max_steps=-1, result_chars=2, title_chars=3).errors()
-    assert len(problems) == 3
+    assert problems == [
+        "max_steps=-1 must not be negative",
+        "result_chars=2 must be at least 8",
+        "title_chars=3 must be at least 8",
+    ]
+    for name in ("max_divergences", "argument_chars", "value_chars", "answer_chars"):
+        value = -1 if name == "max_divergences" else 7
+        (problem,) = PlaybookSettings(**{name: value}).errors()
+        assert problem.startswith(f"{name}={value} ")
+    # the smallest accepted values are accepted
+    smallest = PlaybookSettings(max_steps=0, max_divergences=0, result_chars=8, title_chars=8)
+    assert smallest.errors() == []

@@ -141,13 +141,24 @@ def test_score_signals_join_the_score():
 
 
 @pytest.mark.parametrize(
-    "policy",
+    ("policy", "message"),
     [
-        ScoringPolicy(accept_min_score=1.5),
-        ScoringPolicy(reward_failure_max=0.9, reward_success_min=0.5),
-        ScoringPolicy(conflict_policy="coin_flip"),  # type: ignore[arg-type]
-        ScoringPolicy(evidence_window_days=-1),
+        (ScoringPolicy(accept_min_score=1.5), "accept_min_score=1.5 must be between 0 and 1"),
+        (
+            ScoringPolicy(reward_failure_max=0.9, reward_success_min=0.5),
+            "reward_failure_max=0.9 must be below reward_success_min=0.5",
+        ),
+        (
+            ScoringPolicy(conflict_policy="coin_flip"),  # type: ignore[arg-type]
+            "conflict_policy='coin_flip' is not one of human_review, review_wins, outcome_wins",
+        ),
+        (
+            ScoringPolicy(evidence_window_days=-1),
+            "evidence_window_days=-1 must be between 0 and 31",
+        ),
     ],
 )
-def test_invalid_policies_are_named(policy):
-    assert policy.errors()
+def test_invalid_policies_are_named(policy, message):
+    """Each bad setting gives exactly one problem, naming the setting and its value."""
+    assert ScoringPolicy().errors() == []
+    assert policy.errors() == [message]

@@ -18,6 +18,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib.alerts import OUTBOX_PATH
 from distill_assets.orchestration import DistillResource
 from distill_tests.conftest import copy_fixtures, materialize_graph
+from distill_tests.ports import closed_port
 
 
 class _Hook(http.server.BaseHTTPRequestHandler):
@@ -118,11 +119,32 @@ def test_first_materializations_are_a_baseline(project_defs, instance, tmp_path)
 def test_undelivered_alerts_wait_in_the_outbox(two_runs, tmp_path, webhook):
     url, received = webhook
     instance, out = _fresh_copy(two_runs, tmp_path)
-    dead = "http://127.0.0.1:9/hook"  # discard port: nothing listens
-    result, _ = _tick(instance, out, dead, None)
+    with closed_port() as port:  # bound and never listening: refuses by construction
+        result, _ = _tick(instance, out, f"http://127.0.0.1:{port}/hook", None)
     queued = (out / OUTBOX_PATH).read_bytes().splitlines()
     assert queued and not received
     retry, _ = _tick(instance, out, url, result.cursor)
     assert len(received) == len(queued)
     assert (out / OUTBOX_PATH).read_bytes() == b""
     assert retry is not None
+
+
+def test_webhook_url_comes_from_the_environment(two_runs, tmp_path, webhook, monkeypatch):
+    """DISTILL_ALERT_WEBHOOK_URL (README, Configuration) is where alerts go when the resource
+    names no URL; a URL on the resource wins over it."""
+    url, received = webhook
+    instance, out = _fresh_copy(two_runs, tmp_path)
+    monkeypatch.setenv(C.ENV_ALERT_WEBHOOK, url)
+    result, _ = _tick(instance, out, None, None)
+    alerts = [orjson.loads(x) for x in (out / C.ALERTS_PATH).read_bytes().splitlines()]
+    assert alerts and sorted(a["alert_id"] for a in received) == sorted(
+        a["alert_id"] for a in alerts
+    )
+    assert (out / OUTBOX_PATH).read_bytes() == b""
+    # the resource's own URL (here one that refuses) wins over the environment's
+    _, again = _fresh_copy(two_runs, tmp_path / "again")
+    received.clear()
+    with closed_port() as port:
+        _tick(instance, again, f"http://127.0.0.1:{port}/hook", None)
+    assert received == []
+    assert len((again / OUTBOX_PATH).read_bytes().splitlines()) == len(alerts)

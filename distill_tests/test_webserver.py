@@ -4,7 +4,6 @@ evidence_index -> scored_runs -> the exports -> dataset_manifest, with their che
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,21 +15,15 @@ import pytest
 
 from distill_assets.lib import constants as C
 from distill_tests.conftest import REPO_ROOT
+from distill_tests.ports import PortTaken, says_address_in_use, start_on_free_port
 
 QUERY = """{ assetNodes { assetKey { path } dependencyKeys { path } groupName kinds description
   assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } }"""
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def webserver(tmp_path_factory) -> Iterator[str]:
-    home = tmp_path_factory.mktemp("web_home")
-    port = free_port()
+def _start_webserver(home, port: int) -> tuple[subprocess.Popen, str]:
+    """Start dagster-webserver on ``port`` and wait until it answers; PortTaken when another
+    process bound the port first (start_on_free_port then tries another one)."""
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -52,17 +45,37 @@ def webserver(tmp_path_factory) -> Iterator[str]:
     deadline = time.monotonic() + 120
     try:
         while True:
+            if proc.poll() is not None:
+                # the process is gone: a server of another test may hold the port; never read
+                # an answer from that server as ours
+                stderr = proc.stderr.read().decode()
+                if says_address_in_use(stderr):
+                    raise PortTaken(stderr[-500:])
+                pytest.fail(f"webserver exited: {stderr[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
                     if response.status == 200:
                         break
             except OSError:
                 pass
-            if proc.poll() is not None:
-                pytest.fail(f"webserver exited: {proc.stderr.read().decode()[-2000:]}")
             if time.monotonic() > deadline:
                 pytest.fail("webserver did not answer within 120 s")
-            time.sleep(0.5)
+            time.sleep(0.5)  # polling a readiness endpoint, not synchronisation by time
+    except BaseException:
+        proc.terminate()
+        proc.wait(timeout=30)
+        raise
+    if proc.poll() is not None:  # answered, but the answer came from someone else's server
+        stderr = proc.stderr.read().decode()
+        raise PortTaken(stderr[-500:])
+    return proc, url
+
+
+@pytest.fixture(scope="module")
+def webserver(tmp_path_factory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("web_home")
+    proc, url = start_on_free_port(lambda port: _start_webserver(home, port))
+    try:
         yield url
     finally:
         proc.terminate()

@@ -12,7 +12,6 @@ import glob
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -21,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from distill_tests.ports import PortTaken, says_address_in_use, start_on_free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVICES_SCRIPT = "deploy/ci-services.sh"
@@ -38,12 +39,6 @@ def need_module(name: str) -> None:
         __import__(name)
     except ImportError:
         unavailable(f"Python package {name} is not installed: pip install -e '.[scale]'")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _pg_bindir() -> Path | None:
@@ -112,8 +107,6 @@ def postgres() -> Iterator[Postgres]:
     pwfile.write_text(password + "\n")
     if owner:
         shutil.chown(pwfile, owner)
-    port = free_port()
-    server = Postgres("127.0.0.1", port, "distill", password, "distill")
     log = base / "server.log"
 
     def stop() -> None:
@@ -128,6 +121,36 @@ def postgres() -> Iterator[Postgres]:
             )
         shutil.rmtree(base, ignore_errors=True)
 
+    def failed(exc: subprocess.CalledProcessError) -> RuntimeError:
+        tail = log.read_text()[-2000:] if log.exists() else ""
+        return RuntimeError(
+            f"starting PostgreSQL failed: {exc.cmd[0]}: {exc.stderr.decode()[-2000:]}\n{tail}"
+        )
+
+    def start(port: int) -> Postgres:
+        """pg_ctl start on ``port``; PortTaken when another process bound it first."""
+        options = (
+            f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        log.unlink(missing_ok=True)
+        try:
+            subprocess.run(
+                _as_owner(
+                    [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log)]
+                    + ["-w", "-t", "60", "start"],
+                    owner,
+                ),
+                check=True,
+                capture_output=True,
+                timeout=90,
+            )
+        except subprocess.CalledProcessError as exc:
+            if log.exists() and says_address_in_use(log.read_text()):
+                raise PortTaken(log.read_text()[-500:]) from exc
+            raise failed(exc) from exc
+        return Postgres("127.0.0.1", port, "distill", password, "distill")
+
     try:
         subprocess.run(
             _as_owner(
@@ -136,7 +159,7 @@ def postgres() -> Iterator[Postgres]:
                     "-D",
                     str(data),
                     "-U",
-                    server.user,
+                    "distill",
                     f"--pwfile={pwfile}",
                     "--auth=scram-sha-256",
                     "-E",
@@ -149,34 +172,19 @@ def postgres() -> Iterator[Postgres]:
             capture_output=True,
             timeout=120,
         )
-        options = (
-            f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
-        )
+        server = start_on_free_port(start)
         subprocess.run(
-            _as_owner(
-                [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w"]
-                + ["-t", "60", "start"],
-                owner,
-            ),
-            check=True,
-            capture_output=True,
-            timeout=90,
-        )
-        subprocess.run(
-            [str(bindir / "createdb"), "-h", server.host, "-p", str(port), "-U", server.user]
-            + [server.db],
+            [str(bindir / "createdb"), "-h", server.host, "-p", str(server.port)]
+            + ["-U", server.user, server.db],
             check=True,
             capture_output=True,
             timeout=60,
             env={**os.environ, "PGPASSWORD": password},
         )
     except subprocess.CalledProcessError as exc:
-        tail = log.read_text()[-2000:] if log.exists() else ""
+        error = failed(exc)
         stop()
-        raise RuntimeError(
-            f"starting PostgreSQL failed: {exc.cmd[0]}: {exc.stderr.decode()[-2000:]}\n{tail}"
-        ) from exc
+        raise error from exc
     except BaseException:
         stop()
         raise
@@ -205,35 +213,54 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redis]:
     import redis
 
     workdir = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        + ["--dir", str(workdir), "--protected-mode", "yes"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+
+    def start(port: int) -> tuple[subprocess.Popen, int]:
+        """redis-server on ``port``, answering PING; PortTaken when another process bound the
+        port first."""
+        logfile = workdir / f"redis-{port}.log"
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+            + ["no", "--dir", str(workdir), "--protected-mode", "yes", "--logfile", str(logfile)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis.Redis(host="127.0.0.1", port=port)
         deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.ping():
-                    break
-            except redis.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"redis-server did not start (exit {process.poll()})"
-                    ) from None
-                time.sleep(0.05)
-        client.close()
+        try:
+            while True:
+                if process.poll() is not None:  # exited: never take another server's PING
+                    text = logfile.read_text() if logfile.exists() else ""
+                    if says_address_in_use(text):
+                        raise PortTaken(text[-500:])
+                    raise RuntimeError(f"redis-server exited ({process.returncode}): {text[-999:]}")
+                try:
+                    if client.ping():
+                        break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("redis-server did not answer within 30 s") from None
+                    time.sleep(0.05)  # polling readiness, not synchronisation by time
+        except BaseException:
+            _stop(process)
+            raise
+        finally:
+            client.close()
+        return process, port
+
+    process, port = start_on_free_port(start)
+    try:
         yield Redis(port)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def postgres_home(directory: Path) -> Path:
