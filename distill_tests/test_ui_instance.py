@@ -19,7 +19,8 @@ import pytest
 
 from distill_assets.lib import constants as C
 from distill_tests.conftest import FIXTURES, REPO_ROOT
-from distill_tests.test_webserver import free_port, graphql
+from distill_tests.ports import PortTaken, says_address_in_use, start_on_free_port
+from distill_tests.test_webserver import graphql
 
 RUNS = """{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"""
 DAEMONS = """{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"""
@@ -100,36 +101,44 @@ def ui_log(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ui(both_runs, ui_log) -> Iterator[str]:
     env = both_runs[0]
-    port = free_port()
     distill = Path(sys.executable).parent / "distill"
-    log = open(ui_log, "wb")  # a file, not a pipe: a full pipe would stall the server
-    proc = subprocess.Popen(
-        [str(distill), "ui", "-p", str(port)],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    try:
+
+    def start(port: int) -> tuple[subprocess.Popen, str]:
+        """`distill ui` on ``port``, answering; PortTaken when another process bound it first."""
+        with open(ui_log, "wb") as log:  # a file, not a pipe: a full pipe would stall the server
+            proc = subprocess.Popen(
+                [str(distill), "ui", "-p", str(port)],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/server_info", timeout=2) as response:
                     if response.status == 200:
-                        break
+                        return proc, url
             except OSError:
                 pass
             if proc.poll() is not None:
-                pytest.fail(f"distill ui exited: {ui_log.read_text(errors='replace')[-2000:]}")
+                text = ui_log.read_text(errors="replace")
+                if says_address_in_use(text):
+                    _stop(proc)
+                    raise PortTaken(text[-500:])
+                pytest.fail(f"distill ui exited: {text[-2000:]}")
             if time.monotonic() > deadline:
+                _stop(proc)
                 pytest.fail("distill ui did not answer within 180 s")
             time.sleep(0.5)
+
+    proc, url = start_on_free_port(start)
+    try:
         yield url
     finally:
         clean = _stop(proc)
-        log.close()
     # SIGTERM to `distill ui` stops everything it started (reported as a teardown error)
     assert clean, "distill ui left processes behind after SIGTERM"
 
