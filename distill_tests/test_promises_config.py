@@ -20,6 +20,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib.receipts import load_receipt
 from distill_assets.lib.reports import load_drift
 from distill_assets.lib.runconfig import run_config_of
+from distill_assets.lib.sources import record_sources, source_names
 from distill_tests.conftest import FIXTURES, copy_fixtures, materialize_graph
 
 PINNED = "2026-03-10T00:00:00Z"
@@ -205,19 +206,25 @@ def drift_baseline(tmp_path_factory, project_defs):
 def test_drift_thresholds_from_the_environment(
     tmp_path, drift_baseline, project_defs, instance, monkeypatch, env, severity
 ):
-    """16 unreadable lines more: collect's records in grow 66 -> 82 (+24%), which warns with the
-    default thresholds (test_determinism_drift.py); each variable moves the verdict."""
+    """16 runs more: collect's records in grow 66 -> 82 (+24%), which warns with the default
+    thresholds (test_determinism_drift.py); each variable moves the verdict."""
     source, out = drift_baseline
     shutil.copytree(source, tmp_path / "src")
     shutil.copytree(out, tmp_path / "out", symlinks=True)
-    (tmp_path / "src" / "runs" / "garbage.jsonl").write_text("{not json\n" * 16)
+    # the copies stand for the baseline's source and output (lib/sources.py)
+    record_sources(tmp_path / "out", source_names(tmp_path / "src"))
+    # 16 more runs, copies of one under new ids: more records, the same mix of reasons (garbage
+    # lines would move the mix of reason codes, which warns on its own: lib/drift.py)
+    first = orjson.loads((source / "runs" / "2026-03-01.jsonl").read_bytes().splitlines()[0])
+    extra = [orjson.dumps({**first, "run_id": f"{first['run_id']}-more-{n}"}) for n in range(16)]
+    (tmp_path / "src" / "runs" / "more.jsonl").write_bytes(b"\n".join(extra) + b"\n")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     result = materialize_graph(project_defs, instance, tmp_path / "src", tmp_path / "out")
     assert result.success
     drift = load_drift(tmp_path / "out", result.run_id)
-    collect = drift.stages[C.STAGE_COLLECT]
-    assert collect.severity == severity
+    collect = drift.stage(C.STAGE_COLLECT)
+    assert collect.severity == severity, collect.notes
     assert collect.pct_change["records_in"] == pytest.approx(24.242, abs=0.01)
     recorded = {
         C.ENV_DRIFT_WARN: "warn_pct",
@@ -235,6 +242,7 @@ def alert_run(tmp_path_factory, drift_baseline, project_defs):
     base = tmp_path_factory.mktemp("drift_alert")
     shutil.copytree(source, base / "src")
     shutil.copytree(baseline_out, base / "out", symlinks=True)
+    record_sources(base / "out", source_names(base / "src"))
     (base / "src" / "runs" / "garbage.jsonl").write_text("{not json\n" * 40)
     home = base / "home"
     home.mkdir()
