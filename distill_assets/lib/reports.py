@@ -391,6 +391,8 @@ def _not_run_reason(
 
 
 def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
+    from distill_assets.lib.diff import drift_explained_md
+
     directory = run_dir(out_root, run_id)
     plan = directory / "plan.json"
     expected = orjson.loads(plan.read_bytes())["expected_stages"] if plan.exists() else []
@@ -478,7 +480,8 @@ def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
         overall_passed=bool(rows) and not not_run and all(r.passed for r in rows) and chain_ok,
     )
     write_json_atomic(directory / "summary.json", summary.model_dump(mode="json"))
-    write_bytes_atomic(directory / "summary.md", render_summary_md(summary).encode("utf-8"))
+    markdown = render_summary_md(summary) + drift_explained_md(out_root, run_id)
+    write_bytes_atomic(directory / "summary.md", markdown.encode("utf-8"))
     return summary
 
 

@@ -2,12 +2,13 @@
 what happened to it on the way.
 
 The publish stage builds a small SQLite lookup beside the datasets it publishes
-(``.versions/<run_id>/trace.sqlite``, beside the version's ``exports``; ``build_lookup``). It holds keys and
-byte offsets, not texts: each evidence record's place in the evidence store, each scored run's
-verdict and place, each dataset row's id, place and digest, and each quarantine line's place
-under the ids it names. It is built from id columns that polars decodes natively and inserted
-with ``executemany`` in one transaction, indexes created last, so it costs a fraction of the
-floor; a query then reads a handful of lines by offset (``trace``), never scanning a file.
+(``.versions/<run_id>/trace.sqlite``, beside the version's ``exports``; ``build_lookup``). It
+holds keys and byte offsets, not texts: each scored run's verdict and the places of its scored
+line, its evidence records and every dataset row and quarantine line naming it; each dataset
+row's id, place and digest (from the row lists the exports write beside their datasets,
+``exports/.trace/<stage>.arrow``, so no dataset text is read again). Decoding, joins and
+grouping are polars'; SQLite gets whole columns in one transaction, indexes last. A query
+reads a handful of lines by offset (``trace``), never scanning a file.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,11 +66,6 @@ CREATE INDEX refs_key ON refs (key)
 
 class TraceError(Exception):
     """A trace or diff the lookup cannot answer; one line for the user."""
-
-
-def eid_of(evidence_id: str) -> int:
-    """The lookup's integer key of an evidence id (its first 60 bits)."""
-    return int(evidence_id[:15], 16)
 
 
 # --- building ---------------------------------------------------------------------------
@@ -335,3 +330,486 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
     }
     figures.seconds = time.perf_counter() - began
     return figures
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    role: str
+    name: str
+    split: str
+    bytes: int
+    mtime_ns: int
+    producer: str | None
+
+
+class Lookup:
+    """An open trace lookup of one version, and the files it points into."""
+
+    def __init__(self, out_root: Path, root: Path) -> None:
+        self.out_root = out_root
+        self.root = root
+        self.path = root / C.TRACE_FILE
+        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema_version") != str(LOOKUP_SCHEMA_VERSION):
+            raise TraceError(
+                f"{self.path} was built by another version of distill: materialize again"
+            )
+        self.run_id = meta.get("run_id", root.name)
+        self.files = {
+            int(row[0]): FileInfo(*row[1:]) for row in self.db.execute("SELECT * FROM files")
+        }
+        self._handles: dict[int, Any] = {}
+        self._receipts: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self.db.close()
+
+    def base(self, file: int) -> Path:
+        role = self.files[file].role
+        return self.out_root if role in ("records", "scored") else self.root
+
+    def changed(self, file: int) -> bool:
+        """The file is not the one the lookup was built from (a later run rewrote it)."""
+        info = self.files[file]
+        try:
+            stat = (self.base(file) / info.path).stat()
+        except OSError:
+            return True
+        return stat.st_size != info.bytes or stat.st_mtime_ns != info.mtime_ns
+
+    def line(self, file: int, offset: int) -> dict[str, Any] | None:
+        """The JSON line at ``offset`` of a file the lookup points into (None if unreadable)."""
+        handle = self._handles.get(file)
+        if handle is None:
+            try:
+                handle = open(layout.inside(self.base(file), self.files[file].path), "rb")
+            except (OSError, ValueError):
+                return None
+            self._handles[file] = handle
+        try:
+            handle.seek(offset)
+            value = orjson.loads(handle.readline())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def settings(self, producer: str | None, stage: str) -> dict[str, Any] | None:
+        """The settings a stage's receipt recorded for the run that produced a file."""
+        if producer is None:
+            return None
+        key = (producer, stage)
+        if key not in self._receipts:
+            path = self.out_root / C.REPORTS_DIR / producer / f"{stage}.json"
+            try:
+                self._receipts[key] = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                self._receipts[key] = {}
+        settings = (self._receipts[key].get("extra") or {}).get("settings")
+        return settings if isinstance(settings, dict) else None
+
+
+def open_lookup(out_root: Path, run_id: str | None = None) -> Lookup:
+    """The lookup of the published version, or of the kept version of ``run_id``."""
+    if run_id is None:
+        published = layout.published_exports(out_root)
+        if published is None:
+            raise TraceError(f"nothing is published under {out_root}: run distill materialize")
+        root = published.parent
+        if not (root / C.TRACE_FILE).exists():
+            raise TraceError(
+                f"the version published by run {root.name} has no trace lookup (it was "
+                "published before distill built one): run distill materialize again"
+            )
+        return Lookup(out_root, root)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id):
+        raise TraceError(f"not a run id: {run_id!r}")
+    root = layout.version_root(out_root, run_id)
+    if not (root / C.TRACE_FILE).exists():
+        kept = ", ".join(traced_versions(out_root)) or "none"
+        raise TraceError(f"run {run_id} has no kept version with a trace lookup (kept: {kept})")
+    return Lookup(out_root, root)
+
+
+def traced_versions(out_root: Path) -> list[str]:
+    """Run ids of the kept versions that have a lookup, oldest first (by the run index)."""
+    base = out_root / C.VERSIONS_DIR
+    found = {p.parent.name for p in base.glob(f"*/{C.TRACE_FILE}")} if base.is_dir() else set()
+    ordered: list[str] = []
+    index = out_root / C.RUN_INDEX_PATH
+    if index.exists():
+        for raw in index.read_bytes().splitlines():
+            try:
+                run = orjson.loads(raw).get("run_id")
+            except orjson.JSONDecodeError:
+                continue
+            if run in found and run not in ordered:
+                ordered.append(run)
+    rest = sorted(found - set(ordered), key=lambda r: (base / r / C.TRACE_FILE).stat().st_mtime_ns)
+    return [*rest, *ordered]
+
+
+def redactions(value: Any, path: str = "") -> list[dict[str, str]]:
+    """Where a published row holds redaction placeholders: type and field path, no text."""
+    if isinstance(value, str):
+        return [{"type": kind, "field": path} for kind in _REDACTED.findall(value)]
+    if isinstance(value, dict):
+        return [
+            found
+            for key, item in value.items()
+            for found in redactions(item, f"{path}.{key}" if path else str(key))
+        ]
+    if isinstance(value, list):
+        return [found for i, item in enumerate(value) for found in redactions(item, f"{path}[{i}]")]
+    return []
+
+
+def _places(text: str | None) -> list[tuple[int, int]]:
+    found = []
+    for item in (text or "").split(","):
+        if item:
+            file, _, offset = item.partition(":")
+            found.append((int(file), int(offset)))
+    return found
+
+
+def _findings(line: dict[str, Any]) -> list[dict[str, str]]:
+    """A quarantine line's secret findings: type and field only, never a value or preview."""
+    return [
+        {"type": str(f.get("type")), "field": str(f.get("field"))}
+        for f in line.get("findings") or []
+        if isinstance(f, dict)
+    ]
+
+
+def _left_out(stage: str, line: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "stage": stage,
+        "status": line.get("disposition", C.DISPOSITION_QUARANTINED),
+        "reasons": line.get("reasons") or [],
+        "record_type": line.get("record_type"),
+    }
+    if line.get("record_type") == "pair":
+        item["pair"] = {
+            "chosen_run_id": line.get("chosen_run_id"),
+            "rejected_run_id": line.get("rejected_run_id"),
+            "margin": line.get("margin"),
+        }
+        item["side"] = "chosen" if line.get("chosen_run_id") == run_id else "rejected"
+    if line.get("playbook_id"):
+        item["playbook_id"] = line["playbook_id"]
+    if line.get("kept_id"):
+        item["kept_id"] = line["kept_id"]
+    if line.get("findings"):
+        item["secrets"] = _findings(line)
+    if line.get("contamination"):
+        item["contamination"] = line["contamination"]
+    return item
+
+
+def _evidence(lookup: Lookup, text: str | None) -> list[dict[str, Any]]:
+    """The evidence records of a run, read where the lookup says they are."""
+    found = []
+    for item in (text or "").split(","):
+        if not item:
+            continue
+        prefix, _, place = item.partition("@")
+        entry: dict[str, Any] = {"evidence_id": prefix}
+        if not place:
+            entry["problem"] = "not in the evidence index"
+            found.append(entry)
+            continue
+        file, _, offset = place.partition(":")
+        record = lookup.line(int(file), int(offset))
+        if record is None or not str(record.get("evidence_id", "")).startswith(prefix):
+            entry["problem"] = f"{lookup.files[int(file)].path} changed since this version"
+            found.append(entry)
+            continue
+        body = record.get("record")
+        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        entry.update(
+            evidence_id=record["evidence_id"],
+            kind=record.get("kind"),
+            source_path=record.get("source_path"),
+            line=record.get("line"),
+            sha256=digest,
+            source_sha256=record.get("source_sha256"),
+            created_at=record.get("created_at"),
+            store=f"{lookup.files[int(file)].path}@{offset}",
+        )
+        if isinstance(body, dict) and record.get("kind") == C.KIND_REVIEW:
+            entry["verdict"] = body.get("verdict")
+            if body.get("reviewer"):
+                entry["reviewer"] = body.get("reviewer")
+        if isinstance(body, dict) and record.get("kind") == C.KIND_OUTCOME:
+            entry["outcome"] = body.get("outcome")
+        if digest != record["evidence_id"]:
+            entry["problem"] = "the record does not hash to its evidence id"
+        found.append(entry)
+    return found
+
+
+def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
+    """Everything the lookup knows of one run."""
+    db = lookup.db
+    out: dict[str, Any] = {"run_id": run_id}
+    found = db.execute(
+        "SELECT task_id, quality, score, reasons, file, offset, evidence, places FROM runs "
+        "WHERE run_id = ?",
+        (run_id,),
+    ).fetchone()
+    places: list[tuple[int, int]] = [
+        (int(f), int(o))
+        for f, o in db.execute("SELECT file, offset FROM refs WHERE key = ?", (run_id,))
+    ]
+    if found is not None:
+        task_id, quality, score, reasons, file, offset, evidence, run_places = found
+        info = lookup.files[file]
+        out["task_id"] = task_id
+        out["verdict"] = {
+            "quality": quality,
+            "score": score,
+            "reasons": [r for r in (reasons or "").split(",") if r],
+            "scored_file": info.path,
+            "scored_by_run": info.producer,
+            "policy": lookup.settings(info.producer, C.STAGE_SCORE),
+        }
+        if lookup.changed(file):
+            out["verdict"]["note"] = f"{info.path} was rewritten by a later run"
+        out["evidence"] = _evidence(lookup, evidence)
+        places = _places(run_places) + places
+    else:
+        out["verdict"] = None
+        out["evidence"] = []
+    collect: list[dict[str, Any]] = []
+    score: list[dict[str, Any]] = []
+    exports: list[dict[str, Any]] = []
+    for file, offset in sorted(set(places)):
+        info = lookup.files[file]
+        line = lookup.line(file, offset)
+        if line is None:
+            continue
+        if info.role == "dataset":
+            item = {
+                "stage": DATASETS[info.name][0],
+                "dataset": info.name,
+                "status": "published",
+                "split": info.split,
+                "row_id": line.get("id"),
+                "file": info.path,
+            }
+            if line.get("chosen_run_id"):
+                item["side"] = "chosen" if line["chosen_run_id"] == run_id else "rejected"
+            hidden = redactions(line)
+            if hidden:
+                item["secrets_redacted"] = hidden
+            exports.append(item)
+        elif info.name == C.STAGE_COLLECT:
+            collect.append(
+                {
+                    "status": line.get("disposition"),
+                    "reasons": line.get("reasons") or [],
+                    "kind": line.get("kind"),
+                    "source_path": line.get("source_path"),
+                    "line": line.get("line"),
+                }
+            )
+        elif info.name == C.STAGE_SCORE:
+            score.append(
+                {
+                    "status": line.get("disposition"),
+                    "reasons": line.get("reasons") or [],
+                    "kind": line.get("kind"),
+                    "evidence_id": line.get("evidence_id"),
+                }
+            )
+        else:
+            exports.append(_left_out(info.name, line, run_id))
+    order = {stage: n for n, stage in enumerate(C.STAGES)}
+    exports.sort(key=lambda e: (order.get(e["stage"], 99), e["status"] != "published"))
+    out["collect"] = collect
+    out["score"] = score
+    out["exports"] = exports
+    return out
+
+
+def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
+    """What ``ident`` is (a dataset row id, a run id, a task id, an evidence id, a playbook
+    id) and the trace of every run behind it; ``TraceError`` when the lookup knows none."""
+    db = lookup.db
+    matched: list[str] = []
+    runs: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for file, offset, named in db.execute(
+        "SELECT file, offset, runs FROM rows WHERE id = ? ORDER BY file, offset", (ident,)
+    ):
+        info = lookup.files[file]
+        matched.append(f"{info.name} row ({info.split})")
+        rows.append(
+            {
+                "dataset": info.name,
+                "split": info.split,
+                "file": info.path,
+                "offset": offset,
+                "run_ids": [r for r in named.split(_SEP) if r],
+            }  # fmt: skip
+        )
+        runs += [r for r in named.split(_SEP) if r]
+    if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (ident,)).fetchone():
+        matched.append("run id")
+        runs.append(ident)
+    of_task = [r for (r,) in db.execute("SELECT run_id FROM runs WHERE task_id = ?", (ident,))]
+    if of_task:
+        matched.append(f"task id ({len(of_task)} scored runs)")
+        runs += sorted(of_task)
+    if _EVIDENCE_ID.fullmatch(ident):
+        for run_id, evidence in db.execute(
+            "SELECT run_id, evidence FROM runs WHERE instr(evidence, ?) > 0", (ident[:16] + "@",)
+        ):
+            if any(e.get("evidence_id") == ident for e in _evidence(lookup, evidence)):
+                matched.append("evidence id")
+                runs.append(run_id)
+    others = db.execute("SELECT file, offset FROM refs WHERE key = ?", (ident,)).fetchall()
+    unscored: list[dict[str, Any]] = []
+    for file, offset in others:
+        info = lookup.files[file]
+        line = lookup.line(file, offset)
+        if line is None:
+            continue
+        if info.name in (C.STAGE_COLLECT, C.STAGE_SCORE):
+            named = line.get("run_id")
+            if named and named not in runs:
+                runs.append(named)
+            what = "run id (never scored)" if named == ident else "evidence id"
+            if what not in matched:
+                matched.append(what)
+        else:
+            if "playbook id" not in matched:
+                matched.append("playbook id")
+            unscored.append(_left_out(info.name, line, None))
+            runs += [r for r in line.get("source_run_ids") or [] if r not in runs]
+    if not matched:
+        raise TraceError(
+            f"unknown id {ident!r}: searched the dataset row ids (sft, preference, kto, rag), "
+            "run ids, task ids, evidence ids and playbook ids of the version published by run "
+            f"{lookup.run_id} ({lookup.path})"
+        )
+    unique = list(dict.fromkeys(runs))
+    return {
+        "id": ident,
+        "matched": matched,
+        "version": {"run_id": lookup.run_id, "path": layout.relroot(lookup.out_root, lookup.root)},
+        "rows": rows,
+        "playbook": unscored,
+        "runs": [_run(lookup, run_id) for run_id in unique[:max_runs]],
+        "runs_not_shown": max(0, len(unique) - max_runs),
+    }
+
+
+# --- the answer as text -----------------------------------------------------------------
+
+
+def _export_line(item: dict[str, Any]) -> str:
+    if item["status"] == "published":
+        text = f"{item['stage']}: published {item['split']} {item['dataset']} row {item['row_id']}"
+        if item.get("side"):
+            text += f" (as {item['side']})"
+        for hidden in item.get("secrets_redacted", []):
+            text += f"; secret redacted: {hidden['type']} at {hidden['field']}"
+        return text
+    what = "left out"
+    if item.get("pair"):
+        pair = item["pair"]
+        other = pair["rejected_run_id"] if item.get("side") == "chosen" else pair["chosen_run_id"]
+        what = f"pair with {other} (as {item.get('side')}) left out"
+    elif item.get("playbook_id"):
+        what = f"playbook {item['playbook_id']} left out"
+    text = f"{item['stage']}: {what} ({item['status']}): {', '.join(item['reasons'])}"
+    if item.get("kept_id"):
+        text += f"; near-duplicate of kept row {item['kept_id']}"
+    for finding in item.get("secrets", []):
+        text += f"; secret found: {finding['type']} at {finding['field']}"
+    if item.get("contamination"):
+        text += f"; decontamination hit: {item['contamination']}"
+    return text
+
+
+def render_trace(answer: dict[str, Any], shown: int = SHOWN) -> list[str]:
+    """The trace as lines of text (no input text: ids, places, hashes, codes, settings)."""
+    version = answer["version"]
+    lines = [
+        f"{answer['id']}: {', '.join(answer['matched'])}",
+        f"read from the version published by run {version['run_id']} ({version['path']})",
+    ]
+    for row in answer["rows"]:
+        lines.append(
+            f"row of {row['dataset']} ({row['split']}, {row['file']}) made from "
+            + ", ".join(row["run_ids"])
+        )
+    for item in answer["playbook"]:
+        lines.append(_export_line(item))
+    for run in answer["runs"]:
+        lines += [
+            "",
+            f"run {run['run_id']}" + (f"  task {run['task_id']}" if run.get("task_id") else ""),
+        ]
+        verdict = run["verdict"]
+        if verdict is None:
+            lines.append("  not scored")
+        else:
+            lines.append(
+                f"  verdict {verdict['quality']}  score {verdict['score']}  reasons "
+                + (", ".join(verdict["reasons"]) or "none")
+                + f"  ({verdict['scored_file']}, scored by run {verdict['scored_by_run']})"
+            )
+            if verdict.get("policy") is not None:
+                policy = "  ".join(f"{k}={v}" for k, v in sorted(verdict["policy"].items()))
+                lines.append(f"  policy {policy}")
+            if verdict.get("note"):
+                lines.append(f"  note: {verdict['note']}")
+        if run["evidence"]:
+            lines.append("  evidence used:")
+        for item in run["evidence"]:
+            if "kind" not in item:
+                lines.append(f"    {item['evidence_id']}: {item['problem']}")
+                continue
+            detail = item.get("verdict") or item.get("outcome") or ""
+            if item.get("reviewer"):
+                detail += f" by {item['reviewer']}"
+            lines.append(
+                f"    {item['kind']:<7} {item['source_path']}:{item['line']}  "
+                f"sha256 {item['sha256']}"
+                + (f"  {detail}" if detail else "")
+                + (f"  PROBLEM: {item['problem']}" if item.get("problem") else "")
+            )
+        for item in run["collect"]:
+            lines.append(
+                f"  collect {item['status']}: {item['source_path']}:{item['line']} "
+                f"({item['kind'] or 'unknown kind'}): {', '.join(item['reasons'])}"
+            )
+        for item in run["score"]:
+            lines.append(
+                f"  score {item['status']}: {item['kind']} {item['evidence_id']}: "
+                + ", ".join(item["reasons"])
+            )
+        if run["exports"]:
+            lines.append("  exports:")
+        per_stage: dict[str, int] = {}
+        hidden: dict[str, int] = {}
+        for item in run["exports"]:
+            per_stage[item["stage"]] = per_stage.get(item["stage"], 0) + 1
+            if per_stage[item["stage"]] > shown:
+                hidden[item["stage"]] = hidden.get(item["stage"], 0) + 1
+                continue
+            lines.append("    " + _export_line(item))
+        for stage, n in hidden.items():
+            lines.append(f"    {stage}: {n} more (--json lists them all)")
+    if answer["runs_not_shown"]:
+        lines.append(f"{answer['runs_not_shown']} more runs not traced")
+    return lines

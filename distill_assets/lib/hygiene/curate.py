@@ -212,9 +212,7 @@ def row_runs(row: dict[str, Any]) -> str:
     return "\x1f".join(str(r) for r in row.get("source_run_ids") or ())
 
 
-def write_row_places(
-    root: Path, stage: str, parts: list[dict[str, Any]], keep: np.ndarray
-) -> None:
+def write_row_places(root: Path, stage: str, parts: list[dict[str, Any]], keep: np.ndarray) -> None:
     """Each written row's id, side, byte offset, length, runs and CRC-32, in file order, as an
     Arrow file beside the datasets (``C.trace_rows_path``): what the publish stage's trace
     lookup is built from without reading the datasets' texts again."""
