@@ -114,19 +114,11 @@ def _dataset_changes(db: Any, name: str, limit: int | None) -> dict[str, Any]:
 
 
 def _reason_counts(lookup: Lookup) -> Counter[tuple[str, str]]:
-    """Reason codes per stage: the exports' from their receipts (the runs that wrote the
-    version's quarantine files), the verdicts' from the scored runs the lookup kept."""
+    """Reason codes per stage, counted from the version's quarantine files when it was built,
+    and the verdicts (quality, reasons) of the scored runs the lookup kept."""
     counts: Counter[tuple[str, str]] = Counter()
-    for info in lookup.files.values():
-        if info.role != "quarantine" or not info.producer:
-            continue
-        path = lookup.out_root / C.REPORTS_DIR / info.producer / f"{info.name}.json"
-        try:
-            receipt = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
-            continue
-        for reason, n in ((receipt.get("stats") or {}).get("reasons") or {}).items():
-            counts[(info.name, reason)] += int(n)
+    for stage, reason, n in lookup.db.execute("SELECT stage, reason, n FROM reasons"):
+        counts[(stage, reason)] += int(n)
     for quality, reasons in lookup.db.execute("SELECT quality, reasons FROM runs"):
         counts[("verdict", str(quality))] += 1
         for reason in (reasons or "").split(","):

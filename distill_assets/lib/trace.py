@@ -54,7 +54,8 @@ CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT, role TEXT, name TEXT, s
 CREATE TABLE runs (run_id TEXT, task_id TEXT, quality TEXT, score REAL, reasons TEXT,
                    file INTEGER, offset INTEGER, evidence TEXT, places TEXT);
 CREATE TABLE rows (id TEXT, file INTEGER, offset INTEGER, runs TEXT, digest INTEGER);
-CREATE TABLE refs (key TEXT, file INTEGER, offset INTEGER)
+CREATE TABLE refs (key TEXT, file INTEGER, offset INTEGER);
+CREATE TABLE reasons (stage TEXT, reason TEXT, n INTEGER)
 """
 _INDEXES = """
 CREATE INDEX runs_run ON runs (run_id);
@@ -122,9 +123,17 @@ class _Files:
         self.ledger = read_ledger(out_root)
         self.rows: list[tuple[Any, ...]] = []
 
-    def add(self, base: Path, relpath: str, role: str, name: str = "", split: str = "") -> int:
+    def add(
+        self,
+        base: Path,
+        relpath: str,
+        role: str,
+        name: str = "",
+        split: str = "",
+        producer: str | None = None,
+    ) -> int:
         stat = (base / relpath).stat()
-        producer = (self.ledger.get(relpath) or {}).get("run_id")
+        producer = producer or (self.ledger.get(relpath) or {}).get("run_id")
         number = len(self.rows) + 1
         self.rows.append(
             (number, relpath, role, name, split, stat.st_size, stat.st_mtime_ns, producer)
@@ -248,14 +257,22 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
                 ).explode("key")
             )
 
-    # quarantine lines, under every id each names
+    # quarantine lines, under every id each names; their reason codes counted (diff)
+    reasons: list[tuple[str, str, int]] = []
     for stage in QUARANTINE_STAGES:
         relpath = C.quarantine_path(stage)
         if not (root / relpath).exists():
             continue
-        number = files.add(root, relpath, "quarantine", stage)
+        # the collect and score views are assembled by this publish stage
+        made_here = stage in (C.STAGE_COLLECT, C.STAGE_SCORE)
+        number = files.add(
+            root, relpath, "quarantine", stage, producer=run_id if made_here else None
+        )
         schema = {key: pl.String for key in _QUARANTINE_KEYS}
-        frame = _jsonl(root / relpath, {**schema, "source_run_ids": pl.List(pl.String)})
+        lists = {"source_run_ids": pl.List(pl.String), "reasons": pl.List(pl.String)}
+        frame = _jsonl(root / relpath, {**schema, **lists})
+        counted = frame.select(pl.col("reasons").explode()).drop_nulls().group_by("reasons")
+        reasons += [(stage, str(code), int(n)) for code, n in counted.len().iter_rows()]
         place = _place(pl.lit(number), pl.col("offset")).alias("place")
         # an export's quarantine line names its run's record too: the run is the key there
         keys = _QUARANTINE_KEYS if stage in (C.STAGE_COLLECT, C.STAGE_SCORE) else _RUN_KEYS
@@ -310,6 +327,7 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
         if all_rows is not None:
             db.executemany("INSERT INTO rows VALUES (?,?,?,?,?)", all_rows.iter_rows())
         db.executemany("INSERT INTO refs VALUES (?,?,?)", other_refs.iter_rows())
+        db.executemany("INSERT INTO reasons VALUES (?,?,?)", sorted(reasons))
         db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?)", files.rows)
         meta = {"schema_version": str(LOOKUP_SCHEMA_VERSION), "run_id": run_id}
         db.executemany("INSERT INTO meta VALUES (?,?)", sorted(meta.items()))
