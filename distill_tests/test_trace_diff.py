@@ -25,6 +25,7 @@ from distill_assets.lib.synth import SynthSpec, synthesize
 from distill_assets.lib.trace import (
     TraceError,
     _left_out,
+    build_lookup,
     open_lookup,
     redactions,
     render_trace,
@@ -402,3 +403,30 @@ def test_traced_evidence_hashes_to_the_index(synth_run, data):
             assert item["sha256"] == item["evidence_id"]
             store, _, offset = item["store"].partition("@")
             assert index[item["sha256"]] == (store, int(offset))
+
+
+def test_the_lookup_is_built_from_the_score_stage_lists_or_the_files_alike(published, tmp_path):
+    run_id, out = published
+    receipt = orjson.loads((out / C.REPORTS_DIR / run_id / "publish.json").read_bytes())
+    figures = receipt["extra"]["trace_lookup"]
+    assert figures["days_read_again"] == 0  # the score stage's lists described every day
+    assert figures["runs"] == len(scored(out))
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy, symlinks=True)
+    root = layout.published_exports(copy).parent
+
+    def table() -> list[tuple]:
+        lookup = open_lookup(copy)
+        try:
+            return sorted(lookup.db.execute("SELECT * FROM runs").fetchall())
+        finally:
+            lookup.close()
+
+    built = table()
+    for day in layout.days_on_disk(copy, C.SCORED_DIR, C.SCORED_FILE):
+        (copy / layout.scored_trace(day)).unlink()
+    again = build_lookup(copy, root, run_id)
+    assert again.rows["days_read_again"] == len(
+        layout.days_on_disk(copy, C.SCORED_DIR, C.SCORED_FILE)
+    )
+    assert table() == built

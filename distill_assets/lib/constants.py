@@ -477,6 +477,8 @@ PARTITION_START: Final = "2020-01-01"
 # version's directory, beside its ``exports`` (keys and byte offsets, no texts)
 TRACE_FILE: Final = "trace.sqlite"
 TRACE_ROWS_DIR: Final = "exports/.trace"
+# per scored day, the score stage's list of runs for the lookup (Arrow IPC)
+SCORED_TRACE_FILE: Final = "trace.arrow"
 
 
 def trace_rows_path(stage: str) -> str:

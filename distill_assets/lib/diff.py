@@ -153,7 +153,7 @@ def _verdict_changes(a: Lookup, b: Lookup, limit: int | None) -> dict[str, Any]:
     db = a.db
     changed = db.execute(
         "SELECT y.run_id, x.quality, y.quality, x.score, y.score, x.reasons, y.reasons, "
-        "x.evidence, y.evidence, x.file, y.file, x.places, y.places "
+        "x.evidence, y.evidence, y.evidence_places, x.file, y.file, x.places, y.places "
         "FROM main.runs x JOIN b.runs y ON x.run_id = y.run_id "
         "WHERE x.quality != y.quality OR x.score != y.score OR x.reasons != y.reasons "
         "ORDER BY y.run_id"
@@ -162,15 +162,20 @@ def _verdict_changes(a: Lookup, b: Lookup, limit: int | None) -> dict[str, Any]:
     gone = _ids(db, "SELECT run_id FROM main.runs EXCEPT SELECT run_id FROM b.runs", (), limit)
     shown = changed if limit is None else changed[:limit]
     runs = []
-    for run_id, qa, qb, sa, sb, ra, rb, ea, eb, fa, fb, pa, pb in shown:
-        before = {e.split("@")[0] for e in (ea or "").split(",") if e}
-        after_items = [e for e in (eb or "").split(",") if e]
+    for run_id, qa, qb, sa, sb, ra, rb, ea, eb, where, fa, fb, pa, pb in shown:
+        before = {e for e in (ea or "").split(",") if e}
+        after_ids = (eb or "").split(",")
+        after_places = (where or "").split(",")
         because: list[dict[str, Any]] = []
-        added = [e for e in after_items if e.split("@")[0] not in before]
-        for item in _evidence(b, ",".join(added)):
+        new_ids = [i for i, e in enumerate(after_ids) if e and e not in before]
+        chosen = (
+            ",".join(after_ids[i] for i in new_ids),
+            ",".join(after_places[i] for i in new_ids if i < len(after_places)),
+        )
+        for item in _evidence(b, *chosen):
             label = f"new {item.get('kind', 'evidence')}"
             because.append({"change": label, **item})
-        after = {e.split("@")[0] for e in after_items}
+        after = {e for e in after_ids if e}
         for prefix in sorted(before - after):
             because.append({"change": "evidence gone", "evidence_id": prefix})
         if not because:

@@ -40,6 +40,7 @@ SPLITS = ("train", "holdout")
 QUARANTINE_STAGES = (C.STAGE_COLLECT, C.STAGE_SCORE, *C.PUBLISHED_QUARANTINES)
 # the fields of a quarantine line that name what it is about
 _QUARANTINE_KEYS = ("run_id", "chosen_run_id", "rejected_run_id", "playbook_id", "evidence_id")
+_PLACE_BITS = 40
 _RUN_KEYS = ("run_id", "chosen_run_id", "rejected_run_id", "playbook_id")
 _SEP = "\x1f"
 _EVIDENCE_ID = re.compile(r"[0-9a-f]{64}")
@@ -52,7 +53,8 @@ CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT, role TEXT, name TEXT, split TEXT,
                     bytes INTEGER, mtime_ns INTEGER, producer TEXT);
 CREATE TABLE runs (run_id TEXT, task_id TEXT, quality TEXT, score REAL, reasons TEXT,
-                   file INTEGER, offset INTEGER, evidence TEXT, places TEXT);
+                   file INTEGER, offset INTEGER, evidence TEXT, evidence_places TEXT,
+                   places TEXT);
 CREATE TABLE rows (id TEXT, file INTEGER, offset INTEGER, runs TEXT, digest INTEGER);
 CREATE TABLE refs (key TEXT, file INTEGER, offset INTEGER);
 CREATE TABLE reasons (stage TEXT, reason TEXT, n INTEGER)
@@ -67,6 +69,79 @@ CREATE INDEX refs_key ON refs (key)
 
 class TraceError(Exception):
     """A trace or diff the lookup cannot answer; one line for the user."""
+
+
+# --- what the score stage leaves for the lookup -----------------------------------------
+
+
+def scored_trace(runs: Any, attached: Any) -> Any:
+    """Per scored run, in the order of its scored lines: its verdict and where each of its
+    evidence records is (the day's records file by day ordinal, and the byte offset), from the
+    columns the score stage already holds (``runs``: one row per run, ``ri`` its number;
+    ``attached``: its reviews and outcomes in order)."""
+    import polars as pl
+
+    evidence = attached.group_by("ri", maintain_order=True).agg(
+        e_ids=pl.col("evidence_id"),
+        e_days=pl.col("day").cast(pl.Int32),
+        e_offsets=pl.col("offset").cast(pl.Int64),
+    )
+    frame = runs.select(
+        "ri",
+        "run_id",
+        "task_id",
+        pl.col("quality")
+        .replace_strict(list(range(len(C.QUALITIES))), list(C.QUALITIES), return_dtype=pl.String)
+        .alias("quality"),
+        pl.col("score").cast(pl.Float64),
+        pl.col("reasons_json").str.replace_all(r'[\[\]"]', "").alias("reasons"),
+        "evidence_id",
+        pl.col("day").cast(pl.Int32),
+        pl.col("offset").cast(pl.Int64),
+    ).join(evidence, on="ri", how="left", maintain_order="left")
+    alone = pl.col("e_ids").is_null()
+    return frame.select(
+        "run_id",
+        "task_id",
+        "quality",
+        "score",
+        "reasons",
+        pl.when(alone)
+        .then(pl.concat_list("evidence_id"))
+        .otherwise(pl.concat_list("evidence_id", "e_ids"))
+        .alias("evidence_ids"),
+        pl.when(alone)
+        .then(pl.concat_list("day"))
+        .otherwise(pl.concat_list("day", "e_days"))
+        .alias("evidence_days"),
+        pl.when(alone)
+        .then(pl.concat_list("offset"))
+        .otherwise(pl.concat_list("offset", "e_offsets"))
+        .alias("evidence_offsets"),
+    )
+
+
+def write_scored_trace(out_root: Path, day: Any, part: Any, lines: Any, sha256: str) -> None:
+    """The day's ``scored_trace`` rows with each scored line's byte offset, as an Arrow file
+    beside the scored runs, naming the sha256 of the scored file it describes (the lookup uses
+    it only while the ledger names the same)."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    widths = lines.str.len_bytes().cast(pl.Int64)
+    frame = part.with_columns(offset=(widths.cum_sum() - widths))
+    table = frame.to_arrow()
+    table = table.replace_schema_metadata({"scored_sha256": sha256})
+    target = out_root / layout.scored_trace(day)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # --- building ---------------------------------------------------------------------------
@@ -147,6 +222,118 @@ def _place(file: Any, offset: Any) -> Any:
     return pl.concat_str(file.cast(pl.String), pl.lit(":"), offset.cast(pl.String))
 
 
+_RUN_COLUMNS = (
+    "run_id",
+    "task_id",
+    "quality",
+    "score",
+    "reasons",
+    "file",
+    "offset",
+    "evidence",
+    "evidence_places",
+)
+
+
+def _scored_runs(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
+    """One row per scored run on disk: verdict, scored line, evidence ids (16 hex each) and
+    their places (``file:offset``), from the score stage's Arrow files when they describe the
+    scored files on disk (the ledger's sha256), else from the scored files and the index."""
+    import polars as pl
+    import pyarrow.ipc as ipc
+
+    records: dict[int, int] = {}
+    for day in layout.days_on_disk(out_root, C.EVIDENCE_DIR, "records.jsonl"):
+        records[day.toordinal()] = files.add(out_root, layout.evidence_records(day), "records")
+    parts, missing = [], []
+    for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE):
+        relpath = layout.scored_runs(day)
+        if (out_root / relpath).stat().st_size == 0:
+            continue
+        number = files.add(out_root, relpath, "scored")
+        sidecar = out_root / layout.scored_trace(day)
+        table = None
+        if sidecar.exists():
+            with ipc.open_file(str(sidecar)) as reader:
+                meta = reader.schema.metadata or {}
+                known = (files.ledger.get(relpath) or {}).get("sha256")
+                if known and meta.get(b"scored_sha256") == known.encode():
+                    table = reader.read_all()
+        if table is None:
+            missing.append((number, relpath))
+            continue
+        parts.append(pl.from_arrow(table).with_columns(file=pl.lit(number, dtype=pl.Int64)))
+    figures.rows["days_read_again"] = len(missing)
+    if missing:
+        parts.append(_parsed_runs(out_root, missing))
+    if not parts:
+        return pl.DataFrame(schema=dict.fromkeys(_RUN_COLUMNS, pl.String)).with_columns(
+            pl.col("score").cast(pl.Float64), pl.col("file", "offset").cast(pl.Int64)
+        )
+    runs = pl.concat(parts, how="diagonal_relaxed")
+    to_file = pl.element().replace_strict(records, default=0, return_dtype=pl.Int64)
+    # a place is one integer: the file's number above bit 40, the byte offset below
+    places = pl.col("evidence_days").list.eval(to_file) * (1 << _PLACE_BITS) + pl.col(
+        "evidence_offsets"
+    )
+    return runs.select(
+        *_RUN_COLUMNS[:7],
+        pl.col("evidence_ids")
+        .list.eval(pl.element().str.slice(0, 16))
+        .list.join(",")
+        .alias("evidence"),
+        places.cast(pl.List(pl.String)).list.join(",").alias("evidence_places"),
+    )
+
+
+def _parsed_runs(out_root: Path, days: list[tuple[int, str]]) -> Any:
+    """The ``scored_trace`` columns read back from scored files and the evidence index (days
+    scored by an older version of distill, or rewritten since): the slow way, kept correct."""
+    import polars as pl
+
+    index = []
+    for day in layout.days_on_disk(out_root, C.EVIDENCE_DIR, "index.jsonl"):
+        path = out_root / layout.evidence_index(day)
+        if path.stat().st_size:
+            frame = _jsonl(path, {"evidence_id": pl.String, "offset": pl.Int64}, False)
+            index.append(frame.with_columns(day=pl.lit(day.toordinal(), dtype=pl.Int32)))
+    schema = {
+        "run_id": pl.String,
+        "task_id": pl.String,
+        "quality_score": pl.String,
+        "score": pl.Float64,
+        "reasons": pl.List(pl.String),
+        "evidence_ids": pl.List(pl.String),
+    }
+    frames = [
+        _jsonl(out_root / relpath, schema).with_columns(file=pl.lit(number, dtype=pl.Int64))
+        for number, relpath in days
+    ]
+    runs = pl.concat(frames).with_row_index("_run")
+    places = (
+        runs.select("_run", pl.col("evidence_ids").alias("evidence_id"))
+        .explode("evidence_id")
+        .join(pl.concat(index), on="evidence_id", how="left", maintain_order="left")
+        .group_by("_run", maintain_order=True)
+        .agg(
+            evidence_days=pl.col("day").fill_null(0),
+            evidence_offsets=pl.col("offset").fill_null(0),
+        )
+    )
+    return runs.join(places, on="_run", how="left", maintain_order="left").select(
+        "run_id",
+        "task_id",
+        pl.col("quality_score").alias("quality"),
+        "score",
+        pl.col("reasons").list.join(",").alias("reasons"),
+        "evidence_ids",
+        "evidence_days",
+        "evidence_offsets",
+        "offset",
+        "file",
+    )
+
+
 def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
     """Write ``root/trace.sqlite`` for the version ``root`` of run ``run_id`` (renamed into
     place when complete).
@@ -162,70 +349,7 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
     figures = BuildFigures()
     files = _Files(out_root)
 
-    # every evidence record's place, from each day's index
-    evidence = []
-    for day in layout.days_on_disk(out_root, C.EVIDENCE_DIR, "index.jsonl"):
-        index = out_root / layout.evidence_index(day)
-        if index.stat().st_size == 0 or not (out_root / layout.evidence_records(day)).exists():
-            continue
-        number = files.add(out_root, layout.evidence_records(day), "records")
-        frame = _jsonl(index, {"evidence_id": pl.String, "offset": pl.Int64}, False)
-        place = _place(pl.lit(number), pl.col("offset")).alias("place")
-        evidence.append(frame.select("evidence_id", place))
-
-    # the scored runs: verdicts are kept here, as the scored files are rewritten by later runs
-    scored = []
-    for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE):
-        relpath = layout.scored_runs(day)
-        if (out_root / relpath).stat().st_size == 0:
-            continue
-        number = files.add(out_root, relpath, "scored")
-        schema = {
-            "run_id": pl.String,
-            "task_id": pl.String,
-            "quality_score": pl.String,
-            "score": pl.Float64,
-            "reasons": pl.List(pl.String),
-            "evidence_ids": pl.List(pl.String),
-        }
-        frame = _jsonl(out_root / relpath, schema)
-        scored.append(frame.with_columns(pl.lit(number, dtype=pl.Int64).alias("file")))
-    runs = (
-        pl.concat(scored)
-        if scored
-        else pl.DataFrame(
-            schema={
-                "run_id": pl.String,
-                "task_id": pl.String,
-                "quality_score": pl.String,
-                "score": pl.Float64,
-                "reasons": pl.List(pl.String),
-                "evidence_ids": pl.List(pl.String),
-                "offset": pl.Int64,
-                "file": pl.Int64,
-            }
-        )
-    )
-    known = (
-        pl.concat(evidence)
-        if evidence
-        else pl.DataFrame(schema={"evidence_id": pl.String, "place": pl.String})
-    )
-    places_of_evidence = (
-        runs.select(pl.col("evidence_ids").alias("evidence_id"))
-        .with_row_index("_run")
-        .explode("evidence_id")
-        .drop_nulls("evidence_id")
-        .join(known, on="evidence_id", how="left")
-        .select(
-            "_run",
-            pl.concat_str(
-                pl.col("evidence_id").str.slice(0, 16), pl.lit("@"), pl.col("place").fill_null("")
-            ).alias("evidence"),
-        )
-        .group_by("_run", maintain_order=True)
-        .agg(pl.col("evidence").str.join(","))
-    )
+    runs = _scored_runs(out_root, files, figures)
 
     # the dataset rows, from the row lists the exports wrote beside them
     rows: list[Any] = []
@@ -288,21 +412,22 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
     others = keyed.join(by_run.select("key").unique(), on="key", how="anti")
     by_run = by_run.group_by("key", maintain_order=True).agg(pl.col("place").str.join(","))
 
-    table = (
-        runs.with_row_index("_run")
-        .join(places_of_evidence, on="_run", how="left")
-        .join(by_run.rename({"key": "run_id", "place": "places"}), on="run_id", how="left")
-        .select(
-            "run_id",
-            "task_id",
-            "quality_score",
-            "score",
-            pl.col("reasons").list.join(","),
-            "file",
-            "offset",
-            "evidence",
-            "places",
-        )
+    table = runs.join(
+        by_run.rename({"key": "run_id", "place": "places"}),
+        on="run_id",
+        how="left",
+        maintain_order="left",
+    ).select(
+        "run_id",
+        "task_id",
+        "quality",
+        "score",
+        "reasons",
+        "file",
+        "offset",
+        "evidence",
+        "evidence_places",
+        "places",
     )
     other_refs = others.select(
         "key",
@@ -323,7 +448,7 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
         db.execute("BEGIN")
         for statement in _SCHEMA.split(";"):
             db.execute(statement)
-        db.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?)", table.iter_rows())
+        db.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", table.iter_rows())
         if all_rows is not None:
             db.executemany("INSERT INTO rows VALUES (?,?,?,?,?)", all_rows.iter_rows())
         db.executemany("INSERT INTO refs VALUES (?,?,?)", other_refs.iter_rows())
@@ -341,7 +466,7 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
     db.close()
     os.chmod(tmp, 0o644)
     os.replace(tmp, target)
-    figures.rows = {
+    figures.rows |= {
         "runs": table.height,
         "rows": all_rows.height if all_rows is not None else 0,
         "refs": other_refs.height,
@@ -531,22 +656,21 @@ def _left_out(stage: str, line: dict[str, Any], run_id: str | None) -> dict[str,
     return item
 
 
-def _evidence(lookup: Lookup, text: str | None) -> list[dict[str, Any]]:
+def _evidence(lookup: Lookup, ids: str | None, places: str | None) -> list[dict[str, Any]]:
     """The evidence records of a run, read where the lookup says they are."""
     found = []
-    for item in (text or "").split(","):
-        if not item:
-            continue
-        prefix, _, place = item.partition("@")
+    prefixes = [p for p in (ids or "").split(",") if p]
+    where = [int(p) for p in (places or "").split(",") if p]
+    for prefix, place in zip(prefixes, where, strict=False):
         entry: dict[str, Any] = {"evidence_id": prefix}
-        if not place:
-            entry["problem"] = "not in the evidence index"
+        file, offset = place >> _PLACE_BITS, place & ((1 << _PLACE_BITS) - 1)
+        if file not in lookup.files:
+            entry["problem"] = "not in the evidence store"
             found.append(entry)
             continue
-        file, _, offset = place.partition(":")
-        record = lookup.line(int(file), int(offset))
+        record = lookup.line(file, offset)
         if record is None or not str(record.get("evidence_id", "")).startswith(prefix):
-            entry["problem"] = f"{lookup.files[int(file)].path} changed since this version"
+            entry["problem"] = f"{lookup.files[file].path} changed since this version"
             found.append(entry)
             continue
         body = record.get("record")
@@ -559,7 +683,7 @@ def _evidence(lookup: Lookup, text: str | None) -> list[dict[str, Any]]:
             sha256=digest,
             source_sha256=record.get("source_sha256"),
             created_at=record.get("created_at"),
-            store=f"{lookup.files[int(file)].path}@{offset}",
+            store=f"{lookup.files[file].path}@{offset}",
         )
         if isinstance(body, dict) and record.get("kind") == C.KIND_REVIEW:
             entry["verdict"] = body.get("verdict")
@@ -578,7 +702,8 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
     db = lookup.db
     out: dict[str, Any] = {"run_id": run_id}
     found = db.execute(
-        "SELECT task_id, quality, score, reasons, file, offset, evidence, places FROM runs "
+        "SELECT task_id, quality, score, reasons, file, offset, evidence, evidence_places, "
+        "places FROM runs "
         "WHERE run_id = ?",
         (run_id,),
     ).fetchone()
@@ -587,7 +712,7 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
         for f, o in db.execute("SELECT file, offset FROM refs WHERE key = ?", (run_id,))
     ]
     if found is not None:
-        task_id, quality, score, reasons, file, offset, evidence, run_places = found
+        task_id, quality, score, reasons, file, offset, evidence, where, run_places = found
         info = lookup.files[file]
         out["task_id"] = task_id
         out["verdict"] = {
@@ -600,7 +725,7 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
         }
         if lookup.changed(file):
             out["verdict"]["note"] = f"{info.path} was rewritten by a later run"
-        out["evidence"] = _evidence(lookup, evidence)
+        out["evidence"] = _evidence(lookup, evidence, where)
         places = _places(run_places) + places
     else:
         out["verdict"] = None
@@ -687,10 +812,11 @@ def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
         matched.append(f"task id ({len(of_task)} scored runs)")
         runs += sorted(of_task)
     if _EVIDENCE_ID.fullmatch(ident):
-        for run_id, evidence in db.execute(
-            "SELECT run_id, evidence FROM runs WHERE instr(evidence, ?) > 0", (ident[:16] + "@",)
+        for run_id, evidence, where in db.execute(
+            "SELECT run_id, evidence, evidence_places FROM runs WHERE instr(evidence, ?) > 0",
+            (ident[:16],),
         ):
-            if any(e.get("evidence_id") == ident for e in _evidence(lookup, evidence)):
+            if any(e.get("evidence_id") == ident for e in _evidence(lookup, evidence, where)):
                 matched.append("evidence id")
                 runs.append(run_id)
     others = db.execute("SELECT file, offset FROM refs WHERE key = ?", (ident,)).fetchall()
