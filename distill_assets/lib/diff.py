@@ -85,7 +85,7 @@ def _ids(db: Any, sql: str, args: tuple[Any, ...], limit: int | None) -> tuple[i
 def _dataset_changes(db: Any, name: str, limit: int | None) -> dict[str, Any]:
     side = (
         "SELECT r.id AS id, r.digest AS digest, f.split AS split FROM {db}.rows r "
-        "JOIN {db}.files f ON f.file = r.file WHERE f.name = ?"
+        "JOIN {db}.files f ON f.file = (r.place >> 40) WHERE f.name = ?"
     )
     a, b = side.format(db="main"), side.format(db="b")
     counts = {

@@ -38,10 +38,17 @@ DATASETS: dict[str, tuple[str, str, str]] = {
 }
 SPLITS = ("train", "holdout")
 QUARANTINE_STAGES = (C.STAGE_COLLECT, C.STAGE_SCORE, *C.PUBLISHED_QUARANTINES)
-# the fields of a quarantine line that name what it is about
-_QUARANTINE_KEYS = ("run_id", "chosen_run_id", "rejected_run_id", "playbook_id", "evidence_id")
 _PLACE_BITS = 40
-_RUN_KEYS = ("run_id", "chosen_run_id", "rejected_run_id", "playbook_id")
+# the fields of each stage's quarantine lines that name what a line is about (an export's
+# line names its run's record too, but the run is the key there)
+_QUARANTINE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    C.STAGE_COLLECT: (("run_id", "evidence_id"), ("reasons",)),
+    C.STAGE_SCORE: (("run_id", "evidence_id"), ("reasons",)),
+    C.STAGE_EXPORT_PREFERENCE: (("run_id", "chosen_run_id", "rejected_run_id"), ()),
+    C.STAGE_EXTRACT_PLAYBOOKS: (("run_id", "playbook_id"), ("source_run_ids",)),
+    C.STAGE_EXPORT_RAG: (("run_id", "playbook_id"), ("source_run_ids",)),
+    C.STAGE_INDEX: (("run_id", "playbook_id"), ("source_run_ids",)),
+}
 _SEP = "\x1f"
 _EVIDENCE_ID = re.compile(r"[0-9a-f]{64}")
 _REDACTED = re.compile(r"\[REDACTED:([a-z0-9_]+)\]")
@@ -55,8 +62,8 @@ CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT, role TEXT, name TEXT, s
 CREATE TABLE runs (run_id TEXT, task_id TEXT, quality TEXT, score REAL, reasons TEXT,
                    file INTEGER, offset INTEGER, evidence TEXT, evidence_places TEXT,
                    places TEXT);
-CREATE TABLE rows (id TEXT, file INTEGER, offset INTEGER, runs TEXT, digest INTEGER);
-CREATE TABLE refs (key TEXT, file INTEGER, offset INTEGER);
+CREATE TABLE rows (id TEXT, place INTEGER, digest INTEGER);
+CREATE TABLE refs (key TEXT, place INTEGER);
 CREATE TABLE reasons (stage TEXT, reason TEXT, n INTEGER)
 """
 _INDEXES = """
@@ -65,6 +72,16 @@ CREATE INDEX runs_task ON runs (task_id);
 CREATE INDEX rows_id ON rows (id);
 CREATE INDEX refs_key ON refs (key)
 """
+
+
+def row_runs(row: dict[str, Any]) -> str:
+    """The runs a dataset row was made from, joined by a unit separator."""
+    found = row.get("source_run_id")
+    if found is not None:
+        return str(found)
+    if "chosen_run_id" in row:
+        return f"{row['chosen_run_id']}\x1f{row.get('rejected_run_id')}"
+    return "\x1f".join(str(r) for r in row.get("source_run_ids") or ())
 
 
 class TraceError(Exception):
@@ -131,7 +148,10 @@ def write_scored_trace(out_root: Path, day: Any, part: Any, lines: Any, sha256: 
 
     widths = lines.str.len_bytes().cast(pl.Int64)
     frame = part.with_columns(offset=(widths.cum_sum() - widths))
+    # a fresh copy: a slice's buffers would be written with whatever surrounds it, and the
+    # bytes must not depend on how the days were cut into blocks
     table = frame.to_arrow()
+    table = table.take(pa.array(range(table.num_rows), type=pa.int64()))
     table = table.replace_schema_metadata({"scored_sha256": sha256})
     target = out_root / layout.scored_trace(day)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -187,6 +207,13 @@ class BuildFigures:
 
     seconds: float = 0.0
     rows: dict[str, int] = field(default_factory=dict)
+    # milliseconds per phase (docs/performance.md)
+    phases: dict[str, int] = field(default_factory=dict)
+
+    def lap(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.phases[phase] = int((now - since) * 1000)
+        return now
 
 
 class _Files:
@@ -216,10 +243,23 @@ class _Files:
         return number
 
 
-def _place(file: Any, offset: Any) -> Any:
+def _receipt_reasons(out_root: Path, producer: str | None, stage: str) -> list[tuple[str, int]]:
+    """The reason counts of a stage's receipt (the run that wrote the file)."""
+    if producer is None:
+        return []
+    try:
+        receipt = orjson.loads((out_root / C.REPORTS_DIR / producer / f"{stage}.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return []
+    found = (receipt.get("stats") or {}).get("reasons") or {}
+    return [(str(code), int(n)) for code, n in sorted(found.items())]
+
+
+def _place(file: int, offset: Any) -> Any:
+    """A line's place as one integer: the file's number above bit 40, the byte offset below."""
     import polars as pl
 
-    return pl.concat_str(file.cast(pl.String), pl.lit(":"), offset.cast(pl.String))
+    return pl.lit(file << _PLACE_BITS, dtype=pl.Int64) + offset.cast(pl.Int64)
 
 
 _RUN_COLUMNS = (
@@ -351,6 +391,7 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
 
     runs = _scored_runs(out_root, files, figures)
 
+    clock = figures.lap("scored runs", began)
     # the dataset rows, from the row lists the exports wrote beside them
     rows: list[Any] = []
     named: list[Any] = []
@@ -365,22 +406,13 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
             if not path.exists() or int(part["length"].sum() or 0) != path.stat().st_size:
                 continue  # a dataset this row list does not describe: left out, not guessed
             number = files.add(root, relpath, "dataset", name, split)
-            rows.append(
-                part.select(
-                    "id",
-                    pl.lit(number, dtype=pl.Int64).alias("file"),
-                    "offset",
-                    "runs",
-                    pl.col("crc").alias("digest"),
-                )
-            )
+            place = _place(number, pl.col("offset")).alias("place")
+            rows.append(part.select("id", place, pl.col("crc").alias("digest")))
             named.append(
-                part.select(
-                    pl.col("runs").str.split(_SEP).alias("key"),
-                    _place(pl.lit(number), pl.col("offset")).alias("place"),
-                ).explode("key")
+                part.select(pl.col("runs").str.split(_SEP).alias("key"), place).explode("key")
             )
 
+    clock = figures.lap("dataset rows", clock)
     # quarantine lines, under every id each names; their reason codes counted (diff)
     reasons: list[tuple[str, str, int]] = []
     for stage in QUARANTINE_STAGES:
@@ -392,25 +424,34 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
         number = files.add(
             root, relpath, "quarantine", stage, producer=run_id if made_here else None
         )
-        schema = {key: pl.String for key in _QUARANTINE_KEYS}
-        lists = {"source_run_ids": pl.List(pl.String), "reasons": pl.List(pl.String)}
-        frame = _jsonl(root / relpath, {**schema, **lists})
-        counted = frame.select(pl.col("reasons").explode()).drop_nulls().group_by("reasons")
-        reasons += [(stage, str(code), int(n)) for code, n in counted.len().iter_rows()]
-        place = _place(pl.lit(number), pl.col("offset")).alias("place")
-        # an export's quarantine line names its run's record too: the run is the key there
-        keys = _QUARANTINE_KEYS if stage in (C.STAGE_COLLECT, C.STAGE_SCORE) else _RUN_KEYS
-        for key in keys:
+        # only the fields this stage's lines have (reading fewer is what makes it cheap)
+        strings, lists = _QUARANTINE_FIELDS.get(stage, (("run_id",), ()))
+        schema = {key: pl.String for key in strings}
+        schema |= {key: pl.List(pl.String) for key in lists}
+        frame = _jsonl(root / relpath, schema)
+        if made_here:
+            counted = frame.select(pl.col("reasons").explode()).drop_nulls().group_by("reasons")
+            reasons += [(stage, str(code), int(n)) for code, n in counted.len().iter_rows()]
+        else:  # an export's own count of the reasons it left records out for
+            producer = files.rows[-1][-1]
+            reasons += [(stage, code, n) for code, n in _receipt_reasons(out_root, producer, stage)]
+        place = _place(number, pl.col("offset")).alias("place")
+        for key in strings:
             named.append(frame.select(pl.col(key).alias("key"), place))
-        named.append(frame.select(pl.col("source_run_ids").alias("key"), place).explode("key"))
+        for key in lists:
+            if key != "reasons":
+                named.append(frame.select(pl.col(key).alias("key"), place).explode("key"))
+    clock = figures.lap("quarantines", clock)
+    # (a line naming one id twice is listed twice: the reader takes the set of places)
     keyed = (
-        pl.concat(named).drop_nulls("key").unique(maintain_order=True)
+        pl.concat(named).drop_nulls("key")
         if named
-        else pl.DataFrame(schema={"key": pl.String, "place": pl.String})
+        else pl.DataFrame(schema={"key": pl.String, "place": pl.Int64})
     )
-    by_run = keyed.join(runs.select(pl.col("run_id").alias("key")).unique(), on="key", how="semi")
-    others = keyed.join(by_run.select("key").unique(), on="key", how="anti")
-    by_run = by_run.group_by("key", maintain_order=True).agg(pl.col("place").str.join(","))
+    scored_ids = runs.select(pl.col("run_id").alias("key"))
+    by_run = keyed.join(scored_ids, on="key", how="semi")
+    other_refs = keyed.join(scored_ids, on="key", how="anti")
+    by_run = by_run.group_by("key").agg(pl.col("place").cast(pl.String).str.join(","))
 
     table = runs.join(
         by_run.rename({"key": "run_id", "place": "places"}),
@@ -429,13 +470,9 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
         "evidence_places",
         "places",
     )
-    other_refs = others.select(
-        "key",
-        pl.col("place").str.split_exact(":", 1).struct.field("field_0").cast(pl.Int64),
-        pl.col("place").str.split_exact(":", 1).struct.field("field_1").cast(pl.Int64),
-    )
     all_rows = pl.concat(rows) if rows else None
 
+    clock = figures.lap("joins", clock)
     target = root / C.TRACE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -450,12 +487,13 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
             db.execute(statement)
         db.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", table.iter_rows())
         if all_rows is not None:
-            db.executemany("INSERT INTO rows VALUES (?,?,?,?,?)", all_rows.iter_rows())
-        db.executemany("INSERT INTO refs VALUES (?,?,?)", other_refs.iter_rows())
+            db.executemany("INSERT INTO rows VALUES (?,?,?)", all_rows.iter_rows())
+        db.executemany("INSERT INTO refs VALUES (?,?)", other_refs.iter_rows())
         db.executemany("INSERT INTO reasons VALUES (?,?,?)", sorted(reasons))
         db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?)", files.rows)
         meta = {"schema_version": str(LOOKUP_SCHEMA_VERSION), "run_id": run_id}
         db.executemany("INSERT INTO meta VALUES (?,?)", sorted(meta.items()))
+        clock = figures.lap("inserts", clock)
         for statement in _INDEXES.split(";"):
             db.execute(statement)
         db.execute("COMMIT")
@@ -471,6 +509,7 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
         "rows": all_rows.height if all_rows is not None else 0,
         "refs": other_refs.height,
     }
+    figures.lap("indexes and commit", clock)
     figures.seconds = time.perf_counter() - began
     return figures
 
@@ -613,13 +652,13 @@ def redactions(value: Any, path: str = "") -> list[dict[str, str]]:
     return []
 
 
+def split_place(place: int) -> tuple[int, int]:
+    """(file number, byte offset) of a place."""
+    return place >> _PLACE_BITS, place & ((1 << _PLACE_BITS) - 1)
+
+
 def _places(text: str | None) -> list[tuple[int, int]]:
-    found = []
-    for item in (text or "").split(","):
-        if item:
-            file, _, offset = item.partition(":")
-            found.append((int(file), int(offset)))
-    return found
+    return [split_place(int(item)) for item in (text or "").split(",") if item]
 
 
 def _findings(line: dict[str, Any]) -> list[dict[str, str]]:
@@ -663,7 +702,7 @@ def _evidence(lookup: Lookup, ids: str | None, places: str | None) -> list[dict[
     where = [int(p) for p in (places or "").split(",") if p]
     for prefix, place in zip(prefixes, where, strict=False):
         entry: dict[str, Any] = {"evidence_id": prefix}
-        file, offset = place >> _PLACE_BITS, place & ((1 << _PLACE_BITS) - 1)
+        file, offset = split_place(place)
         if file not in lookup.files:
             entry["problem"] = "not in the evidence store"
             found.append(entry)
@@ -707,9 +746,8 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
         "WHERE run_id = ?",
         (run_id,),
     ).fetchone()
-    places: list[tuple[int, int]] = [
-        (int(f), int(o))
-        for f, o in db.execute("SELECT file, offset FROM refs WHERE key = ?", (run_id,))
+    places = [
+        split_place(p) for (p,) in db.execute("SELECT place FROM refs WHERE key = ?", (run_id,))
     ]
     if found is not None:
         task_id, quality, score, reasons, file, offset, evidence, where, run_places = found
@@ -789,10 +827,13 @@ def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
     matched: list[str] = []
     runs: list[str] = []
     rows: list[dict[str, Any]] = []
-    for file, offset, named in db.execute(
-        "SELECT file, offset, runs FROM rows WHERE id = ? ORDER BY file, offset", (ident,)
-    ):
+    for (place,) in db.execute("SELECT place FROM rows WHERE id = ? ORDER BY place", (ident,)):
+        file, offset = split_place(place)
         info = lookup.files[file]
+        line = lookup.line(file, offset)
+        if line is None or line.get("id") != ident:
+            continue  # the lookup and the file disagree: the file wins
+        named = row_runs(line).split(_SEP)
         matched.append(f"{info.name} row ({info.split})")
         rows.append(
             {
@@ -800,10 +841,10 @@ def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
                 "split": info.split,
                 "file": info.path,
                 "offset": offset,
-                "run_ids": [r for r in named.split(_SEP) if r],
-            }  # fmt: skip
+                "run_ids": [r for r in named if r],
+            }
         )
-        runs += [r for r in named.split(_SEP) if r]
+        runs += [r for r in named if r]
     if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (ident,)).fetchone():
         matched.append("run id")
         runs.append(ident)
@@ -819,9 +860,10 @@ def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
             if any(e.get("evidence_id") == ident for e in _evidence(lookup, evidence, where)):
                 matched.append("evidence id")
                 runs.append(run_id)
-    others = db.execute("SELECT file, offset FROM refs WHERE key = ?", (ident,)).fetchall()
+    others = db.execute("SELECT place FROM refs WHERE key = ?", (ident,)).fetchall()
     unscored: list[dict[str, Any]] = []
-    for file, offset in others:
+    for (place,) in others:
+        file, offset = split_place(place)
         info = lookup.files[file]
         line = lookup.line(file, offset)
         if line is None:

@@ -38,6 +38,7 @@ from distill_assets.lib.io import (
     commit_file,
     copy_ranges,
 )
+from distill_assets.lib.trace import row_runs
 
 FINDINGS_PER_ROW = 20
 
@@ -200,16 +201,6 @@ def _runs(
         if keeps[low]:
             ranges.append((path, int(starts[low]), int(ends[high - 1])))
     return ranges
-
-
-def row_runs(row: dict[str, Any]) -> str:
-    """The runs a dataset row was made from, joined by a unit separator."""
-    found = row.get("source_run_id")
-    if found is not None:
-        return str(found)
-    if "chosen_run_id" in row:
-        return f"{row['chosen_run_id']}\x1f{row.get('rejected_run_id')}"
-    return "\x1f".join(str(r) for r in row.get("source_run_ids") or ())
 
 
 def write_row_places(root: Path, stage: str, parts: list[dict[str, Any]], keep: np.ndarray) -> None:
