@@ -430,3 +430,16 @@ def test_the_lookup_is_built_from_the_score_stage_lists_or_the_files_alike(publi
         layout.days_on_disk(copy, C.SCORED_DIR, C.SCORED_FILE)
     )
     assert table() == built
+
+
+def test_trace_reads_the_published_version_or_a_kept_one(review_added, capsys):
+    _, out, first, second, _ = review_added
+    now = trace(open_lookup(out), "run-010")
+    assert now["version"]["run_id"] == second
+    assert now["runs"][0]["verdict"]["quality"] == C.QUALITY_ACCEPTED
+    code, stdout, _ = run_cli(capsys, "trace", "run-010", "--run", first, "--output", str(out))
+    assert code == 0
+    assert f"read from the version published by run {first}" in stdout
+    assert "verdict needs_human_review" in stdout
+    # the scored file was rewritten by the second run: the older version says so
+    assert "was rewritten by a later run" in stdout

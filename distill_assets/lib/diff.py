@@ -82,28 +82,31 @@ def _ids(db: Any, sql: str, args: tuple[Any, ...], limit: int | None) -> tuple[i
     return len(rows), sorted(rows)[:limit] if limit is not None else sorted(rows)
 
 
+# a dataset's rows in one version; the rows of the other version looked up by the id index
+_OF = "(SELECT file FROM {db}.files WHERE name = ?1)"
+_ONLY_IN = (
+    "SELECT y.id FROM {y}.rows y WHERE (y.place >> 40) IN " + _OF.format(db="{y}") + " "
+    "AND NOT EXISTS (SELECT 1 FROM {x}.rows x WHERE x.id = y.id AND (x.place >> 40) IN "
+    + _OF.format(db="{x}")
+    + ")"
+)
+_CHANGED = (
+    "SELECT y.id FROM b.rows y JOIN b.files fy ON fy.file = (y.place >> 40) AND fy.name = ?1 "
+    "JOIN main.rows x ON x.id = y.id "
+    "JOIN main.files fx ON fx.file = (x.place >> 40) AND fx.name = ?1 "
+    "WHERE x.digest != y.digest OR fx.split != fy.split"
+)
+
+
 def _dataset_changes(db: Any, name: str, limit: int | None) -> dict[str, Any]:
-    side = (
-        "SELECT r.id AS id, r.digest AS digest, f.split AS split FROM {db}.rows r "
-        "JOIN {db}.files f ON f.file = (r.place >> 40) WHERE f.name = ?"
-    )
-    a, b = side.format(db="main"), side.format(db="b")
-    counts = {
-        "rows_a": db.execute(f"SELECT count(*) FROM ({a})", (name,)).fetchone()[0],
-        "rows_b": db.execute(f"SELECT count(*) FROM ({b})", (name,)).fetchone()[0],
-    }
-    added = _ids(db, f"SELECT id FROM ({b}) EXCEPT SELECT id FROM ({a})", (name, name), limit)
-    removed = _ids(db, f"SELECT id FROM ({a}) EXCEPT SELECT id FROM ({b})", (name, name), limit)
-    changed = _ids(
-        db,
-        f"SELECT y.id FROM ({a}) x JOIN ({b}) y ON x.id = y.id "
-        "WHERE x.digest != y.digest OR x.split != y.split",
-        (name, name),
-        limit,
-    )
+    count = "SELECT count(*) FROM {db}.rows WHERE (place >> 40) IN " + _OF
+    added = _ids(db, _ONLY_IN.format(x="main", y="b"), (name,), limit)
+    removed = _ids(db, _ONLY_IN.format(x="b", y="main"), (name,), limit)
+    changed = _ids(db, _CHANGED, (name,), limit)
     return {
         "dataset": name,
-        **counts,
+        "rows_a": db.execute(count.format(db="main"), (name,)).fetchone()[0],
+        "rows_b": db.execute(count.format(db="b"), (name,)).fetchone()[0],
         "added": added[0],
         "removed": removed[0],
         "changed": changed[0],
@@ -158,8 +161,10 @@ def _verdict_changes(a: Lookup, b: Lookup, limit: int | None) -> dict[str, Any]:
         "WHERE x.quality != y.quality OR x.score != y.score OR x.reasons != y.reasons "
         "ORDER BY y.run_id"
     ).fetchall()
-    new = _ids(db, "SELECT run_id FROM b.runs EXCEPT SELECT run_id FROM main.runs", (), limit)
-    gone = _ids(db, "SELECT run_id FROM main.runs EXCEPT SELECT run_id FROM b.runs", (), limit)
+    only = "SELECT y.run_id FROM {y}.runs y WHERE NOT EXISTS "
+    only += "(SELECT 1 FROM {x}.runs x WHERE x.run_id = y.run_id)"
+    new = _ids(db, only.format(x="main", y="b"), (), limit)
+    gone = _ids(db, only.format(x="b", y="main"), (), limit)
     shown = changed if limit is None else changed[:limit]
     runs = []
     for run_id, qa, qb, sa, sb, ra, rb, ea, eb, where, fa, fb, pa, pb in shown:

@@ -176,7 +176,11 @@ def publish(out_root: Path, run_id: str) -> StageResult:
     result.extra["rows"] = len(listed)
     if not errors:
         built = build_lookup(out_root, root, run_id)
-        result.extra["trace_lookup"] = {"ms": int(built.seconds * 1000), **built.rows}
+        result.extra["trace_lookup"] = {
+            "ms": int(built.seconds * 1000),
+            **built.rows,
+            "phases_ms": built.phases,
+        }
         swap_in(out_root, run_id)
         result.extra["published"] = True
     return result

@@ -93,13 +93,14 @@ class TraceError(Exception):
 
 def scored_trace(runs: Any, attached: Any) -> Any:
     """Per scored run, in the order of its scored lines: its verdict and where each of its
-    evidence records is (the day's records file by day ordinal, and the byte offset), from the
-    columns the score stage already holds (``runs``: one row per run, ``ri`` its number;
-    ``attached``: its reviews and outcomes in order)."""
+    evidence records is (id by its first 16 hex digits, the day's records file by day ordinal,
+    the byte offset), from the columns the score stage already holds (``runs``: one row per
+    run, ``ri`` its number; ``attached``: its reviews and outcomes in order)."""
     import polars as pl
 
+    # an evidence id's first 16 hex digits name it here (the record read back confirms it)
     evidence = attached.group_by("ri", maintain_order=True).agg(
-        e_ids=pl.col("evidence_id"),
+        e_ids=pl.col("evidence_id").str.slice(0, 16),
         e_days=pl.col("day").cast(pl.Int32),
         e_offsets=pl.col("offset").cast(pl.Int64),
     )
@@ -112,7 +113,7 @@ def scored_trace(runs: Any, attached: Any) -> Any:
         .alias("quality"),
         pl.col("score").cast(pl.Float64),
         pl.col("reasons_json").str.replace_all(r'[\[\]"]', "").alias("reasons"),
-        "evidence_id",
+        pl.col("evidence_id").str.slice(0, 16),
         pl.col("day").cast(pl.Int32),
         pl.col("offset").cast(pl.Int64),
     ).join(evidence, on="ri", how="left", maintain_order="left")
@@ -168,24 +169,24 @@ def write_scored_trace(out_root: Path, day: Any, part: Any, lines: Any, sha256: 
 
 
 def _offsets(path: Path) -> Any:
-    """The byte offset of each line of a JSONL file we wrote (no blank lines), natively."""
+    """The byte offset of each line of a JSONL file we wrote (no blank lines): its newlines
+    found by numpy, 16 MiB at a time, so memory holds one piece and the offsets."""
+    import numpy as np
     import polars as pl
 
-    frame = pl.read_csv(
-        path,
-        has_header=False,
-        separator="\x1f",  # a JSON line never holds a raw control character: one column
-        quote_char=None,
-        new_columns=["line"],
-        schema={"line": pl.String},
-    )
-    width = pl.col("line").str.len_bytes().cast(pl.Int64) + 1
-    offsets = frame.select((width.cum_sum() - width).alias("offset"))
-    size = path.stat().st_size
-    total = int(frame["line"].str.len_bytes().sum() or 0) + frame.height
-    if total not in (size, size + 1):
-        raise TraceError(f"{path}: blank lines or stray bytes, its lines cannot be indexed")
-    return offsets
+    starts = [np.zeros(1, dtype=np.int64)]
+    done = 0
+    with open(path, "rb") as fh:
+        while piece := fh.read(1 << 24):
+            ends = np.flatnonzero(np.frombuffer(piece, dtype=np.uint8) == 10)
+            starts.append(ends.astype(np.int64) + done + 1)
+            done += len(piece)
+    offsets = np.concatenate(starts)
+    if offsets[-1] == done:  # the last line ends with a newline: no line starts there
+        offsets = offsets[:-1]
+    if len(offsets) > 1 and (np.diff(offsets) < 2).any():
+        raise TraceError(f"{path}: blank lines, its lines cannot be indexed")
+    return pl.DataFrame({"offset": offsets})
 
 
 def _jsonl(path: Path, schema: dict[str, Any], with_offsets: bool = True) -> Any:
@@ -448,9 +449,11 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
         if named
         else pl.DataFrame(schema={"key": pl.String, "place": pl.Int64})
     )
+    del named
     scored_ids = runs.select(pl.col("run_id").alias("key"))
     by_run = keyed.join(scored_ids, on="key", how="semi")
     other_refs = keyed.join(scored_ids, on="key", how="anti")
+    del keyed, scored_ids
     by_run = by_run.group_by("key").agg(pl.col("place").cast(pl.String).str.join(","))
 
     table = runs.join(
@@ -470,7 +473,9 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
         "evidence_places",
         "places",
     )
+    del runs, by_run
     all_rows = pl.concat(rows) if rows else None
+    del rows
 
     clock = figures.lap("joins", clock)
     target = root / C.TRACE_FILE
