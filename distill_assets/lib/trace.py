@@ -19,6 +19,7 @@ import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -235,12 +236,15 @@ class _Files:
         split: str = "",
         producer: str | None = None,
     ) -> int:
-        stat = (base / relpath).stat()
-        producer = producer or (self.ledger.get(relpath) or {}).get("run_id")
+        known = self.ledger.get(relpath) or {}
+        try:
+            stat = (base / relpath).stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:  # a step working on a copy of an object-store output: not pulled here
+            size, mtime = int(known.get("bytes", 0)), int(known.get("mtime_ns", 0))
+        producer = producer or known.get("run_id")
         number = len(self.rows) + 1
-        self.rows.append(
-            (number, relpath, role, name, split, stat.st_size, stat.st_mtime_ns, producer)
-        )
+        self.rows.append((number, relpath, role, name, split, size, mtime, producer))
         return number
 
 
@@ -283,13 +287,17 @@ def _scored_runs(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
     import polars as pl
     import pyarrow.ipc as ipc
 
-    records: dict[int, int] = {}
-    for day in layout.days_on_disk(out_root, C.EVIDENCE_DIR, "records.jsonl"):
-        records[day.toordinal()] = files.add(out_root, layout.evidence_records(day), "records")
+    # the days with scored runs: their scored files, or only the score stage's lists on a copy
+    # of an object-store output (which holds what the publish stage reads)
+    days = sorted(
+        set(layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE))
+        | set(layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_TRACE_FILE))
+    )
     parts, missing = [], []
-    for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE):
+    for day in days:
         relpath = layout.scored_runs(day)
-        if (out_root / relpath).stat().st_size == 0:
+        path = out_root / relpath
+        if path.exists() and path.stat().st_size == 0:
             continue
         number = files.add(out_root, relpath, "scored")
         sidecar = out_root / layout.scored_trace(day)
@@ -305,13 +313,21 @@ def _scored_runs(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
             continue
         parts.append(pl.from_arrow(table).with_columns(file=pl.lit(number, dtype=pl.Int64)))
     figures.rows["days_read_again"] = len(missing)
-    if missing:
-        parts.append(_parsed_runs(out_root, missing))
+    readable = [m for m in missing if (out_root / m[1]).exists()]
+    if readable:
+        parts.append(_parsed_runs(out_root, readable))
     if not parts:
         return pl.DataFrame(schema=dict.fromkeys(_RUN_COLUMNS, pl.String)).with_columns(
             pl.col("score").cast(pl.Float64), pl.col("file", "offset").cast(pl.Int64)
         )
     runs = pl.concat(parts, how="diagonal_relaxed")
+    # the records files the evidence lies in, by day (each numbered once)
+    ordinals = runs.select(pl.col("evidence_days").explode().unique().drop_nulls().sort())
+    records = {
+        int(o): files.add(out_root, layout.evidence_records(date.fromordinal(int(o))), "records")
+        for (o,) in ordinals.iter_rows()
+        if o
+    }
     to_file = pl.element().replace_strict(records, default=0, return_dtype=pl.Int64)
     # a place is one integer: the file's number above bit 40, the byte offset below
     places = pl.col("evidence_days").list.eval(to_file) * (1 << _PLACE_BITS) + pl.col(
@@ -351,10 +367,15 @@ def _parsed_runs(out_root: Path, days: list[tuple[int, str]]) -> Any:
         for number, relpath in days
     ]
     runs = pl.concat(frames).with_row_index("_run")
+    known = (
+        pl.concat(index)
+        if index
+        else pl.DataFrame(schema={"evidence_id": pl.String, "offset": pl.Int64, "day": pl.Int32})
+    )
     places = (
         runs.select("_run", pl.col("evidence_ids").alias("evidence_id"))
         .explode("evidence_id")
-        .join(pl.concat(index), on="evidence_id", how="left", maintain_order="left")
+        .join(known, on="evidence_id", how="left", maintain_order="left")
         .group_by("_run", maintain_order=True)
         .agg(
             evidence_days=pl.col("day").fill_null(0),
