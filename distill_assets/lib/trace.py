@@ -101,20 +101,21 @@ def scored_trace(runs: Any, attached: Any) -> Any:
 
     # an evidence id's first 16 hex digits name it here (the record read back confirms it)
     evidence = attached.group_by("ri", maintain_order=True).agg(
-        e_ids=pl.col("evidence_id").str.slice(0, 16),
+        e_ids=pl.col("evidence_id").cast(pl.String).str.slice(0, 16),
         e_days=pl.col("day").cast(pl.Int32),
         e_offsets=pl.col("offset").cast(pl.Int64),
     )
+    # (casts: a column of an empty or all-null frame comes typed Null)
     frame = runs.select(
         "ri",
-        "run_id",
-        "task_id",
+        pl.col("run_id").cast(pl.String),
+        pl.col("task_id").cast(pl.String),
         pl.col("quality")
         .replace_strict(list(range(len(C.QUALITIES))), list(C.QUALITIES), return_dtype=pl.String)
         .alias("quality"),
         pl.col("score").cast(pl.Float64),
-        pl.col("reasons_json").str.replace_all(r'[\[\]"]', "").alias("reasons"),
-        pl.col("evidence_id").str.slice(0, 16),
+        pl.col("reasons_json").cast(pl.String).str.replace_all(r'[\[\]"]', "").alias("reasons"),
+        pl.col("evidence_id").cast(pl.String).str.slice(0, 16),
         pl.col("day").cast(pl.Int32),
         pl.col("offset").cast(pl.Int64),
     ).join(evidence, on="ri", how="left", maintain_order="left")
