@@ -336,7 +336,7 @@ def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, An
     from distill_assets.lib.exports import ExportSettings
     from distill_assets.lib.playbooks import PlaybookSettings
     from distill_assets.lib.publish import publish
-    from distill_assets.lib.receipts import build_receipt
+    from distill_assets.lib.receipts import build_receipt, update_ledger, write_receipt
     from distill_assets.lib.scoring import ScoringPolicy, score
     from distill_assets.lib.search import IndexSettings, build_index
 
@@ -352,7 +352,11 @@ def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, An
     receipts: dict[str, Any] = {}
 
     def stage(result: Any) -> Any:
-        receipts[C.STAGE_ASSET[result.stage]] = build_receipt(result, "bench", [], 0)
+        # receipts and the ledger as the graph writes them: the exports trust collect's secret
+        # verdicts through them
+        receipt = receipts[C.STAGE_ASSET[result.stage]] = build_receipt(result, "bench", [], 0)
+        write_receipt(out, receipt)
+        update_ledger(out, "bench", result.stage, result.outputs, result.output_root)
         return result
 
     def exports() -> None:

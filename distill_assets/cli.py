@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
 from datetime import UTC, date, datetime, timedelta
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
     from distill_assets.lib.importers import ImportSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-_DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
 
 
 class UserError(Exception):
@@ -64,26 +65,6 @@ def ensure_dagster_home() -> Path:
     return path
 
 
-def source_date_range(source: Path) -> tuple[date, date] | None:
-    """First and last created_at date in the sources, from a fast byte scan (no JSON parsing)."""
-    first = last = None
-    for path in sorted(source.rglob("*.jsonl")):
-        try:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 24):
-                    chunk += fh.readline()
-                    for match in _DATE_RE.finditer(chunk):
-                        try:
-                            found = date.fromisoformat(match.group(1).decode())
-                        except ValueError:
-                            continue
-                        first = found if first is None or found < first else first
-                        last = found if last is None or found > last else last
-        except OSError:
-            continue
-    return None if first is None or last is None else (first, last)
-
-
 def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
     """First and last created_at date of what the import sources would give."""
     from distill_assets.lib.evidence import parse_timestamp
@@ -101,7 +82,13 @@ def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
 def partition_range(source: Path | None, imports: list[ImportSpec] | None = None) -> str:
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
-    earliest = date.fromisoformat(C.PARTITION_START)
+    from distill_assets.lib.collect import source_date_range
+    from distill_assets.lib.layout import partition_start
+
+    try:
+        earliest = partition_start(os.environ.get(C.ENV_PARTITION_START))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     # the daily partitions end with tomorrow's (end_offset=2, for the one-day future horizon)
     today = datetime.now(UTC).date()
     latest = today + timedelta(days=1)
@@ -152,6 +139,7 @@ def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str,
 
 
 def cmd_materialize(args: argparse.Namespace) -> int:
+    user_env = {name for name in (C.ENV_SOURCE_DIR, C.ENV_OUTPUT_DIR) if os.environ.get(name)}
     config = [orjson.loads(item) for item in args.config or []]
     imports, env = _configured_imports(config)
     from distill_assets.lib.storage import is_remote
@@ -163,10 +151,15 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if args.source or os.environ.get(C.ENV_SOURCE_DIR) or not imports:
         source = _source_root(args.source)
         if not source.is_dir():
-            raise UserError(f"source directory {source} does not exist (set {C.ENV_SOURCE_DIR})")
+            raise UserError(
+                f"source directory {source} does not exist (pass --source DIR or set "
+                f"{C.ENV_SOURCE_DIR})"
+            )
         os.environ[C.ENV_SOURCE_DIR] = str(source.resolve())
     os.environ.update(env)
     os.environ[C.ENV_OUTPUT_DIR] = raw_out if remote else str(out.resolve())
+    if not remote:
+        _check_sources(out, source, imports, args.replace)
     ensure_dagster_home()
     span = args.partition_range or partition_range(source, imports)
     per_day = args.per_day or os.environ.get(C.ENV_BACKFILL) == "per_day"
@@ -174,9 +167,9 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         raise UserError("--per-day materializes the whole graph; leave out --select")
     base = [sys.executable, "-m", "dagster", "asset", "materialize"]
     base += ["-m", "distill_assets.definitions"]
-    # a named executor (DISTILL_EXECUTOR) takes its own config; in_process is the default's
-    if not args.multiprocess and not os.environ.get(C.ENV_EXECUTOR):
-        config.append({"execution": {"config": {"in_process": {}}}})
+    # the default executor runs in-process; a named one (DISTILL_EXECUTOR) takes its own config
+    if args.multiprocess and not os.environ.get(C.ENV_EXECUTOR):
+        config.append({"execution": {"config": {"multiprocess": {}}}})
     if config:
         merged: dict = {}
         for item in config:
@@ -199,6 +192,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         os.environ[C.ENV_BACKFILL] = "single_run"
         commands = [base + ["--select", args.select, "--partition-range", span]]
         print(f"distill: materializing {args.select} for partitions {span}", flush=True)
+    equivalent = dagster_command(commands, env_changes(args, env, user_env))
     sources = [str(source.resolve())] if source is not None else []
     sources += [f"{spec.kind} {spec.path}" for spec in imports]
     shown = raw_out.rstrip("/") if remote else str(out.resolve())
@@ -214,11 +208,10 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if remote:
         # a URL output: its reports and published datasets, fetched into the local mirror
         out = _output_root(args.output, (f"{C.REPORTS_DIR}/*", f"{C.EXPORTS_DIR}/*"))
-    runs = sorted(_report_dirs(out) - runs_before)
+    runs = [run for run in _run_ids(out) if run not in runs_before]
     if runs:
-        summary = out / C.REPORTS_DIR / runs[-1] / "summary.md"
-        if summary.exists():
-            print(summary.read_text(encoding="utf-8"))
+        for line in run_summary_lines(out / C.REPORTS_DIR / runs[-1]):
+            print(line)
     else:
         print("distill: this run recorded no stage (it failed before the first one finished)")
     print("distill: datasets:")
@@ -231,7 +224,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         *C.HOLDOUT_PATHS.values(),
     ):
         path = out / rel
-        state = f"{_lines(path)} rows" if path.exists() else "not written"
+        state = plural(_lines(path), "row") if path.exists() else "not written"
         print(f"  {path if not remote else f'{shown}/{rel}'}  ({state})")
     review = out / C.REVIEW_QUEUE_PATH if not remote else f"{shown}/{C.REVIEW_QUEUE_PATH}"
     print(f"  review queue: {review}")
@@ -246,6 +239,14 @@ def cmd_materialize(args: argparse.Namespace) -> int:
             out / C.REPORTS_DIR / runs[-1] if not remote else f"{shown}/{C.REPORTS_DIR}/{runs[-1]}"
         )
         print(f"  receipts:   {where}/")
+        print(f"  summary:    {where}/summary.md")
+    print("distill: the same run with Dagster alone (from the project folder):")
+    print(f"  {equivalent}")
+    if runs:
+        print(f"distill: open run {runs[-1]} in the UI: {_shown(Path(sys.argv[0]))} ui, then")
+        print(f"  http://127.0.0.1:{DEFAULT_UI_PORT}/runs/{runs[-1]}")
+        # the last line: the run's drift severity
+        print(drift_line(out, runs[-1]))
     if done.returncode != 0:
         if not args.verbose:
             for line in _failure_lines(log_path):
@@ -253,6 +254,223 @@ def cmd_materialize(args: argparse.Namespace) -> int:
         where = "above" if args.verbose else f"in {log_path}"
         print(f"distill: materialization FAILED; Dagster's log is {where}", file=sys.stderr)
     return done.returncode
+
+
+DEFAULT_UI_PORT = 3000
+
+
+def _shown(path: Path) -> str:
+    """A path as a user in the project folder types it (relative under it, else absolute)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def env_changes(
+    args: argparse.Namespace, env: dict[str, str], user_env: set[str]
+) -> dict[str, str]:
+    """The settings the Dagster command needs to do what this ``distill materialize`` does:
+    the project's instance, and the source and output when they are not the defaults."""
+    changes = {"DAGSTER_HOME": os.environ["DAGSTER_HOME"]}
+    for name in (C.ENV_SOURCE_DIR, C.ENV_OUTPUT_DIR):
+        given = args.source if name == C.ENV_SOURCE_DIR else args.output
+        if (given or name in user_env) and os.environ.get(name):
+            changes[name] = os.environ[name]
+    changes.update(env)
+    for name in (C.ENV_EXECUTOR, C.ENV_PARTITION_START):
+        if os.environ.get(name):
+            changes[name] = os.environ[name]
+    return changes
+
+
+def dagster_command(commands: list[list[str]], env: dict[str, str]) -> str:
+    """The ``dagster asset materialize`` command line(s) equivalent to a ``distill
+    materialize``, as a shell runs them from the project folder."""
+    dagster = Path(sys.executable).parent / "dagster"
+    program = _shown(dagster) if dagster.exists() else "dagster"
+    prefix = " ".join(f"{name}={_env_shown(name, v)}" for name, v in env.items())
+    lines = [
+        " ".join([prefix, program, *(shlex.quote(part) for part in command[3:])]).strip()
+        for command in commands
+    ]
+    return " && \\\n  ".join(lines)
+
+
+def _env_shown(name: str, value: str) -> str:
+    """A setting's value as typed in a shell in the project folder: a path under it relative
+    (DAGSTER_HOME, which Dagster wants absolute, as ``"$PWD/..."``)."""
+    if name in ("DAGSTER_HOME", C.ENV_SOURCE_DIR, C.ENV_OUTPUT_DIR) and "://" not in value:
+        shown = _shown(Path(value))
+        if name == "DAGSTER_HOME" and not Path(shown).is_absolute():
+            return '"$PWD"/' + shlex.quote(shown)
+        return shlex.quote(shown)
+    return shlex.quote(value)
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``1 row``, ``2 rows``: a count with its noun."""
+    return f"{count:,} {word if count == 1 else (many or word + 's')}"
+
+
+# what the rows each stage writes are (the unit of its receipt's extra "rows")
+_ROW_NOUN = {
+    C.STAGE_COLLECT: ("evidence record", None),
+    C.STAGE_SCORE: ("run graded", "runs graded"),
+    C.STAGE_EXTRACT_PLAYBOOKS: ("playbook", None),
+    C.STAGE_EXPORT_RAG: ("playbook", None),
+    C.STAGE_EXPORT_SFT: ("row", None),
+    C.STAGE_EXPORT_PREFERENCE: ("pair", None),
+    C.STAGE_EXPORT_KTO: ("row", None),
+    C.STAGE_EXPORT_REVIEW: ("run to review", "runs to review"),
+    C.STAGE_INDEX: ("playbook indexed", "playbooks indexed"),
+}
+
+
+_GRADE = {"needs_human_review": "needing review", "partially_accepted": "partially accepted"}
+
+
+def _written(stage: str, extra: dict) -> str:
+    """Where a stage's output went, in the unit of the files it wrote."""
+    if stage == C.STAGE_PUBLISH:
+        return "published" if extra.get("published", True) else "not published"
+    noun, many = _ROW_NOUN.get(stage, ("row", None))
+    rows = extra.get("rows")
+    text = plural(int(rows), noun, many) if isinstance(rows, int) else ""
+    quality = extra.get("quality")
+    if stage == C.STAGE_SCORE and isinstance(quality, dict):
+        grades = ", ".join(
+            f"{n} {_GRADE.get(q, q)}" for q, n in quality.items() if isinstance(n, int) and n
+        )
+        text += f": {grades}" if grades else ""
+    held = extra.get("holdout_rows")
+    if isinstance(held, int) and held:
+        text += f" + {held} held out (the holdout split)"
+    return text
+
+
+def run_summary_lines(directory: Path) -> list[str]:
+    """The run summary for the terminal, from the run's receipts: per stage, records in = out
+    + quarantined + skipped, and what the output became (rows written, rows held out)."""
+    summary: dict = {}
+    try:
+        summary = orjson.loads((directory / "summary.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        pass
+    passed = summary.get("overall_passed") if isinstance(summary, dict) else None
+    verdict = {True: "PASSED", False: "FAILED"}.get(passed, "not summarized")
+    lines = [f"distill: run {directory.name}: {verdict}", ""]
+    header = ("stage", "in", "out", "quarantined", "skipped", "output written")
+    rows = []
+    errors: list[str] = []  # why the stages that failed did (a few per stage)
+    for stage in C.STAGES:
+        try:
+            receipt = orjson.loads((directory / f"{stage}.json").read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        stats = receipt.get("stats") or {}
+        extra = receipt.get("extra") or {}
+        numbers = [stats.get(k) for k in ("records_in", "records_out", "quarantined", "skipped")]
+        shown = [f"{n:,}" if isinstance(n, int) else "?" for n in numbers]
+        validation = receipt.get("validation") or {}
+        failed = validation.get("passed") is False
+        rows.append((stage, *shown, _written(stage, extra) + ("  FAILED" if failed else "")))
+        if failed:
+            errors.extend(str(e) for e in (validation.get("errors") or [])[:3])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+    for row in [header, *rows]:
+        cells = [row[0].ljust(widths[0])]
+        cells += [str(c).rjust(w) for c, w in zip(row[1:5], widths[1:], strict=True)]
+        lines.append("  " + "  ".join(cells) + "  " + row[5])
+    lines.append("  (in = out + quarantined + skipped, in each stage's records; every left-out")
+    lines.append("   record and its reason is in exports/quarantine/)")
+    lines.extend(f"  FAILED: {error}" for error in errors)
+    missing = summary.get("not_run") if isinstance(summary, dict) else None
+    if missing:
+        names = [str(m.get("stage", m)) if isinstance(m, dict) else str(m) for m in missing]
+        first = missing[0].get("reason") if isinstance(missing[0], dict) else None
+        lines.append(f"  not run: {', '.join(names)}" + (f" ({first}, …)" if first else ""))
+    return lines
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """The Dagster UI and daemon (``dagster dev``) on the project's instance, on 127.0.0.1, so
+    the runs ``distill materialize`` and the plain Dagster command made are there, and the
+    drift sensor judges new ones."""
+    if args.source:
+        os.environ[C.ENV_SOURCE_DIR] = str(Path(args.source).resolve())
+    if args.output:
+        os.environ[C.ENV_OUTPUT_DIR] = _output_setting(args.output)
+    home = ensure_dagster_home()
+    # `dagster dev` (in dagster itself; `dg dev` comes with the dev extra) runs the webserver and
+    # the daemon; run from the instance's folder, it finds its dagster.yaml where it expects it
+    command = [sys.executable, "-W", "ignore:Function `dev_command` is superseded"]
+    command += ["-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml")]
+    command += ["-h", "127.0.0.1", "-p", str(args.port)]
+    print(
+        f"distill: the UI at http://127.0.0.1:{args.port} on the instance in {home} "
+        "(webserver and daemon; Ctrl-C stops both)",
+        flush=True,
+    )
+    # a caught SIGINT becomes the default one in the child, even when distill itself was started
+    # with SIGINT ignored (in the background): `dagster dev` stops on SIGINT, and on SIGTERM only
+    # through its SIGINT handler
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    server = subprocess.Popen(command, cwd=home)
+
+    def stop(_signum: int, _frame: object) -> None:
+        server.send_signal(signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, stop)
+    while True:
+        try:
+            server.wait()
+            return 0 if server.returncode in (0, -signal.SIGINT) else server.returncode
+        except KeyboardInterrupt:
+            # Ctrl-C reached the server too; wait for it to stop its webserver and daemon
+            continue
+
+
+def drift_line(out: Path, run_id: str) -> str:
+    """The run's drift severity in one line (the last the command prints on success)."""
+    from distill_assets.lib.reports import load_drift
+
+    if not (out / C.REPORTS_DIR / run_id / "drift.json").exists():
+        return "distill: drift: not judged (no stage finished)"
+    report = load_drift(out, run_id)
+    against = (
+        f"against run {report.prior_run_id}" if report.prior_run_id else "(baseline established)"
+    )
+    run_flags = [
+        f for f in report.flags if not f.startswith(tuple(f"{d.stage}:" for d in report.stages))
+    ]
+    stage_flags = len(report.flags) - len(run_flags)
+    detail = "; ".join([*run_flags, f"{stage_flags} stage flag(s)"])
+    return f"distill: drift {report.severity.upper()} {against}: {detail} (distill drift {run_id})"
+
+
+def _check_sources(
+    out: Path, source: Path | None, imports: list[ImportSpec], replace: bool
+) -> None:
+    """Refuse sources that would mix with those the output was built from, or (``--replace``)
+    forget the old ones: their evidence and scored runs are removed before the run."""
+    from distill_assets.lib.sources import replace_sources, source_names, sources_conflict
+
+    problem = sources_conflict(out, source_names(source, imports))
+    if problem is None:
+        return
+    if not replace:
+        raise UserError(problem)
+    from distill_assets.lib.locking import live_holder
+
+    holder = live_holder(out)
+    if holder is not None:
+        raise UserError(f"--replace: output {out} is in use by run {holder.get('run_id')}")
+    removed = replace_sources(out)
+    print(
+        f"distill: --replace: removed {', '.join(removed)} of {out} (built from other sources)",
+        flush=True,
+    )
 
 
 def per_day_steps(span: str) -> list[list[str]]:
@@ -272,6 +490,10 @@ def per_day_steps(span: str) -> list[list[str]]:
 
 def _days(first: date, last: date) -> list[date]:
     return [first + timedelta(days=offset) for offset in range((last - first).days + 1)]
+
+
+# quarantined records of one reason printed one by one by ``distill import``; the rest counted
+IMPORT_SHOWN = 10
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -303,24 +525,36 @@ def cmd_import(args: argparse.Namespace) -> int:
                 counts[item.obj["kind"]] += 1
                 if not isinstance(validate_object(item.obj, settings), Record):
                     invalid += 1
+    from distill_assets.lib.importers import left_out_summary
+
+    shown: dict[tuple[str, str], int] = {}
     for failure in batch.failures:
+        key = (failure.disposition, failure.reason)
+        shown[key] = shown.get(key, 0) + 1
+        if failure.disposition == C.DISPOSITION_QUARANTINED and shown[key] > IMPORT_SHOWN:
+            continue  # the summary line below counts them all
         print(
             f"distill import: {failure.disposition} ({failure.reason}): {failure.message}",
             file=sys.stderr,
         )
+    for (disposition, reason), n in shown.items():
+        if disposition == C.DISPOSITION_QUARANTINED and n > IMPORT_SHOWN:
+            print(
+                f"distill import: ... and {n - IMPORT_SHOWN} more {disposition} ({reason})",
+                file=sys.stderr,
+            )
     for warning in batch.warnings:
         print(f"distill import: warning: {warning}", file=sys.stderr)
     made = ", ".join(f"{n} {kind}s" for kind, n in counts.items() if n)
     where = f"-> {target}" if made else f"nothing imported; {target} left as it was"
     files = f"{len(batch.files)} file(s) of {spec.path}"
     print(f"distill import: {made or 'no records'} from {files} {where}")
-    if invalid:
-        print(
-            f"distill import: {invalid} record(s) break the evidence format and will be "
-            "quarantined by collect",
-            file=sys.stderr,
-        )
-    return 1 if batch.failures or invalid else 0
+    left_out = left_out_summary(batch.failures, invalid)
+    if left_out:
+        print(f"distill import: left out {left_out}", file=sys.stderr)
+    if not batch.objects:
+        return 1
+    return 1 if args.strict and (batch.failures or invalid) else 0
 
 
 def _verdict_items(path: Path) -> list[tuple[int, object]]:
@@ -457,10 +691,13 @@ def _run_ids(out: Path) -> list[str]:
 def _require_reports(out: Path) -> None:
     if not out.is_dir():
         raise UserError(
-            f"output directory {out} does not exist (set {C.ENV_OUTPUT_DIR} or --output)"
+            f"output directory {out} does not exist (pass --output DIR or set {C.ENV_OUTPUT_DIR})"
         )
     if not (out / C.REPORTS_DIR).is_dir():
-        raise UserError(f"no reports under {out}: nothing has been materialized there yet")
+        raise UserError(
+            f"no reports under {out}: nothing has been materialized there yet (pass --output DIR "
+            f"or set {C.ENV_OUTPUT_DIR} to where distill materialize wrote)"
+        )
 
 
 def _require_run(out: Path, run_id: str) -> Path:
@@ -549,29 +786,82 @@ def cmd_receipts_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_drift(args: argparse.Namespace) -> int:
-    from distill_assets.lib.reports import load_drift
+def _latest_run_with(out: Path, name: str) -> str:
+    _require_reports(out)
+    for run_id in reversed(_run_ids(out)):
+        if (out / C.REPORTS_DIR / run_id / name).exists():
+            return run_id
+    raise UserError(f"no run under {out} has a drift report yet (run distill materialize)")
 
+
+def _match(value: object, what: str) -> str | None:
+    if value is True:
+        return f"{what} same"
+    if value is False:
+        return f"{what} changed"
+    return None
+
+
+def drift_lines(report: dict) -> list[str]:
+    """A drift report for people: no raw None, no n/a. Fields are read as found (the report's
+    shape may grow: stages as a mapping or a list, changes as pct_change_out or delta_*)."""
+    severity = str(report.get("severity") or "unknown")
+    prior = report.get("prior_run_id")
+    against = f"against run {prior}" if prior else "no earlier run: baseline established"
+    lines = [f"run {report.get('run_id', '?')}: drift {severity.upper()} ({against})"]
+    stages = report.get("stages") or {}
+    items = (
+        list(stages.items())
+        if isinstance(stages, dict)
+        else [(s.get("stage", "?"), s) for s in stages if isinstance(s, dict)]
+    )
+    order = {stage: n for n, stage in enumerate(C.STAGES)}
+    items.sort(key=lambda item: (order.get(item[0], len(order)), str(item[0])))
+    for stage, d in items:
+        parts = [str(d.get("severity") or "?")]
+        pct = d.get("pct_change_out")
+        delta = d.get("delta_records_out", (d.get("deltas") or {}).get("records_out"))
+        if isinstance(pct, int | float):
+            parts.append(f"records out {pct:+.1f}%")
+        elif isinstance(delta, int) and (d.get("prior_run_id") or prior):
+            parts.append(f"records out {delta:+d}")
+        elif d.get("baseline_established"):
+            parts.append("baseline")
+        parts += [
+            m
+            for m in (
+                _match(d.get("input_hash_match"), "inputs"),
+                _match(d.get("output_hash_match"), "output"),
+            )
+            if m
+        ]
+        if d.get("deterministic_violation"):
+            parts.append("DETERMINISM VIOLATED (same inputs, different output)")
+        lines.append(f"  {stage}: " + ", ".join(parts))
+        for flag in d.get("flags") or []:
+            if flag != "baseline_established":
+                lines.append(f"    - {flag}")
+    return lines
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
     out = _output_root(args.output)
-    directory = _require_run(out, args.run_id)
-    if not (directory / "drift.json").exists():
-        raise UserError(f"run {args.run_id} has no drift report")
-    report = load_drift(out, args.run_id)
+    run_id = args.run_id or _latest_run_with(out, "drift.json")
+    directory = _require_run(out, run_id)
+    path = directory / "drift.json"
+    if not path.exists():
+        raise UserError(f"run {run_id} has no drift report")
+    try:
+        report = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise UserError(f"cannot read {path} ({exc})") from None
     if args.json:
-        _print_json(report.model_dump(mode="json"))
+        _print_json(report)
         return 0
-    prior = report.prior_run_id or "none (baseline established)"
-    print(f"run {report.run_id}: drift {report.severity.upper()} against {prior}")
-    for stage, d in report.stages.items():
-        change = "n/a" if d.pct_change_out is None else f"{d.pct_change_out:+.1f}%"
-        print(
-            f"  {stage}: {d.severity}  out {change}  input_hash_match={d.input_hash_match} "
-            f"output_hash_match={d.output_hash_match}"
-            + ("  DETERMINISTIC VIOLATION" if d.deterministic_violation else "")
-        )
-        for flag in d.flags:
-            print(f"    - {flag}")
-    return 0 if report.severity != "alert" or not args.fail_on_alert else 3
+    for line in drift_lines(report):
+        print(line)
+    alert = str(report.get("severity")) == "alert"
+    return 3 if alert and args.fail_on_alert else 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -598,7 +888,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     out = _output_root(args.output, (C.INDEX_PATH,))
     if not out.is_dir():
         raise UserError(
-            f"output directory {out} does not exist (set {C.ENV_OUTPUT_DIR} or --output)"
+            f"output directory {out} does not exist (pass --output DIR or set {C.ENV_OUTPUT_DIR})"
         )
     index = published_index(out)
     if index is None:
@@ -694,7 +984,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run steps in subprocesses (parallel exports) instead of in-process",
     )
+    mat.add_argument(
+        "--replace",
+        action="store_true",
+        help="the output was built from other sources: rebuild it from these only",
+    )
     mat.set_defaults(func=cmd_materialize)
+
+    ui = sub.add_parser(
+        "ui",
+        parents=[common],
+        help="the Dagster UI and daemon on the project's instance (127.0.0.1)",
+    )
+    ui.add_argument(
+        "--source", help=f"evidence directory (default ${C.ENV_SOURCE_DIR} or fixtures)"
+    )
+    ui.add_argument("-p", "--port", type=int, default=DEFAULT_UI_PORT, help="default %(default)s")
+    ui.set_defaults(func=cmd_ui)
 
     synth = sub.add_parser("synth", help="write a seeded synthetic evidence corpus")
     synth.add_argument("--runs", type=int, required=True, help="number of runs")
@@ -720,6 +1026,11 @@ def build_parser() -> argparse.ArgumentParser:
             one.add_argument("--domain", help="τ-bench domain (default: from the file name)")
         one.add_argument(
             "--created-at", help="ISO 8601 time for runs without one (default: file mtime)"
+        )
+        one.add_argument(
+            "--strict",
+            action="store_true",
+            help="exit 1 when anything was left out (default: only when nothing was imported)",
         )
         one.set_defaults(func=cmd_import, kind=kind)
 
@@ -778,7 +1089,7 @@ def build_parser() -> argparse.ArgumentParser:
     df.set_defaults(func=cmd_diff)
 
     drift = sub.add_parser("drift", parents=[common], help="show a run's drift report")
-    drift.add_argument("run_id")
+    drift.add_argument("run_id", nargs="?", help="a run id (default: the latest run)")
     drift.add_argument("--json", action="store_true")
     drift.add_argument("--fail-on-alert", action="store_true", help="exit 3 on an alert")
     drift.set_defaults(func=cmd_drift)
@@ -793,6 +1104,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"distill: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # the reader went away (`distill receipts list | head`): stop quietly; point stdout at
+        # /dev/null so the interpreter's final flush does not fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Glue between Dagster and the pure library: partitions, the resource, stage configs, and the one
 function every asset uses to run a stage and report it (receipt, drift, metadata, summary).
 
-Nothing here reads the environment at import time: paths and thresholds are resolved when a run
+Nothing here reads the environment at import time but the first daily partition (a partitions
+definition is fixed when the definitions load): paths and thresholds are resolved when a run
 starts, and a bad setting fails the run before anything is written, naming the setting.
 """
 
@@ -15,13 +16,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import dagster as dg
 from pydantic import Field
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import progress
-from distill_assets.lib.accounting import StageResult
+from distill_assets.lib.accounting import StageResult, skipped_share_errors
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.exports import ExportSettings
@@ -29,7 +31,12 @@ from distill_assets.lib.formats import FormatSettings, preview_markdown
 from distill_assets.lib.hygiene.curate import HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet, load_eval_set, resolve_eval_path
 from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
-from distill_assets.lib.layout import CHECK_INPUT_GLOBS, STAGE_INPUT_GLOBS, version_relroot
+from distill_assets.lib.layout import (
+    CHECK_INPUT_GLOBS,
+    STAGE_INPUT_GLOBS,
+    partition_start,
+    version_relroot,
+)
 from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
 from distill_assets.lib.parallel import default_workers, release_memory
 from distill_assets.lib.playbooks import PlaybookSettings
@@ -53,8 +60,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "out"
 
-# the last partition is tomorrow (UTC), so records up to the one-day horizon have a home
-DAILY = dg.DailyPartitionsDefinition(start_date=C.PARTITION_START, end_offset=2)
+# The first partition is a setting (DISTILL_PARTITION_START, default 2020-01-01), read once when
+# the definitions load: the UI counts every day from it as a partition, materialized or missing.
+# The last partition is tomorrow (UTC), so records up to the one-day horizon have a home.
+try:
+    FIRST_DAY = partition_start(os.environ.get(C.ENV_PARTITION_START))
+except ValueError as _exc:
+    raise dg.DagsterInvariantViolationError(str(_exc)) from None
+DAILY = dg.DailyPartitionsDefinition(start_date=FIRST_DAY.isoformat(), end_offset=2)
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PER_DAY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 BACKFILL_SINGLE_RUN = "single_run"
@@ -126,6 +139,27 @@ class DistillResource(dg.ConfigurableResource):
         default=None,
         description="Drift alerts are POSTed here (default: $DISTILL_ALERT_WEBHOOK_URL).",
     )
+    max_skipped_share: float | None = Field(
+        default=None,
+        description="Fail a stage that skips more than this share (0..1) of the records it "
+        "reads (default: $DISTILL_MAX_SKIPPED_SHARE, else no limit).",
+    )
+
+    def skipped_limit(self) -> float | None:
+        """The largest share of skipped records a stage may have (None: no limit)."""
+        setting, raw = "max_skipped_share", self.max_skipped_share
+        if raw is None:
+            text = os.environ.get(C.ENV_MAX_SKIPPED_SHARE)
+            if not text:
+                return None
+            setting = C.ENV_MAX_SKIPPED_SHARE
+            try:
+                raw = float(text)
+            except ValueError as exc:
+                raise ConfigError(setting, text, "not a number") from exc
+        if not 0.0 <= raw <= 1.0:
+            raise ConfigError(setting, raw, "must be a share between 0 and 1")
+        return raw
 
     def webhook_url(self) -> str | None:
         return self.alert_webhook_url or os.environ.get(C.ENV_ALERT_WEBHOOK) or None
@@ -169,6 +203,24 @@ class DistillResource(dg.ConfigurableResource):
         if specs and self.source_dir is None and not os.environ.get(C.ENV_SOURCE_DIR):
             return None, specs
         return self.source_root(), specs
+
+    def source_names(self) -> list[str]:
+        """The run's sources as the output records them (lib/sources.py)."""
+        from distill_assets.lib.sources import source_names
+
+        source, imports = self.evidence_sources()
+        return source_names(source, imports)
+
+    def check_sources(self) -> None:
+        """Refuse, before anything is written, a run whose sources would mix with the other
+        sources a local output was built from (one line naming both, and the ways out)."""
+        from distill_assets.lib.sources import sources_conflict
+
+        if self.output_location().remote:
+            return
+        problem = sources_conflict(self.output_root(), self.source_names())
+        if problem is not None:
+            raise dg.Failure(description=problem)
 
     def source_root(self) -> Path:
         setting, raw = "source_dir", self.source_dir
@@ -318,6 +370,7 @@ class CollectConfig(dg.Config):
             future_horizon=timedelta(hours=self.future_horizon_hours),
             max_messages=self.max_messages,
             max_messages_depth=self.max_messages_depth,
+            earliest=FIRST_DAY,
             now=recorded_now(),
         )
 
@@ -434,7 +487,9 @@ class ExportConfig(HygieneConfig):
         default=None, description="When set, only these categories reach SFT."
     )
     sft_deny_categories: list[str] | None = Field(
-        default=None, description="Categories kept out of SFT (default: the unsafe list)."
+        default=None,
+        description="Categories kept out of this export (SFT, KTO, RAG, preference pairs; "
+        "default: the unsafe list; [] denies none).",
     )
     min_margin: float = Field(default=0.2, description="Least score gap of a preference pair.")
     max_pairs_per_task: int | None = Field(
@@ -496,12 +551,19 @@ class PlaybookConfig(HygieneConfig):
     answer_chars: int = Field(default=400, description="Longest failed run's answer shown.")
     max_divergences: int = Field(default=5, description="Failed runs compared per playbook.")
     title_chars: int = Field(default=80, description="Longest title.")
+    deny_categories: list[str] | None = Field(
+        default=None,
+        description="Categories whose runs no playbook uses (default: the unsafe list; [] none).",
+    )
 
     def settings(self) -> PlaybookSettings:
         problems = self.hygiene().errors()
         if problems:
             raise ConfigError("playbook settings", None, "; ".join(problems))
         fields = self.model_dump(include=set(PlaybookSettings.__dataclass_fields__))
+        denied = fields.pop("deny_categories")
+        if denied is not None:
+            fields["deny_categories"] = tuple(denied)
         settings = PlaybookSettings(**fields)
         problems = settings.errors()
         if problems:
@@ -648,8 +710,10 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
         if isinstance(config, ExportConfig):
             config.eval_path(distill)
     distill.thresholds()
+    distill.skipped_limit()
     if C.STAGE_COLLECT in selected:
         distill.source_root()
+        distill.check_sources()
     hygienic = [
         asset
         for asset, config_class in CONFIG_CLASSES.items()
@@ -668,6 +732,36 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
                 + ", ".join(sorted(values))
                 + ")",
             )
+
+
+def run_tags(distill: DistillResource) -> dict[str, str]:
+    """The tags that tell this graph's runs apart: where the evidence came from and where the
+    datasets went (a URL without its user and password)."""
+    # as configured, without the existence checks: a run of the exports alone needs no source
+    try:
+        imports = distill.import_specs()
+    except ConfigError:
+        imports = []
+    raw = distill.source_dir or os.environ.get(C.ENV_SOURCE_DIR)
+    sources = [str(Path(raw).resolve()) if raw else str(DEFAULT_SOURCE_DIR)]
+    if imports and not raw:
+        sources = []
+    sources += [f"{spec.kind} {spec.path}" for spec in imports]
+    _, output = distill._output_setting()
+    parts = urlsplit(output)
+    if parts.scheme and "@" in parts.netloc:
+        output = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+    elif not parts.scheme:
+        output = str(Path(output).resolve())
+    return {C.TAG_SOURCE: ", ".join(sources), C.TAG_OUTPUT: output}
+
+
+def tag_run(context: dg.AssetExecutionContext, distill: DistillResource) -> None:
+    """Tag the run with its source and output, however it was launched (``distill
+    materialize``, ``dagster asset materialize``, the UI, a backfill)."""
+    tags = run_tags(distill)
+    if any(context.run.tags.get(key) != value for key, value in tags.items()):
+        context.instance.add_run_tags(context.run.run_id, tags)
 
 
 def _run_finished(context: dg.AssetExecutionContext) -> Callable[[str], bool]:
@@ -725,7 +819,9 @@ def run_stages(
         try:
             for stage in stages:
                 preflight(context, distill, stage)
+            tag_run(context, distill)
             thresholds = distill.thresholds()
+            skipped_limit = distill.skipped_limit()
             with workspace.reports(run_id):
                 taken = acquire(out_root, run_id, _run_finished(context), context.log.warning)
                 if versioned and workspace.remote:
@@ -759,6 +855,7 @@ def run_stages(
                 result.output_root = version_relroot(run_id)
             if settings.get(stage):
                 result.extra["settings"] = settings[stage]
+            result.errors.extend(skipped_share_errors(stage, result.tally, skipped_limit))
             own_ms = result.extra.get("own_ms")
             began = started if own_ms is None else time.perf_counter() - own_ms / 1000
             with workspace.reports(run_id):
@@ -817,6 +914,8 @@ def _report(
         metadata[C.MD_COLUMN_SCHEMA] = schema
     if result.partitions:
         metadata[C.MD_PARTITIONS] = f"{result.partitions[0]}..{result.partitions[-1]}"
+        metadata[C.MD_FIGURES_OF] = figures_label(result.partitions)
+        observe_days(context, C.STAGE_ASSET[stage], result)
     metadata.update(extras)
     drift = recorded.drift
     severity = (
@@ -843,6 +942,42 @@ def _report(
         ),
         failure,
     )
+
+
+def figures_label(days: Sequence[str]) -> str:
+    """Whose figures a materialization carries: Dagster shows one range run's metadata on every
+    partition of the range, so say it is the range's (each day's own is its observation)."""
+    if len(days) == 1:
+        return f"the day {days[0]}"
+    return (
+        f"the whole range {days[0]}...{days[-1]} ({len(days)} days); each day's own counts are "
+        "its observation"
+    )
+
+
+def observe_days(context: dg.AssetExecutionContext, asset: str, result: StageResult) -> None:
+    """Log each day's own counts on that day's partition (one AssetObservation per day of the
+    run), so a partition's page shows its day, not the range's totals."""
+    per_day = result.extra.get("per_partition") or {}
+    if not context.has_partition_key_range and not context.has_partition_key:
+        return
+    for day in context.partition_keys:
+        counts = per_day.get(day, {})
+        records_out = int(counts.get("records_out", 0))
+        context.log_event(
+            dg.AssetObservation(
+                asset_key=asset,
+                partition=day,
+                metadata={
+                    C.MD_ROW_COUNT: records_out,
+                    C.MD_RECORDS_IN: int(counts.get("records_in", 0)),
+                    C.MD_RECORDS_OUT: records_out,
+                    C.MD_QUARANTINED: int(counts.get("quarantined", 0)),
+                    C.MD_SKIPPED: int(counts.get("skipped", 0)),
+                    C.MD_FIGURES_OF: f"the day {day}",
+                },
+            )
+        )
 
 
 def progress_interval() -> float:

@@ -19,7 +19,7 @@ from distill_tests.conftest import REPO_ROOT, copy_fixtures
 from distill_tests.corpus import write_corpus
 
 
-def start(source, out, env, span: str | None = None) -> subprocess.Popen:
+def start(source, out, env, span: str | None = None, *extra: str) -> subprocess.Popen:
     span_args = ["--partition-range", span] if span else []
     return subprocess.Popen(
         [
@@ -32,6 +32,7 @@ def start(source, out, env, span: str | None = None) -> subprocess.Popen:
             "--output",
             str(out),
             *span_args,
+            *extra,
         ],
         cwd=REPO_ROOT,
         env=env,
@@ -95,7 +96,9 @@ def test_second_run_fails_clearly_and_datasets_stay_whole(tmp_path):
     rows = [orjson.loads(x) for x in (out / C.SFT_PATH).read_bytes().splitlines()]
     assert rows and all(r["task_id"].startswith("task-") for r in rows)
     assert not (out / LOCK_PATH).exists()  # released at the end of the run
-    third = start(small, out, env)
+    # another source into the same output: the lock lets it in, and --replace says the user
+    # means to rebuild the output from it (else it is refused: sources never mix)
+    third = start(small, out, env, None, "--replace")
     _, err3 = third.communicate(timeout=300)
     assert third.returncode == 0, err3.decode()[-2000:]
 

@@ -223,10 +223,12 @@ def test_card_header_body_and_receipt(default_run, kind):
 
 
 @pytest.mark.parametrize("kind", list(C.DATASET_KINDS))
-def test_datasets_reads_the_card_configs(default_run, kind):
+def test_datasets_reads_the_card_configs(default_run, kind, tmp_path):
     _, out, _ = default_run
     stage = C.DATASET_KINDS[kind]
-    loaded = datasets.load_dataset(str(out / C.EXPORTS_DIR / kind))
+    # a cache of its own: the user-wide one may hold another build of a folder of this name
+    # (seen: a stale 10-row rag split served for a 9-row file)
+    loaded = datasets.load_dataset(str(out / C.EXPORTS_DIR / kind), cache_dir=str(tmp_path))
     expected = {"train": len(rows(out / C.TRAIN_PATHS[stage]))}
     if rows(out / C.HOLDOUT_PATHS[stage]):
         expected["holdout"] = len(rows(out / C.HOLDOUT_PATHS[stage]))

@@ -12,6 +12,7 @@ import pytest
 from distill_assets.lib import constants as C
 from distill_assets.lib.reports import load_drift
 from distill_assets.lib.runconfig import run_config_of
+from distill_assets.lib.sources import record_sources, source_names
 from distill_tests.conftest import copy_fixtures, materialize_graph
 
 DATASET_TREES = (C.EVIDENCE_DIR, C.SCORED_DIR, C.EXPORTS_DIR)
@@ -55,6 +56,9 @@ def scenario(tmp_path: Path, baseline) -> tuple[Path, Path]:
     source, out, _ = baseline
     shutil.copytree(source, tmp_path / "src")
     shutil.copytree(out, tmp_path / "out")
+    # the copies stand for the baseline's source and output: the output's record of its
+    # sources (lib/sources.py) follows the source to its new path
+    record_sources(tmp_path / "out", source_names(tmp_path / "src"))
     return tmp_path / "src", tmp_path / "out"
 
 
@@ -73,9 +77,9 @@ def test_identical_inputs_give_identical_bytes_and_ok_drift(
     assert snapshot(out, drift.run_id) == before
     assert drift.severity == C.SEVERITY_OK and drift.prior_run_id == baseline[2]
     for stage in C.STAGES:
-        assert drift.stages[stage].output_hash_match is True
-        assert drift.stages[stage].input_hash_match is True
-        assert not drift.stages[stage].deterministic_violation
+        assert drift.stage(stage).output_hash_match is True
+        assert drift.stage(stage).input_hash_match is True
+        assert not drift.stage(stage).deterministic_violation
     fresh = materialize_graph(project_defs, instance, source, tmp_path / "fresh")
     assert fresh.success
     assert snapshot(tmp_path / "fresh", fresh.run_id) == before
@@ -86,16 +90,16 @@ def test_counts_between_thresholds_warn(tmp_path, baseline, project_defs, instan
     # 16 more unreadable lines: collect's records in grow 66 -> 82 (+24%), nothing else moves
     (source / "runs" / "garbage.jsonl").write_text("{not json\n" * 16)
     drift = rerun(project_defs, instance, source, out)
-    assert drift.stages[C.STAGE_COLLECT].severity == C.SEVERITY_WARN
+    assert drift.stage(C.STAGE_COLLECT).severity == C.SEVERITY_WARN
     assert drift.severity == C.SEVERITY_WARN
-    assert any("records_in_changed" in f for f in drift.stages[C.STAGE_COLLECT].flags)
+    assert any("records_in_changed" in f for f in drift.stage(C.STAGE_COLLECT).flags)
 
 
 def test_counts_beyond_alert_threshold_alert(tmp_path, baseline, project_defs, instance):
     source, out = scenario(tmp_path, baseline)
     (source / "runs" / "garbage.jsonl").write_text("{not json\n" * 40)  # 66 -> 106 (+61%)
     drift = rerun(project_defs, instance, source, out)
-    assert drift.stages[C.STAGE_COLLECT].severity == C.SEVERITY_ALERT
+    assert drift.stage(C.STAGE_COLLECT).severity == C.SEVERITY_ALERT
     assert drift.severity == C.SEVERITY_ALERT
 
 
@@ -106,16 +110,16 @@ def test_removing_half_the_reviews_warns_at_least(tmp_path, baseline, project_de
     reviews.write_text("".join(lines[::2]))
     drift = rerun(project_defs, instance, source, out)
     assert drift.severity in (C.SEVERITY_WARN, C.SEVERITY_ALERT)
-    assert drift.stages[C.STAGE_SCORE].severity != C.SEVERITY_OK
-    assert not drift.stages[C.STAGE_COLLECT].input_hash_match
+    assert drift.stage(C.STAGE_SCORE).severity != C.SEVERITY_OK
+    assert not drift.stage(C.STAGE_COLLECT).input_hash_match
 
 
 def test_new_reason_code_warns(tmp_path, baseline, project_defs, instance):
     source, out = scenario(tmp_path, baseline)
     (source / "runs" / "odd.jsonl").write_bytes(b'{"kind": "run", "bad": "\xff"}\n')
     drift = rerun(project_defs, instance, source, out)
-    assert f"new_reason_code:{C.R_INVALID_UTF8}" in drift.stages[C.STAGE_COLLECT].flags
-    assert drift.stages[C.STAGE_COLLECT].severity == C.SEVERITY_WARN
+    assert f"new_reason_code:{C.R_INVALID_UTF8}" in drift.stage(C.STAGE_COLLECT).flags
+    assert drift.stage(C.STAGE_COLLECT).severity == C.SEVERITY_WARN
 
 
 def test_planted_nondeterminism_is_an_alert(
@@ -130,12 +134,12 @@ def test_planted_nondeterminism_is_an_alert(
     real = exports.stable_id
     monkeypatch.setattr(exports, "stable_id", lambda *a: real(*a, str(next(counter))))
     drift = rerun(project_defs, instance, source, out)
-    sft = drift.stages[C.STAGE_EXPORT_SFT]
+    sft = drift.stage(C.STAGE_EXPORT_SFT)
     assert sft.input_hash_match and not sft.output_hash_match
     assert sft.deterministic_violation and sft.severity == C.SEVERITY_ALERT
     assert "deterministic_violation" in sft.flags
     assert drift.severity == C.SEVERITY_ALERT
-    assert not drift.stages[C.STAGE_COLLECT].deterministic_violation
+    assert not drift.stage(C.STAGE_COLLECT).deterministic_violation
 
 
 def test_changed_config_is_a_changed_input_not_a_violation(
@@ -145,5 +149,5 @@ def test_changed_config_is_a_changed_input_not_a_violation(
     config = run_config_of({C.ASSET_PREFERENCE_PAIRS: {"min_margin": 0.6}})
     result = materialize_graph(project_defs, instance, source, out, run_config=config)
     assert result.success
-    drift = load_drift(out, result.run_id).stages[C.STAGE_EXPORT_PREFERENCE]
+    drift = load_drift(out, result.run_id).stage(C.STAGE_EXPORT_PREFERENCE)
     assert drift.input_hash_match is False and not drift.deterministic_violation

@@ -110,9 +110,9 @@ EXPECTED = {
         records_in=55, records_out=50, quarantined=5, skipped=0, accepted=10, rejected=4
     ),
     C.STAGE_EXTRACT_PLAYBOOKS: dict(
-        records_in=22, records_out=19, quarantined=3, skipped=0, accepted=15, rejected=4
+        records_in=22, records_out=18, quarantined=4, skipped=0, accepted=14, rejected=4
     ),
-    C.STAGE_EXPORT_RAG: dict(records_in=11, records_out=11, quarantined=0, skipped=0),
+    C.STAGE_EXPORT_RAG: dict(records_in=10, records_out=10, quarantined=0, skipped=0),
     C.STAGE_EXPORT_SFT: dict(records_in=22, records_out=9, quarantined=13, skipped=0),
     C.STAGE_EXPORT_PREFERENCE: dict(
         records_in=22, records_out=11, quarantined=11, skipped=0, accepted=7, rejected=4
@@ -121,8 +121,8 @@ EXPECTED = {
         records_in=22, records_out=13, quarantined=9, skipped=0, accepted=9, rejected=4
     ),
     C.STAGE_EXPORT_REVIEW: dict(records_in=3, records_out=3, quarantined=0, skipped=0),
-    C.STAGE_INDEX: dict(records_in=10, records_out=10, quarantined=0, skipped=0),
-    C.STAGE_PUBLISH: dict(records_in=50, records_out=50, quarantined=0, skipped=0),
+    C.STAGE_INDEX: dict(records_in=9, records_out=9, quarantined=0, skipped=0),
+    C.STAGE_PUBLISH: dict(records_in=48, records_out=48, quarantined=0, skipped=0),
 }
 EXPECTED_REASONS = {
     C.STAGE_COLLECT: {
@@ -139,7 +139,8 @@ EXPECTED_REASONS = {
         C.R_NOT_AN_OBJECT: 1,
     },
     C.STAGE_SCORE: {C.R_CONFLICTING_DUPLICATE: 3, C.R_ORPHAN_EVIDENCE: 2},
-    C.STAGE_EXTRACT_PLAYBOOKS: {C.R_NEEDS_HUMAN_REVIEW: 3},
+    # run-013 (T-phish, malware) is denied everywhere since issue 14
+    C.STAGE_EXTRACT_PLAYBOOKS: {C.R_NEEDS_HUMAN_REVIEW: 3, C.R_DENIED_CATEGORY: 1},
     C.STAGE_EXPORT_RAG: {},
     C.STAGE_EXPORT_SFT: {
         C.R_PARTIALLY_ACCEPTED: 5,
@@ -149,7 +150,8 @@ EXPECTED_REASONS = {
     },
     C.STAGE_EXPORT_PREFERENCE: {
         C.R_NEEDS_HUMAN_REVIEW: 3,
-        C.R_NO_PAIR: 7,
+        C.R_DENIED_CATEGORY: 1,
+        C.R_NO_PAIR: 6,
         C.R_IDENTICAL_TEXT: 1,
         C.R_BELOW_MARGIN: 1,
         C.R_NEAR_DUPLICATE: 3,
@@ -181,9 +183,10 @@ def test_conservation(receipts, stage):
 
 
 def test_dataset_sizes(out):
-    # one playbook per task with a trusted run (11), T-certs' in the holdout
-    assert len(rows(out / C.RAG_PATH)) == 10
-    assert len(rows(out / C.EXTRACTED_PATH)) == 10
+    # one playbook per task with a trusted run (11) but T-phish (denied category: issue 14),
+    # T-certs' in the holdout
+    assert len(rows(out / C.RAG_PATH)) == 9
+    assert len(rows(out / C.EXTRACTED_PATH)) == 9
     assert [r["task_id"] for r in rows(out / C.EXTRACTED_HOLDOUT_PATH)] == ["T-certs"]
     assert [r["task_id"] for r in rows(out / C.RAG_HOLDOUT_PATH)] == ["T-certs"]
     assert len(rows(out / C.SFT_PATH)) == 8
@@ -248,7 +251,7 @@ def test_quarantine_rows_name_the_record(out):
                 row["run_id"] or row["record_type"] == "pair" or row["playbook_id"]
             )
     extract_q = rows(out / C.quarantine_path(C.STAGE_EXTRACT_PLAYBOOKS))
-    assert sorted(r["run_id"] for r in extract_q) == ["run-007", "run-008", "run-010"]
+    assert sorted(r["run_id"] for r in extract_q) == ["run-007", "run-008", "run-010", "run-013"]
 
 
 def test_extracted_playbooks(out):
@@ -398,7 +401,7 @@ def test_summary_and_drift_files(out, receipts):
     run_id = receipts[C.STAGE_COLLECT].run_id
     summary = load_summary(out, run_id)
     assert [row.stage for row in summary.stages] == list(C.STAGES)
-    assert summary.datasets["sft"].records == 8  # the train file; run-009 is in the holdout
+    assert summary.datasets["sft"] == 8  # the train file; run-009 is in the holdout
     assert summary.totals["records_in"] == sum(r.stats.records_in for r in receipts.values())
     drift = load_drift(out, run_id)
     assert drift.prior_run_id is None and drift.baseline_established
@@ -445,7 +448,7 @@ def test_manifest_lists_checked_datasets(out):
     ):
         assert listed[path]["sha256"] == sha256_file(out / path)
     assert listed[C.REVIEW_QUEUE_PATH]["rows"] == 3
-    assert listed[C.INDEX_PATH]["rows"] == 10
+    assert listed[C.INDEX_PATH]["rows"] == 9  # T-phish is denied (issue 14)
     assert manifest["indexes"] == {"rag_index": C.INDEX_PATH}
     assert "run_id" not in manifest
 

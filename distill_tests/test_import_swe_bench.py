@@ -303,10 +303,6 @@ MALFORMED: dict[str, tuple[Callable[[Path], None], str, str, str]] = {
     "results not an object": (
         lambda root: (root / RESULTS).write_bytes(b"[]"), RESULTS, C.R_IMPORT_MALFORMED,
         "expected a JSON object"),
-    "results list ids not predicted": (
-        lambda root: _edit_json(root / RESULTS, lambda r: r["incomplete_ids"].append("ghost__x-1")),
-        RESULTS, C.R_IMPORT_MALFORMED, "1 instance id(s) that are not in "
-        "swe-bench:agentx/all_preds.jsonl: ghost__x-1"),
     "results missing resolved": (
         lambda root: _edit_json(root / RESULTS, lambda r: r.pop("resolved_ids")),
         RESULTS, C.R_IMPORT_MALFORMED, "missing key resolved"),

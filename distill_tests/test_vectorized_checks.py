@@ -661,6 +661,7 @@ def planted(fixture_run, tmp_path) -> Path:
         **next(row for row in rows if row["quality_score"] == C.QUALITY_ACCEPTED),
         "task_id": "T-extra",
         "score": 1.0,
+        "category": "ops",  # not the template run's: it may be in a denied category
     }
     extra = [
         {**template, "run_id": "run-empty", "response_empty": True},
@@ -896,18 +897,18 @@ def test_frames_judged_in_batches_report_as_the_whole(planted):
 
 def test_firewall_extracted(planted):
     rows = _read(planted / C.EXTRACTED_PATH)
-    assert [r["task_id"] for r in rows[:9]] == [
+    # T-phish (category malware) is denied by default: no playbook (issue 14)
+    assert [r["task_id"] for r in rows[:8]] == [
         "T-backup",
         "T-cache",
         "T-dns",
         "T-incident",
         "T-login",
         "T-onboard",
-        "T-phish",
         "T-refund",
         "T-sql",
     ]
-    compared = [{**rows[8]["divergences"][0], "run_id": "run-001"}]
+    compared = [{**rows[7]["divergences"][0], "run_id": "run-001"}]
     _plant(
         planted,
         C.EXTRACTED_PATH,
@@ -918,7 +919,7 @@ def test_firewall_extracted(planted):
             3: {"source_run_ids": ["ghost"], "sources": []},
             5: {"task_id": "T-extra", "source_run_ids": ["run-empty"]},
             6: {"failed_run_ids": ["run-018"]},  # rejected, of T-dns
-            8: {"divergences": compared},  # a run compared but not listed as failed
+            7: {"divergences": compared},  # a run compared but not listed as failed
         },
     )
     assert _found(verify_extracted(planted)) == [
@@ -927,7 +928,7 @@ def test_firewall_extracted(planted):
         (4, "source_run_unknown"),
         (6, C.R_EMPTY_RESPONSE),
         (7, "task_mismatch"),
-        (9, "failed_run_not_rejected"),
+        (8, "failed_run_not_rejected"),
     ]
 
 

@@ -71,3 +71,40 @@ def conservation_errors(tally: Tally) -> list[str]:
         f"conservation broken: {tally.records_in} records in, but {tally.records_out} out + "
         f"{tally.quarantined} quarantined + {tally.skipped} skipped = {accounted}"
     ]
+
+
+def skipped_share_errors(stage: str, tally: Tally, limit: float | None) -> list[str]:
+    """One message when the stage skipped more than ``limit`` (a fraction, 0..1) of the records
+    it took in; none when ``limit`` is None (the default: no limit) or nothing came in."""
+    if limit is None or tally.records_in == 0:
+        return []
+    share = tally.skipped / tally.records_in
+    if share <= limit:
+        return []
+    return [
+        f"{stage} skipped {tally.skipped} of {tally.records_in} records ({share:.1%}), more "
+        f"than max_skipped_share {limit:g} allows; top reasons: {top_reasons(tally)}"
+    ]
+
+
+def top_reasons(tally: Tally, count: int = 3) -> str:
+    """The most frequent reason codes of what a stage left out, as ``code N, ...``."""
+    ranked = sorted(tally.reasons.items(), key=lambda item: (-item[1], item[0]))[:count]
+    return ", ".join(f"{code} {n}" for code, n in ranked) or "none recorded"
+
+
+def nothing_usable_errors(
+    stage: str, tally: Tally, had_sources: bool, usable_elsewhere: bool = False
+) -> list[str]:
+    """One message when a stage kept no record although it read some (or its sources held no
+    file at all) and no other day of the output holds one either: a run with nothing usable
+    fails before anything is published. A day of a per-day backfill without records, while
+    other days have some, is not a failure."""
+    if usable_elsewhere or tally.records_out > 0 or (tally.records_in == 0 and had_sources):
+        return []
+    if tally.records_in == 0:
+        return [f"{stage}: the sources hold no evidence file: nothing to build datasets from"]
+    return [
+        f"{stage}: no usable record among {tally.records_in} read; top reasons: "
+        f"{top_reasons(tally)}"
+    ]

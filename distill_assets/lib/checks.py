@@ -224,6 +224,13 @@ def no_secrets(asset: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
     )
 
 
+def _playbook_deny_list(receipt: StageReceipt) -> tuple[str, ...]:
+    """The deny-list the checked extraction used, as its receipt recorded it."""
+    from distill_assets.orchestration import PlaybookConfig
+
+    return PlaybookConfig(**receipt.extra.get("settings", {})).settings().deny_categories
+
+
 def _settings_used(receipt: StageReceipt) -> Any:
     """The export settings the checked run used, as its receipt recorded them."""
     from distill_assets.orchestration import ExportConfig
@@ -280,7 +287,13 @@ def dataset_checks(
     rules = [c for c in checks if (asset, c) in _FRAME_RULES]
     reports = {check: fw.FirewallReport() for check in rules}
     table = fw.scored_lookup(out_root) if rules else None
-    settings = _settings_used(receipt) if rules and asset != C.ASSET_EXTRACTED_PLAYBOOKS else None
+    settings: Any = None
+    if rules:
+        settings = (
+            (_playbook_deny_list(receipt),)
+            if asset == C.ASSET_EXTRACTED_PLAYBOOKS
+            else (_settings_used(receipt),)
+        )
     tasks = TaskSides()
     # the firewall's columns of the pieces, judged in joins of FIREWALL_ROWS rows (each join
     # probes every scored run once: once per piece would cost the table's size per piece)
@@ -291,8 +304,7 @@ def dataset_checks(
         gathered.clear()
         for check in rules:
             verify = getattr(fw, _FRAME_RULES[(asset, check)])
-            args = (frame, table) if settings is None else (frame, table, settings)
-            reports[check].merge(verify(*args))
+            reports[check].merge(verify(frame, table, *settings))
 
     for piece in batched(iter_jsonl(model, paths, missing_ok=True)):
         if validation is not None:

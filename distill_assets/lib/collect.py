@@ -27,6 +27,7 @@ import io
 import itertools
 import mmap
 import os
+import re
 import shutil
 import tempfile
 from collections import Counter, deque
@@ -954,6 +955,8 @@ class Collector:
         result.extra["secrets"] = dict(sorted(self.secrets.items()))
         result.errors.extend(conservation_errors(total))
         result.extra["per_partition"] = per_day
+        # the exports trust this run's "no secret here" verdicts only under the same rules
+        result.extra["secret_rules"] = C.SECRET_RULES_VERSION
         if self.days is not None:
             result.partitions = sorted(day.isoformat() for day in self.days)
         return result
@@ -1085,3 +1088,38 @@ def collect(
         scans.close()
         collector.abort()
         raise
+
+
+_DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
+
+
+def source_date_range(source: Path) -> tuple[date, date] | None:
+    """First and last created_at date in the sources, from a fast byte scan (no JSON parsing)."""
+    first = last = None
+    for path in sorted(source.rglob("*.jsonl")):
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    chunk += fh.readline()
+                    for match in _DATE_RE.finditer(chunk):
+                        try:
+                            found = date.fromisoformat(match.group(1).decode())
+                        except ValueError:
+                            continue
+                        first = found if first is None or found < first else first
+                        last = found if last is None or found > last else last
+        except OSError:
+            continue
+    return None if first is None or last is None else (first, last)
+
+
+def dated_beyond(source: Path | None, days: Iterable[date]) -> bool:
+    """Whether the source directory holds lines dated outside ``days`` (a byte scan: only
+    called when a collect kept nothing, to tell a day without data from a useless source)."""
+    if source is None:
+        return False
+    span = source_date_range(source)
+    if span is None:
+        return False
+    asked = set(days)
+    return span[0] not in asked or span[1] not in asked

@@ -12,6 +12,8 @@ EVIDENCE_FORMAT_VERSION: Final = 1
 RECEIPT_SCHEMA_VERSION: Final = 1
 SUMMARY_SCHEMA_VERSION: Final = 1
 DRIFT_SCHEMA_VERSION: Final = 1
+# how a run without a category is counted in a stage's category mix (receipt extra.categories)
+NO_CATEGORY: Final = "(none)"
 INDEX_SCHEMA_VERSION: Final = 1
 
 # --- stages -------------------------------------------------------------------------------
@@ -124,6 +126,8 @@ EVIDENCE_DIR: Final = "evidence"
 SCORED_DIR: Final = "scored-runs"
 EXPORTS_DIR: Final = "exports"
 REPORTS_DIR: Final = "reports"
+# the sources the output was built from (lib/sources.py): other sources are refused
+SOURCES_PATH: Final = "sources.json"
 VERSIONS_DIR: Final = ".versions"
 VERSIONS_KEPT: Final = 5
 RAG_PATH: Final = "exports/rag/playbooks.jsonl"
@@ -261,6 +265,9 @@ R_DUPLICATE: Final = "duplicate_record"
 R_IMPORT_MISSING_FILE: Final = "import_missing_file"
 R_IMPORT_INVALID_JSON: Final = "import_invalid_json"
 R_IMPORT_MALFORMED: Final = "import_malformed"
+# an instance id the results list but no prediction has (the harness lists every dataset
+# instance it was not given under incomplete_ids): one quarantined item, the system is kept
+R_IMPORT_ORPHAN_RESULT: Final = "import_orphan_result"
 # collect: records that parse but break the format (quarantined)
 R_UNKNOWN_KIND: Final = "unknown_kind"
 R_MISSING_FIELD: Final = "missing_field"  # rendered as missing_field:<name>
@@ -296,6 +303,8 @@ R_NEEDS_HUMAN_REVIEW: Final = "needs_human_review"
 R_PARTIALLY_ACCEPTED: Final = "quality_partially_accepted"
 R_CATEGORY_DISALLOWED: Final = "category_disallowed"
 R_UNSAFE_SFT_CATEGORY: Final = "unsafe_sft_category"
+# a run (or a playbook) in a denied category kept out of the extraction, RAG or preference pairs
+R_DENIED_CATEGORY: Final = "category_denied"
 R_MISSING_SOURCE_RUN_ID: Final = "missing_source_run_id"
 R_SELF_PAIR: Final = "self_pair"
 R_IDENTICAL_TEXT: Final = "identical_text"
@@ -311,7 +320,8 @@ R_NEAR_DUPLICATE: Final = "near_duplicate"
 # index
 R_DUPLICATE_PLAYBOOK: Final = "duplicate_playbook_id"
 
-# categories kept out of SFT unless a configured deny-list replaces this one (docs/datasets.md)
+# categories kept out of every published export (SFT, KTO, the extraction, RAG and its index,
+# preference pairs) unless an export's configured deny-list replaces this one (docs/datasets.md)
 DEFAULT_UNSAFE_SFT_CATEGORIES: Final = (
     "credential_access",
     "exploit",
@@ -399,6 +409,9 @@ SECRET_ACTION_REDACT: Final = "redact"
 SECRET_ACTIONS: Final = (SECRET_ACTION_QUARANTINE, SECRET_ACTION_REDACT)
 
 # --- metadata keys on materializations ----------------------------------------------------
+# run tags every run of the graph carries, however it was launched (tell runs apart in the UI)
+TAG_SOURCE: Final = "distill/source"
+TAG_OUTPUT: Final = "distill/output"
 MD_ROW_COUNT: Final = "dagster/row_count"
 MD_COLUMN_SCHEMA: Final = "dagster/column_schema"
 MD_INPUT_HASH: Final = "distill/input_hash"
@@ -414,6 +427,9 @@ MD_DRIFT_SEVERITY: Final = "distill/drift_severity"
 MD_STAGE: Final = "distill/stage"
 MD_RUN_ID: Final = "distill/run_id"
 MD_PARTITIONS: Final = "distill/partitions"
+# whose figures a materialization or observation carries: a range run's are the whole range's
+# (Dagster shows them on every partition of the range), a day's observation its own
+MD_FIGURES_OF: Final = "distill/figures_of"
 MD_DURATION_MS: Final = "distill/duration_ms"
 MD_VALIDATION_PASSED: Final = "distill/validation_passed"
 MD_SECRETS_PREFIX: Final = "distill/secrets/"
@@ -446,6 +462,8 @@ ENV_RECORDED_AT: Final = "DISTILL_RECORDED_AT"
 ENV_DRIFT_WARN: Final = "DISTILL_DRIFT_WARN_PCT"
 ENV_DRIFT_ALERT: Final = "DISTILL_DRIFT_ALERT_PCT"
 ENV_DRIFT_MIN_BASE: Final = "DISTILL_DRIFT_MIN_BASE"
+# the largest share (0..1) of its records a stage may skip before it fails (default: no limit)
+ENV_MAX_SKIPPED_SHARE: Final = "DISTILL_MAX_SKIPPED_SHARE"
 ENV_ALERT_WEBHOOK: Final = "DISTILL_ALERT_WEBHOOK_URL"
 ENV_GIT_COMMIT: Final = "DISTILL_GIT_COMMIT"
 ENV_WORKERS: Final = "DISTILL_WORKERS"
@@ -456,10 +474,13 @@ ENV_PROGRESS_INTERVAL: Final = "DISTILL_PROGRESS_INTERVAL_S"
 # scale-out (docs/deploy.md)
 ENV_STAGING_DIR: Final = "DISTILL_STAGING_DIR"
 ENV_EXECUTOR: Final = "DISTILL_EXECUTOR"
+ENV_PARTITION_START: Final = "DISTILL_PARTITION_START"
 ENV_CELERY_BROKER: Final = "DISTILL_CELERY_BROKER_URL"
 EXECUTOR_CELERY: Final = "celery"
 EXECUTOR_K8S: Final = "k8s"
 EXECUTORS: Final = (EXECUTOR_CELERY, EXECUTOR_K8S)
+# the default executor: Dagster's multi_or_in_process_executor with in_process as its default
+EXECUTOR_DEFAULT_NAME: Final = "in_process_or_multiprocess"
 # at an object-store URL, which version ``exports`` points at (there are no symlinks there)
 PUBLISHED_POINTER_PATH: Final = "reports/published.json"
 

@@ -14,8 +14,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from distill_assets.lib import constants as C
 from distill_assets.lib.trace import (
     DATASETS,
@@ -42,22 +40,13 @@ def explained_by(prior_run_id: str | None, run_id: str) -> dict[str, str]:
     return {"explain": command} if command else {}
 
 
-def drift_explained_md(out_root: Path, run_id: str) -> str:
-    """A line for summary.md naming the ``distill diff`` that explains the run's drift, when
-    its drift report says warn or alert ("" otherwise)."""
-    path = out_root / C.REPORTS_DIR / run_id / "drift.json"
-    try:
-        report = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return ""
-    severity = report.get("severity")
-    command = diff_command(report.get("prior_run_id"), run_id)
+def explained_md(severity: str, prior_run_id: str | None, run_id: str) -> list[str]:
+    """The line of summary.md's drift section naming the ``distill diff`` that explains a
+    warn or alert (none otherwise)."""
+    command = diff_command(prior_run_id, run_id)
     if severity not in (C.SEVERITY_WARN, C.SEVERITY_ALERT) or command is None:
-        return ""
-    return (
-        f"\n## Drift\n\nDrift **{severity.upper()}** against run {report['prior_run_id']}: "
-        f"`{command}` shows the rows and verdicts that changed, and why.\n"
-    )
+        return []
+    return ["", f"What changed, and why: `{command}`"]
 
 
 def _pick(out_root: Path, run_a: str | None, run_b: str | None) -> tuple[str, str]:

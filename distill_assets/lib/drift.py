@@ -2,6 +2,8 @@
 
 ``compare`` is pure: it takes two snapshots of a stage (from receipts, or from materialization
 metadata in the sensor) and thresholds, and says ok, warn or alert with the flags that caused it.
+The shapes are the seed's v1 (``stages`` a list of ``{stage, delta_records_in, ...,
+notes}``; run-level ``flags`` in words), with distill's own fields kept as additions.
 """
 
 from __future__ import annotations
@@ -82,35 +84,69 @@ class StageSnapshot(BaseModel):
     reasons: dict[str, int]
     input_hash: str
     output_hash: str
+    # the stage's category mix, when it records one (receipt extra.categories: score)
+    categories: dict[str, int] = Field(default_factory=dict)
+
+
+# run-level flags of the seed's DriftReport v1, in words
+FLAG_BASELINE = "no prior; baseline established"
+FLAG_RUN_HASH_DIFFERS = "run_hash differs from prior run"
 
 
 class StageDrift(BaseModel):
+    """One stage's drift: the seed's v1 fields first, distill's additions after."""
+
     model_config = ConfigDict(extra="forbid")
     stage: str
-    prior_run_id: str | None
-    baseline_established: bool
-    deltas: dict[str, int]
-    pct_change: dict[str, float | None]
+    delta_records_in: int | None
+    delta_records_out: int | None
+    delta_accepted: int | None
+    delta_quarantined: int | None
     pct_change_out: float | None
     input_hash_match: bool | None
     output_hash_match: bool | None
     deterministic_violation: bool
+    notes: list[str]
+    # additions
+    prior_run_id: str | None
+    baseline_established: bool
+    deltas: dict[str, int]
+    pct_change: dict[str, float | None]
     new_reason_codes: list[str]
     dropped_reason_codes: list[str]
+    # percentage points each reason code's (or category's) share moved, beyond the warn level
+    reason_mix_swings: dict[str, float] = Field(default_factory=dict)
+    category_mix_swings: dict[str, float] = Field(default_factory=dict)
     severity: Severity
     flags: list[str]
 
 
 class DriftReport(BaseModel):
+    """A run's drift (``reports/<run_id>/drift.json``): the seed's v1 fields (``flags`` holds
+    the run-level flags in words, then every stage flag as ``<stage>:<flag>``) and additions."""
+
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1]
     run_id: str
+    stages: list[StageDrift] = Field(default_factory=list)
+    flags: list[str]
+    # additions
     prior_run_id: str | None
     baseline_established: bool
     severity: Severity
-    flags: list[str]
     thresholds: dict[str, float]
-    stages: dict[str, StageDrift] = Field(default_factory=dict)
+    run_hash: str | None = None
+    prior_run_hash: str | None = None
+
+    def stage(self, name: str) -> StageDrift:
+        """The drift of one stage (KeyError when the run has none)."""
+        for drift in self.stages:
+            if drift.stage == name:
+                return drift
+        raise KeyError(name)
+
+    def by_stage(self) -> dict[str, StageDrift]:
+        return {drift.stage: drift for drift in self.stages}
 
 
 def _pct(previous: int, current: int) -> float | None:
@@ -124,6 +160,22 @@ def worst(severities: list[str]) -> Severity:
     return {0: "ok", 1: "warn", 2: "alert"}[level]  # type: ignore[return-value]
 
 
+def mix_swings(before: dict[str, int], after: dict[str, int], min_base: int) -> dict[str, float]:
+    """How many percentage points each key's share of the total moved (every key present in
+    either mix; signed, rounded to 3 places); empty when both totals are below ``min_base`` or
+    either is zero (a mix appearing or vanishing is a new or dropped code, not a swing)."""
+    total_before = sum(n for n in before.values() if n > 0)
+    total_after = sum(n for n in after.values() if n > 0)
+    if not total_before or not total_after or max(total_before, total_after) < min_base:
+        return {}
+    swings = {}
+    for key in sorted(set(before) | set(after)):
+        share_before = max(before.get(key, 0), 0) / total_before * 100.0
+        share_after = max(after.get(key, 0), 0) / total_after * 100.0
+        swings[key] = round(share_after - share_before, 3)
+    return swings
+
+
 def compare(
     previous: StageSnapshot | None, current: StageSnapshot, thresholds: DriftThresholds
 ) -> StageDrift:
@@ -131,20 +183,26 @@ def compare(
     if previous is None:
         return StageDrift(
             stage=current.stage,
-            prior_run_id=None,
-            baseline_established=True,
-            deltas={},
-            pct_change={},
+            delta_records_in=None,
+            delta_records_out=None,
+            delta_accepted=None,
+            delta_quarantined=None,
             pct_change_out=None,
             input_hash_match=None,
             output_hash_match=None,
             deterministic_violation=False,
+            notes=["no prior run of this stage over the same partitions: baseline established"],
+            prior_run_id=None,
+            baseline_established=True,
+            deltas={},
+            pct_change={},
             new_reason_codes=[],
             dropped_reason_codes=[],
             severity="ok",
             flags=["baseline_established"],
         )
     flags: list[str] = []
+    notes: list[str] = []
     levels: list[str] = []
     deltas: dict[str, int] = {}
     pcts: dict[str, float | None] = {}
@@ -155,58 +213,106 @@ def compare(
         pcts[name] = pct
         if pct is None or max(before, after) < thresholds.min_base:
             continue
-        if abs(pct) >= thresholds.alert_pct:
-            levels.append("alert")
+        level = (
+            "alert"
+            if abs(pct) >= thresholds.alert_pct
+            else ("warn" if abs(pct) >= thresholds.warn_pct else None)
+        )
+        if level is not None:
+            levels.append(level)
             flags.append(f"{name}_changed_{pct:+.1f}pct")
-        elif abs(pct) >= thresholds.warn_pct:
-            levels.append("warn")
-            flags.append(f"{name}_changed_{pct:+.1f}pct")
+            notes.append(f"{name} {before} -> {after} ({pct:+.1f}%): {level}")
     input_match = previous.input_hash == current.input_hash
     output_match = previous.output_hash == current.output_hash
     violation = input_match and not output_match
     if violation:
         levels.append("alert")
         flags.append("deterministic_violation")
+        notes.append("same input hash, different output hash: deterministic violation")
     before_codes = {code for code, n in previous.reasons.items() if n}
     after_codes = {code for code, n in current.reasons.items() if n}
     new_codes = sorted(after_codes - before_codes)
     if new_codes:
         levels.append("warn")
         flags.extend(f"new_reason_code:{code}" for code in new_codes)
+        notes.append("new reason code(s): " + ", ".join(new_codes))
+    swung: dict[str, dict[str, float]] = {}
+    for what, before_mix, after_mix in (
+        ("reason", previous.reasons, current.reasons),
+        ("category", previous.categories, current.categories),
+    ):
+        # a swing of more than the warn threshold in a share of the mix warns (the seed's
+        # rule), whether or not the code is new
+        swings = mix_swings(before_mix, after_mix, thresholds.min_base)
+        big = {key: pp for key, pp in swings.items() if abs(pp) > thresholds.warn_pct}
+        swung[what] = big
+        if big:
+            levels.append("warn")
+            for key, pp in big.items():
+                flags.append(f"{what}_mix_swing:{key}:{pp:+.1f}pp")
+                notes.append(
+                    f"{what} {key}: share of the stage's {what}s moved {pp:+.1f} points "
+                    f"(more than {thresholds.warn_pct:g})"
+                )
+    if not input_match:
+        notes.append("input changed since the prior run")
     return StageDrift(
         stage=current.stage,
-        prior_run_id=previous.run_id,
-        baseline_established=False,
-        deltas=deltas,
-        pct_change=pcts,
+        delta_records_in=deltas["records_in"],
+        delta_records_out=deltas["records_out"],
+        delta_accepted=deltas["accepted"],
+        delta_quarantined=deltas["quarantined"],
         pct_change_out=pcts["records_out"],
         input_hash_match=input_match,
         output_hash_match=output_match,
         deterministic_violation=violation,
+        notes=notes,
+        prior_run_id=previous.run_id,
+        baseline_established=False,
+        deltas=deltas,
+        pct_change=pcts,
         new_reason_codes=new_codes,
         dropped_reason_codes=sorted(before_codes - after_codes),
+        reason_mix_swings=swung["reason"],
+        category_mix_swings=swung["category"],
         severity=worst(levels),
         flags=flags,
     )
 
 
 def build_report(
-    run_id: str, stages: dict[str, StageDrift], thresholds: DriftThresholds
+    run_id: str,
+    stages: dict[str, StageDrift],
+    thresholds: DriftThresholds,
+    run_hash: str | None = None,
+    prior_run_hash: str | None = None,
 ) -> DriftReport:
-    priors = [d.prior_run_id for d in stages.values() if d.prior_run_id]
+    """The run's report over its stages (in pipeline order); ``run_hash`` and the prior run's
+    (from the summaries) add the run-level flag when they differ."""
+    ordered = [stages[s] for s in C.STAGES if s in stages] + [
+        stages[s] for s in sorted(stages) if s not in C.STAGES
+    ]
+    priors = [d.prior_run_id for d in ordered if d.prior_run_id]
+    run_flags = []
+    if not priors:
+        run_flags.append(FLAG_BASELINE)
+    elif run_hash is not None and prior_run_hash is not None and run_hash != prior_run_hash:
+        run_flags.append(FLAG_RUN_HASH_DIFFERS)
     return DriftReport(
         schema_version=C.DRIFT_SCHEMA_VERSION,
         run_id=run_id,
+        stages=ordered,
+        flags=run_flags + [f"{d.stage}:{flag}" for d in ordered for flag in d.flags],
         prior_run_id=priors[0] if priors else None,
         baseline_established=not priors,
-        severity=worst([d.severity for d in stages.values()]),
-        flags=[f"{stage}:{flag}" for stage, d in sorted(stages.items()) for flag in d.flags],
+        severity=worst([d.severity for d in ordered]),
         thresholds={
             "warn_pct": thresholds.warn_pct,
             "alert_pct": thresholds.alert_pct,
             "min_base": thresholds.min_base,
         },
-        stages=dict(sorted(stages.items())),
+        run_hash=run_hash,
+        prior_run_hash=prior_run_hash if priors else None,
     )
 
 
@@ -224,6 +330,7 @@ def snapshot_from_receipt(receipt: Any) -> StageSnapshot:
         reasons=receipt.stats.reasons,
         input_hash=receipt.inputs.hash,
         output_hash=receipt.outputs.hash,
+        categories=receipt.extra.get("categories") or {},
     )
 
 

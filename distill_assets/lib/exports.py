@@ -56,6 +56,11 @@ class ExportSettings:
         """The deny-list, lower-cased."""
         return frozenset(c.lower() for c in self.sft_deny_categories)
 
+    def denies(self, category: str | None) -> bool:
+        """Whether the deny-list keeps a run of this category out (case and surrounding
+        whitespace ignored); one set lookup per distinct category, remembered."""
+        return category_denied(category, self.denied)
+
     @functools.cached_property
     def allowed(self) -> frozenset[str] | None:
         """The allow-list, lower-cased (None: every category not denied)."""
@@ -70,6 +75,14 @@ class ExportSettings:
         if self.max_pairs_per_task is not None and self.max_pairs_per_task < 1:
             problems.append(f"max_pairs_per_task={self.max_pairs_per_task!r} must be at least 1")
         return problems
+
+
+@functools.lru_cache(maxsize=4096)
+def category_denied(category: str | None, denied: frozenset[str]) -> bool:
+    """The exports' reading of the deny-list: a category matches when it equals a denied one
+    after stripping surrounding whitespace and lower-casing (a run without one never does).
+    Cached: a corpus has few distinct categories, so a run costs one dict lookup."""
+    return category is not None and category.strip().lower() in denied
 
 
 class RunKey(NamedTuple):
@@ -742,6 +755,7 @@ class RagExporter(Exporter):
         texts: TextStore,
     ) -> None:
         super().__init__(out_root, write_root, settings.hygiene, eval_set, texts)
+        self.settings = settings
         self.allowed = (C.QUALITY_ACCEPTED,)
         if settings.rag_include_partial:
             self.allowed = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
@@ -770,6 +784,9 @@ class RagExporter(Exporter):
     def render(self, extracted: dict[str, Any], relpath: str) -> None:
         self.counts[relpath] += 1
         self.tally.records_in += 1
+        if self.settings.denies((extracted.get("tags") or {}).get("category")):
+            self.leave_out_playbook(extracted, [C.R_DENIED_CATEGORY])
+            return
         kept = [s for s in extracted["sources"] if s["quality"] in self.allowed]
         if not kept:
             self.leave_out_playbook(extracted, [C.R_PARTIALLY_ACCEPTED])
@@ -1050,6 +1067,8 @@ class PreferenceExporter(TrainingExporter):
             tally.records_in += 1
             if key.quality == C.QUALITY_REVIEW:
                 self.leave_out(key, [C.R_NEEDS_HUMAN_REVIEW])
+            elif settings.denies(key.category):
+                self.leave_out(key, [C.R_DENIED_CATEGORY])
             else:
                 ranked.append(key)
         # runs whose own text kept their pairs out (a secret, an evaluation prompt): that is

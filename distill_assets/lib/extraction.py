@@ -21,6 +21,7 @@ from distill_assets.lib.exports import (
     RagExporter,
     RunKey,
     TextStore,
+    category_denied,
     stable_id,
 )
 from distill_assets.lib.firewall import (
@@ -78,6 +79,7 @@ class ExtractExporter(Exporter):
         rules = replace(hygiene or HygieneSettings(), near_dup_threshold=None)
         super().__init__(out_root, write_root, rules, eval_set, texts)
         self.settings = settings
+        self.denied = frozenset(c.lower() for c in settings.deny_categories)
         self.holdout_fraction = rules.holdout_fraction
         self.rag = rag
         self.counts = {"steps": 0, "divergences": 0, "tasks_with_failures": 0}
@@ -89,6 +91,8 @@ class ExtractExporter(Exporter):
             self.tally.records_in += 1
             if key.quality == C.QUALITY_REVIEW:
                 self.leave_out(key, [C.R_NEEDS_HUMAN_REVIEW])
+            elif category_denied(key.category, self.denied):
+                self.leave_out(key, [C.R_DENIED_CATEGORY])
             elif key.quality == C.QUALITY_REJECTED:
                 task.failed.append(key)
             elif key.response_empty:
@@ -216,7 +220,10 @@ def extract_playbooks(
 
 
 def verify_extracted(
-    out_root: Path, root: Path | None = None, lookup: ScoredTable | None = None
+    out_root: Path,
+    root: Path | None = None,
+    lookup: ScoredTable | None = None,
+    deny: tuple[str, ...] = C.DEFAULT_UNSAFE_SFT_CATEGORIES,
 ) -> FirewallReport:
     """Sources are verified runs of the task with an answer; failed runs are rejected runs of
     the task; no run needing human review appears at all (``verify_extracted_frame`` on the
@@ -225,4 +232,4 @@ def verify_extracted(
     pieces = dataset_pieces(
         C.ASSET_EXTRACTED_PLAYBOOKS, root or out_root, C.EXTRACTED_PATH, C.EXTRACTED_HOLDOUT_PATH
     )
-    return verify_pieces(pieces, lambda piece: verify_extracted_frame(piece, table))
+    return verify_pieces(pieces, lambda piece: verify_extracted_frame(piece, table, deny))

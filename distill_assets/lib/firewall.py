@@ -84,7 +84,10 @@ _SCORED_COLUMNS = {
     "score": pl.Float64,
     "response_empty": pl.Boolean,
     "sft_eligible": pl.Boolean,
+    "category": pl.String,
 }
+# bumped when the table's columns change, so a table shared by an older run is not reused
+_TABLE_VERSION = "2"
 
 
 def run_key(run_id: pl.Expr, names: Sequence[str] = KEY) -> list[pl.Expr]:
@@ -115,16 +118,26 @@ class ScoredTable:
             pl.col("score"),
             pl.col("response_empty").fill_null(False),
             pl.col("sft_eligible").fill_null(True),
+            (pl.col("category") if "category" in rows.columns else pl.lit(None, pl.String)).alias(
+                "category"
+            ),
         ).filter(pl.col(KEY[0]).is_not_null())
 
     @classmethod
     def _keyed(cls, compact: pl.DataFrame) -> ScoredTable:
         keyed = compact.unique(subset=list(KEY), keep="last", maintain_order=True)
-        return cls(keyed.with_columns(pl.col("quality").cast(_enum(keyed["quality"]))))
+        # few distinct qualities and categories: an enum holds each run's as a small integer
+        return cls(
+            keyed.with_columns(
+                pl.col("quality").cast(_enum(keyed["quality"])),
+                pl.col("category").cast(_enum(keyed["category"])),
+            )
+        )
 
     @classmethod
     def from_rows(cls, rows: pl.DataFrame) -> ScoredTable:
-        """From rows with run_id, task_id, quality_score, score, response_empty, sft_eligible."""
+        """From rows with run_id, task_id, quality_score, score, response_empty, sft_eligible
+        (and category, null when absent)."""
         return cls._keyed(cls._compact(rows))
 
     @classmethod
@@ -172,7 +185,7 @@ class ScoredTable:
     def attach(self, frame: pl.DataFrame, column: str, prefix: str) -> pl.DataFrame:
         """``frame`` (order kept) with what is known of the run named in ``column``:
         ``{prefix}known``, ``{prefix}quality``, ``{prefix}task_id``, ``{prefix}score``,
-        ``{prefix}response_empty``, ``{prefix}sft_eligible``."""
+        ``{prefix}response_empty``, ``{prefix}sft_eligible``, ``{prefix}category``."""
         keys = [f"{prefix}{k}" for k in KEY]
         right = self.frame.rename(
             {name: f"{prefix}{name.lstrip('_')}" for name in self.frame.columns if name not in KEY}
@@ -191,6 +204,7 @@ class ScoredTable:
             pl.col(f"{prefix}known").fill_null(False),
             pl.col(f"{prefix}quality").cast(pl.String),
             pl.col(f"{prefix}task_id").cast(pl.String),
+            pl.col(f"{prefix}category").cast(pl.String),
         ).drop(keys)
 
 
@@ -211,7 +225,7 @@ def scored_lookup(out_root: Path) -> ScoredTable:
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
     _CACHE.clear()
-    digest = hashlib.sha256(repr(fingerprint).encode("utf-8")).hexdigest()[:16]
+    digest = hashlib.sha256(repr((_TABLE_VERSION, fingerprint)).encode("utf-8")).hexdigest()[:16]
     shared = out_root / C.SCRATCH_DIR / f"scored-table-{digest}.arrow"
     if shared.exists():
         table = ScoredTable(pl.read_ipc(shared))  # mapped, not read, where the format allows
@@ -283,19 +297,43 @@ def _not_in(value: pl.Expr, allowed: Sequence[str]) -> pl.Expr:
     return ~value.is_in(list(allowed)).fill_null(False)
 
 
+def _folded(names: Sequence[str]) -> list[str]:
+    """The firewall's own reading of a configured category list: surrounding whitespace and
+    case do not count (read from the raw setting, not from the exporter's normalized copy)."""
+    return sorted({name.strip(WHITESPACE).lower() for name in names})
+
+
+def _fold(category: pl.Expr) -> pl.Expr:
+    return category.str.strip_chars(WHITESPACE).str.to_lowercase()
+
+
+def denied(category: pl.Expr, names: Sequence[str]) -> pl.Expr:
+    """True where a category is in the deny-list ``names`` (false for none)."""
+    return _fold(category).is_in(_folded(names)).fill_null(False)
+
+
 def category_reason(category: pl.Expr, settings: ExportSettings) -> pl.Expr:
     """Why a run's category keeps it out of SFT (unsafe, or not allowed), else null."""
-    normalized = category.str.strip_chars(WHITESPACE).str.to_lowercase()
-    missing = None if settings.allowed is None else C.R_CATEGORY_DISALLOWED
+    allowed = settings.sft_allow_categories
+    missing = None if allowed is None else C.R_CATEGORY_DISALLOWED
     reason = pl.when(category.is_null()).then(pl.lit(missing, pl.String))
-    reason = reason.when(normalized.is_in(sorted(settings.denied))).then(
+    reason = reason.when(denied(category, settings.sft_deny_categories)).then(
         pl.lit(C.R_UNSAFE_SFT_CATEGORY)
     )
-    if settings.allowed is not None:
-        reason = reason.when(_not_in(normalized, sorted(settings.allowed))).then(
+    if allowed is not None:
+        reason = reason.when(_not_in(_fold(category), _folded(allowed))).then(
             pl.lit(C.R_CATEGORY_DISALLOWED)
         )
     return reason.otherwise(pl.lit(None, pl.String))
+
+
+def _row_or_run_reason(settings: ExportSettings) -> pl.Expr:
+    """The category rule on the category the row states, else on the one its scored run has
+    (a row that misstates its run's category is still caught)."""
+    return pl.coalesce(
+        category_reason(pl.col("category"), settings),
+        category_reason(pl.col("run_category"), settings),
+    )
 
 
 def _runs(
@@ -328,7 +366,7 @@ def verify_sft_frame(
     )
     known = pl.col("run_known")
     run = {"run_id": pl.col("source_run_id")}
-    reason = category_reason(pl.col("category"), settings)
+    reason = _row_or_run_reason(settings)
     return _report(
         frame.height,
         [
@@ -374,6 +412,11 @@ def verify_rag_frame(
         ),
         _Rule("task_mismatch", trusted & ~same_task, run),
         _Rule(C.R_EMPTY_RESPONSE, trusted & same_task & pl.col("run_response_empty"), run),
+        _Rule(
+            C.R_DENIED_CATEGORY,
+            known & denied(pl.col("run_category"), settings.sft_deny_categories),
+            {**run, "category": pl.col("run_category")},
+        ),
     ]
     return _report(frame.height, [(runs, rules)])
 
@@ -389,9 +432,11 @@ _IDS = {"chosen": pl.col("chosen_run_id"), "rejected": pl.col("rejected_run_id")
 def verify_preference_frame(
     frame: pl.DataFrame, table: ScoredTable, settings: ExportSettings
 ) -> FirewallReport:
-    """The firewall for pairs: a trusted chosen side with an answer, nothing unreviewed."""
-    del settings  # the same rules under every setting
+    """The firewall for pairs: a trusted chosen side with an answer, nothing unreviewed, no
+    run of a denied category on either side."""
     both = pl.col("c_known") & pl.col("r_known")
+    names = settings.sft_deny_categories
+    either_denied = denied(pl.col("c_category"), names) | denied(pl.col("r_category"), names)
     qualities = (pl.col("c_quality"), pl.col("r_quality"))
     unreviewed = pl.any_horizontal(q.eq_missing(C.QUALITY_REVIEW) for q in qualities)
     rules = [
@@ -403,6 +448,7 @@ def verify_preference_frame(
         ),
         _Rule("unreviewed_in_pair", both & unreviewed, _IDS),
         _Rule(C.R_EMPTY_RESPONSE, both & pl.col("c_response_empty"), _IDS),
+        _Rule(C.R_DENIED_CATEGORY, both & either_denied, _IDS),
     ]
     return _report(frame.height, [(_pairs(frame, table), rules)])
 
@@ -487,7 +533,7 @@ def verify_kto_frame(
     desirable, undesirable = known & label.eq_missing(True), known & label.eq_missing(False)
     quality = pl.col("run_quality")
     run = {"run_id": pl.col("source_run_id")}
-    reason = category_reason(pl.col("category"), settings)
+    reason = _row_or_run_reason(settings)
     rules = [
         _Rule("source_run_unknown", ~known, run),
         _Rule(
@@ -509,9 +555,14 @@ def verify_kto_frame(
     return _report(frame.height, [(rows, rules)])
 
 
-def verify_extracted_frame(frame: pl.DataFrame, table: ScoredTable) -> FirewallReport:
+def verify_extracted_frame(
+    frame: pl.DataFrame,
+    table: ScoredTable,
+    deny: Sequence[str] = C.DEFAULT_UNSAFE_SFT_CATEGORIES,
+) -> FirewallReport:
     """Sources are verified runs of the task with an answer; failed runs (listed, or compared in
-    a divergence) are rejected runs of the task; no run needing human review appears at all."""
+    a divergence) are rejected runs of the task; no run needing human review appears at all,
+    nor a run of a category in ``deny`` (the extraction's deny-list)."""
     sources = table.attach(_runs(frame, pl.col("source_run_ids")), "run_id", "run_")
     failed = _runs(frame, pl.col("failed_run_ids"), 1 << 32)
     compared = pl.col("divergences").list.eval(pl.element().struct.field("run_id"))
@@ -527,16 +578,23 @@ def verify_extracted_frame(frame: pl.DataFrame, table: ScoredTable) -> FirewallR
     run = {"run_id": pl.col("run_id")}
     trusted = known & ~_not_in(quality, TRUSTED)
     rejected = known & quality.eq_missing(C.QUALITY_REJECTED)
+    in_denied = _Rule(
+        C.R_DENIED_CATEGORY,
+        known & denied(pl.col("run_category"), deny),
+        {**run, "category": pl.col("run_category")},
+    )
     source_rules = [
         _Rule("source_run_unknown", ~known, run),
         _Rule("untrusted_source", known & _not_in(quality, TRUSTED), {**run, "quality": quality}),
         _Rule("task_mismatch", trusted & ~same_task, run),
         _Rule(C.R_EMPTY_RESPONSE, trusted & same_task & pl.col("run_response_empty"), run),
+        in_denied,
     ]
     contrast_rules = [
         _Rule("source_run_unknown", ~known, run),
         _Rule("failed_run_not_rejected", known & quality.ne_missing(C.QUALITY_REJECTED), run),
         _Rule("task_mismatch", rejected & ~same_task, run),
+        in_denied,
     ]
     return _report(frame.height, [(sources, source_rules), (contrasts, contrast_rules)])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -46,6 +47,19 @@ CHECK_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
 
 def day_dir(day: date) -> str:
     return f"{day.year:04d}/{day.month:02d}/{day.day:02d}"
+
+
+def partition_start(raw: str | None) -> date:
+    """The first daily partition: ``raw`` (DISTILL_PARTITION_START, an ISO date) or the
+    default 2020-01-01. Records dated before it are quarantined (timestamp_out_of_range)."""
+    if not raw:
+        return date.fromisoformat(C.PARTITION_START)
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError(
+            f"invalid setting {C.ENV_PARTITION_START}={raw!r}: not an ISO date (YYYY-MM-DD)"
+        ) from None
 
 
 def day_from_key(key: str) -> date:
@@ -140,3 +154,13 @@ def relroot(out_root: Path, root: Path) -> str:
     except ValueError:
         return ""
     return "" if relative == "." else relative
+
+
+def records_elsewhere(root: Path, days: Iterable[date]) -> bool:
+    """Whether a day of the evidence store other than ``days`` holds a record."""
+    asked = set(days)
+    return any(
+        (root / evidence_records(day)).stat().st_size > 0
+        for day in days_on_disk(root, C.EVIDENCE_DIR, "records.jsonl")
+        if day not in asked
+    )

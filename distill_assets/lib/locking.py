@@ -55,6 +55,16 @@ def read_lock(out_root: Path) -> dict[str, Any] | None:
         return {"run_id": "?", "pid": -1, "host": "?", "since": "?"}
 
 
+def live_holder(out_root: Path) -> dict[str, Any] | None:
+    """The run holding the output, unless its lock is stale by its process (on this host)."""
+    holder = read_lock(out_root)
+    if holder is None:
+        return None
+    if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1))):
+        return None
+    return holder
+
+
 def acquire(
     out_root: Path,
     run_id: str,

@@ -32,6 +32,9 @@ class PlaybookSettings:
     answer_chars: int = 400
     max_divergences: int = 5
     title_chars: int = 80
+    # runs of these categories are neither a playbook's source nor its contrast (the
+    # exports' deny-list, applied to the extraction; docs/datasets.md)
+    deny_categories: tuple[str, ...] = C.DEFAULT_UNSAFE_SFT_CATEGORIES
 
     def errors(self) -> list[str]:
         problems = []

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.accounting import StageResult
+from distill_assets.lib.diff import explained_md
 from distill_assets.lib.drift import (
     DriftReport,
     DriftThresholds,
@@ -66,6 +67,8 @@ class StageRow(_Strict):
     output_hash: str | None
     receipt_path: str | None
     failed_checks: list[str]
+    # why the stage's validation failed (the receipt's errors; empty when it passed)
+    errors: list[str] = []
 
 
 class NotRun(_Strict):
@@ -102,19 +105,32 @@ class DatasetSize(_Strict):
 
 
 class RunSummary(_Strict):
+    """A run's summary (``reports/<run_id>/summary.json``): the seed's v1 fields (the
+    ``total_*`` figures, ``datasets`` as rows per dataset, ``run_hash``, ``overall_passed``)
+    and distill's additions (the detailed dataset files under ``dataset_files``, ...)."""
+
     schema_version: Literal[1]
     run_id: str
     timestamp: str
+    total_records_in: int
+    total_records_out: int
+    total_accepted: int
+    total_rejected: int
+    total_quarantined: int
+    total_skipped: int
+    datasets: dict[str, int]
+    run_hash: str
+    overall_passed: bool
+    # additions
     expected_stages: list[str]
     stages: list[StageRow]
     not_run: list[NotRun]
     totals: dict[str, int]
-    datasets: dict[str, DatasetSize]
+    dataset_files: dict[str, DatasetSize]
     checks: list[CheckRecord]
     chain: list[ChainLink]
     chain_ok: bool
-    run_hash: str
-    overall_passed: bool
+    drift_severity: str | None = None
 
 
 # --- recording ----------------------------------------------------------------------------
@@ -221,11 +237,34 @@ def _write_drift(
     path = run_dir(out_root, run_id) / "drift.json"
     stages: dict[str, StageDrift] = {}
     if path.exists():
-        stages = DriftReport.model_validate(orjson.loads(path.read_bytes())).stages
+        stages = DriftReport.model_validate(orjson.loads(path.read_bytes())).by_stage()
     stages[drift.stage] = drift
     report = build_report(run_id, stages, thresholds)
     write_json_atomic(path, report.model_dump(mode="json"))
     return report
+
+
+def _refresh_drift(out_root: Path, run_id: str, run_hash: str) -> DriftReport | None:
+    """The run's drift report with its run-level flags for the current run hash (compared with
+    the prior run's, read from that run's summary), rewritten; None before any stage."""
+    path = run_dir(out_root, run_id) / "drift.json"
+    if not path.exists():
+        return None
+    report = DriftReport.model_validate(orjson.loads(path.read_bytes()))
+    prior_hash = None
+    if report.prior_run_id is not None:
+        prior_summary = run_dir(out_root, report.prior_run_id) / "summary.json"
+        if prior_summary.exists():
+            prior_hash = orjson.loads(prior_summary.read_bytes()).get("run_hash")
+    thresholds = DriftThresholds(
+        warn_pct=report.thresholds["warn_pct"],
+        alert_pct=report.thresholds["alert_pct"],
+        min_base=int(report.thresholds["min_base"]),
+    )
+    fresh = build_report(run_id, report.by_stage(), thresholds, run_hash, prior_hash)
+    if fresh != report:
+        write_json_atomic(path, fresh.model_dump(mode="json"))
+    return fresh
 
 
 def record_checks(
@@ -391,8 +430,6 @@ def _not_run_reason(
 
 
 def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
-    from distill_assets.lib.diff import drift_explained_md
-
     directory = run_dir(out_root, run_id)
     plan = directory / "plan.json"
     expected = orjson.loads(plan.read_bytes())["expected_stages"] if plan.exists() else []
@@ -431,6 +468,7 @@ def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
                         output_hash=None,
                         receipt_path=None,
                         failed_checks=failed_checks,
+                        errors=[],
                     )
                 )
             continue
@@ -450,6 +488,7 @@ def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
                 output_hash=receipt.outputs.hash,
                 receipt_path=receipt_relpath(run_id, stage),
                 failed_checks=failed_checks,
+                errors=list(receipt.validation.errors),
             )
         )
     totals = {
@@ -464,28 +503,78 @@ def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
         ]
     )
     chain_ok = all(link.ok for link in chain)
+    files = _dataset_sizes(receipts)
+    drift = _refresh_drift(out_root, run_id, run_hash)
     summary = RunSummary(
         schema_version=C.SUMMARY_SCHEMA_VERSION,
         run_id=run_id,
         timestamp=recorded_at(),
+        total_records_in=totals["records_in"],
+        total_records_out=totals["records_out"],
+        total_accepted=totals["accepted"],
+        total_rejected=totals["rejected"],
+        total_quarantined=totals["quarantined"],
+        total_skipped=totals["skipped"],
+        datasets={name: size.records for name, size in files.items()},
+        run_hash=run_hash,
+        overall_passed=bool(rows) and not not_run and all(r.passed for r in rows) and chain_ok,
         expected_stages=expected,
         stages=rows,
         not_run=not_run,
         totals=totals,
-        datasets=_dataset_sizes(receipts),
+        dataset_files=files,
         checks=checks,
         chain=chain,
         chain_ok=chain_ok,
-        run_hash=run_hash,
-        overall_passed=bool(rows) and not not_run and all(r.passed for r in rows) and chain_ok,
+        drift_severity=None if drift is None else drift.severity,
     )
     write_json_atomic(directory / "summary.json", summary.model_dump(mode="json"))
-    markdown = render_summary_md(summary) + drift_explained_md(out_root, run_id)
+    markdown = render_summary_md(summary, drift)
     write_bytes_atomic(directory / "summary.md", markdown.encode("utf-8"))
     return summary
 
 
-def render_summary_md(summary: RunSummary) -> str:
+def render_drift_md(drift: DriftReport | None) -> list[str]:
+    """The drift section that ends summary.md: severity, run-level flags, per-stage deltas."""
+    lines = ["## Drift", ""]
+    if drift is None:
+        return [*lines, "No stage has been compared yet."]
+    prior = drift.prior_run_id or "none"
+    lines.append(f"Severity: **{drift.severity.upper()}** · prior run `{prior}`")
+    lines += explained_md(drift.severity, drift.prior_run_id, drift.run_id)
+    prefixes = tuple(f"{d.stage}:" for d in drift.stages)
+    run_flags = [flag for flag in drift.flags if not flag.startswith(prefixes)]
+    lines += ["", "Flags: " + ("; ".join(run_flags) if run_flags else "none")]
+    lines += [
+        "",
+        "| stage | severity | Δ in | Δ out | Δ accepted | Δ quarantined | out % | "
+        "input same | output same | notes |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|---|",
+    ]
+
+    def cell(value: object) -> str:
+        if value is None:
+            return "–"
+        if isinstance(value, bool):
+            return "yes" if value else "no"
+        if isinstance(value, float):
+            return f"{value:+.1f}"
+        if isinstance(value, int):
+            return f"{value:+d}"
+        return str(value)
+
+    for d in drift.stages:
+        notes = "; ".join(d.notes).replace("|", "/") if d.notes else ""
+        lines.append(
+            f"| {d.stage} | {d.severity} | {cell(d.delta_records_in)} | "
+            f"{cell(d.delta_records_out)} | {cell(d.delta_accepted)} | "
+            f"{cell(d.delta_quarantined)} | {cell(d.pct_change_out)} | "
+            f"{cell(d.input_hash_match)} | {cell(d.output_hash_match)} | {notes} |"
+        )
+    return lines
+
+
+def render_summary_md(summary: RunSummary, drift: DriftReport | None = None) -> str:
     verdict = "PASSED" if summary.overall_passed else "FAILED"
     lines = [
         f"# distill run {summary.run_id}",
@@ -506,7 +595,7 @@ def render_summary_md(summary: RunSummary) -> str:
         f"| **total** | {t['records_in']} | {t['records_out']} | {t['accepted']} | "
         f"{t['rejected']} | {t['quarantined']} | {t['skipped']} | |"
     )
-    if summary.datasets:
+    if summary.dataset_files:
         lines += [
             "",
             "## Datasets",
@@ -514,8 +603,12 @@ def render_summary_md(summary: RunSummary) -> str:
             "| dataset | path | records | bytes |",
             "|---|---|---:|---:|",
         ]
-        for name, size in summary.datasets.items():
+        for name, size in summary.dataset_files.items():
             lines.append(f"| {name} | `{size.path}` | {size.records} | {size.bytes} |")
+    failing = [row for row in summary.stages if row.errors]
+    if failing:
+        lines += ["", "## Stage errors", ""]
+        lines += [f"- `{row.stage}`: {error}" for row in failing for error in row.errors]
     if summary.not_run:
         lines += ["", "## Stages that did not run", ""]
         lines += [f"- `{item.stage}`: {item.reason}" for item in summary.not_run]
@@ -533,6 +626,7 @@ def render_summary_md(summary: RunSummary) -> str:
         lines += [f"- BROKEN `{b.stage}` ← `{b.path}`: {b.problem}" for b in broken]
     else:
         lines.append(f"All {len(summary.chain)} links verified against their producers' receipts.")
+    lines += ["", *render_drift_md(drift)]
     return "\n".join(lines) + "\n"
 
 

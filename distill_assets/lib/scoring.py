@@ -682,7 +682,7 @@ def _quarantine_line(row: tuple[Any, ...], day: date) -> tuple[list[str], bytes]
 
 def score_block(
     block: list[date], window: _Window, policy: ScoringPolicy, out_root: Path
-) -> tuple[list[SealedFile], dict[date, Tally], Counter[str]]:
+) -> tuple[list[SealedFile], dict[date, Tally], Counter[str], Counter[str]]:
     """Score the runs created on the days of ``block`` and account for the evidence dated on
     them, in one pass over columns: each polars step costs a fixed tenth of a millisecond or so
     beside its rows, which a block of small days shares.
@@ -823,10 +823,13 @@ def score_block(
             done.abort()
         raise
     counts = per_day.sum(axis=0)
+    # the category mix of the scored runs (drift judges its swings): one native group-by
+    categories = runs.group_by(pl.col("category").fill_null(C.NO_CATEGORY)).len()
     return (
         sealed,
         tallies,
         Counter({q: int(n) for q, n in zip(C.QUALITIES, counts, strict=True) if n}),
+        Counter(dict(categories.iter_rows())),
     )
 
 
@@ -837,6 +840,7 @@ class _Scored:
     sealed: list[SealedFile] = field(default_factory=list)
     tallies: dict[date, Tally] = field(default_factory=dict)
     qualities: Counter[str] = field(default_factory=Counter)
+    categories: Counter[str] = field(default_factory=Counter)
     inputs: dict[str, WrittenFile] = field(default_factory=dict)
 
 
@@ -853,10 +857,13 @@ def score_days(
     try:
         for block in _blocks(out_root, days, BLOCK_BYTES):
             window.evict_before(block[0] - timedelta(days=policy.evidence_window_days))
-            written, tallies, block_qualities = score_block(block, window, policy, out_root)
+            written, tallies, block_qualities, block_categories = score_block(
+                block, window, policy, out_root
+            )
             done.sealed.extend(written)
             done.tallies.update(tallies)
             done.qualities.update(block_qualities)
+            done.categories.update(block_categories)
             for day, tally in tallies.items():
                 tick.advance(detail=f"{day.isoformat()}: {tally.records_in:,} records")
     except BaseException:
@@ -944,10 +951,12 @@ def score(
         raise
     total = Tally()
     qualities: Counter[str] = Counter()
+    categories: Counter[str] = Counter()
     inputs: dict[str, WrittenFile] = {}
     per_day: dict[str, dict[str, int]] = {}
     for part in parts:
         qualities.update(part.qualities)
+        categories.update(part.categories)
         inputs.update(part.inputs)
         for day, tally in part.tallies.items():
             total.merge(tally)
@@ -962,6 +971,7 @@ def score(
     result.inputs = sorted(inputs.values(), key=lambda f: f.path)
     result.errors.extend(conservation_errors(total))
     result.extra["quality"] = {q: qualities.get(q, 0) for q in C.QUALITIES}
+    result.extra["categories"] = dict(sorted(categories.items()))
     result.extra["per_partition"] = per_day
     result.partitions = [day.isoformat() for day in ordered]
     return result

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 
-import dagster as dg
 import pytest
 
 from distill_assets.definitions import defs
@@ -28,7 +27,10 @@ def executor_name() -> str:
 
 def test_default_executor_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(C.ENV_EXECUTOR, raising=False)
-    assert executor_name() == dg.multi_or_in_process_executor.name
+    assert executor_name() == C.EXECUTOR_DEFAULT_NAME
+    # in-process unless run config asks for subprocesses (the plain dagster command's speed)
+    executor_def = defs().resolve_implicit_global_asset_job_def().executor_def
+    assert executor_def.config_schema.as_field().default_value == {"in_process": {}}
 
 
 def test_celery_executor_reads_the_broker_from_the_environment(

@@ -125,8 +125,8 @@ def test_another_machine_continues_from_the_store(reference: Path, tmp_path: Pat
     fs, base = fsspec.core.url_to_fs(url)
     drift = orjson.loads(fs.cat_file(f"{base}/{C.REPORTS_DIR}/{second.run_id}/drift.json"))
     # drift compared each export with the first machine's receipts, found in the store
-    assert set(drift["stages"]) == {*C.EXPORT_STAGES, C.STAGE_PUBLISH}
-    assert {d["prior_run_id"] for d in drift["stages"].values()} == {first.run_id}
+    assert {d["stage"] for d in drift["stages"]} == {*C.EXPORT_STAGES, C.STAGE_PUBLISH}
+    assert {d["prior_run_id"] for d in drift["stages"]} == {first.run_id}
     # the second run's version is published; the first is kept (VERSIONS_KEPT) until it ages
     pointer = orjson.loads(fs.cat_file(f"{base}/{C.PUBLISHED_POINTER_PATH}"))
     assert pointer == {"target": f"{C.VERSIONS_DIR}/{second.run_id}/{C.EXPORTS_DIR}"}

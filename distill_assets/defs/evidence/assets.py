@@ -3,9 +3,11 @@ from pathlib import Path
 import dagster as dg
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.collect import collect, list_source_files
+from distill_assets.lib.accounting import nothing_usable_errors
+from distill_assets.lib.collect import collect, dated_beyond, list_source_files
 from distill_assets.lib.importers import run_import
-from distill_assets.lib.layout import day_from_key
+from distill_assets.lib.layout import day_from_key, records_elsewhere
+from distill_assets.lib.sources import record_sources
 from distill_assets.orchestration import (
     DAILY,
     SINGLE_RUN,
@@ -35,8 +37,21 @@ def evidence_index(
         files = list_source_files(source_root) if source_root is not None else []
         batches = (run_import(spec) for spec in imports)
         result = collect(files, out_root, days, config.settings(), batches, workers)
-        # the exports trust this run's "no secret here" verdicts only under the same rules
-        result.extra["secret_rules"] = C.SECRET_RULES_VERSION
+        # nothing usable is a failure, not an empty PASSED run that publishes empty datasets
+        result.errors.extend(
+            nothing_usable_errors(
+                C.STAGE_COLLECT,
+                result.tally,
+                had_sources=bool(files) or bool(imports),
+                # (looked for only when nothing was kept: a day without data of a per-day
+                # backfill, while the source or the output has other days, is no failure)
+                usable_elsewhere=result.tally.records_out == 0
+                and (records_elsewhere(out_root, days) or dated_beyond(source_root, days)),
+            )
+        )
+        if not result.errors:
+            # checked in preflight: the same sources as recorded, or more
+            record_sources(out_root, distill.source_names())
         return result
 
     return run_stage(context, distill, C.STAGE_COLLECT, work, config.model_dump())

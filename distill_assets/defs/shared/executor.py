@@ -5,9 +5,28 @@ import dagster as dg
 from distill_assets.lib import constants as C
 
 
+def in_process_first() -> dg.ExecutorDefinition:
+    """Dagster's default executor (``in_process`` or ``multiprocess`` by run config) with
+    ``in_process`` as its default: a run of the whole graph on the fixtures then costs seconds,
+    where a process per step costs minutes. ``execution: {config: {multiprocess: {}}}`` (or
+    ``distill materialize --multiprocess``) runs the steps in subprocesses again."""
+    base = dg.multi_or_in_process_executor
+    return dg.ExecutorDefinition(
+        name=C.EXECUTOR_DEFAULT_NAME,
+        config_schema=dg.Field(
+            base.config_schema.as_field().config_type,
+            default_value={"in_process": {}},
+            is_required=False,
+        ),
+        executor_creation_fn=base.executor_creation_fn,
+        requirements=base.get_requirements,
+        description="In-process by default; multiprocess by run config.",
+    )
+
+
 @dg.definitions
 def executor() -> dg.Definitions:
-    """Dagster's default executor, or the one DISTILL_EXECUTOR names: celery or k8s.
+    """The in-process-first default executor, or the one DISTILL_EXECUTOR names: celery or k8s.
 
     The Celery executor (dagster-celery) sends each step of a run to the workers listening on
     the broker, which also keeps the results; its URL is read from the environment
@@ -18,7 +37,7 @@ def executor() -> dg.Definitions:
     """
     choice = os.environ.get(C.ENV_EXECUTOR, "")
     if not choice:
-        return dg.Definitions()
+        return dg.Definitions(executor=in_process_first())
     if choice not in C.EXECUTORS:
         raise dg.DagsterInvariantViolationError(
             f"invalid setting {C.ENV_EXECUTOR}={choice!r}: unset it or set it to one of "

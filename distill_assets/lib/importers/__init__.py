@@ -17,6 +17,7 @@ from distill_assets.lib.importers.base import (
     ImportSpec,
     Provenance,
     check_distinct,
+    left_out_summary,
     make_spec,
     parse_specs,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "ImportedObject",
     "Provenance",
     "check_distinct",
+    "left_out_summary",
     "make_spec",
     "parse_specs",
     "run_import",

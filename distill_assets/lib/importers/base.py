@@ -328,3 +328,26 @@ def is_number(value: Any) -> bool:
 def safe_name(value: Any) -> bool:
     """True for a name that can be used as one path component (no separators, not . or ..)."""
     return isinstance(value, str) and bool(_NAME_RE.match(value)) and value not in (".", "..")
+
+
+def left_out_summary(failures: list[ImportFailure], invalid: int = 0) -> str:
+    """One line saying what an import left out and why: skipped files and quarantined records
+    counted by reason code, most frequent first; empty when nothing was left out."""
+    parts = []
+    for disposition, what in (
+        (C.DISPOSITION_SKIPPED, "file(s) or folder(s) skipped"),
+        (C.DISPOSITION_QUARANTINED, "record(s) quarantined"),
+    ):
+        reasons: dict[str, int] = {}
+        for failure in failures:
+            if failure.disposition == disposition:
+                reasons[failure.reason] = reasons.get(failure.reason, 0) + 1
+        if reasons:
+            ranked = sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+            why = ", ".join(f"{reason} {n}" for reason, n in ranked)
+            parts.append(f"{sum(reasons.values())} {what} ({why})")
+    if invalid:
+        parts.append(
+            f"{invalid} record(s) that break the evidence format (collect quarantines them)"
+        )
+    return "; ".join(parts)

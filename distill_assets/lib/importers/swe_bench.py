@@ -22,6 +22,7 @@ from distill_assets.lib.importers.base import (
     CREATED_AT_MTIME,
     CREATED_AT_OPTION,
     ImportBatch,
+    ImportFailure,
     ImportSpec,
     Provenance,
     SourceProblem,
@@ -99,7 +100,18 @@ NEW_COUNTS = {
     "error_instances": "error_ids",
     "incomplete_instances": "incomplete_ids",
 }
-NEW_OTHER = {"total_instances", "schema_version"}
+# other keys the harness report carries (read as counts or housekeeping, never as verdicts):
+# the harness adds the docker clean-up lists (``unstopped_containers``, ``unremoved_images``)
+# and their counts; any ``*_instances`` count and any ``unremoved_*``/``unstopped_*`` list is
+# known too, so a report from a newer harness does not warn for its bookkeeping
+NEW_OTHER = {
+    "total_instances",
+    "schema_version",
+    "unstopped_instances",
+    "unstopped_containers",
+    "unremoved_images",
+}
+_HOUSEKEEPING = re.compile(r"^(?:unremoved_|unstopped_)\w+$|^\w+_instances$")
 _NEW_ONLY = {key for key, _, _ in NEW_LAYOUT} - {"resolved"}
 _OLD_ONLY = {key for key, _, _ in OLD_LAYOUT} - {"resolved"}
 
@@ -150,10 +162,18 @@ def import_swe_bench(spec: ImportSpec) -> ImportBatch:
                 C.R_IMPORT_MISSING_FILE,
                 f"holds no system folder (expected ROOT/<system>/{PREDS_FILE})",
             )
+    unknown_keys: dict[str, list[str]] = {}  # results key -> the results files holding it
     for system, prefix in systems:
         batch.run_unit(
-            lambda unit, system=system, prefix=prefix: _import_system(unit, spec, system, prefix)
+            lambda unit, system=system, prefix=prefix: _import_system(
+                unit, spec, system, prefix, unknown_keys
+            )
         )
+    for key in sorted(unknown_keys):
+        # once per key per import, however many systems' results carry it
+        first, *others = unknown_keys[key]
+        also = f" (also in {len(others)} other results file(s))" if others else ""
+        batch.warnings.append(f"{first}: unknown key {key!r} ignored{also}")
     return batch
 
 
@@ -183,7 +203,9 @@ def _file(spec: ImportSpec, prefix: str, relpath: str) -> tuple[Path, str]:
         ) from None
 
 
-def _import_system(unit: Unit, spec: ImportSpec, system: str, prefix: str) -> None:
+def _import_system(
+    unit: Unit, spec: ImportSpec, system: str, prefix: str, unknown_keys: dict[str, list[str]]
+) -> None:
     label = spec.label(prefix or ".")
     if not safe_name(system):
         raise SourceProblem(label, C.R_IMPORT_MALFORMED, f"system name {system!r} is not usable")
@@ -203,14 +225,27 @@ def _import_system(unit: Unit, spec: ImportSpec, system: str, prefix: str) -> No
     predictions = read_predictions(preds_data, preds_label)
     unit.count(preds_label, len(predictions))
     results_data, results_sha = unit.read(results_path, results_label)
-    verdicts, layout_name, warnings = read_results(
+    read = read_results(
         parse_json(results_data, results_label),
         results_label,
         {p.instance_id for p in predictions},
         preds_label,
     )
-    unit.count(results_label, len(verdicts))
-    unit.warnings.extend(warnings)
+    verdicts, layout_name = read.verdicts, read.layout
+    unit.count(results_label, len(verdicts) + len(read.orphans))
+    for key in read.unknown_keys:
+        unknown_keys.setdefault(key, []).append(results_label)
+    for orphan in read.orphans:
+        unit.failures.append(
+            ImportFailure(
+                results_label,
+                C.R_IMPORT_ORPHAN_RESULT,
+                f"{results_label}: instance {orphan.instance_id} is listed under {orphan.key} "
+                f"but has no prediction in {preds_label}",
+                C.DISPOSITION_QUARANTINED,
+                orphan.position,
+            )
+        )
     for prediction in predictions:
         _import_instance(
             unit,
@@ -276,10 +311,29 @@ def read_predictions(data: bytes, label: str) -> list[Prediction]:
     return predictions
 
 
-def read_results(
-    results: Any, label: str, predicted: set[str], preds_label: str
-) -> tuple[dict[str, Verdict], str, list[str]]:
-    """Each listed instance's verdict, the layout's name, and warnings; or a SourceProblem."""
+@dataclass(frozen=True)
+class Orphan:
+    """An instance id the results list but the predictions do not hold."""
+
+    instance_id: str
+    key: str  # the first results list naming it
+    position: int  # 1-based position in that list
+
+
+@dataclass(frozen=True)
+class ResultsRead:
+    """What a results file says: verdicts of predicted instances, the layout, orphans (ids with
+    no prediction, each quarantined alone) and keys no layout knows (warned about)."""
+
+    verdicts: dict[str, Verdict]
+    layout: str
+    orphans: list[Orphan]
+    unknown_keys: list[str]
+
+
+def read_results(results: Any, label: str, predicted: set[str], preds_label: str) -> ResultsRead:
+    """Each listed instance's verdict, the layout's name, orphans and unknown keys; or a
+    SourceProblem when the file as a whole cannot be read as results."""
     if not isinstance(results, dict):
         raise SourceProblem(
             label,
@@ -324,27 +378,24 @@ def read_results(
                 label, C.R_IMPORT_MALFORMED, f"{key} must be a list of instance ids"
             )
         lists[key] = value
-    warnings = []
     if layout_name == "newer":
         _check_counts(results, lists, label)
     known = {key for key, _, _ in table} | (
         set(NEW_COUNTS) | NEW_OTHER if layout_name == "newer" else set()
     )
-    for key in sorted(keys - known):
-        warnings.append(f"{label}: unknown key {key!r} ignored")
-    listed = {i for ids in lists.values() for i in ids}
-    unknown = sorted(listed - predicted)
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-        raise SourceProblem(
-            label,
-            C.R_IMPORT_MALFORMED,
-            f"lists {len(unknown)} instance id(s) that are not in {preds_label}: {shown}",
-        )
+    unknown_keys = sorted(
+        key for key in keys - known if not (layout_name == "newer" and _HOUSEKEEPING.match(key))
+    )
     verdicts: dict[str, Verdict] = {}
+    orphans: dict[str, Orphan] = {}
     exclusive: dict[str, set[str]] = {}
     for key, status, is_exclusive in table:
         for position, instance_id in enumerate(lists.get(key, []), start=1):
+            if instance_id not in predicted:
+                # the harness lists every dataset instance it was not given (incomplete_ids):
+                # an id without a prediction is one left-out item, never the system's end
+                orphans.setdefault(instance_id, Orphan(instance_id, key, position))
+                continue
             if instance_id not in verdicts:
                 verdicts[instance_id] = Verdict(status, key, position)
             if is_exclusive:
@@ -353,7 +404,13 @@ def read_results(
         if len(statuses) > 1:
             first = verdicts[instance_id]
             verdicts[instance_id] = Verdict(CONFLICTING, first.key, first.position)
-    return verdicts, layout_name, warnings
+    return ResultsRead(
+        verdicts, layout_name, sorted(orphans.values(), key=_orphan_order), unknown_keys
+    )
+
+
+def _orphan_order(orphan: Orphan) -> tuple[str, int, str]:
+    return (orphan.key, orphan.position, orphan.instance_id)
 
 
 def _check_counts(results: dict[str, Any], lists: dict[str, list[str]], label: str) -> None:
