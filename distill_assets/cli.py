@@ -914,6 +914,45 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_trace(args: argparse.Namespace) -> int:
+    """Where a row, run, task or evidence record came from and what happened to it."""
+    from distill_assets.lib.trace import TraceError, open_lookup, render_trace, trace
+
+    out = _output_root(args.output, (f"{C.REPORTS_DIR}/*", f"{C.EXPORTS_DIR}/*"))
+    _require_reports(out)
+    try:
+        lookup = open_lookup(out, args.run)
+        try:
+            answer = trace(lookup, args.id)
+        finally:
+            lookup.close()
+    except TraceError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        _print_json(answer)
+    else:
+        print("\n".join(render_trace(answer)))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """What changed in the datasets between two runs, and why."""
+    from distill_assets.lib.diff import diff, render_diff
+    from distill_assets.lib.trace import TraceError
+
+    out = _output_root(args.output, (f"{C.REPORTS_DIR}/*", f"{C.EXPORTS_DIR}/*"))
+    _require_reports(out)
+    try:
+        answer = diff(out, args.run_a, args.run_b, everything=args.all)
+    except TraceError as exc:
+        raise UserError(str(exc)) from None
+    if args.json:
+        _print_json(answer)
+    else:
+        print("\n".join(render_diff(answer)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distill", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -1029,6 +1068,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="ranking: BM25 (default), dense embeddings, or both fused (needs a dense index)",
     )
     find.set_defaults(func=cmd_search)
+
+    tr = sub.add_parser(
+        "trace",
+        parents=[common],
+        help="where a dataset row, run, task or evidence record came from (docs/operations.md)",
+    )
+    tr.add_argument("id", help="a row id (sft-, pair-, kto-, pb-), run id, task id or evidence id")
+    tr.add_argument("--run", help="read the kept version of this run (default: the published one)")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_trace)
+
+    df = sub.add_parser(
+        "diff", parents=[common], help="what changed in the datasets between two runs, and why"
+    )
+    df.add_argument("run_a", nargs="?", help="the earlier run (default: the second-last)")
+    df.add_argument("run_b", nargs="?", help="the later run (default: the last)")
+    df.add_argument("--all", action="store_true", help="list every detail, not the first 10")
+    df.add_argument("--json", action="store_true")
+    df.set_defaults(func=cmd_diff)
 
     drift = sub.add_parser("drift", parents=[common], help="show a run's drift report")
     drift.add_argument("run_id", nargs="?", help="a run id (default: the latest run)")

@@ -134,8 +134,10 @@ def test_export_pass_in_workers_writes_the_same_bytes(tmp_path: Path, collected)
         assert not [p for p in write_root.rglob(".*") if p.is_file()]  # no spool left behind
     assert outcomes[0] == outcomes[1] == outcomes[2]
     tree, counts = outcomes[0]
-    # every export's files: five datasets with holdouts and quarantines, the queue and its own
-    assert len(tree) == 17
+    # every export's files: five datasets with holdouts and quarantines, the queue and its own,
+    # and the five row lists the trace lookup is built from (exports/.trace/<stage>.arrow)
+    assert len(tree) == 22
+    assert len([path for path in tree if path.startswith("exports/.trace/")]) == 5
     empty = hashlib.sha256(b"").hexdigest()
     assert [k for k in ("sft", "kto", "rag") if tree[f"exports/{k}/holdout.jsonl"] == empty] == []
     assert counts["export-preference"][0].reasons["near_duplicate"] > 0

@@ -490,3 +490,17 @@ IMPORT_KINDS: Final = (IMPORT_TAU_BENCH, IMPORT_SWE_BENCH)
 
 # --- partitions ---------------------------------------------------------------------------
 PARTITION_START: Final = "2020-01-01"
+
+
+# --- trace and diff (docs/operations.md) --------------------------------------------------
+# the lookup ``distill trace`` and ``distill diff`` read: built by the publish stage in each
+# version's directory, beside its ``exports`` (keys and byte offsets, no texts)
+TRACE_FILE: Final = "trace.sqlite"
+TRACE_ROWS_DIR: Final = "exports/.trace"
+# per scored day, the score stage's list of runs for the lookup (Arrow IPC)
+SCORED_TRACE_FILE: Final = "trace.arrow"
+
+
+def trace_rows_path(stage: str) -> str:
+    """Where an export leaves its rows' ids and places for the trace lookup (Arrow IPC)."""
+    return f"{TRACE_ROWS_DIR}/{stage}.arrow"

@@ -30,6 +30,8 @@ STAGE_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
     C.STAGE_EXPORT_REVIEW: (_SCORED, _RECORDS, f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl"),
     C.STAGE_INDEX: (),
     C.STAGE_PUBLISH: (
+        # the trace lookup (lib/trace.py) is built from the score stage's lists of runs
+        f"{C.SCORED_DIR}/{_DAY}/{C.SCORED_TRACE_FILE}",
         f"{C.EVIDENCE_DIR}/{_DAY}/{C.PART_QUARANTINE_FILE}",
         f"{C.EVIDENCE_DIR}/{C.UNDATED_BUCKET}/{C.PART_QUARANTINE_FILE}",
         f"{C.SCORED_DIR}/{_DAY}/{C.PART_QUARANTINE_FILE}",
@@ -83,6 +85,11 @@ def scored_runs(day: date) -> str:
 
 def scored_by_task(day: date) -> str:
     return f"{C.SCORED_DIR}/{day_dir(day)}/{C.BY_TASK_FILE}"
+
+
+def scored_trace(day: date) -> str:
+    """The score stage's Arrow list of the day's runs for the trace lookup (lib/trace.py)."""
+    return f"{C.SCORED_DIR}/{day_dir(day)}/{C.SCORED_TRACE_FILE}"
 
 
 def scored_quarantine(day: date) -> str:

@@ -27,6 +27,7 @@ from distill_assets.lib.io import (
 )
 from distill_assets.lib.receipts import read_ledger, receipt_relpath
 from distill_assets.lib.search import indexed_rows, indexed_source
+from distill_assets.lib.trace import build_lookup
 from distill_assets.lib.versions import open_version
 from distill_assets.lib.versions import publish as swap_in
 
@@ -174,6 +175,12 @@ def publish(out_root: Path, run_id: str) -> StageResult:
     result.input_root = result.output_root = relroot
     result.extra["rows"] = len(listed)
     if not errors:
+        built = build_lookup(out_root, root, run_id)
+        result.extra["trace_lookup"] = {
+            "ms": int(built.seconds * 1000),
+            **built.rows,
+            "phases_ms": built.phases,
+        }
         swap_in(out_root, run_id)
         result.extra["published"] = True
     return result

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.accounting import StageResult
+from distill_assets.lib.diff import explained_md
 from distill_assets.lib.drift import (
     DriftReport,
     DriftThresholds,
@@ -540,6 +541,7 @@ def render_drift_md(drift: DriftReport | None) -> list[str]:
         return [*lines, "No stage has been compared yet."]
     prior = drift.prior_run_id or "none"
     lines.append(f"Severity: **{drift.severity.upper()}** · prior run `{prior}`")
+    lines += explained_md(drift.severity, drift.prior_run_id, drift.run_id)
     prefixes = tuple(f"{d.stage}:" for d in drift.stages)
     run_flags = [flag for flag in drift.flags if not flag.startswith(prefixes)]
     lines += ["", "Flags: " + ("; ".join(run_flags) if run_flags else "none")]

@@ -33,6 +33,7 @@ from distill_assets.lib import layout, progress
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.io import AtomicJsonlWriter, SealedFile, WrittenFile
 from distill_assets.lib.parallel import process_pool
+from distill_assets.lib.trace import scored_trace, write_scored_trace
 
 ConflictPolicy = Literal["human_review", "review_wins", "outcome_wins"]
 # below this many bytes of evidence index a second worker is not worth starting
@@ -790,6 +791,7 @@ def score_block(
     # (by day, then task)
     plain = all(indexes[day].plain for day in block)
     scored_lines, by_task_lines = _scored_lines(runs, plain), _by_task_lines(runs, plain)
+    traced = scored_trace(runs, attached)
     day_of_run = runs["day"].to_numpy() - block[0].toordinal()
     per_day = np.zeros((len(block), len(C.QUALITIES)), dtype=np.int64)
     np.add.at(per_day, (day_of_run, graded.quality), 1)
@@ -808,6 +810,8 @@ def score_block(
             _write_lines(by_task, by_task_lines[stretch])
             quarantine.write_block(b"".join(quarantine_lines[day]), len(quarantine_lines[day]))
             sealed += [scored.seal(), by_task.seal(), quarantine.seal()]
+            sha256 = sealed[-3].written.sha256
+            write_scored_trace(out_root, day, traced[stretch], scored_lines[stretch], sha256)
             tally = tallies[day]
             tally.records_out = tally.records_in - tally.quarantined
             tally.accepted = int(per_day[i, _ACCEPTED])

@@ -3,6 +3,7 @@ import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.alerts import deliver, judge, make_alert, record_alerts
+from distill_assets.lib.diff import explained_by
 from distill_assets.orchestration import DistillResource
 
 WATCHED = [
@@ -100,6 +101,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, distill: DistillResource):
                         "prior_run_id": drift.prior_run_id or "",
                         "flags": ", ".join(drift.flags),
                         "partitions": ", ".join(partitions),
+                        **explained_by(drift.prior_run_id, run_id),
                     },
                 )
             )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import zlib
 from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +38,7 @@ from distill_assets.lib.io import (
     commit_file,
     copy_ranges,
 )
+from distill_assets.lib.trace import row_runs
 
 FINDINGS_PER_ROW = 20
 
@@ -201,6 +203,45 @@ def _runs(
     return ranges
 
 
+def write_row_places(root: Path, stage: str, parts: list[dict[str, Any]], keep: np.ndarray) -> None:
+    """Each written row's id, side, byte offset, length, runs and CRC-32, in file order, as an
+    Arrow file beside the datasets (``C.trace_rows_path``): what the publish stage's trace
+    lookup is built from without reading the datasets' texts again."""
+    import polars as pl
+
+    sides = np.concatenate([_column(p["side"], np.int8) for p in parts])
+    lengths = np.concatenate([_column(p["length"], np.int64) for p in parts])
+    crcs = np.concatenate([_column(p["crc"], np.uint32) for p in parts])
+    ids = [i for p in parts for i in p["ids"]]
+    runs = [r for p in parts for r in p["runs"]]
+    offsets = np.zeros(len(sides), dtype=np.int64)
+    for side in (0, 1):
+        mine = (sides == side) & keep
+        widths = lengths[mine]
+        offsets[mine] = np.cumsum(widths) - widths
+    frame = pl.DataFrame(
+        {
+            "id": pl.Series(ids, dtype=pl.String),
+            "side": sides,
+            "offset": offsets,
+            "length": lengths,
+            "runs": pl.Series(runs, dtype=pl.String),
+            "crc": crcs.astype(np.int64),
+        }
+    ).filter(pl.Series(keep))
+    target = root / C.trace_rows_path(stage)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        frame.write_ipc(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class Curation:
     """Hygiene for one export: screening, spooling, near-duplicates and the holdout split."""
 
@@ -237,6 +278,9 @@ class Curation:
         self._side = array("b")  # per row: 0 train, 1 holdout
         self._start = array("q")  # per row: where its line starts in its side's file
         self._length = array("q")
+        self._ids: list[str | None] = []
+        self._runs: list[str] = []
+        self._crc = array("I")
         # one line per task: [first row, [[pair?, unit, unit, ...] per row]], the runs (or
         # playbooks) each row accounts for; read back only for tasks with a dropped row
         fd, units = tempfile.mkstemp(
@@ -300,6 +344,10 @@ class Curation:
         self._start.append(side.write(line))
         self._length.append(len(line))
         self._side.append(1 if holdout else 0)
+        # what `distill trace` looks a row up by (lib/trace.py): its id, runs and digest
+        self._ids.append(row.get("id"))
+        self._runs.append(row_runs(row))
+        self._crc.append(zlib.crc32(line))
         if self._task is None or self._task[0] != task_id:
             self._flush_task()
             self._task = (task_id, self.count, [])
@@ -340,6 +388,7 @@ class Curation:
                 _assemble(self.write_root, relpath, parts, number, keep)
                 for number, relpath in ((0, self.train_path), (1, self.holdout_path))
             ]
+            write_row_places(self.write_root, self.stage, parts, keep)
         finally:
             self._remove_files(parts)
         self.train_rows, self.holdout_rows = outputs[0].record_count, outputs[1].record_count
@@ -415,6 +464,9 @@ class Curation:
             "length": self._length,
             "units": str(self._units_path),
             "rows": self.count,
+            "ids": self._ids,
+            "runs": self._runs,
+            "crc": self._crc,
         }
 
     def _remove_files(self, parts: list[dict[str, Any]]) -> None:

@@ -1,0 +1,1028 @@
+"""``distill trace``: where a dataset row, a run, a task or an evidence record came from, and
+what happened to it on the way.
+
+The publish stage builds a small SQLite lookup beside the datasets it publishes
+(``.versions/<run_id>/trace.sqlite``, beside the version's ``exports``; ``build_lookup``). It
+holds keys and byte offsets, not texts: each scored run's verdict and the places of its scored
+line, its evidence records and every dataset row and quarantine line naming it; each dataset
+row's id, place and digest (from the row lists the exports write beside their datasets,
+``exports/.trace/<stage>.arrow``, so no dataset text is read again). Decoding, joins and
+grouping are polars'; SQLite gets whole columns in one transaction, indexes last. A query
+reads a handful of lines by offset (``trace``), never scanning a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from distill_assets.lib import constants as C
+from distill_assets.lib import layout
+
+LOOKUP_SCHEMA_VERSION = 1
+# the datasets a row id can come from: name -> (stage writing it, train path, holdout path)
+DATASETS: dict[str, tuple[str, str, str]] = {
+    "sft": (C.STAGE_EXPORT_SFT, C.SFT_PATH, C.SFT_HOLDOUT_PATH),
+    "preference": (C.STAGE_EXPORT_PREFERENCE, C.PREFERENCE_PATH, C.PREFERENCE_HOLDOUT_PATH),
+    "kto": (C.STAGE_EXPORT_KTO, C.KTO_PATH, C.KTO_HOLDOUT_PATH),
+    "rag": (C.STAGE_EXPORT_RAG, C.RAG_PATH, C.RAG_HOLDOUT_PATH),
+    "rag_extracted": (C.STAGE_EXTRACT_PLAYBOOKS, C.EXTRACTED_PATH, C.EXTRACTED_HOLDOUT_PATH),
+}
+SPLITS = ("train", "holdout")
+QUARANTINE_STAGES = (C.STAGE_COLLECT, C.STAGE_SCORE, *C.PUBLISHED_QUARANTINES)
+_PLACE_BITS = 40
+# the fields of each stage's quarantine lines that name what a line is about (an export's
+# line names its run's record too, but the run is the key there)
+_QUARANTINE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    C.STAGE_COLLECT: (("run_id", "evidence_id"), ("reasons",)),
+    C.STAGE_SCORE: (("run_id", "evidence_id"), ("reasons",)),
+    C.STAGE_EXPORT_PREFERENCE: (("run_id", "chosen_run_id", "rejected_run_id"), ()),
+    C.STAGE_EXTRACT_PLAYBOOKS: (("run_id", "playbook_id"), ("source_run_ids",)),
+    C.STAGE_EXPORT_RAG: (("run_id", "playbook_id"), ("source_run_ids",)),
+    C.STAGE_INDEX: (("run_id", "playbook_id"), ("source_run_ids",)),
+}
+_SEP = "\x1f"
+_EVIDENCE_ID = re.compile(r"[0-9a-f]{64}")
+_REDACTED = re.compile(r"\[REDACTED:([a-z0-9_]+)\]")
+# how many lines of one kind a trace shows per run and stage before "N more"
+SHOWN = 20
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT, role TEXT, name TEXT, split TEXT,
+                    bytes INTEGER, mtime_ns INTEGER, producer TEXT);
+CREATE TABLE runs (run_id TEXT, task_id TEXT, quality TEXT, score REAL, reasons TEXT,
+                   file INTEGER, offset INTEGER, evidence TEXT, evidence_places TEXT,
+                   places TEXT);
+CREATE TABLE rows (id TEXT, place INTEGER, digest INTEGER);
+CREATE TABLE refs (key TEXT, place INTEGER);
+CREATE TABLE reasons (stage TEXT, reason TEXT, n INTEGER)
+"""
+_INDEXES = """
+CREATE INDEX runs_run ON runs (run_id);
+CREATE INDEX runs_task ON runs (task_id);
+CREATE INDEX rows_id ON rows (id);
+CREATE INDEX refs_key ON refs (key)
+"""
+
+
+def row_runs(row: dict[str, Any]) -> str:
+    """The runs a dataset row was made from, joined by a unit separator."""
+    found = row.get("source_run_id")
+    if found is not None:
+        return str(found)
+    if "chosen_run_id" in row:
+        return f"{row['chosen_run_id']}\x1f{row.get('rejected_run_id')}"
+    return "\x1f".join(str(r) for r in row.get("source_run_ids") or ())
+
+
+class TraceError(Exception):
+    """A trace or diff the lookup cannot answer; one line for the user."""
+
+
+# --- what the score stage leaves for the lookup -----------------------------------------
+
+
+def scored_trace(runs: Any, attached: Any) -> Any:
+    """Per scored run, in the order of its scored lines: its verdict and where each of its
+    evidence records is (id by its first 16 hex digits, the day's records file by day ordinal,
+    the byte offset), from the columns the score stage already holds (``runs``: one row per
+    run, ``ri`` its number; ``attached``: its reviews and outcomes in order)."""
+    import polars as pl
+
+    # an evidence id's first 16 hex digits name it here (the record read back confirms it)
+    evidence = attached.group_by("ri", maintain_order=True).agg(
+        e_ids=pl.col("evidence_id").cast(pl.String).str.slice(0, 16),
+        e_days=pl.col("day").cast(pl.Int32),
+        e_offsets=pl.col("offset").cast(pl.Int64),
+    )
+    # (casts: a column of an empty or all-null frame comes typed Null)
+    frame = runs.select(
+        "ri",
+        pl.col("run_id").cast(pl.String),
+        pl.col("task_id").cast(pl.String),
+        pl.col("quality")
+        .replace_strict(list(range(len(C.QUALITIES))), list(C.QUALITIES), return_dtype=pl.String)
+        .alias("quality"),
+        pl.col("score").cast(pl.Float64),
+        pl.col("reasons_json").cast(pl.String).str.replace_all(r'[\[\]"]', "").alias("reasons"),
+        pl.col("evidence_id").cast(pl.String).str.slice(0, 16),
+        pl.col("day").cast(pl.Int32),
+        pl.col("offset").cast(pl.Int64),
+    ).join(evidence, on="ri", how="left", maintain_order="left")
+    alone = pl.col("e_ids").is_null()
+    return frame.select(
+        "run_id",
+        "task_id",
+        "quality",
+        "score",
+        "reasons",
+        pl.when(alone)
+        .then(pl.concat_list("evidence_id"))
+        .otherwise(pl.concat_list("evidence_id", "e_ids"))
+        .alias("evidence_ids"),
+        pl.when(alone)
+        .then(pl.concat_list("day"))
+        .otherwise(pl.concat_list("day", "e_days"))
+        .alias("evidence_days"),
+        pl.when(alone)
+        .then(pl.concat_list("offset"))
+        .otherwise(pl.concat_list("offset", "e_offsets"))
+        .alias("evidence_offsets"),
+    )
+
+
+def write_scored_trace(out_root: Path, day: Any, part: Any, lines: Any, sha256: str) -> None:
+    """The day's ``scored_trace`` rows with each scored line's byte offset, as an Arrow file
+    beside the scored runs, naming the sha256 of the scored file it describes (the lookup uses
+    it only while the ledger names the same)."""
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    widths = lines.str.len_bytes().cast(pl.Int64)
+    frame = part.with_columns(offset=(widths.cum_sum() - widths))
+    # a fresh copy: a slice's buffers would be written with whatever surrounds it, and the
+    # bytes must not depend on how the days were cut into blocks
+    table = frame.to_arrow()
+    table = table.take(pa.array(range(table.num_rows), type=pa.int64()))
+    table = table.replace_schema_metadata({"scored_sha256": sha256})
+    target = out_root / layout.scored_trace(day)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink, ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# --- building ---------------------------------------------------------------------------
+
+
+def _offsets(path: Path) -> Any:
+    """The byte offset of each line of a JSONL file we wrote (no blank lines): its newlines
+    found by numpy, 16 MiB at a time, so memory holds one piece and the offsets."""
+    import numpy as np
+    import polars as pl
+
+    starts = [np.zeros(1, dtype=np.int64)]
+    done = 0
+    with open(path, "rb") as fh:
+        while piece := fh.read(1 << 24):
+            ends = np.flatnonzero(np.frombuffer(piece, dtype=np.uint8) == 10)
+            starts.append(ends.astype(np.int64) + done + 1)
+            done += len(piece)
+    offsets = np.concatenate(starts)
+    if offsets[-1] == done:  # the last line ends with a newline: no line starts there
+        offsets = offsets[:-1]
+    if len(offsets) > 1 and (np.diff(offsets) < 2).any():
+        raise TraceError(f"{path}: blank lines, its lines cannot be indexed")
+    return pl.DataFrame({"offset": offsets})
+
+
+def _jsonl(path: Path, schema: dict[str, Any], with_offsets: bool = True) -> Any:
+    """The named fields of every line (others are skipped by the native reader), with each
+    line's byte offset."""
+    import polars as pl
+
+    if path.stat().st_size == 0:
+        return pl.DataFrame(schema={**schema, "offset": pl.Int64})
+    frame = pl.read_ndjson(path, schema=schema)
+    if with_offsets:
+        frame = frame.with_columns(_offsets(path)["offset"])
+    return frame
+
+
+@dataclass
+class BuildFigures:
+    """What building the lookup cost and holds (the publish receipt records them)."""
+
+    seconds: float = 0.0
+    rows: dict[str, int] = field(default_factory=dict)
+    # milliseconds per phase (docs/performance.md)
+    phases: dict[str, int] = field(default_factory=dict)
+
+    def lap(self, phase: str, since: float) -> float:
+        now = time.perf_counter()
+        self.phases[phase] = int((now - since) * 1000)
+        return now
+
+
+class _Files:
+    """The files the lookup points into, numbered, with their size, time and producer."""
+
+    def __init__(self, out_root: Path) -> None:
+        from distill_assets.lib.receipts import read_ledger
+
+        self.ledger = read_ledger(out_root)
+        self.rows: list[tuple[Any, ...]] = []
+
+    def add(
+        self,
+        base: Path,
+        relpath: str,
+        role: str,
+        name: str = "",
+        split: str = "",
+        producer: str | None = None,
+    ) -> int:
+        known = self.ledger.get(relpath) or {}
+        try:
+            stat = (base / relpath).stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:  # a step working on a copy of an object-store output: not pulled here
+            size, mtime = int(known.get("bytes", 0)), int(known.get("mtime_ns", 0))
+        producer = producer or known.get("run_id")
+        number = len(self.rows) + 1
+        self.rows.append((number, relpath, role, name, split, size, mtime, producer))
+        return number
+
+
+def _receipt_reasons(out_root: Path, producer: str | None, stage: str) -> list[tuple[str, int]]:
+    """The reason counts of a stage's receipt (the run that wrote the file)."""
+    if producer is None:
+        return []
+    try:
+        receipt = orjson.loads((out_root / C.REPORTS_DIR / producer / f"{stage}.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return []
+    found = (receipt.get("stats") or {}).get("reasons") or {}
+    return [(str(code), int(n)) for code, n in sorted(found.items())]
+
+
+def _place(file: int, offset: Any) -> Any:
+    """A line's place as one integer: the file's number above bit 40, the byte offset below."""
+    import polars as pl
+
+    return pl.lit(file << _PLACE_BITS, dtype=pl.Int64) + offset.cast(pl.Int64)
+
+
+_RUN_COLUMNS = (
+    "run_id",
+    "task_id",
+    "quality",
+    "score",
+    "reasons",
+    "file",
+    "offset",
+    "evidence",
+    "evidence_places",
+)
+
+
+def _scored_runs(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
+    """One row per scored run on disk: verdict, scored line, evidence ids (16 hex each) and
+    their places (``file:offset``), from the score stage's Arrow files when they describe the
+    scored files on disk (the ledger's sha256), else from the scored files and the index."""
+    import polars as pl
+    import pyarrow.ipc as ipc
+
+    # the days with scored runs: their scored files, or only the score stage's lists on a copy
+    # of an object-store output (which holds what the publish stage reads)
+    days = sorted(
+        set(layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE))
+        | set(layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_TRACE_FILE))
+    )
+    parts, missing = [], []
+    for day in days:
+        relpath = layout.scored_runs(day)
+        path = out_root / relpath
+        if path.exists() and path.stat().st_size == 0:
+            continue
+        number = files.add(out_root, relpath, "scored")
+        sidecar = out_root / layout.scored_trace(day)
+        table = None
+        if sidecar.exists():
+            with ipc.open_file(str(sidecar)) as reader:
+                meta = reader.schema.metadata or {}
+                known = (files.ledger.get(relpath) or {}).get("sha256")
+                if known and meta.get(b"scored_sha256") == known.encode():
+                    table = reader.read_all()
+        if table is None:
+            missing.append((number, relpath))
+            continue
+        parts.append(pl.from_arrow(table).with_columns(file=pl.lit(number, dtype=pl.Int64)))
+    figures.rows["days_read_again"] = len(missing)
+    readable = [m for m in missing if (out_root / m[1]).exists()]
+    if readable:
+        parts.append(_parsed_runs(out_root, readable))
+    if not parts:
+        return pl.DataFrame(schema=dict.fromkeys(_RUN_COLUMNS, pl.String)).with_columns(
+            pl.col("score").cast(pl.Float64), pl.col("file", "offset").cast(pl.Int64)
+        )
+    runs = pl.concat(parts, how="diagonal_relaxed")
+    # the records files the evidence lies in, by day (each numbered once)
+    ordinals = runs.select(pl.col("evidence_days").explode().unique().drop_nulls().sort())
+    records = {
+        int(o): files.add(out_root, layout.evidence_records(date.fromordinal(int(o))), "records")
+        for (o,) in ordinals.iter_rows()
+        if o
+    }
+    to_file = pl.element().replace_strict(records, default=0, return_dtype=pl.Int64)
+    # a place is one integer: the file's number above bit 40, the byte offset below
+    places = pl.col("evidence_days").list.eval(to_file) * (1 << _PLACE_BITS) + pl.col(
+        "evidence_offsets"
+    )
+    return runs.select(
+        *_RUN_COLUMNS[:7],
+        pl.col("evidence_ids")
+        .list.eval(pl.element().str.slice(0, 16))
+        .list.join(",")
+        .alias("evidence"),
+        places.cast(pl.List(pl.String)).list.join(",").alias("evidence_places"),
+    )
+
+
+def _parsed_runs(out_root: Path, days: list[tuple[int, str]]) -> Any:
+    """The ``scored_trace`` columns read back from scored files and the evidence index (days
+    scored by an older version of distill, or rewritten since): the slow way, kept correct."""
+    import polars as pl
+
+    index = []
+    for day in layout.days_on_disk(out_root, C.EVIDENCE_DIR, "index.jsonl"):
+        path = out_root / layout.evidence_index(day)
+        if path.stat().st_size:
+            frame = _jsonl(path, {"evidence_id": pl.String, "offset": pl.Int64}, False)
+            index.append(frame.with_columns(day=pl.lit(day.toordinal(), dtype=pl.Int32)))
+    schema = {
+        "run_id": pl.String,
+        "task_id": pl.String,
+        "quality_score": pl.String,
+        "score": pl.Float64,
+        "reasons": pl.List(pl.String),
+        "evidence_ids": pl.List(pl.String),
+    }
+    frames = [
+        _jsonl(out_root / relpath, schema).with_columns(file=pl.lit(number, dtype=pl.Int64))
+        for number, relpath in days
+    ]
+    runs = pl.concat(frames).with_row_index("_run")
+    known = (
+        pl.concat(index)
+        if index
+        else pl.DataFrame(schema={"evidence_id": pl.String, "offset": pl.Int64, "day": pl.Int32})
+    )
+    places = (
+        runs.select("_run", pl.col("evidence_ids").alias("evidence_id"))
+        .explode("evidence_id")
+        .join(known, on="evidence_id", how="left", maintain_order="left")
+        .group_by("_run", maintain_order=True)
+        .agg(
+            evidence_days=pl.col("day").fill_null(0),
+            evidence_offsets=pl.col("offset").fill_null(0),
+        )
+    )
+    return runs.join(places, on="_run", how="left", maintain_order="left").select(
+        "run_id",
+        "task_id",
+        pl.col("quality_score").alias("quality"),
+        "score",
+        pl.col("reasons").list.join(",").alias("reasons"),
+        "evidence_ids",
+        "evidence_days",
+        "evidence_offsets",
+        "offset",
+        "file",
+    )
+
+
+def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
+    """Write ``root/trace.sqlite`` for the version ``root`` of run ``run_id`` (renamed into
+    place when complete).
+
+    One row per scored run (its verdict, where its scored line and evidence records are, and
+    where every dataset row and quarantine line naming it is), one per dataset row (id,
+    place, runs, CRC-32 of its bytes, from the exports' own row lists, not their texts), and
+    one per quarantine line about anything else (a run never scored, a playbook, an
+    evidence record). Decoding, joins and grouping are polars'; SQLite gets whole columns."""
+    import polars as pl
+
+    began = time.perf_counter()
+    figures = BuildFigures()
+    files = _Files(out_root)
+
+    runs = _scored_runs(out_root, files, figures)
+
+    clock = figures.lap("scored runs", began)
+    # the dataset rows, from the row lists the exports wrote beside them
+    rows: list[Any] = []
+    named: list[Any] = []
+    for name, (stage, train, holdout) in DATASETS.items():
+        sidecar = root / C.trace_rows_path(stage)
+        if not sidecar.exists():
+            continue
+        listed = pl.read_ipc(sidecar)
+        for side, (split, relpath) in enumerate(zip(SPLITS, (train, holdout), strict=True)):
+            part = listed.filter(pl.col("side") == side)
+            path = root / relpath
+            if not path.exists() or int(part["length"].sum() or 0) != path.stat().st_size:
+                continue  # a dataset this row list does not describe: left out, not guessed
+            number = files.add(root, relpath, "dataset", name, split)
+            place = _place(number, pl.col("offset")).alias("place")
+            rows.append(part.select("id", place, pl.col("crc").alias("digest")))
+            named.append(
+                part.select(pl.col("runs").str.split(_SEP).alias("key"), place).explode("key")
+            )
+
+    clock = figures.lap("dataset rows", clock)
+    # quarantine lines, under every id each names; their reason codes counted (diff)
+    reasons: list[tuple[str, str, int]] = []
+    for stage in QUARANTINE_STAGES:
+        relpath = C.quarantine_path(stage)
+        if not (root / relpath).exists():
+            continue
+        # the collect and score views are assembled by this publish stage
+        made_here = stage in (C.STAGE_COLLECT, C.STAGE_SCORE)
+        number = files.add(
+            root, relpath, "quarantine", stage, producer=run_id if made_here else None
+        )
+        # only the fields this stage's lines have (reading fewer is what makes it cheap)
+        strings, lists = _QUARANTINE_FIELDS.get(stage, (("run_id",), ()))
+        schema = {key: pl.String for key in strings}
+        schema |= {key: pl.List(pl.String) for key in lists}
+        frame = _jsonl(root / relpath, schema)
+        if made_here:
+            counted = frame.select(pl.col("reasons").explode()).drop_nulls().group_by("reasons")
+            reasons += [(stage, str(code), int(n)) for code, n in counted.len().iter_rows()]
+        else:  # an export's own count of the reasons it left records out for
+            producer = files.rows[-1][-1]
+            reasons += [(stage, code, n) for code, n in _receipt_reasons(out_root, producer, stage)]
+        place = _place(number, pl.col("offset")).alias("place")
+        for key in strings:
+            named.append(frame.select(pl.col(key).alias("key"), place))
+        for key in lists:
+            if key != "reasons":
+                named.append(frame.select(pl.col(key).alias("key"), place).explode("key"))
+    clock = figures.lap("quarantines", clock)
+    # (a line naming one id twice is listed twice: the reader takes the set of places)
+    keyed = (
+        pl.concat(named).drop_nulls("key")
+        if named
+        else pl.DataFrame(schema={"key": pl.String, "place": pl.Int64})
+    )
+    del named
+    scored_ids = runs.select(pl.col("run_id").alias("key"))
+    by_run = keyed.join(scored_ids, on="key", how="semi")
+    other_refs = keyed.join(scored_ids, on="key", how="anti")
+    del keyed, scored_ids
+    by_run = by_run.group_by("key").agg(pl.col("place").cast(pl.String).str.join(","))
+
+    table = runs.join(
+        by_run.rename({"key": "run_id", "place": "places"}),
+        on="run_id",
+        how="left",
+        maintain_order="left",
+    ).select(
+        "run_id",
+        "task_id",
+        "quality",
+        "score",
+        "reasons",
+        "file",
+        "offset",
+        "evidence",
+        "evidence_places",
+        "places",
+    )
+    del runs, by_run
+    all_rows = pl.concat(rows) if rows else None
+    del rows
+
+    clock = figures.lap("joins", clock)
+    target = root / C.TRACE_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        # a new file renamed into place when complete: no journal needed
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("BEGIN")
+        for statement in _SCHEMA.split(";"):
+            db.execute(statement)
+        db.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", table.iter_rows())
+        if all_rows is not None:
+            db.executemany("INSERT INTO rows VALUES (?,?,?)", all_rows.iter_rows())
+        db.executemany("INSERT INTO refs VALUES (?,?)", other_refs.iter_rows())
+        db.executemany("INSERT INTO reasons VALUES (?,?,?)", sorted(reasons))
+        db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?)", files.rows)
+        meta = {"schema_version": str(LOOKUP_SCHEMA_VERSION), "run_id": run_id}
+        db.executemany("INSERT INTO meta VALUES (?,?)", sorted(meta.items()))
+        clock = figures.lap("inserts", clock)
+        for statement in _INDEXES.split(";"):
+            db.execute(statement)
+        db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    db.close()
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    figures.rows |= {
+        "runs": table.height,
+        "rows": all_rows.height if all_rows is not None else 0,
+        "refs": other_refs.height,
+    }
+    figures.lap("indexes and commit", clock)
+    figures.seconds = time.perf_counter() - began
+    return figures
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    role: str
+    name: str
+    split: str
+    bytes: int
+    mtime_ns: int
+    producer: str | None
+
+
+class Lookup:
+    """An open trace lookup of one version, and the files it points into."""
+
+    def __init__(self, out_root: Path, root: Path) -> None:
+        self.out_root = out_root
+        self.root = root
+        self.path = root / C.TRACE_FILE
+        self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema_version") != str(LOOKUP_SCHEMA_VERSION):
+            raise TraceError(
+                f"{self.path} was built by another version of distill: materialize again"
+            )
+        self.run_id = meta.get("run_id", root.name)
+        self.files = {
+            int(row[0]): FileInfo(*row[1:]) for row in self.db.execute("SELECT * FROM files")
+        }
+        self._handles: dict[int, Any] = {}
+        self._receipts: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
+        self.db.close()
+
+    def base(self, file: int) -> Path:
+        role = self.files[file].role
+        return self.out_root if role in ("records", "scored") else self.root
+
+    def changed(self, file: int) -> bool:
+        """The file is not the one the lookup was built from (a later run rewrote it)."""
+        info = self.files[file]
+        try:
+            stat = (self.base(file) / info.path).stat()
+        except OSError:
+            return True
+        return stat.st_size != info.bytes or stat.st_mtime_ns != info.mtime_ns
+
+    def line(self, file: int, offset: int) -> dict[str, Any] | None:
+        """The JSON line at ``offset`` of a file the lookup points into (None if unreadable)."""
+        handle = self._handles.get(file)
+        if handle is None:
+            try:
+                handle = open(layout.inside(self.base(file), self.files[file].path), "rb")
+            except (OSError, ValueError):
+                return None
+            self._handles[file] = handle
+        try:
+            handle.seek(offset)
+            value = orjson.loads(handle.readline())
+        except (OSError, orjson.JSONDecodeError):
+            return None
+        return value if isinstance(value, dict) else None
+
+    def settings(self, producer: str | None, stage: str) -> dict[str, Any] | None:
+        """The settings a stage's receipt recorded for the run that produced a file."""
+        if producer is None:
+            return None
+        key = (producer, stage)
+        if key not in self._receipts:
+            path = self.out_root / C.REPORTS_DIR / producer / f"{stage}.json"
+            try:
+                self._receipts[key] = orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                self._receipts[key] = {}
+        settings = (self._receipts[key].get("extra") or {}).get("settings")
+        return settings if isinstance(settings, dict) else None
+
+
+def open_lookup(out_root: Path, run_id: str | None = None) -> Lookup:
+    """The lookup of the published version, or of the kept version of ``run_id``."""
+    if run_id is None:
+        published = layout.published_exports(out_root)
+        if published is None:
+            raise TraceError(f"nothing is published under {out_root}: run distill materialize")
+        root = published.parent
+        if not (root / C.TRACE_FILE).exists():
+            raise TraceError(
+                f"the version published by run {root.name} has no trace lookup (it was "
+                "published before distill built one): run distill materialize again"
+            )
+        return Lookup(out_root, root)
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", run_id):
+        raise TraceError(f"not a run id: {run_id!r}")
+    root = layout.version_root(out_root, run_id)
+    if not (root / C.TRACE_FILE).exists():
+        kept = ", ".join(traced_versions(out_root)) or "none"
+        raise TraceError(f"run {run_id} has no kept version with a trace lookup (kept: {kept})")
+    return Lookup(out_root, root)
+
+
+def traced_versions(out_root: Path) -> list[str]:
+    """Run ids of the kept versions that have a lookup, oldest first (by the run index)."""
+    base = out_root / C.VERSIONS_DIR
+    found = {p.parent.name for p in base.glob(f"*/{C.TRACE_FILE}")} if base.is_dir() else set()
+    ordered: list[str] = []
+    index = out_root / C.RUN_INDEX_PATH
+    if index.exists():
+        for raw in index.read_bytes().splitlines():
+            try:
+                run = orjson.loads(raw).get("run_id")
+            except orjson.JSONDecodeError:
+                continue
+            if run in found and run not in ordered:
+                ordered.append(run)
+    rest = sorted(found - set(ordered), key=lambda r: (base / r / C.TRACE_FILE).stat().st_mtime_ns)
+    return [*rest, *ordered]
+
+
+def redactions(value: Any, path: str = "") -> list[dict[str, str]]:
+    """Where a published row holds redaction placeholders: type and field path, no text."""
+    if isinstance(value, str):
+        return [{"type": kind, "field": path} for kind in _REDACTED.findall(value)]
+    if isinstance(value, dict):
+        return [
+            found
+            for key, item in value.items()
+            for found in redactions(item, f"{path}.{key}" if path else str(key))
+        ]
+    if isinstance(value, list):
+        return [found for i, item in enumerate(value) for found in redactions(item, f"{path}[{i}]")]
+    return []
+
+
+def split_place(place: int) -> tuple[int, int]:
+    """(file number, byte offset) of a place."""
+    return place >> _PLACE_BITS, place & ((1 << _PLACE_BITS) - 1)
+
+
+def _places(text: str | None) -> list[tuple[int, int]]:
+    return [split_place(int(item)) for item in (text or "").split(",") if item]
+
+
+def _findings(line: dict[str, Any]) -> list[dict[str, str]]:
+    """A quarantine line's secret findings: type and field only, never a value or preview."""
+    return [
+        {"type": str(f.get("type")), "field": str(f.get("field"))}
+        for f in line.get("findings") or []
+        if isinstance(f, dict)
+    ]
+
+
+def _left_out(stage: str, line: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "stage": stage,
+        "status": line.get("disposition", C.DISPOSITION_QUARANTINED),
+        "reasons": line.get("reasons") or [],
+        "record_type": line.get("record_type"),
+    }
+    if line.get("record_type") == "pair":
+        item["pair"] = {
+            "chosen_run_id": line.get("chosen_run_id"),
+            "rejected_run_id": line.get("rejected_run_id"),
+            "margin": line.get("margin"),
+        }
+        item["side"] = "chosen" if line.get("chosen_run_id") == run_id else "rejected"
+    if line.get("playbook_id"):
+        item["playbook_id"] = line["playbook_id"]
+    if line.get("kept_id"):
+        item["kept_id"] = line["kept_id"]
+    if line.get("findings"):
+        item["secrets"] = _findings(line)
+    if line.get("contamination"):
+        item["contamination"] = line["contamination"]
+    return item
+
+
+def _evidence(lookup: Lookup, ids: str | None, places: str | None) -> list[dict[str, Any]]:
+    """The evidence records of a run, read where the lookup says they are."""
+    found = []
+    prefixes = [p for p in (ids or "").split(",") if p]
+    where = [int(p) for p in (places or "").split(",") if p]
+    for prefix, place in zip(prefixes, where, strict=False):
+        entry: dict[str, Any] = {"evidence_id": prefix}
+        file, offset = split_place(place)
+        if file not in lookup.files:
+            entry["problem"] = "not in the evidence store"
+            found.append(entry)
+            continue
+        record = lookup.line(file, offset)
+        if record is None or not str(record.get("evidence_id", "")).startswith(prefix):
+            entry["problem"] = f"{lookup.files[file].path} changed since this version"
+            found.append(entry)
+            continue
+        body = record.get("record")
+        digest = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        entry.update(
+            evidence_id=record["evidence_id"],
+            kind=record.get("kind"),
+            source_path=record.get("source_path"),
+            line=record.get("line"),
+            sha256=digest,
+            source_sha256=record.get("source_sha256"),
+            created_at=record.get("created_at"),
+            store=f"{lookup.files[file].path}@{offset}",
+        )
+        if isinstance(body, dict) and record.get("kind") == C.KIND_REVIEW:
+            entry["verdict"] = body.get("verdict")
+            if body.get("reviewer"):
+                entry["reviewer"] = body.get("reviewer")
+        if isinstance(body, dict) and record.get("kind") == C.KIND_OUTCOME:
+            entry["outcome"] = body.get("outcome")
+        if digest != record["evidence_id"]:
+            entry["problem"] = "the record does not hash to its evidence id"
+        found.append(entry)
+    return found
+
+
+def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
+    """Everything the lookup knows of one run."""
+    db = lookup.db
+    out: dict[str, Any] = {"run_id": run_id}
+    found = db.execute(
+        "SELECT task_id, quality, score, reasons, file, offset, evidence, evidence_places, "
+        "places FROM runs "
+        "WHERE run_id = ?",
+        (run_id,),
+    ).fetchone()
+    places = [
+        split_place(p) for (p,) in db.execute("SELECT place FROM refs WHERE key = ?", (run_id,))
+    ]
+    if found is not None:
+        task_id, quality, score, reasons, file, offset, evidence, where, run_places = found
+        info = lookup.files[file]
+        out["task_id"] = task_id
+        out["verdict"] = {
+            "quality": quality,
+            "score": score,
+            "reasons": [r for r in (reasons or "").split(",") if r],
+            "scored_file": info.path,
+            "scored_by_run": info.producer,
+            "policy": lookup.settings(info.producer, C.STAGE_SCORE),
+        }
+        if lookup.changed(file):
+            out["verdict"]["note"] = f"{info.path} was rewritten by a later run"
+        out["evidence"] = _evidence(lookup, evidence, where)
+        places = _places(run_places) + places
+    else:
+        out["verdict"] = None
+        out["evidence"] = []
+    collect: list[dict[str, Any]] = []
+    score: list[dict[str, Any]] = []
+    exports: list[dict[str, Any]] = []
+    for file, offset in sorted(set(places)):
+        info = lookup.files[file]
+        line = lookup.line(file, offset)
+        if line is None:
+            continue
+        if info.role == "dataset":
+            item = {
+                "stage": DATASETS[info.name][0],
+                "dataset": info.name,
+                "status": "published",
+                "split": info.split,
+                "row_id": line.get("id"),
+                "file": info.path,
+            }
+            if line.get("chosen_run_id"):
+                item["side"] = "chosen" if line["chosen_run_id"] == run_id else "rejected"
+            hidden = redactions(line)
+            if hidden:
+                item["secrets_redacted"] = hidden
+            exports.append(item)
+        elif info.name == C.STAGE_COLLECT:
+            collect.append(
+                {
+                    "status": line.get("disposition"),
+                    "reasons": line.get("reasons") or [],
+                    "kind": line.get("kind"),
+                    "source_path": line.get("source_path"),
+                    "line": line.get("line"),
+                }
+            )
+        elif info.name == C.STAGE_SCORE:
+            score.append(
+                {
+                    "status": line.get("disposition"),
+                    "reasons": line.get("reasons") or [],
+                    "kind": line.get("kind"),
+                    "evidence_id": line.get("evidence_id"),
+                }
+            )
+        else:
+            exports.append(_left_out(info.name, line, run_id))
+    order = {stage: n for n, stage in enumerate(C.STAGES)}
+    exports.sort(key=lambda e: (order.get(e["stage"], 99), e["status"] != "published"))
+    out["collect"] = collect
+    out["score"] = score
+    out["exports"] = exports
+    return out
+
+
+def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
+    """What ``ident`` is (a dataset row id, a run id, a task id, an evidence id, a playbook
+    id) and the trace of every run behind it; ``TraceError`` when the lookup knows none."""
+    db = lookup.db
+    matched: list[str] = []
+    runs: list[str] = []
+    rows: list[dict[str, Any]] = []
+    for (place,) in db.execute("SELECT place FROM rows WHERE id = ? ORDER BY place", (ident,)):
+        file, offset = split_place(place)
+        info = lookup.files[file]
+        line = lookup.line(file, offset)
+        if line is None or line.get("id") != ident:
+            continue  # the lookup and the file disagree: the file wins
+        named = row_runs(line).split(_SEP)
+        matched.append(f"{info.name} row ({info.split})")
+        rows.append(
+            {
+                "dataset": info.name,
+                "split": info.split,
+                "file": info.path,
+                "offset": offset,
+                "run_ids": [r for r in named if r],
+            }
+        )
+        runs += [r for r in named if r]
+    if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (ident,)).fetchone():
+        matched.append("run id")
+        runs.append(ident)
+    of_task = [r for (r,) in db.execute("SELECT run_id FROM runs WHERE task_id = ?", (ident,))]
+    if of_task:
+        matched.append(f"task id ({len(of_task)} scored runs)")
+        runs += sorted(of_task)
+    if _EVIDENCE_ID.fullmatch(ident):
+        for run_id, evidence, where in db.execute(
+            "SELECT run_id, evidence, evidence_places FROM runs WHERE instr(evidence, ?) > 0",
+            (ident[:16],),
+        ):
+            if any(e.get("evidence_id") == ident for e in _evidence(lookup, evidence, where)):
+                matched.append("evidence id")
+                runs.append(run_id)
+    others = db.execute("SELECT place FROM refs WHERE key = ?", (ident,)).fetchall()
+    unscored: list[dict[str, Any]] = []
+    for (place,) in others:
+        file, offset = split_place(place)
+        info = lookup.files[file]
+        line = lookup.line(file, offset)
+        if line is None:
+            continue
+        if info.name in (C.STAGE_COLLECT, C.STAGE_SCORE):
+            named = line.get("run_id")
+            if named and named not in runs:
+                runs.append(named)
+            what = "run id (never scored)" if named == ident else "evidence id"
+            if what not in matched:
+                matched.append(what)
+        else:
+            if "playbook id" not in matched:
+                matched.append("playbook id")
+            unscored.append(_left_out(info.name, line, None))
+            runs += [r for r in line.get("source_run_ids") or [] if r not in runs]
+    if not matched:
+        raise TraceError(
+            f"unknown id {ident!r}: searched the dataset row ids (sft, preference, kto, rag), "
+            "run ids, task ids, evidence ids and playbook ids of the version published by run "
+            f"{lookup.run_id} ({lookup.path})"
+        )
+    unique = list(dict.fromkeys(runs))
+    return {
+        "id": ident,
+        "matched": matched,
+        "version": {"run_id": lookup.run_id, "path": layout.relroot(lookup.out_root, lookup.root)},
+        "rows": rows,
+        "playbook": unscored,
+        "runs": [_run(lookup, run_id) for run_id in unique[:max_runs]],
+        "runs_not_shown": max(0, len(unique) - max_runs),
+    }
+
+
+# --- the answer as text -----------------------------------------------------------------
+
+
+def _export_line(item: dict[str, Any]) -> str:
+    if item["status"] == "published":
+        text = f"{item['stage']}: published {item['split']} {item['dataset']} row {item['row_id']}"
+        if item.get("side"):
+            text += f" (as {item['side']})"
+        for hidden in item.get("secrets_redacted", []):
+            text += f"; secret redacted: {hidden['type']} at {hidden['field']}"
+        return text
+    what = "left out"
+    if item.get("pair"):
+        pair = item["pair"]
+        other = pair["rejected_run_id"] if item.get("side") == "chosen" else pair["chosen_run_id"]
+        what = f"pair with {other} (as {item.get('side')}) left out"
+    elif item.get("playbook_id"):
+        what = f"playbook {item['playbook_id']} left out"
+    text = f"{item['stage']}: {what} ({item['status']}): {', '.join(item['reasons'])}"
+    if item.get("kept_id"):
+        text += f"; near-duplicate of kept row {item['kept_id']}"
+    for finding in item.get("secrets", []):
+        text += f"; secret found: {finding['type']} at {finding['field']}"
+    if item.get("contamination"):
+        text += f"; decontamination hit: {item['contamination']}"
+    return text
+
+
+def render_trace(answer: dict[str, Any], shown: int = SHOWN) -> list[str]:
+    """The trace as lines of text (no input text: ids, places, hashes, codes, settings)."""
+    version = answer["version"]
+    lines = [
+        f"{answer['id']}: {', '.join(answer['matched'])}",
+        f"read from the version published by run {version['run_id']} ({version['path']})",
+    ]
+    for row in answer["rows"]:
+        lines.append(
+            f"row of {row['dataset']} ({row['split']}, {row['file']}) made from "
+            + ", ".join(row["run_ids"])
+        )
+    for item in answer["playbook"]:
+        lines.append(_export_line(item))
+    for run in answer["runs"]:
+        lines += [
+            "",
+            f"run {run['run_id']}" + (f"  task {run['task_id']}" if run.get("task_id") else ""),
+        ]
+        verdict = run["verdict"]
+        if verdict is None:
+            lines.append("  not scored")
+        else:
+            lines.append(
+                f"  verdict {verdict['quality']}  score {verdict['score']}  reasons "
+                + (", ".join(verdict["reasons"]) or "none")
+                + f"  ({verdict['scored_file']}, scored by run {verdict['scored_by_run']})"
+            )
+            if verdict.get("policy") is not None:
+                policy = "  ".join(f"{k}={v}" for k, v in sorted(verdict["policy"].items()))
+                lines.append(f"  policy {policy}")
+            if verdict.get("note"):
+                lines.append(f"  note: {verdict['note']}")
+        if run["evidence"]:
+            lines.append("  evidence used:")
+        for item in run["evidence"]:
+            if "kind" not in item:
+                lines.append(f"    {item['evidence_id']}: {item['problem']}")
+                continue
+            detail = item.get("verdict") or item.get("outcome") or ""
+            if item.get("reviewer"):
+                detail += f" by {item['reviewer']}"
+            lines.append(
+                f"    {item['kind']:<7} {item['source_path']}:{item['line']}  "
+                f"sha256 {item['sha256']}"
+                + (f"  {detail}" if detail else "")
+                + (f"  PROBLEM: {item['problem']}" if item.get("problem") else "")
+            )
+        for item in run["collect"]:
+            lines.append(
+                f"  collect {item['status']}: {item['source_path']}:{item['line']} "
+                f"({item['kind'] or 'unknown kind'}): {', '.join(item['reasons'])}"
+            )
+        for item in run["score"]:
+            lines.append(
+                f"  score {item['status']}: {item['kind']} {item['evidence_id']}: "
+                + ", ".join(item["reasons"])
+            )
+        if run["exports"]:
+            lines.append("  exports:")
+        per_stage: dict[str, int] = {}
+        hidden: dict[str, int] = {}
+        for item in run["exports"]:
+            per_stage[item["stage"]] = per_stage.get(item["stage"], 0) + 1
+            if per_stage[item["stage"]] > shown:
+                hidden[item["stage"]] = hidden.get(item["stage"], 0) + 1
+                continue
+            lines.append("    " + _export_line(item))
+        for stage, n in hidden.items():
+            lines.append(f"    {stage}: {n} more (--json lists them all)")
+    if answer["runs_not_shown"]:
+        lines.append(f"{answer['runs_not_shown']} more runs not traced")
+    return lines
