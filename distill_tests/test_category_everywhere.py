@@ -152,6 +152,16 @@ def test_the_firewall_reads_the_category_of_the_scored_run_not_the_rows_claim(
         path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
         found = {(v["row"], v["rule"]) for v in verify(copied, settings, write).violations}
         assert (1, C.R_UNSAFE_SFT_CATEGORY) in found, (relpath, found)
+    # a KTO negative (label false) of the denied run: the deny-list covers negatives too
+    path = write / C.KTO_PATH
+    rows = _rows(path)
+    rows[0] = {**rows[0], "source_run_id": DENIED_RUN, "task_id": DENIED_TASK, "label": False}
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    found = {(v["row"], v["rule"]) for v in verify_kto(copied, settings, write).violations}
+    assert (1, C.R_DENIED_CATEGORY) in found, found
+    open_kto = ExportSettings(sft_deny_categories=())
+    found = {(v["row"], v["rule"]) for v in verify_kto(copied, open_kto, write).violations}
+    assert (1, C.R_DENIED_CATEGORY) not in found
     # a pair with the denied run on its rejected side
     path = write / C.PREFERENCE_PATH
     rows = _rows(path)

@@ -8,8 +8,8 @@ from distill_assets.lib import constants as C
 from distill_assets.lib.exports import (
     ExportSettings,
     RunKey,
-    _category_reason,
     candidate_pairs,
+    category_reason,
     sft_messages,
 )
 
@@ -83,7 +83,7 @@ def test_sft_messages_append_the_response_when_the_chat_has_no_answer():
     ],
 )
 def test_category_rules(category, settings, reason):
-    assert _category_reason(category, settings) == reason
+    assert category_reason(category, settings) == reason
 
 
 def test_candidate_pairs_rules():

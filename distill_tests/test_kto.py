@@ -43,8 +43,13 @@ def key(quality: str, **changes) -> RunKey:
         (key(C.QUALITY_REVIEW), set(), [C.R_NEEDS_HUMAN_REVIEW]),
         (key(C.QUALITY_PARTIAL), set(), [C.R_PARTIALLY_ACCEPTED]),
         (key(C.QUALITY_ACCEPTED, category="malware"), set(), [C.R_UNSAFE_SFT_CATEGORY]),
-        # the category rules guard what is taught as desirable, not the negatives
-        (key(C.QUALITY_REJECTED, category="malware"), set(), []),
+        # the deny-list keeps a run out of the negatives too; the allow-list does not
+        (key(C.QUALITY_REJECTED, category="malware"), set(), [C.R_DENIED_CATEGORY]),
+        (
+            key(C.QUALITY_REJECTED, category=" Malware "),
+            {"h-answer"},
+            [C.R_DENIED_CATEGORY, C.R_IDENTICAL_TEXT],
+        ),  # fmt: skip
         (key(C.QUALITY_ACCEPTED, response_empty=True), set(), [C.R_EMPTY_RESPONSE]),
         (key(C.QUALITY_REJECTED, sft_eligible=False), set(), [C.R_NOT_SFT_ELIGIBLE]),
         # a rejected answer that is also an accepted answer of the task: both labels, one text

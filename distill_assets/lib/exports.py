@@ -898,7 +898,7 @@ def playbook_quarantine_row(
     }
 
 
-def _category_reason(category: str | None, settings: ExportSettings) -> str | None:
+def category_reason(category: str | None, settings: ExportSettings) -> str | None:
     if category is None:
         return None if settings.sft_allow_categories is None else C.R_CATEGORY_DISALLOWED
     normalized = category.strip().lower()
@@ -957,9 +957,9 @@ class SftExporter(TrainingExporter):
             reasons = _common_reasons(key) or []
             if key.quality == C.QUALITY_PARTIAL:
                 reasons.append(C.R_PARTIALLY_ACCEPTED)
-            category_reason = _category_reason(key.category, self.settings)
-            if category_reason:
-                reasons.append(category_reason)
+            unsafe = category_reason(key.category, self.settings)
+            if unsafe:
+                reasons.append(unsafe)
             if key.response_empty:
                 reasons.append(C.R_EMPTY_RESPONSE)
             if not key.sft_eligible:

@@ -521,7 +521,8 @@ def verify_kto_frame(
     frame: pl.DataFrame, table: ScoredTable, settings: ExportSettings
 ) -> FirewallReport:
     """The firewall for unpaired rows: label true only for accepted, SFT-eligible runs with an
-    answer in an allowed category; label false only for rejected runs; never a run to review
+    answer in an allowed category; label false only for rejected runs not in a denied category;
+    never a run to review
     or a partially accepted one; the row's task is its run's."""
     rows = table.attach(
         frame.select(LINE, "source_run_id", "task_id", "label", "category"),
@@ -547,6 +548,16 @@ def verify_kto_frame(
             "undesirable_not_rejected",
             undesirable & quality.ne_missing(C.QUALITY_REJECTED),
             {**run, "quality": quality},
+        ),
+        # the deny-list on the negatives too, on the row's category or its run's
+        _Rule(
+            C.R_DENIED_CATEGORY,
+            undesirable
+            & (
+                denied(pl.col("category"), settings.sft_deny_categories)
+                | denied(pl.col("run_category"), settings.sft_deny_categories)
+            ),
+            {**run, "category": pl.col("run_category")},
         ),
         _Rule("label_not_boolean", known & label.is_null(), run),
         _Rule("task_mismatch", known & pl.col("run_task_id").ne_missing(pl.col("task_id")), run),

@@ -20,7 +20,8 @@ from distill_assets.lib.exports import (
     ExportSettings,
     RunKey,
     TrainingExporter,
-    _category_reason,
+    category_denied,
+    category_reason,
     stable_id,
 )
 from distill_assets.lib.formats import plain_text, unpaired_columns
@@ -39,11 +40,16 @@ def kto_reasons(key: RunKey, settings: ExportSettings, accepted_texts: set[str])
     if not key.sft_eligible:
         reasons.append(C.R_NOT_SFT_ELIGIBLE)
     if key.quality == C.QUALITY_ACCEPTED:
-        category_reason = _category_reason(key.category, settings)
-        if category_reason:
-            reasons.append(category_reason)
-    elif key.response_hash in accepted_texts:
-        reasons.append(C.R_IDENTICAL_TEXT)
+        unsafe = category_reason(key.category, settings)
+        if unsafe:
+            reasons.append(unsafe)
+    else:
+        # the deny-list keeps a run out of every published artifact, negatives included (as
+        # either side of a preference pair); the allow-list only guards what is desirable
+        if category_denied(key.category, settings.denied):
+            reasons.append(C.R_DENIED_CATEGORY)
+        if key.response_hash in accepted_texts:
+            reasons.append(C.R_IDENTICAL_TEXT)
     return reasons
 
 
