@@ -408,9 +408,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     drift sensor judges new ones."""
     if args.source:
         os.environ[C.ENV_SOURCE_DIR] = str(Path(args.source).resolve())
-    if args.output:
-        os.environ[C.ENV_OUTPUT_DIR] = _output_setting(args.output)
-    window, line = ui_partitions(_output_setting(args.output))
+    raw_out = _output_setting(args.output)
+    if args.output or os.environ.get(C.ENV_OUTPUT_DIR):
+        os.environ[C.ENV_OUTPUT_DIR] = ui_output(raw_out)
+    window, line = ui_partitions(raw_out)
     home = ensure_dagster_home()
     os.environ.update(window)
     print(line, flush=True)
@@ -441,6 +442,14 @@ def cmd_ui(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             # Ctrl-C reached the server too; wait for it to stop its webserver and daemon
             continue
+
+
+def ui_output(raw_out: str) -> str:
+    """The output setting for the webserver and daemon: a local path made absolute, since they
+    run from the instance's folder (a relative one would name a folder there); a URL as is."""
+    from distill_assets.lib.storage import is_remote
+
+    return raw_out if is_remote(raw_out) else str(Path(raw_out).resolve())
 
 
 def ui_partitions(raw_out: str) -> tuple[dict[str, str], str]:

@@ -189,3 +189,11 @@ def test_ui_window_refuses_a_bad_setting_before_starting(tmp_path, no_window, mo
     monkeypatch.setenv(C.ENV_PARTITION_END, "2026-13-01")
     with pytest.raises(cli.UserError, match=f"invalid setting {C.ENV_PARTITION_END}='2026-13-01'"):
         cli.ui_partitions(str(tmp_path))
+
+
+def test_ui_gives_the_server_an_absolute_output(tmp_path, monkeypatch):
+    """The webserver and daemon run from the instance's folder: a relative --output must
+    name the folder the user meant, not one under the instance."""
+    monkeypatch.chdir(tmp_path)
+    assert cli.ui_output("my-out") == str(tmp_path.resolve() / "my-out")
+    assert cli.ui_output("s3://bucket/prefix") == "s3://bucket/prefix"
