@@ -83,15 +83,17 @@ def partition_range(source: Path | None, imports: list[ImportSpec] | None = None
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
     from distill_assets.lib.collect import source_date_range
-    from distill_assets.lib.layout import partition_start
+    from distill_assets.lib.layout import partition_end, partition_start
 
     try:
         earliest = partition_start(os.environ.get(C.ENV_PARTITION_START))
+        end = partition_end(os.environ.get(C.ENV_PARTITION_END), earliest)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    # the daily partitions end with tomorrow's (end_offset=2, for the one-day future horizon)
+    # the daily partitions end with tomorrow's (end_offset=2, for the one-day future horizon),
+    # or with DISTILL_PARTITION_END's day when that comes first
     today = datetime.now(UTC).date()
-    latest = today + timedelta(days=1)
+    latest = today + timedelta(days=1) if end is None else min(end, today + timedelta(days=1))
     spans = [
         span
         for span in (
@@ -102,7 +104,14 @@ def partition_range(source: Path | None, imports: list[ImportSpec] | None = None
     ]
     found = (min(s[0] for s in spans), max(s[1] for s in spans)) if spans else None
     if found is None:
-        return f"{today}...{today}"
+        day = min(today, latest)
+        return f"{day}...{day}"
+    if end is not None and found[1] > end:
+        print(
+            f"distill: source days after {C.ENV_PARTITION_END}={end} (to {found[1]}) are left "
+            "out: no partition covers them",
+            flush=True,
+        )
     first = max(earliest, found[0] - timedelta(days=1))
     last = min(latest, found[1] + timedelta(days=1))
     if first > last:
@@ -278,7 +287,7 @@ def env_changes(
         if (given or name in user_env) and os.environ.get(name):
             changes[name] = os.environ[name]
     changes.update(env)
-    for name in (C.ENV_EXECUTOR, C.ENV_PARTITION_START):
+    for name in (C.ENV_EXECUTOR, C.ENV_PARTITION_START, C.ENV_PARTITION_END):
         if os.environ.get(name):
             changes[name] = os.environ[name]
     return changes
@@ -399,9 +408,13 @@ def cmd_ui(args: argparse.Namespace) -> int:
     drift sensor judges new ones."""
     if args.source:
         os.environ[C.ENV_SOURCE_DIR] = str(Path(args.source).resolve())
-    if args.output:
-        os.environ[C.ENV_OUTPUT_DIR] = _output_setting(args.output)
+    raw_out = _output_setting(args.output)
+    if args.output or os.environ.get(C.ENV_OUTPUT_DIR):
+        os.environ[C.ENV_OUTPUT_DIR] = ui_output(raw_out)
+    window, line = ui_partitions(raw_out)
     home = ensure_dagster_home()
+    os.environ.update(window)
+    print(line, flush=True)
     # `dagster dev` (in dagster itself; `dg dev` comes with the dev extra) runs the webserver and
     # the daemon; run from the instance's folder, it finds its dagster.yaml where it expects it
     command = [sys.executable, "-W", "ignore:Function `dev_command` is superseded"]
@@ -429,6 +442,48 @@ def cmd_ui(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             # Ctrl-C reached the server too; wait for it to stop its webserver and daemon
             continue
+
+
+def ui_output(raw_out: str) -> str:
+    """The output setting for the webserver and daemon: a local path made absolute, since they
+    run from the instance's folder (a relative one would name a folder there); a URL as is."""
+    from distill_assets.lib.storage import is_remote
+
+    return raw_out if is_remote(raw_out) else str(Path(raw_out).resolve())
+
+
+def ui_partitions(raw_out: str) -> tuple[dict[str, str], str]:
+    """The partition settings ``distill ui`` gives the webserver and daemon, and the line saying
+    which days the lineage shows. Neither DISTILL_PARTITION_START nor DISTILL_PARTITION_END
+    set: the first and last evidence day in the output (the days its runs covered), so a new
+    user's graph is not years of "missing" days; nothing on disk yet (or a URL output): the
+    defaults. A value the user set always wins, and a bad one stops here, naming it."""
+    from distill_assets.lib.layout import evidence_days, partition_end, partition_start
+    from distill_assets.lib.storage import is_remote
+
+    names = (C.ENV_PARTITION_START, C.ENV_PARTITION_END)
+    given = {name: os.environ[name] for name in names if os.environ.get(name)}
+    try:
+        first = partition_start(given.get(C.ENV_PARTITION_START))
+        last = partition_end(given.get(C.ENV_PARTITION_END), first)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    change = f"set {C.ENV_PARTITION_START} / {C.ENV_PARTITION_END} (ISO dates) to show other days"
+    if given:
+        settings = ", ".join(f"{name}={value}" for name, value in given.items())
+        shown = f"{first}...{last or 'tomorrow'}"
+        return {}, f"distill: the lineage shows the daily partitions {shown} (as set: {settings})"
+    span = None if is_remote(raw_out) else evidence_days(Path(raw_out))
+    if span is None:
+        return {}, (
+            f"distill: the lineage shows the daily partitions {first}...tomorrow (no evidence "
+            f"days in {raw_out} yet); {change}"
+        )
+    window = {C.ENV_PARTITION_START: span[0].isoformat(), C.ENV_PARTITION_END: span[1].isoformat()}
+    return window, (
+        f"distill: the lineage shows the daily partitions {span[0]}...{span[1]}, the evidence "
+        f"days in {raw_out} (restart after a run adds days); {change}"
+    )
 
 
 def drift_line(out: Path, run_id: str) -> str:

@@ -1,9 +1,9 @@
 """Glue between Dagster and the pure library: partitions, the resource, stage configs, and the one
 function every asset uses to run a stage and report it (receipt, drift, metadata, summary).
 
-Nothing here reads the environment at import time but the first daily partition (a partitions
-definition is fixed when the definitions load): paths and thresholds are resolved when a run
-starts, and a bad setting fails the run before anything is written, naming the setting.
+Nothing here reads the environment at import time but the first and last daily partitions (a
+partitions definition is fixed when the definitions load): paths and thresholds are resolved
+when a run starts, and a bad setting fails the run before anything is written, naming the setting.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, 
 from distill_assets.lib.layout import (
     CHECK_INPUT_GLOBS,
     STAGE_INPUT_GLOBS,
+    partition_end,
     partition_start,
     version_relroot,
 )
@@ -60,14 +61,22 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
 DEFAULT_OUTPUT_DIR = PROJECT_ROOT / "out"
 
-# The first partition is a setting (DISTILL_PARTITION_START, default 2020-01-01), read once when
-# the definitions load: the UI counts every day from it as a partition, materialized or missing.
-# The last partition is tomorrow (UTC), so records up to the one-day horizon have a home.
+# The first and last partitions are settings (DISTILL_PARTITION_START, default 2020-01-01;
+# DISTILL_PARTITION_END, inclusive, default none), read once when the definitions load: the UI
+# counts every day between them as a partition, materialized or missing (`distill ui` sets both
+# to the output's evidence days when the user set neither). The last partition is never later
+# than tomorrow (UTC), so records up to the one-day horizon have a home; Dagster's end_date is
+# exclusive, and end_offset stops there.
 try:
     FIRST_DAY = partition_start(os.environ.get(C.ENV_PARTITION_START))
+    LAST_DAY = partition_end(os.environ.get(C.ENV_PARTITION_END), FIRST_DAY)
 except ValueError as _exc:
     raise dg.DagsterInvariantViolationError(str(_exc)) from None
-DAILY = dg.DailyPartitionsDefinition(start_date=FIRST_DAY.isoformat(), end_offset=2)
+DAILY = dg.DailyPartitionsDefinition(
+    start_date=FIRST_DAY.isoformat(),
+    end_date=None if LAST_DAY is None else (LAST_DAY + timedelta(days=1)).isoformat(),
+    end_offset=2,
+)
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PER_DAY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
 BACKFILL_SINGLE_RUN = "single_run"

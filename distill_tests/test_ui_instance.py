@@ -24,6 +24,10 @@ from distill_tests.test_webserver import graphql
 
 RUNS = """{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"""
 DAEMONS = """{ instance { daemonHealth { allDaemonStatuses { daemonType required healthy } } } }"""
+PARTITIONS = """{ assetNodeOrError(assetKey: {path: ["%s"]}) { ... on AssetNode {
+  partitionKeys partitionStats { numMaterialized numPartitions numFailed } } } }"""
+# the days `distill materialize` covered on the fixtures (their days, one either side)
+FIXTURE_DAYS = ["2026-02-28", "2026-03-01", "2026-03-02", "2026-03-03", "2026-03-04"]
 PARTITION = """{ assetNodeOrError(assetKey: {path: ["evidence_index"]}) { ... on AssetNode {
   assetObservations(partitions: ["2026-03-01"]) { metadataEntries { label
     ... on IntMetadataEntry { intValue } } } } } }"""
@@ -100,14 +104,14 @@ def ui_log(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def ui(both_runs, ui_log) -> Iterator[str]:
-    env = both_runs[0]
+    env, out = both_runs[0], both_runs[1]
     distill = Path(sys.executable).parent / "distill"
 
     def start(port: int) -> tuple[subprocess.Popen, str]:
         """`distill ui` on ``port``, answering; PortTaken when another process bound it first."""
         with open(ui_log, "wb") as log:  # a file, not a pipe: a full pipe would stall the server
             proc = subprocess.Popen(
-                [str(distill), "ui", "-p", str(port)],
+                [str(distill), "ui", "-p", str(port), "--output", str(out)],
                 cwd=REPO_ROOT,
                 env=env,
                 stdout=log,
@@ -213,3 +217,24 @@ def test_ui_loads_one_named_location_on_the_project_instance(ui, ui_log):
         ui, "{ workspaceOrError { ... on Workspace { locationEntries { name } } } }"
     )["data"]["workspaceOrError"]["locationEntries"]
     assert [entry["name"] for entry in locations] == ["distill"]
+
+
+def test_lineage_shows_the_days_of_the_data_all_materialized(both_runs, ui, ui_log):
+    """Issue 15 point 5: with neither DISTILL_PARTITION_START nor DISTILL_PARTITION_END set,
+    `distill ui` shows the partitions of the output's evidence days, not every day since
+    2020 up to tomorrow, and every one of them is materialized (the runs' partitions are in it),
+    and it says so in one line."""
+    for asset in (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS):
+        node = graphql(ui, PARTITIONS % asset)["data"]["assetNodeOrError"]
+        assert node["partitionKeys"] == FIXTURE_DAYS, asset
+        stats = node["partitionStats"]
+        assert stats == {"numMaterialized": 5, "numPartitions": 5, "numFailed": 0}, asset
+    text = ui_log.read_text(errors="replace")
+    assert "the lineage shows the daily partitions 2026-02-28...2026-03-04, the evidence" in text
+    assert f"set {C.ENV_PARTITION_START} / {C.ENV_PARTITION_END}" in text
+    # both runs still name the same dates as their partition range
+    runs = graphql(ui, RUNS)["data"]["runsOrError"]["results"]
+    for run in runs:
+        tags = {t["key"]: t["value"] for t in run["tags"]}
+        assert tags["dagster/asset_partition_range_start"] == FIXTURE_DAYS[0]
+        assert tags["dagster/asset_partition_range_end"] == FIXTURE_DAYS[-1]

@@ -62,6 +62,27 @@ def partition_start(raw: str | None) -> date:
         ) from None
 
 
+def partition_end(raw: str | None, start: date) -> date | None:
+    """The last daily partition, inclusive: ``raw`` (DISTILL_PARTITION_END, an ISO date, not
+    before ``start``) or None, for partitions up to tomorrow (UTC) as the days go by. Never later
+    than tomorrow either way; unlike the start it quarantines nothing: a later day is one no run
+    of these partitions asks for."""
+    if not raw:
+        return None
+    try:
+        end = date.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError(
+            f"invalid setting {C.ENV_PARTITION_END}={raw!r}: not an ISO date (YYYY-MM-DD)"
+        ) from None
+    if end < start:
+        raise ValueError(
+            f"invalid setting {C.ENV_PARTITION_END}={raw!r}: before the first partition "
+            f"{start.isoformat()} ({C.ENV_PARTITION_START})"
+        )
+    return end
+
+
 def day_from_key(key: str) -> date:
     return date.fromisoformat(key)
 
@@ -109,6 +130,13 @@ def days_on_disk(root: Path, top: str, filename: str) -> list[date]:
         except ValueError:
             continue
     return sorted(found)
+
+
+def evidence_days(out_root: Path) -> tuple[date, date] | None:
+    """The first and last day of the evidence index on disk under ``out_root`` (every day a
+    collect run covered, empty days included), or None before the first run."""
+    days = days_on_disk(out_root, C.EVIDENCE_DIR, "index.jsonl")
+    return (days[0], days[-1]) if days else None
 
 
 def day_range(first: date, last: date) -> list[date]:
