@@ -632,7 +632,7 @@ def _insert_lookup(
         schema |= {key: pl.List(pl.String) for key in lists}
         named: dict[str, list[Any]] = {key: [] for key in (*strings, *lists) if key != "reasons"}
         counted: dict[str, int] = {}
-        for frame in _jsonl_pieces(root / relpath, schema):
+        for frame in _jsonl_pieces(root / relpath, schema, _PIECE_BYTES):
             if made_here:
                 codes = frame.select(pl.col("reasons").explode()).drop_nulls()
                 for code, n in codes.group_by("reasons").len().iter_rows():
