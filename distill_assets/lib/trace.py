@@ -515,8 +515,8 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
 
     One row per scored run (its verdict, where its scored line and evidence records are),
     one per dataset row (id, place, CRC-32 of its bytes, from the exports' own row lists,
-    not their texts), one per (scored run, place) of every dataset row and quarantine line
-    naming it, and one per quarantine line about anything else (a run never scored, a
+    not their texts), one per scored run named by dataset rows or quarantine lines (their
+    places, packed), and one per quarantine line about anything else (a run never scored, a
     playbook, an evidence record). Each source (a scored day, a dataset's row list, a
     quarantine file piece by piece) is decoded by polars and streamed into SQLite before the
     next is read, so memory holds one source, not the lookup; SQLite's indexes come last."""
