@@ -20,8 +20,8 @@ from distill_assets.lib.trace import (
     Lookup,
     TraceError,
     _evidence,
-    _places,
     open_lookup,
+    run_places,
     traced_versions,
 )
 
@@ -119,10 +119,10 @@ def _reason_counts(lookup: Lookup) -> Counter[tuple[str, str]]:
     return counts
 
 
-def _rows_of(lookup: Lookup, places: str | None) -> set[tuple[str, str, str]]:
-    """(dataset, split, row id) of the published rows a run's places name."""
+def _rows_of(lookup: Lookup, run: int) -> set[tuple[str, str, str]]:
+    """(dataset, split, row id) of the published rows naming the scored run numbered ``run``."""
     found = set()
-    for file, offset in _places(places):
+    for file, offset in run_places(lookup, run):
         info = lookup.files[file]
         if info.role == "dataset":
             line = lookup.line(file, offset)
@@ -145,7 +145,7 @@ def _verdict_changes(a: Lookup, b: Lookup, limit: int | None) -> dict[str, Any]:
     db = a.db
     changed = db.execute(
         "SELECT y.run_id, x.quality, y.quality, x.score, y.score, x.reasons, y.reasons, "
-        "x.evidence, y.evidence, y.evidence_places, x.file, y.file, x.places, y.places "
+        "x.evidence, y.evidence, y.evidence_places, x.file, y.file, x.run, y.run "
         "FROM main.runs x JOIN b.runs y ON x.run_id = y.run_id "
         "WHERE x.quality != y.quality OR x.score != y.score OR x.reasons != y.reasons "
         "ORDER BY y.run_id"

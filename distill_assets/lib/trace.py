@@ -7,7 +7,8 @@ holds keys and byte offsets, not texts: each scored run's verdict and the places
 line, its evidence records and every dataset row and quarantine line naming it; each dataset
 row's id, place and digest (from the row lists the exports write beside their datasets,
 ``exports/.trace/<stage>.arrow``, so no dataset text is read again). Decoding, joins and
-grouping are polars'; SQLite gets whole columns in one transaction, indexes last. A query
+grouping are polars', one source at a time; SQLite gets each source's rows before the next
+is read (memory holds one source, not the lookup), in one transaction, indexes last. A query
 reads a handful of lines by offset (``trace``), never scanning a file.
 """
 
@@ -17,6 +18,7 @@ import hashlib
 import os
 import re
 import sqlite3
+import struct
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -28,7 +30,7 @@ import orjson
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 
-LOOKUP_SCHEMA_VERSION = 1
+LOOKUP_SCHEMA_VERSION = 2
 # the datasets a row id can come from: name -> (stage writing it, train path, holdout path)
 DATASETS: dict[str, tuple[str, str, str]] = {
     "sft": (C.STAGE_EXPORT_SFT, C.SFT_PATH, C.SFT_HOLDOUT_PATH),
@@ -60,9 +62,10 @@ _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT, role TEXT, name TEXT, split TEXT,
                     bytes INTEGER, mtime_ns INTEGER, producer TEXT);
-CREATE TABLE runs (run_id TEXT, task_id TEXT, quality TEXT, score REAL, reasons TEXT,
-                   file INTEGER, offset INTEGER, evidence TEXT, evidence_places TEXT,
-                   places TEXT);
+CREATE TABLE runs (run INTEGER PRIMARY KEY, run_id TEXT, task_id TEXT, quality TEXT,
+                   score REAL, reasons TEXT, file INTEGER, offset INTEGER, evidence TEXT,
+                   evidence_places TEXT);
+CREATE TABLE run_places (run INTEGER PRIMARY KEY, places BLOB);
 CREATE TABLE rows (id TEXT, place INTEGER, digest INTEGER);
 CREATE TABLE refs (key TEXT, place INTEGER);
 CREATE TABLE reasons (stage TEXT, reason TEXT, n INTEGER)
@@ -204,6 +207,43 @@ def _jsonl(path: Path, schema: dict[str, Any], with_offsets: bool = True) -> Any
     return frame
 
 
+# bytes of a JSONL file parsed at once while building (memory holds one piece)
+_PIECE_BYTES = 1 << 25
+
+
+def _jsonl_pieces(path: Path, schema: dict[str, Any], piece_bytes: int = _PIECE_BYTES) -> Any:
+    """``_jsonl`` piece by piece: frames of the named fields and each line's byte offset, read
+    ``piece_bytes`` at a time (cut after a line's newline), so memory holds one piece."""
+    import io
+
+    import numpy as np
+    import polars as pl
+
+    done, rest = 0, b""
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(piece_bytes)
+            data = rest + chunk if rest else chunk
+            if not data:
+                return
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            if cut == 0:  # one line longer than a piece: read on
+                rest = data
+                continue
+            body, rest = data[:cut], data[cut:]
+            ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10).astype(np.int64)
+            if len(ends) == 0 or ends[-1] != len(body) - 1:  # the last line has no newline
+                ends = np.append(ends, len(body) - 1)
+            starts = np.concatenate([np.zeros(1, dtype=np.int64), ends[:-1] + 1])
+            if ((ends - starts) < 1).any():
+                raise TraceError(f"{path}: blank lines, its lines cannot be indexed")
+            frame = pl.read_ndjson(io.BytesIO(body), schema=schema)
+            yield frame.with_columns(offset=pl.Series(starts + done, dtype=pl.Int64))
+            done += len(body)
+            if not chunk:
+                return
+
+
 @dataclass
 class BuildFigures:
     """What building the lookup cost and holds (the publish receipt records them)."""
@@ -281,10 +321,10 @@ _RUN_COLUMNS = (
 )
 
 
-def _scored_runs(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
-    """One row per scored run on disk: verdict, scored line, evidence ids (16 hex each) and
-    their places (``file:offset``), from the score stage's Arrow files when they describe the
-    scored files on disk (the ledger's sha256), else from the scored files and the index."""
+def _scored_days(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
+    """Per day with scored runs on disk, its runs (the ``scored_trace`` columns and ``file``),
+    from the score stage's Arrow file when it describes the scored file on disk (the ledger's
+    sha256), else from the scored file and the index: one day in memory at a time."""
     import polars as pl
     import pyarrow.ipc as ipc
 
@@ -294,7 +334,8 @@ def _scored_runs(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
         set(layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE))
         | set(layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_TRACE_FILE))
     )
-    parts, missing = [], []
+    figures.rows["days_read_again"] = 0
+    index = None
     for day in days:
         relpath = layout.scored_runs(day)
         path = out_root / relpath
@@ -309,33 +350,40 @@ def _scored_runs(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
                 known = (files.ledger.get(relpath) or {}).get("sha256")
                 if known and meta.get(b"scored_sha256") == known.encode():
                     table = reader.read_all()
-        if table is None:
-            missing.append((number, relpath))
+        if table is not None:
+            yield pl.from_arrow(table).with_columns(file=pl.lit(number, dtype=pl.Int64))
             continue
-        parts.append(pl.from_arrow(table).with_columns(file=pl.lit(number, dtype=pl.Int64)))
-    figures.rows["days_read_again"] = len(missing)
-    readable = [m for m in missing if (out_root / m[1]).exists()]
-    if readable:
-        parts.append(_parsed_runs(out_root, readable))
-    if not parts:
-        return pl.DataFrame(schema=dict.fromkeys(_RUN_COLUMNS, pl.String)).with_columns(
-            pl.col("score").cast(pl.Float64), pl.col("file", "offset").cast(pl.Int64)
-        )
-    runs = pl.concat(parts, how="diagonal_relaxed")
-    # the records files the evidence lies in, by day (each numbered once)
+        figures.rows["days_read_again"] += 1
+        if path.exists():
+            if index is None:
+                index = _evidence_index(out_root)
+            yield _parsed_runs(out_root, [(number, relpath)], index)
+
+
+def _run_rows(runs: Any, records: dict[int, int], files: _Files, out_root: Path) -> Any:
+    """A day's runs as the lookup's ``runs`` columns: evidence ids by 16 hex digits and their
+    places (the records files numbered in ``records`` by day ordinal, on first sight)."""
+    import polars as pl
+
     ordinals = runs.select(pl.col("evidence_days").explode().unique().drop_nulls().sort())
-    records = {
-        int(o): files.add(out_root, layout.evidence_records(date.fromordinal(int(o))), "records")
-        for (o,) in ordinals.iter_rows()
-        if o
-    }
-    to_file = pl.element().replace_strict(records, default=0, return_dtype=pl.Int64)
+    for (o,) in ordinals.iter_rows():
+        if o and int(o) not in records:
+            relpath = layout.evidence_records(date.fromordinal(int(o)))
+            records[int(o)] = files.add(out_root, relpath, "records")
+    known = {o: records[o] for (o,) in ordinals.iter_rows() if o}
+    to_file = pl.element().replace_strict(known, default=0, return_dtype=pl.Int64)
     # a place is one integer: the file's number above bit 40, the byte offset below
     places = pl.col("evidence_days").list.eval(to_file) * (1 << _PLACE_BITS) + pl.col(
         "evidence_offsets"
     )
     return runs.select(
-        *_RUN_COLUMNS[:7],
+        pl.col("run_id").cast(pl.String),
+        pl.col("task_id").cast(pl.String),
+        pl.col("quality").cast(pl.String),
+        pl.col("score").cast(pl.Float64),
+        pl.col("reasons").cast(pl.String),
+        pl.col("file").cast(pl.Int64),
+        pl.col("offset").cast(pl.Int64),
         pl.col("evidence_ids")
         .list.eval(pl.element().str.slice(0, 16))
         .list.join(",")
@@ -344,9 +392,9 @@ def _scored_runs(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
     )
 
 
-def _parsed_runs(out_root: Path, days: list[tuple[int, str]]) -> Any:
-    """The ``scored_trace`` columns read back from scored files and the evidence index (days
-    scored by an older version of distill, or rewritten since): the slow way, kept correct."""
+def _evidence_index(out_root: Path) -> Any:
+    """Every evidence id of the store with its day (ordinal) and byte offset in the day's
+    records file (the slow way of ``_parsed_runs``)."""
     import polars as pl
 
     index = []
@@ -355,6 +403,17 @@ def _parsed_runs(out_root: Path, days: list[tuple[int, str]]) -> Any:
         if path.stat().st_size:
             frame = _jsonl(path, {"evidence_id": pl.String, "offset": pl.Int64}, False)
             index.append(frame.with_columns(day=pl.lit(day.toordinal(), dtype=pl.Int32)))
+    if not index:
+        return pl.DataFrame(schema={"evidence_id": pl.String, "offset": pl.Int64, "day": pl.Int32})
+    return pl.concat(index)
+
+
+def _parsed_runs(out_root: Path, days: list[tuple[int, str]], known: Any) -> Any:
+    """The ``scored_trace`` columns read back from scored files and the evidence index
+    (``known``: days scored by an older version of distill, or rewritten since): the slow
+    way, kept correct."""
+    import polars as pl
+
     schema = {
         "run_id": pl.String,
         "task_id": pl.String,
@@ -368,11 +427,6 @@ def _parsed_runs(out_root: Path, days: list[tuple[int, str]]) -> Any:
         for number, relpath in days
     ]
     runs = pl.concat(frames).with_row_index("_run")
-    known = (
-        pl.concat(index)
-        if index
-        else pl.DataFrame(schema={"evidence_id": pl.String, "offset": pl.Int64, "day": pl.Int32})
-    )
     places = (
         runs.select("_run", pl.col("evidence_ids").alias("evidence_id"))
         .explode("evidence_id")
@@ -397,27 +451,147 @@ def _parsed_runs(out_root: Path, days: list[tuple[int, str]]) -> Any:
     )
 
 
+class _Pairs:
+    """(id, place) pairs streamed into the lookup: those naming a scored run kept as two
+    integer columns (the run's number, the place: 12 bytes a pair) and written last as one
+    ``run_places`` row per run (its places packed little-endian, in run order, so no index
+    is built); the rest go straight to ``refs`` (the id)."""
+
+    def __init__(self, db: sqlite3.Connection, scored: Any) -> None:
+        self.db = db
+        # (a run id scored on two days: its places are listed under both numbers)
+        self.scored = scored
+        self.runs: list[Any] = []
+        self.places: list[Any] = []
+        self.counts = {"run_places": 0, "refs": 0}
+
+    def add(self, frame: Any) -> None:
+        import polars as pl
+
+        frame = frame.drop_nulls("key")
+        if frame.is_empty():
+            return
+        joined = frame.join(
+            self.scored, left_on="key", right_on="run_id", how="left", maintain_order="left"
+        )
+        named = joined.filter(pl.col("run").is_not_null())
+        self.runs.append(named["run"].cast(pl.Int32).to_numpy())
+        self.places.append(named["place"].cast(pl.Int64).to_numpy())
+        other = joined.filter(pl.col("run").is_null()).select("key", "place")
+        self.db.executemany("INSERT INTO refs VALUES (?,?)", other.iter_rows())
+        self.counts["run_places"] += named.height
+        self.counts["refs"] += other.height
+
+    def finish(self) -> None:
+        import numpy as np
+
+        if not self.runs:
+            return
+        runs = np.concatenate(self.runs)
+        self.runs = []
+        order = np.argsort(runs, kind="stable")
+        runs = runs[order]
+        packed = np.concatenate(self.places)[order].astype("<i8").tobytes()
+        self.places = []
+        del order
+        cuts = np.flatnonzero(np.diff(runs)) + 1
+        starts = np.concatenate([np.zeros(1, dtype=np.int64), cuts]).tolist()
+        ends = [*cuts.tolist(), len(runs)]
+        numbers = runs[starts].tolist()
+        del runs, cuts
+        self.db.executemany(
+            "INSERT INTO run_places VALUES (?,?)",
+            zip(
+                numbers,
+                (packed[8 * a : 8 * b] for a, b in zip(starts, ends, strict=True)),
+                strict=True,
+            ),
+        )
+
+
 def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
     """Write ``root/trace.sqlite`` for the version ``root`` of run ``run_id`` (renamed into
     place when complete).
 
-    One row per scored run (its verdict, where its scored line and evidence records are, and
-    where every dataset row and quarantine line naming it is), one per dataset row (id,
-    place, runs, CRC-32 of its bytes, from the exports' own row lists, not their texts), and
-    one per quarantine line about anything else (a run never scored, a playbook, an
-    evidence record). Decoding, joins and grouping are polars'; SQLite gets whole columns."""
-    import polars as pl
-
+    One row per scored run (its verdict, where its scored line and evidence records are),
+    one per dataset row (id, place, CRC-32 of its bytes, from the exports' own row lists,
+    not their texts), one per scored run named by dataset rows or quarantine lines (their
+    places, packed), and one per quarantine line about anything else (a run never scored, a
+    playbook, an evidence record). Each source (a scored day, a dataset's row list, a
+    quarantine file piece by piece) is decoded by polars and streamed into SQLite before the
+    next is read, so memory holds one source, not the lookup; SQLite's indexes come last."""
     began = time.perf_counter()
     figures = BuildFigures()
     files = _Files(out_root)
+    target = root / C.TRACE_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    db = sqlite3.connect(tmp, isolation_level=None)
+    try:
+        # a new file renamed into place when complete: no journal needed
+        db.execute("PRAGMA journal_mode=OFF")
+        db.execute("PRAGMA synchronous=OFF")
+        db.execute("BEGIN")
+        for statement in _SCHEMA.split(";"):
+            db.execute(statement)
+        figures.rows |= _insert_lookup(db, out_root, root, run_id, files, figures, began)
+        clock = time.perf_counter()
+        db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?)", files.rows)
+        meta = {"schema_version": str(LOOKUP_SCHEMA_VERSION), "run_id": run_id}
+        db.executemany("INSERT INTO meta VALUES (?,?)", sorted(meta.items()))
+        for statement in _INDEXES.split(";"):
+            db.execute(statement)
+        db.execute("COMMIT")
+    except BaseException:
+        db.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    db.close()
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, target)
+    figures.lap("indexes and commit", clock)
+    figures.seconds = time.perf_counter() - began
+    return figures
 
-    runs = _scored_runs(out_root, files, figures)
 
+def _insert_lookup(
+    db: sqlite3.Connection,
+    out_root: Path,
+    root: Path,
+    run_id: str,
+    files: _Files,
+    figures: BuildFigures,
+    began: float,
+) -> dict[str, int]:
+    """The lookup's rows, source by source (``build_lookup``); their counts."""
+    import polars as pl
+
+    # the scored runs, day by day, numbered in order
+    records: dict[int, int] = {}
+    numbered: list[Any] = []
+    count = 0
+    for day in _scored_days(out_root, files, figures):
+        table = _run_rows(day, records, files, out_root)
+        del day
+        table = table.select(
+            pl.int_range(count + 1, count + 1 + table.height).alias("run"), pl.all()
+        )
+        db.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", table.iter_rows())
+        numbered.append(table.select("run_id", "run"))
+        count += table.height
+    scored = (
+        pl.concat(numbered)
+        if numbered
+        else pl.DataFrame(schema={"run_id": pl.String, "run": pl.Int64})
+    )
+    del numbered
+    pairs = _Pairs(db, scored)
+    del scored
     clock = figures.lap("scored runs", began)
+
     # the dataset rows, from the row lists the exports wrote beside them
-    rows: list[Any] = []
-    named: list[Any] = []
+    rows = 0
     for name, (stage, train, holdout) in DATASETS.items():
         sidecar = root / C.trace_rows_path(stage)
         if not sidecar.exists():
@@ -430,12 +604,17 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
                 continue  # a dataset this row list does not describe: left out, not guessed
             number = files.add(root, relpath, "dataset", name, split)
             place = _place(number, pl.col("offset")).alias("place")
-            rows.append(part.select("id", place, pl.col("crc").alias("digest")))
-            named.append(
+            written = part.select("id", place, pl.col("crc").alias("digest"))
+            db.executemany("INSERT INTO rows VALUES (?,?,?)", written.iter_rows())
+            rows += written.height
+            del written
+            pairs.add(
                 part.select(pl.col("runs").str.split(_SEP).alias("key"), place).explode("key")
             )
-
+            del part
+        del listed
     clock = figures.lap("dataset rows", clock)
+
     # quarantine lines, under every id each names; their reason codes counted (diff)
     reasons: list[tuple[str, str, int]] = []
     for stage in QUARANTINE_STAGES:
@@ -451,94 +630,35 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
         strings, lists = _QUARANTINE_FIELDS.get(stage, (("run_id",), ()))
         schema = {key: pl.String for key in strings}
         schema |= {key: pl.List(pl.String) for key in lists}
-        frame = _jsonl(root / relpath, schema)
+        named: dict[str, list[Any]] = {key: [] for key in (*strings, *lists) if key != "reasons"}
+        counted: dict[str, int] = {}
+        for frame in _jsonl_pieces(root / relpath, schema, _PIECE_BYTES):
+            if made_here:
+                codes = frame.select(pl.col("reasons").explode()).drop_nulls()
+                for code, n in codes.group_by("reasons").len().iter_rows():
+                    counted[str(code)] = counted.get(str(code), 0) + int(n)
+            place = _place(number, pl.col("offset")).alias("place")
+            for key in strings:
+                named[key].append(frame.select(pl.col(key).alias("key"), place))
+            for key in lists:
+                if key != "reasons":
+                    named[key].append(frame.select(pl.col(key).alias("key"), place).explode("key"))
+            del frame
         if made_here:
-            counted = frame.select(pl.col("reasons").explode()).drop_nulls().group_by("reasons")
-            reasons += [(stage, str(code), int(n)) for code, n in counted.len().iter_rows()]
+            reasons += [(stage, code, n) for code, n in counted.items()]
         else:  # an export's own count of the reasons it left records out for
             producer = files.rows[-1][-1]
             reasons += [(stage, code, n) for code, n in _receipt_reasons(out_root, producer, stage)]
-        place = _place(number, pl.col("offset")).alias("place")
-        for key in strings:
-            named.append(frame.select(pl.col(key).alias("key"), place))
-        for key in lists:
-            if key != "reasons":
-                named.append(frame.select(pl.col(key).alias("key"), place).explode("key"))
+        # (a line naming one id twice is listed twice: the reader takes the set of places)
+        for frames in named.values():
+            if frames:
+                pairs.add(pl.concat(frames))
+        del named
+    db.executemany("INSERT INTO reasons VALUES (?,?,?)", sorted(reasons))
     clock = figures.lap("quarantines", clock)
-    # (a line naming one id twice is listed twice: the reader takes the set of places)
-    keyed = (
-        pl.concat(named).drop_nulls("key")
-        if named
-        else pl.DataFrame(schema={"key": pl.String, "place": pl.Int64})
-    )
-    del named
-    scored_ids = runs.select(pl.col("run_id").alias("key"))
-    by_run = keyed.join(scored_ids, on="key", how="semi")
-    other_refs = keyed.join(scored_ids, on="key", how="anti")
-    del keyed, scored_ids
-    by_run = by_run.group_by("key").agg(pl.col("place").cast(pl.String).str.join(","))
-
-    table = runs.join(
-        by_run.rename({"key": "run_id", "place": "places"}),
-        on="run_id",
-        how="left",
-        maintain_order="left",
-    ).select(
-        "run_id",
-        "task_id",
-        "quality",
-        "score",
-        "reasons",
-        "file",
-        "offset",
-        "evidence",
-        "evidence_places",
-        "places",
-    )
-    del runs, by_run
-    all_rows = pl.concat(rows) if rows else None
-    del rows
-
-    clock = figures.lap("joins", clock)
-    target = root / C.TRACE_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    db = sqlite3.connect(tmp, isolation_level=None)
-    try:
-        # a new file renamed into place when complete: no journal needed
-        db.execute("PRAGMA journal_mode=OFF")
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute("BEGIN")
-        for statement in _SCHEMA.split(";"):
-            db.execute(statement)
-        db.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", table.iter_rows())
-        if all_rows is not None:
-            db.executemany("INSERT INTO rows VALUES (?,?,?)", all_rows.iter_rows())
-        db.executemany("INSERT INTO refs VALUES (?,?)", other_refs.iter_rows())
-        db.executemany("INSERT INTO reasons VALUES (?,?,?)", sorted(reasons))
-        db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?)", files.rows)
-        meta = {"schema_version": str(LOOKUP_SCHEMA_VERSION), "run_id": run_id}
-        db.executemany("INSERT INTO meta VALUES (?,?)", sorted(meta.items()))
-        clock = figures.lap("inserts", clock)
-        for statement in _INDEXES.split(";"):
-            db.execute(statement)
-        db.execute("COMMIT")
-    except BaseException:
-        db.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    db.close()
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-    figures.rows |= {
-        "runs": table.height,
-        "rows": all_rows.height if all_rows is not None else 0,
-        "refs": other_refs.height,
-    }
-    figures.lap("indexes and commit", clock)
-    figures.seconds = time.perf_counter() - began
-    return figures
+    pairs.finish()
+    figures.lap("run places", clock)
+    return {"runs": count, "rows": rows, **pairs.counts}
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -684,8 +804,12 @@ def split_place(place: int) -> tuple[int, int]:
     return place >> _PLACE_BITS, place & ((1 << _PLACE_BITS) - 1)
 
 
-def _places(text: str | None) -> list[tuple[int, int]]:
-    return [split_place(int(item)) for item in (text or "").split(",") if item]
+def run_places(lookup: Lookup, run: int) -> list[tuple[int, int]]:
+    """(file number, byte offset) of every dataset row and quarantine line naming the scored
+    run numbered ``run``."""
+    found = lookup.db.execute("SELECT places FROM run_places WHERE run = ?", (run,)).fetchone()
+    packed = found[0] if found else b""
+    return [split_place(place) for place in struct.unpack(f"<{len(packed) // 8}q", packed)]
 
 
 def _findings(line: dict[str, Any]) -> list[dict[str, str]]:
@@ -768,16 +892,15 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
     db = lookup.db
     out: dict[str, Any] = {"run_id": run_id}
     found = db.execute(
-        "SELECT task_id, quality, score, reasons, file, offset, evidence, evidence_places, "
-        "places FROM runs "
-        "WHERE run_id = ?",
+        "SELECT run, task_id, quality, score, reasons, file, offset, evidence, evidence_places "
+        "FROM runs WHERE run_id = ? ORDER BY run LIMIT 1",
         (run_id,),
     ).fetchone()
     places = [
         split_place(p) for (p,) in db.execute("SELECT place FROM refs WHERE key = ?", (run_id,))
     ]
     if found is not None:
-        task_id, quality, score, reasons, file, offset, evidence, where, run_places = found
+        number, task_id, quality, score, reasons, file, offset, evidence, where = found
         info = lookup.files[file]
         out["task_id"] = task_id
         out["verdict"] = {
@@ -791,7 +914,7 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
         if lookup.changed(file):
             out["verdict"]["note"] = f"{info.path} was rewritten by a later run"
         out["evidence"] = _evidence(lookup, evidence, where)
-        places = _places(run_places) + places
+        places = run_places(lookup, number) + places
     else:
         out["verdict"] = None
         out["evidence"] = []
