@@ -203,6 +203,39 @@ def _runs(
     return ranges
 
 
+class _Strings:
+    """Strings appended one by one, kept as UTF-8 bytes back to back and their end offsets."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.ends = array("q")
+
+    def append(self, text: str) -> None:
+        self.data += text.encode("utf-8")
+        self.ends.append(len(self.data))
+
+    @staticmethod
+    def series(pieces: list[_Strings]) -> Any:
+        """One polars String series of every piece's strings, in order (built in Arrow, no
+        Python string per row)."""
+        import polars as pl
+        import pyarrow as pa
+
+        shifts = np.cumsum([0] + [len(piece.data) for piece in pieces[:-1]])
+        offsets = np.concatenate(
+            [np.zeros(1, dtype=np.int64)]
+            + [
+                _column(piece.ends, np.int64) + shift
+                for piece, shift in zip(pieces, shifts, strict=True)
+            ]
+        )
+        data = b"".join(bytes(piece.data) for piece in pieces)
+        array_ = pa.LargeStringArray.from_buffers(
+            len(offsets) - 1, pa.py_buffer(offsets), pa.py_buffer(data)
+        )
+        return pl.Series(pl.from_arrow(array_)).cast(pl.String)
+
+
 def write_row_places(root: Path, stage: str, parts: list[dict[str, Any]], keep: np.ndarray) -> None:
     """Each written row's id, side, byte offset, length, runs and CRC-32, in file order, as an
     Arrow file beside the datasets (``C.trace_rows_path``): what the publish stage's trace
@@ -212,8 +245,8 @@ def write_row_places(root: Path, stage: str, parts: list[dict[str, Any]], keep: 
     sides = np.concatenate([_column(p["side"], np.int8) for p in parts])
     lengths = np.concatenate([_column(p["length"], np.int64) for p in parts])
     crcs = np.concatenate([_column(p["crc"], np.uint32) for p in parts])
-    ids = [i for p in parts for i in p["ids"]]
-    runs = [r for p in parts for r in p["runs"]]
+    ids = _Strings.series([p["ids"] for p in parts])
+    runs = _Strings.series([p["runs"] for p in parts])
     offsets = np.zeros(len(sides), dtype=np.int64)
     for side in (0, 1):
         mine = (sides == side) & keep
@@ -221,11 +254,11 @@ def write_row_places(root: Path, stage: str, parts: list[dict[str, Any]], keep: 
         offsets[mine] = np.cumsum(widths) - widths
     frame = pl.DataFrame(
         {
-            "id": pl.Series(ids, dtype=pl.String),
+            "id": ids.replace("", None),  # a row without an id (none is written so today)
             "side": sides,
             "offset": offsets,
             "length": lengths,
-            "runs": pl.Series(runs, dtype=pl.String),
+            "runs": runs,
             "crc": crcs.astype(np.int64),
         }
     ).filter(pl.Series(keep))
@@ -278,8 +311,10 @@ class Curation:
         self._side = array("b")  # per row: 0 train, 1 holdout
         self._start = array("q")  # per row: where its line starts in its side's file
         self._length = array("q")
-        self._ids: list[str | None] = []
-        self._runs: list[str] = []
+        # per row, for `distill trace`: its id and runs as UTF-8 bytes back to back with their end
+        # offsets (a Python string per row would hold about 8 times the memory at 1M runs)
+        self._ids = _Strings()
+        self._runs = _Strings()
         self._crc = array("I")
         # one line per task: [first row, [[pair?, unit, unit, ...] per row]], the runs (or
         # playbooks) each row accounts for; read back only for tasks with a dropped row
@@ -345,7 +380,7 @@ class Curation:
         self._length.append(len(line))
         self._side.append(1 if holdout else 0)
         # what `distill trace` looks a row up by (lib/trace.py): its id, runs and digest
-        self._ids.append(row.get("id"))
+        self._ids.append(row.get("id") or "")
         self._runs.append(row_runs(row))
         self._crc.append(zlib.crc32(line))
         if self._task is None or self._task[0] != task_id:
