@@ -20,6 +20,7 @@ from distill_assets.lib.trace import (
     Lookup,
     TraceError,
     _evidence,
+    evidence_detail,
     open_lookup,
     run_places,
     traced_versions,
@@ -262,9 +263,7 @@ def render_diff(answer: dict[str, Any]) -> list[str]:
                     f"    because setting {why['name']}: {why['before']} -> {why['after']}"
                 )
             elif "source_path" in why:
-                detail = why.get("verdict") or why.get("outcome") or ""
-                if why.get("reviewer"):
-                    detail += f" by {why['reviewer']}"
+                detail = evidence_detail(why)
                 lines.append(
                     f"    because {why['change']} {why['evidence_id']} "
                     f"({why['source_path']}:{why['line']}){' ' + detail if detail else ''}"

@@ -1076,6 +1076,14 @@ def _export_line(item: dict[str, Any]) -> str:
     return text
 
 
+def evidence_detail(item: dict[str, Any]) -> str:
+    """What a review or outcome said, for people: ``approve by dave``, ``success``, or empty."""
+    detail = item.get("verdict") or item.get("outcome") or ""
+    if item.get("reviewer"):
+        detail += f" by {item['reviewer']}"
+    return detail
+
+
 def render_trace(answer: dict[str, Any], shown: int = SHOWN) -> list[str]:
     """The trace as lines of text (no input text: ids, places, hashes, codes, settings)."""
     version = answer["version"]
@@ -1115,9 +1123,7 @@ def render_trace(answer: dict[str, Any], shown: int = SHOWN) -> list[str]:
             if "kind" not in item:
                 lines.append(f"    {item['evidence_id']}: {item['problem']}")
                 continue
-            detail = item.get("verdict") or item.get("outcome") or ""
-            if item.get("reviewer"):
-                detail += f" by {item['reviewer']}"
+            detail = evidence_detail(item)
             lines.append(
                 f"    {item['kind']:<7} {item['source_path']}:{item['line']}  "
                 f"sha256 {item['sha256']}"
