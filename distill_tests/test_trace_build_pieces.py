@@ -61,15 +61,19 @@ def test_a_blank_line_is_an_error_not_a_shifted_offset(tmp_path):
     assert list(T._jsonl_pieces(empty, SCHEMA)) == []
 
 
-def _tables(path) -> dict[str, list[tuple]]:
+def _tables(path) -> dict[str, list]:
+    """Every table of a lookup: its SQLite tables and its Arrow tables, as rows."""
     db = sqlite3.connect(path)
     try:
-        return {
+        found: dict[str, list] = {
             table: db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
-            for table in ("runs", "run_places", "rows", "refs", "reasons", "files")
+            for table in ("reasons", "files", "meta")
         }
     finally:
         db.close()
+    for name in ("runs", "run_keys", "rows", "refs", "places"):
+        found[name] = pl.read_ipc(path.parent / C.TRACE_TABLES_DIR / f"{name}.arrow").rows()
+    return found
 
 
 def test_a_lookup_built_from_small_pieces_is_the_same(fixture_run, tmp_path, monkeypatch):
@@ -78,13 +82,19 @@ def test_a_lookup_built_from_small_pieces_is_the_same(fixture_run, tmp_path, mon
     shutil.copytree(out, copy, symlinks=True)
     root = layout.published_exports(copy).parent
     built = _tables(root / C.TRACE_FILE)
-    # every scored run the quarantines and datasets name has its places (packed, 8 bytes each)
-    assert built["run_places"] and all(len(p) % 8 == 0 for _, p in built["run_places"])
+    # every scored run the quarantines and datasets name has its places, sorted by run
+    assert built["places"] and built["places"] == sorted(built["places"])
+    # the keys are sorted (a reader bisects them), and every run has its key
+    for name in ("run_keys", "rows", "refs"):
+        assert built[name] == sorted(built[name], key=lambda r: (r[0] is None, r[0] or "", r[1]))
+    assert sorted(r[1] for r in built["run_keys"]) == list(range(1, len(built["runs"]) + 1))
     monkeypatch.setattr(T, "_PIECE_BYTES", 300)  # every quarantine file in many pieces
     figures = T.build_lookup(copy, root, result.run_id)
     assert figures.rows["runs"] == len(built["runs"])
     again = _tables(root / C.TRACE_FILE)
-    files = {table: rows for table, rows in again.items() if table != "files"}
-    assert files == {table: rows for table, rows in built.items() if table != "files"}
+    tables = {table: rows for table, rows in again.items() if table != "files"}
+    assert tables == {table: rows for table, rows in built.items() if table != "files"}
     # (the files table names the same files; their times are those of the copy)
     assert [r[:6] for r in again["files"]] == [r[:6] for r in built["files"]]
+    # no staging left behind
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []

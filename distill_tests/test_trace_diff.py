@@ -418,7 +418,7 @@ def test_the_lookup_is_built_from_the_score_stage_lists_or_the_files_alike(publi
     def table() -> list[tuple]:
         lookup = open_lookup(copy)
         try:
-            return sorted(lookup.db.execute("SELECT * FROM runs").fetchall())
+            return sorted(map(str, lookup.table("runs").to_pylist()))
         finally:
             lookup.close()
 

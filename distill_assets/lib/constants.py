@@ -498,6 +498,8 @@ PARTITION_START: Final = "2020-01-01"
 # the lookup ``distill trace`` and ``distill diff`` read: built by the publish stage in each
 # version's directory, beside its ``exports`` (keys and byte offsets, no texts)
 TRACE_FILE: Final = "trace.sqlite"
+# beside it, the lookup's tables (Arrow IPC, memory-mapped when read; lib/trace.py)
+TRACE_TABLES_DIR: Final = "trace"
 TRACE_ROWS_DIR: Final = "exports/.trace"
 # per scored day, the score stage's list of runs for the lookup (Arrow IPC)
 SCORED_TRACE_FILE: Final = "trace.arrow"

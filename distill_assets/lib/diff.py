@@ -1,11 +1,11 @@
 """``distill diff``: what changed in the datasets between two runs' versions, and why.
 
-Both versions' trace lookups (lib/trace.py) are attached to one SQLite connection: rows added,
-removed and changed (by stable row id; a changed row has other bytes or moved between train and
-holdout) are set operations in SQL; the reason codes that moved come from the stages' receipts
-and the verdicts the lookups kept; for every run whose verdict changed, the evidence that changed
-it (a new review, a new outcome, one gone) is read from the evidence store, or else the scoring
-settings that differ are named.
+Both versions' trace lookups (lib/trace.py) are read as polars frames over their mapped Arrow
+tables: rows added, removed and changed (by stable row id; a changed row has other bytes or moved
+between train and holdout) are anti and inner joins; the reason codes that moved come from the
+stages' receipts and the verdicts the lookups kept; for every run whose verdict changed, the
+evidence that changed it (a new review, a new outcome, one gone) is read from the evidence
+store, or else the scoring settings that differ are named.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from distill_assets.lib import constants as C
 from distill_assets.lib.trace import (
     DATASETS,
+    PLACE_BITS,
     Lookup,
     TraceError,
     _evidence,
@@ -67,36 +68,45 @@ def _pick(out_root: Path, run_a: str | None, run_b: str | None) -> tuple[str, st
     return kept[-2], kept[-1]
 
 
-def _ids(db: Any, sql: str, args: tuple[Any, ...], limit: int | None) -> tuple[int, list[str]]:
-    rows = [r[0] for r in db.execute(sql, args)]
-    return len(rows), sorted(rows)[:limit] if limit is not None else sorted(rows)
+def _ids(ids: Any, limit: int | None) -> tuple[int, list[str]]:
+    found = sorted(str(i) for i in ids.to_list())
+    return len(found), found[:limit] if limit is not None else found
 
 
-# a dataset's rows in one version; the rows of the other version looked up by the id index
-_OF = "(SELECT file FROM {db}.files WHERE name = ?1)"
-_ONLY_IN = (
-    "SELECT y.id FROM {y}.rows y WHERE (y.place >> 40) IN " + _OF.format(db="{y}") + " "
-    "AND NOT EXISTS (SELECT 1 FROM {x}.rows x WHERE x.id = y.id AND (x.place >> 40) IN "
-    + _OF.format(db="{x}")
-    + ")"
-)
-_CHANGED = (
-    "SELECT y.id FROM b.rows y JOIN b.files fy ON fy.file = (y.place >> 40) AND fy.name = ?1 "
-    "JOIN main.rows x ON x.id = y.id "
-    "JOIN main.files fx ON fx.file = (x.place >> 40) AND fx.name = ?1 "
-    "WHERE x.digest != y.digest OR fx.split != fy.split"
-)
+def _dataset_rows(lookup: Lookup, name: str) -> Any:
+    """A dataset's rows in one version: id, split and digest (polars, from the mapped table)."""
+    import polars as pl
+
+    numbers = [
+        n for n, info in lookup.files.items() if info.role == "dataset" and info.name == name
+    ]
+    splits = {n: lookup.files[n].split for n in numbers}
+    rows = pl.from_arrow(lookup.table("rows"))
+    assert isinstance(rows, pl.DataFrame)
+    file = pl.col("place") // (1 << PLACE_BITS)
+    return rows.filter(file.is_in(numbers)).select(
+        "id", "digest", file.replace_strict(splits, return_dtype=pl.String).alias("split")
+    )
 
 
-def _dataset_changes(db: Any, name: str, limit: int | None) -> dict[str, Any]:
-    count = "SELECT count(*) FROM {db}.rows WHERE (place >> 40) IN " + _OF
-    added = _ids(db, _ONLY_IN.format(x="main", y="b"), (name,), limit)
-    removed = _ids(db, _ONLY_IN.format(x="b", y="main"), (name,), limit)
-    changed = _ids(db, _CHANGED, (name,), limit)
+def _dataset_changes(a: Lookup, b: Lookup, name: str, limit: int | None) -> dict[str, Any]:
+    """Rows added, removed and changed (other bytes, or moved between train and holdout)."""
+    import polars as pl
+
+    x, y = _dataset_rows(a, name), _dataset_rows(b, name)
+    added = _ids(y.join(x, on="id", how="anti")["id"], limit)
+    removed = _ids(x.join(y, on="id", how="anti")["id"], limit)
+    both = y.join(x, on="id", how="inner", suffix="_a")
+    changed = _ids(
+        both.filter(
+            (pl.col("digest") != pl.col("digest_a")) | (pl.col("split") != pl.col("split_a"))
+        )["id"],
+        limit,
+    )
     return {
         "dataset": name,
-        "rows_a": db.execute(count.format(db="main"), (name,)).fetchone()[0],
-        "rows_b": db.execute(count.format(db="b"), (name,)).fetchone()[0],
+        "rows_a": x.height,
+        "rows_b": y.height,
         "added": added[0],
         "removed": removed[0],
         "changed": changed[0],
@@ -106,17 +116,30 @@ def _dataset_changes(db: Any, name: str, limit: int | None) -> dict[str, Any]:
     }
 
 
+def _runs(lookup: Lookup) -> Any:
+    import polars as pl
+
+    runs = pl.from_arrow(lookup.table("runs"))
+    assert isinstance(runs, pl.DataFrame)
+    return runs.with_row_index("run", offset=1)
+
+
 def _reason_counts(lookup: Lookup) -> Counter[tuple[str, str]]:
     """Reason codes per stage, counted from the version's quarantine files when it was built,
     and the verdicts (quality, reasons) of the scored runs the lookup kept."""
+    import polars as pl
+
     counts: Counter[tuple[str, str]] = Counter()
     for stage, reason, n in lookup.db.execute("SELECT stage, reason, n FROM reasons"):
         counts[(stage, reason)] += int(n)
-    for quality, reasons in lookup.db.execute("SELECT quality, reasons FROM runs"):
-        counts[("verdict", str(quality))] += 1
-        for reason in (reasons or "").split(","):
-            if reason:
-                counts[("verdict reason", reason)] += 1
+    runs = _runs(lookup)
+    for quality, n in runs.group_by("quality").len().iter_rows():
+        counts[("verdict", str(quality))] += int(n)
+    reasons = runs.select(pl.col("reasons").str.split(",").explode()).filter(
+        pl.col("reasons").is_not_null() & (pl.col("reasons") != "")
+    )
+    for reason, n in reasons.group_by("reasons").len().iter_rows():
+        counts[("verdict reason", str(reason))] += int(n)
     return counts
 
 
@@ -143,36 +166,34 @@ def _settings_changed(a: Lookup, b: Lookup, file_a: int, file_b: int) -> list[di
 
 
 def _verdict_changes(a: Lookup, b: Lookup, limit: int | None) -> dict[str, Any]:
-    db = a.db
-    changed = db.execute(
-        "SELECT y.run_id, x.quality, y.quality, x.score, y.score, x.reasons, y.reasons, "
-        "x.evidence, y.evidence, y.evidence_places, x.file, y.file, x.run, y.run "
-        "FROM main.runs x JOIN b.runs y ON x.run_id = y.run_id "
-        "WHERE x.quality != y.quality OR x.score != y.score OR x.reasons != y.reasons "
-        "ORDER BY y.run_id"
-    ).fetchall()
-    only = "SELECT y.run_id FROM {y}.runs y WHERE NOT EXISTS "
-    only += "(SELECT 1 FROM {x}.runs x WHERE x.run_id = y.run_id)"
-    new = _ids(db, only.format(x="main", y="b"), (), limit)
-    gone = _ids(db, only.format(x="b", y="main"), (), limit)
-    shown = changed if limit is None else changed[:limit]
+    import polars as pl
+
+    x, y = _runs(a), _runs(b)
+    joined = y.join(x, on="run_id", how="inner", suffix="_a")
+    differ = (
+        (pl.col("quality_a") != pl.col("quality"))
+        | (pl.col("score_a") != pl.col("score"))
+        | (pl.col("reasons_a") != pl.col("reasons"))
+    )
+    changed = joined.filter(differ).sort("run_id", maintain_order=True)
+    new = _ids(y.join(x, on="run_id", how="anti")["run_id"], limit)
+    gone = _ids(x.join(y, on="run_id", how="anti")["run_id"], limit)
+    shown = changed if limit is None else changed.head(limit)
     runs = []
-    for run_id, qa, qb, sa, sb, ra, rb, ea, eb, where, fa, fb, pa, pb in shown:
-        before = {e for e in (ea or "").split(",") if e}
-        after_ids = (eb or "").split(",")
-        after_places = (where or "").split(",")
+    for item in shown.iter_rows(named=True):
+        run_id = item["run_id"]
+        qa, qb, sa, sb = item["quality_a"], item["quality"], item["score_a"], item["score"]
+        ra, rb = item["reasons_a"], item["reasons"]
+        before = {e for e in item["evidence_ids_a"] or [] if e}
         because: list[dict[str, Any]] = []
-        new_ids = [i for i, e in enumerate(after_ids) if e and e not in before]
-        chosen = (
-            ",".join(after_ids[i] for i in new_ids),
-            ",".join(after_places[i] for i in new_ids if i < len(after_places)),
-        )
-        for item in _evidence(b, *chosen):
-            label = f"new {item.get('kind', 'evidence')}"
-            because.append({"change": label, **item})
-        after = {e for e in after_ids if e}
+        where = [w for w in b.evidence_places(item) if w[0] and w[0] not in before]
+        for found in _evidence(b, where):
+            label = f"new {found.get('kind', 'evidence')}"
+            because.append({"change": label, **found})
+        after = {e for e in item["evidence_ids"] or [] if e}
         for prefix in sorted(before - after):
             because.append({"change": "evidence gone", "evidence_id": prefix})
+        fa, fb, pa, pb = item["file_a"], item["file"], item["run_a"], item["run"]
         if not because:
             because = _settings_changed(a, b, fa, fb)
         if not because:
@@ -189,13 +210,13 @@ def _verdict_changes(a: Lookup, b: Lookup, limit: int | None) -> dict[str, Any]:
             }
         )
     return {
-        "changed": len(changed),
+        "changed": changed.height,
         "newly_scored": new[0],
         "newly_scored_ids": new[1],
         "no_longer_scored": gone[0],
         "no_longer_scored_ids": gone[1],
         "runs": runs,
-        "runs_not_shown": len(changed) - len(shown),
+        "runs_not_shown": changed.height - shown.height,
     }
 
 
@@ -208,8 +229,7 @@ def diff(
     a = open_lookup(out_root, first)
     b = open_lookup(out_root, second)
     try:
-        a.db.execute("ATTACH DATABASE ? AS b", (f"file:{b.path}?mode=ro",))
-        datasets = [_dataset_changes(a.db, name, limit) for name in DATASETS]
+        datasets = [_dataset_changes(a, b, name, limit) for name in DATASETS]
         counts_a, counts_b = _reason_counts(a), _reason_counts(b)
         moved = [
             {"stage": stage, "reason": reason, "a": counts_a[key], "b": counts_b[key]}

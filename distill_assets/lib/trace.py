@@ -14,11 +14,11 @@ reads a handful of lines by offset (``trace``), never scanning a file.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import re
 import sqlite3
-import struct
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -30,7 +30,7 @@ import orjson
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 
-LOOKUP_SCHEMA_VERSION = 2
+LOOKUP_SCHEMA_VERSION = 3
 # the datasets a row id can come from: name -> (stage writing it, train path, holdout path)
 DATASETS: dict[str, tuple[str, str, str]] = {
     "sft": (C.STAGE_EXPORT_SFT, C.SFT_PATH, C.SFT_HOLDOUT_PATH),
@@ -41,7 +41,7 @@ DATASETS: dict[str, tuple[str, str, str]] = {
 }
 SPLITS = ("train", "holdout")
 QUARANTINE_STAGES = (C.STAGE_COLLECT, C.STAGE_SCORE, *C.PUBLISHED_QUARANTINES)
-_PLACE_BITS = 40
+PLACE_BITS = 40
 # the fields of each stage's quarantine lines that name what a line is about (an export's
 # line names its run's record too, but the run is the key there)
 _QUARANTINE_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -62,19 +62,7 @@ _SCHEMA = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE files (file INTEGER PRIMARY KEY, path TEXT, role TEXT, name TEXT, split TEXT,
                     bytes INTEGER, mtime_ns INTEGER, producer TEXT);
-CREATE TABLE runs (run INTEGER PRIMARY KEY, run_id TEXT, task_id TEXT, quality TEXT,
-                   score REAL, reasons TEXT, file INTEGER, offset INTEGER, evidence TEXT,
-                   evidence_places TEXT);
-CREATE TABLE run_places (run INTEGER PRIMARY KEY, places BLOB);
-CREATE TABLE rows (id TEXT, place INTEGER, digest INTEGER);
-CREATE TABLE refs (key TEXT, place INTEGER);
 CREATE TABLE reasons (stage TEXT, reason TEXT, n INTEGER)
-"""
-_INDEXES = """
-CREATE INDEX runs_run ON runs (run_id);
-CREATE INDEX runs_task ON runs (task_id);
-CREATE INDEX rows_id ON rows (id);
-CREATE INDEX refs_key ON refs (key)
 """
 
 
@@ -230,7 +218,8 @@ def _jsonl_pieces(path: Path, schema: dict[str, Any], piece_bytes: int = _PIECE_
             if cut == 0:  # one line longer than a piece: read on
                 rest = data
                 continue
-            body, rest = data[:cut], data[cut:]
+            # (no copy when the piece ends at a line's end, as a file we wrote does)
+            body, rest = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
             ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10).astype(np.int64)
             if len(ends) == 0 or ends[-1] != len(body) - 1:  # the last line has no newline
                 ends = np.append(ends, len(body) - 1)
@@ -305,20 +294,7 @@ def _place(file: int, offset: Any) -> Any:
     """A line's place as one integer: the file's number above bit 40, the byte offset below."""
     import polars as pl
 
-    return pl.lit(file << _PLACE_BITS, dtype=pl.Int64) + offset.cast(pl.Int64)
-
-
-_RUN_COLUMNS = (
-    "run_id",
-    "task_id",
-    "quality",
-    "score",
-    "reasons",
-    "file",
-    "offset",
-    "evidence",
-    "evidence_places",
-)
+    return pl.lit(file << PLACE_BITS, dtype=pl.Int64) + offset.cast(pl.Int64)
 
 
 def _scored_days(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
@@ -361,21 +337,18 @@ def _scored_days(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
 
 
 def _run_rows(runs: Any, records: dict[int, int], files: _Files, out_root: Path) -> Any:
-    """A day's runs as the lookup's ``runs`` columns: evidence ids by 16 hex digits and their
-    places (the records files numbered in ``records`` by day ordinal, on first sight)."""
+    """A day's runs as the lookup's ``runs`` columns: evidence ids by their first 16 hex
+    digits (as ``scored_trace`` and ``_parsed_runs`` give them), each with its records file's
+    day ordinal and byte offset; the records files are numbered in ``records`` by day
+    ordinal, on first sight."""
     import polars as pl
 
     ordinals = runs.select(pl.col("evidence_days").explode().unique().drop_nulls().sort())
     for (o,) in ordinals.iter_rows():
         if o and int(o) not in records:
-            relpath = layout.evidence_records(date.fromordinal(int(o)))
-            records[int(o)] = files.add(out_root, relpath, "records")
-    known = {o: records[o] for (o,) in ordinals.iter_rows() if o}
-    to_file = pl.element().replace_strict(known, default=0, return_dtype=pl.Int64)
-    # a place is one integer: the file's number above bit 40, the byte offset below
-    places = pl.col("evidence_days").list.eval(to_file) * (1 << _PLACE_BITS) + pl.col(
-        "evidence_offsets"
-    )
+            day = date.fromordinal(int(o))
+            relpath = layout.evidence_records(day)
+            records[int(o)] = files.add(out_root, relpath, "records", day.isoformat())
     return runs.select(
         pl.col("run_id").cast(pl.String),
         pl.col("task_id").cast(pl.String),
@@ -384,11 +357,9 @@ def _run_rows(runs: Any, records: dict[int, int], files: _Files, out_root: Path)
         pl.col("reasons").cast(pl.String),
         pl.col("file").cast(pl.Int64),
         pl.col("offset").cast(pl.Int64),
-        pl.col("evidence_ids")
-        .list.eval(pl.element().str.slice(0, 16))
-        .list.join(",")
-        .alias("evidence"),
-        places.cast(pl.List(pl.String)).list.join(",").alias("evidence_places"),
+        pl.col("evidence_ids").cast(pl.List(pl.String)),
+        pl.col("evidence_days").cast(pl.List(pl.Int32)),
+        pl.col("evidence_offsets").cast(pl.List(pl.Int64)),
     )
 
 
@@ -443,7 +414,7 @@ def _parsed_runs(out_root: Path, days: list[tuple[int, str]], known: Any) -> Any
         pl.col("quality_score").alias("quality"),
         "score",
         pl.col("reasons").list.join(",").alias("reasons"),
-        "evidence_ids",
+        pl.col("evidence_ids").list.eval(pl.element().str.slice(0, 16)),
         "evidence_days",
         "evidence_offsets",
         "offset",
@@ -451,18 +422,38 @@ def _parsed_runs(out_root: Path, days: list[tuple[int, str]], known: Any) -> Any
     )
 
 
-class _Pairs:
-    """(id, place) pairs streamed into the lookup: those naming a scored run kept as two
-    integer columns (the run's number, the place: 12 bytes a pair) and written last as one
-    ``run_places`` row per run (its places packed little-endian, in run order, so no index
-    is built); the rest go straight to ``refs`` (the id)."""
+class _Tables:
+    """The lookup's tables, written as Arrow IPC files into a directory that is renamed into
+    place when complete (one record batch each: a reader maps a file and searches it)."""
 
-    def __init__(self, db: sqlite3.Connection, scored: Any) -> None:
-        self.db = db
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(parents=True)
+
+    def write(self, name: str, frame: Any) -> int:
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+
+        table = frame.to_arrow().combine_chunks()
+        with (
+            pa.OSFile(str(self.directory / f"{name}.arrow"), "wb") as sink,
+            ipc.new_file(sink, table.schema) as writer,
+        ):
+            writer.write_table(table)
+        return int(table.num_rows)
+
+
+class _Pairs:
+    """(id, place) pairs from the dataset rows and quarantine lines: those naming a scored run
+    kept as two integer columns (the run's number, the place: 12 bytes a pair) and written
+    last sorted by run (``places``); the rest kept with their id (``refs``)."""
+
+    def __init__(self, scored: Any) -> None:
         # (a run id scored on two days: its places are listed under both numbers)
         self.scored = scored
         self.runs: list[Any] = []
         self.places: list[Any] = []
+        self.refs: list[Any] = []
         self.counts = {"run_places": 0, "refs": 0}
 
     def add(self, frame: Any) -> None:
@@ -478,120 +469,162 @@ class _Pairs:
         self.runs.append(named["run"].cast(pl.Int32).to_numpy())
         self.places.append(named["place"].cast(pl.Int64).to_numpy())
         other = joined.filter(pl.col("run").is_null()).select("key", "place")
-        self.db.executemany("INSERT INTO refs VALUES (?,?)", other.iter_rows())
+        if other.height:
+            self.refs.append(other)
         self.counts["run_places"] += named.height
         self.counts["refs"] += other.height
 
-    def finish(self) -> None:
+    def finish(self, tables: _Tables) -> None:
         import numpy as np
+        import polars as pl
 
-        if not self.runs:
-            return
-        runs = np.concatenate(self.runs)
-        self.runs = []
-        order = np.argsort(runs, kind="stable")
-        runs = runs[order]
-        packed = np.concatenate(self.places)[order].astype("<i8").tobytes()
-        self.places = []
-        del order
-        cuts = np.flatnonzero(np.diff(runs)) + 1
-        starts = np.concatenate([np.zeros(1, dtype=np.int64), cuts]).tolist()
-        ends = [*cuts.tolist(), len(runs)]
-        numbers = runs[starts].tolist()
-        del runs, cuts
-        self.db.executemany(
-            "INSERT INTO run_places VALUES (?,?)",
-            zip(
-                numbers,
-                (packed[8 * a : 8 * b] for a, b in zip(starts, ends, strict=True)),
-                strict=True,
-            ),
+        runs = np.concatenate(self.runs) if self.runs else np.zeros(0, dtype=np.int32)
+        places = np.concatenate(self.places) if self.places else np.zeros(0, dtype=np.int64)
+        self.runs, self.places = [], []
+        order = np.lexsort((places, runs))
+        tables.write("places", pl.DataFrame({"run": runs[order], "place": places[order]}))
+        del order, runs, places
+        refs = (
+            pl.concat(self.refs).sort("key", "place")
+            if self.refs
+            else pl.DataFrame(schema={"key": pl.String, "place": pl.Int64})
         )
+        tables.write("refs", refs)
 
 
 def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
-    """Write ``root/trace.sqlite`` for the version ``root`` of run ``run_id`` (renamed into
-    place when complete).
+    """Write the lookup of the version ``root`` of run ``run_id``: its tables as Arrow files
+    in ``root/trace/``, then ``root/trace.sqlite`` naming them (each renamed into place when
+    complete; a reader opens the SQLite file first).
 
-    One row per scored run (its verdict, where its scored line and evidence records are),
-    one per dataset row (id, place, CRC-32 of its bytes, from the exports' own row lists,
-    not their texts), one per scored run named by dataset rows or quarantine lines (their
-    places, packed), and one per quarantine line about anything else (a run never scored, a
-    playbook, an evidence record). Each source (a scored day, a dataset's row list, a
-    quarantine file piece by piece) is decoded by polars and streamed into SQLite before the
-    next is read, so memory holds one source, not the lookup; SQLite's indexes come last."""
+    Tables: ``runs`` (one row per scored run, numbered from 1 in row order: its verdict,
+    where its scored line and evidence records are), ``run_keys`` (run ids sorted, with their
+    numbers), ``rows`` (every dataset row's id, place and CRC-32, sorted by id, from the
+    exports' own row lists, not their texts), ``places`` (the places of the dataset rows and
+    quarantine lines naming a scored run, sorted by its number) and ``refs`` (quarantine lines
+    about anything else: a run never scored, a playbook, an evidence record; sorted by id).
+    The SQLite file holds the files the places point into, the reason counts and what the
+    lookup is. Each source (a scored day, a dataset's row list, a quarantine file piece by
+    piece) is decoded by polars and reduced to integers and keys before the next is read."""
+    import shutil
+
     began = time.perf_counter()
     figures = BuildFigures()
     files = _Files(out_root)
     target = root / C.TRACE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    staging = root / f".{C.TRACE_TABLES_DIR}.{os.getpid()}.tmp"
     tmp.unlink(missing_ok=True)
-    db = sqlite3.connect(tmp, isolation_level=None)
+    shutil.rmtree(staging, ignore_errors=True)
     try:
-        # a new file renamed into place when complete: no journal needed
-        db.execute("PRAGMA journal_mode=OFF")
-        db.execute("PRAGMA synchronous=OFF")
-        db.execute("BEGIN")
-        for statement in _SCHEMA.split(";"):
-            db.execute(statement)
-        figures.rows |= _insert_lookup(db, out_root, root, run_id, files, figures, began)
+        tables = _Tables(staging)
+        reasons, counts = _write_tables(tables, out_root, root, run_id, files, figures)
+        figures.rows |= counts
         clock = time.perf_counter()
-        db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?)", files.rows)
-        meta = {"schema_version": str(LOOKUP_SCHEMA_VERSION), "run_id": run_id}
-        db.executemany("INSERT INTO meta VALUES (?,?)", sorted(meta.items()))
-        for statement in _INDEXES.split(";"):
-            db.execute(statement)
-        db.execute("COMMIT")
+        db = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=OFF")
+            db.execute("PRAGMA synchronous=OFF")
+            db.execute("BEGIN")
+            for statement in _SCHEMA.split(";"):
+                db.execute(statement)
+            db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?)", files.rows)
+            db.executemany("INSERT INTO reasons VALUES (?,?,?)", sorted(reasons))
+            meta = {"schema_version": str(LOOKUP_SCHEMA_VERSION), "run_id": run_id}
+            meta |= {f"rows.{name}": str(n) for name, n in sorted(figures.rows.items())}
+            db.executemany("INSERT INTO meta VALUES (?,?)", sorted(meta.items()))
+            db.execute("COMMIT")
+        finally:
+            db.close()
+        os.chmod(tmp, 0o644)
+        # the tables first (a lookup file never names tables that are not there), then the file
+        final = root / C.TRACE_TABLES_DIR
+        old = root / f".{C.TRACE_TABLES_DIR}.{os.getpid()}.old"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(staging, final)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
-        db.close()
         tmp.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    db.close()
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, target)
-    figures.lap("indexes and commit", clock)
+    figures.lap("files and commit", clock)
     figures.seconds = time.perf_counter() - began
     return figures
 
 
-def _insert_lookup(
-    db: sqlite3.Connection,
+def _write_tables(
+    tables: _Tables,
     out_root: Path,
     root: Path,
     run_id: str,
     files: _Files,
     figures: BuildFigures,
-    began: float,
-) -> dict[str, int]:
-    """The lookup's rows, source by source (``build_lookup``); their counts."""
+) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
+    """The lookup's tables, source by source (``build_lookup``); the reason counts of the
+    quarantine files, and the tables' row counts."""
     import polars as pl
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
 
-    # the scored runs, day by day, numbered in order
+    began = time.perf_counter()
+    # the scored runs, day by day, numbered in order (a run's number is its row + 1)
     records: dict[int, int] = {}
     numbered: list[Any] = []
     count = 0
-    for day in _scored_days(out_root, files, figures):
-        table = _run_rows(day, records, files, out_root)
-        del day
-        table = table.select(
-            pl.int_range(count + 1, count + 1 + table.height).alias("run"), pl.all()
-        )
-        db.executemany("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?,?,?)", table.iter_rows())
-        numbered.append(table.select("run_id", "run"))
-        count += table.height
+    schema = None
+    writer = None
+    sink = pa.OSFile(str(tables.directory / "runs.arrow"), "wb")
+    try:
+        for day in _scored_days(out_root, files, figures):
+            table = _run_rows(day, records, files, out_root)
+            del day
+            numbered.append(
+                table.select(
+                    "run_id", pl.int_range(count + 1, count + 1 + table.height).alias("run")
+                )
+            )
+            count += table.height
+            batch = table.to_arrow()
+            if writer is None:
+                schema = batch.schema
+                writer = ipc.new_file(sink, schema)
+            writer.write_table(batch.cast(schema))
+        if writer is None:
+            empty = pl.DataFrame(
+                schema={
+                    "run_id": pl.String,
+                    "task_id": pl.String,
+                    "quality": pl.String,
+                    "score": pl.Float64,
+                    "reasons": pl.String,
+                    "file": pl.Int64,
+                    "offset": pl.Int64,
+                    "evidence_ids": pl.List(pl.String),
+                    "evidence_days": pl.List(pl.Int32),
+                    "evidence_offsets": pl.List(pl.Int64),
+                }
+            ).to_arrow()
+            writer = ipc.new_file(sink, empty.schema)
+            writer.write_table(empty)
+        writer.close()
+    finally:
+        sink.close()
     scored = (
         pl.concat(numbered)
         if numbered
         else pl.DataFrame(schema={"run_id": pl.String, "run": pl.Int64})
     )
     del numbered
-    pairs = _Pairs(db, scored)
+    tables.write("run_keys", scored.sort("run_id", "run"))
+    pairs = _Pairs(scored)
     del scored
     clock = figures.lap("scored runs", began)
 
     # the dataset rows, from the row lists the exports wrote beside them
-    rows = 0
+    written: list[Any] = []
     for name, (stage, train, holdout) in DATASETS.items():
         sidecar = root / C.trace_rows_path(stage)
         if not sidecar.exists():
@@ -604,15 +637,21 @@ def _insert_lookup(
                 continue  # a dataset this row list does not describe: left out, not guessed
             number = files.add(root, relpath, "dataset", name, split)
             place = _place(number, pl.col("offset")).alias("place")
-            written = part.select("id", place, pl.col("crc").alias("digest"))
-            db.executemany("INSERT INTO rows VALUES (?,?,?)", written.iter_rows())
-            rows += written.height
-            del written
+            written.append(part.select("id", place, pl.col("crc").alias("digest")))
             pairs.add(
                 part.select(pl.col("runs").str.split(_SEP).alias("key"), place).explode("key")
             )
             del part
         del listed
+    rows = (
+        pl.concat(written).sort("id", "place", nulls_last=True)
+        if written
+        else pl.DataFrame(schema={"id": pl.String, "place": pl.Int64, "digest": pl.Int64})
+    )
+    del written
+    tables.write("rows", rows)
+    counts = {"runs": count, "rows": rows.height}
+    del rows
     clock = figures.lap("dataset rows", clock)
 
     # quarantine lines, under every id each names; their reason codes counted (diff)
@@ -628,11 +667,11 @@ def _insert_lookup(
         )
         # only the fields this stage's lines have (reading fewer is what makes it cheap)
         strings, lists = _QUARANTINE_FIELDS.get(stage, (("run_id",), ()))
-        schema = {key: pl.String for key in strings}
-        schema |= {key: pl.List(pl.String) for key in lists}
+        fields = {key: pl.String for key in strings}
+        fields |= {key: pl.List(pl.String) for key in lists}
         named: dict[str, list[Any]] = {key: [] for key in (*strings, *lists) if key != "reasons"}
         counted: dict[str, int] = {}
-        for frame in _jsonl_pieces(root / relpath, schema, _PIECE_BYTES):
+        for frame in _jsonl_pieces(root / relpath, fields, _PIECE_BYTES):
             if made_here:
                 codes = frame.select(pl.col("reasons").explode()).drop_nulls()
                 for code, n in codes.group_by("reasons").len().iter_rows():
@@ -654,11 +693,10 @@ def _insert_lookup(
             if frames:
                 pairs.add(pl.concat(frames))
         del named
-    db.executemany("INSERT INTO reasons VALUES (?,?,?)", sorted(reasons))
     clock = figures.lap("quarantines", clock)
-    pairs.finish()
+    pairs.finish(tables)
     figures.lap("run places", clock)
-    return {"runs": count, "rows": rows, **pairs.counts}
+    return reasons, {**counts, **pairs.counts}
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -675,16 +713,35 @@ class FileInfo:
     producer: str | None
 
 
+class _Keys:
+    """The non-null head of a sorted string column, for ``bisect`` (nulls are sorted last)."""
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+        self.size = len(column) - column.null_count
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, i: int) -> str:
+        return str(self.column[i].as_py())
+
+
 class Lookup:
-    """An open trace lookup of one version, and the files it points into."""
+    """An open trace lookup of one version, and the files it points into: the SQLite file
+    (what the lookup is, the files, the reason counts) and its Arrow tables, memory-mapped."""
 
     def __init__(self, out_root: Path, root: Path) -> None:
         self.out_root = out_root
         self.root = root
         self.path = root / C.TRACE_FILE
         self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
-        meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        try:
+            meta = dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError:
+            meta = {}
         if meta.get("schema_version") != str(LOOKUP_SCHEMA_VERSION):
+            self.db.close()
             raise TraceError(
                 f"{self.path} was built by another version of distill: materialize again"
             )
@@ -692,13 +749,117 @@ class Lookup:
         self.files = {
             int(row[0]): FileInfo(*row[1:]) for row in self.db.execute("SELECT * FROM files")
         }
+        # a records file by its day's ordinal (the runs table names evidence by day and offset)
+        self.records = {
+            date.fromisoformat(info.name).toordinal(): number
+            for number, info in self.files.items()
+            if info.role == "records" and info.name
+        }
         self._handles: dict[int, Any] = {}
         self._receipts: dict[tuple[str, str], dict[str, Any]] = {}
+        self._tables: dict[str, Any] = {}
+        self._maps: list[Any] = []
 
     def close(self) -> None:
         for handle in self._handles.values():
             handle.close()
+        self._tables.clear()
+        for mapped in self._maps:
+            mapped.close()
+        self._maps.clear()
         self.db.close()
+
+    # --- the tables ------------------------------------------------------------------------
+
+    def table(self, name: str) -> Any:
+        """One of the lookup's tables (``build_lookup``), memory-mapped (no copy)."""
+        found = self._tables.get(name)
+        if found is None:
+            import pyarrow as pa
+            import pyarrow.ipc as ipc
+
+            path = self.root / C.TRACE_TABLES_DIR / f"{name}.arrow"
+            try:
+                mapped = pa.memory_map(str(path), "r")
+            except OSError as exc:
+                raise TraceError(
+                    f"{path} is missing: the lookup is incomplete, materialize again"
+                ) from exc
+            self._maps.append(mapped)
+            found = self._tables[name] = ipc.open_file(mapped).read_all()
+        return found
+
+    def _column(self, name: str, column: str) -> Any:
+        import pyarrow as pa
+
+        chunked = self.table(name).column(column)
+        if chunked.num_chunks == 1:
+            return chunked.chunk(0)
+        if chunked.num_chunks == 0:
+            return pa.array([], type=chunked.type)
+        return chunked.combine_chunks()
+
+    def _range(self, name: str, column: str, key: str) -> tuple[int, int]:
+        """Rows ``[low, high)`` of a table sorted by ``column`` whose key is ``key``."""
+        keys = _Keys(self._column(name, column))
+        return bisect.bisect_left(keys, key), bisect.bisect_right(keys, key)
+
+    def row_places(self, row_id: str) -> list[int]:
+        """Places of the dataset rows with this id, in order."""
+        low, high = self._range("rows", "id", row_id)
+        return self._column("rows", "place").slice(low, high - low).to_pylist()
+
+    def ref_places(self, key: str) -> list[int]:
+        """Places of the quarantine lines naming ``key`` that is not a scored run."""
+        low, high = self._range("refs", "key", key)
+        return self._column("refs", "place").slice(low, high - low).to_pylist()
+
+    def run_numbers(self, run_id: str) -> list[int]:
+        """Numbers of the scored runs with this run id (one, unless scored on two days)."""
+        low, high = self._range("run_keys", "run_id", run_id)
+        return self._column("run_keys", "run").slice(low, high - low).to_pylist()
+
+    def run_row(self, run: int) -> dict[str, Any]:
+        """The ``runs`` row of the scored run numbered ``run``."""
+        return dict(self.table("runs").slice(run - 1, 1).to_pylist()[0])
+
+    def runs_where(self, column: str, value: str) -> list[int]:
+        """Numbers of the scored runs whose ``column`` (a string, or a list of strings) holds
+        ``value``: one vectorised pass over the mapped column."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        values = self._column("runs", column)
+        if pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+            hits = np.flatnonzero(pc.equal(values.flatten(), value).fill_null(False))
+            offsets = values.offsets.to_numpy()[: len(values) + 1] - values.offsets[0].as_py()
+            rows = np.searchsorted(offsets, hits, side="right") - 1
+        else:
+            rows = np.flatnonzero(pc.equal(values, value).fill_null(False))
+        return sorted({int(r) + 1 for r in rows})
+
+    def run_places(self, run: int) -> list[int]:
+        """Places of every dataset row and quarantine line naming the scored run ``run``."""
+        import numpy as np
+
+        numbers = self._column("places", "run").to_numpy()
+        low, high = np.searchsorted(numbers, [run, run + 1])
+        return self._column("places", "place").slice(int(low), int(high - low)).to_pylist()
+
+    def evidence_places(self, row: dict[str, Any]) -> list[tuple[str, int | None, int]]:
+        """A ``runs`` row's evidence: (16 hex digits of the id, records file, byte offset)."""
+        return [
+            (prefix, self.records.get(int(day or 0)), int(offset or 0))
+            for prefix, day, offset in zip(
+                row.get("evidence_ids") or [],
+                row.get("evidence_days") or [],
+                row.get("evidence_offsets") or [],
+                strict=False,
+            )
+        ]
+
+    # --- the files ---------------------------------------------------------------------------
 
     def base(self, file: int) -> Path:
         role = self.files[file].role
@@ -801,15 +962,13 @@ def redactions(value: Any, path: str = "") -> list[dict[str, str]]:
 
 def split_place(place: int) -> tuple[int, int]:
     """(file number, byte offset) of a place."""
-    return place >> _PLACE_BITS, place & ((1 << _PLACE_BITS) - 1)
+    return place >> PLACE_BITS, place & ((1 << PLACE_BITS) - 1)
 
 
 def run_places(lookup: Lookup, run: int) -> list[tuple[int, int]]:
     """(file number, byte offset) of every dataset row and quarantine line naming the scored
     run numbered ``run``."""
-    found = lookup.db.execute("SELECT places FROM run_places WHERE run = ?", (run,)).fetchone()
-    packed = found[0] if found else b""
-    return [split_place(place) for place in struct.unpack(f"<{len(packed) // 8}q", packed)]
+    return [split_place(place) for place in lookup.run_places(run)]
 
 
 def _findings(line: dict[str, Any]) -> list[dict[str, str]]:
@@ -846,15 +1005,12 @@ def _left_out(stage: str, line: dict[str, Any], run_id: str | None) -> dict[str,
     return item
 
 
-def _evidence(lookup: Lookup, ids: str | None, places: str | None) -> list[dict[str, Any]]:
-    """The evidence records of a run, read where the lookup says they are."""
+def _evidence(lookup: Lookup, where: list[tuple[str, int | None, int]]) -> list[dict[str, Any]]:
+    """The evidence records of a run (``Lookup.evidence_places``), read where they are."""
     found = []
-    prefixes = [p for p in (ids or "").split(",") if p]
-    where = [int(p) for p in (places or "").split(",") if p]
-    for prefix, place in zip(prefixes, where, strict=False):
+    for prefix, file, offset in where:
         entry: dict[str, Any] = {"evidence_id": prefix}
-        file, offset = split_place(place)
-        if file not in lookup.files:
+        if file is None or file not in lookup.files:
             entry["problem"] = "not in the evidence store"
             found.append(entry)
             continue
@@ -889,31 +1045,26 @@ def _evidence(lookup: Lookup, ids: str | None, places: str | None) -> list[dict[
 
 def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
     """Everything the lookup knows of one run."""
-    db = lookup.db
     out: dict[str, Any] = {"run_id": run_id}
-    found = db.execute(
-        "SELECT run, task_id, quality, score, reasons, file, offset, evidence, evidence_places "
-        "FROM runs WHERE run_id = ? ORDER BY run LIMIT 1",
-        (run_id,),
-    ).fetchone()
-    places = [
-        split_place(p) for (p,) in db.execute("SELECT place FROM refs WHERE key = ?", (run_id,))
-    ]
-    if found is not None:
-        number, task_id, quality, score, reasons, file, offset, evidence, where = found
+    numbers = lookup.run_numbers(run_id)
+    places = [split_place(p) for p in lookup.ref_places(run_id)]
+    if numbers:
+        number = numbers[0]
+        row = lookup.run_row(number)
+        file = int(row["file"])
         info = lookup.files[file]
-        out["task_id"] = task_id
+        out["task_id"] = row["task_id"]
         out["verdict"] = {
-            "quality": quality,
-            "score": score,
-            "reasons": [r for r in (reasons or "").split(",") if r],
+            "quality": row["quality"],
+            "score": row["score"],
+            "reasons": [r for r in (row["reasons"] or "").split(",") if r],
             "scored_file": info.path,
             "scored_by_run": info.producer,
             "policy": lookup.settings(info.producer, C.STAGE_SCORE),
         }
         if lookup.changed(file):
             out["verdict"]["note"] = f"{info.path} was rewritten by a later run"
-        out["evidence"] = _evidence(lookup, evidence, where)
+        out["evidence"] = _evidence(lookup, lookup.evidence_places(row))
         places = run_places(lookup, number) + places
     else:
         out["verdict"] = None
@@ -973,11 +1124,10 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
 def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
     """What ``ident`` is (a dataset row id, a run id, a task id, an evidence id, a playbook
     id) and the trace of every run behind it; ``TraceError`` when the lookup knows none."""
-    db = lookup.db
     matched: list[str] = []
     runs: list[str] = []
     rows: list[dict[str, Any]] = []
-    for (place,) in db.execute("SELECT place FROM rows WHERE id = ? ORDER BY place", (ident,)):
+    for place in lookup.row_places(ident):
         file, offset = split_place(place)
         info = lookup.files[file]
         line = lookup.line(file, offset)
@@ -995,22 +1145,21 @@ def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
             }
         )
         runs += [r for r in named if r]
-    if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (ident,)).fetchone():
+    if lookup.run_numbers(ident):
         matched.append("run id")
         runs.append(ident)
-    of_task = [r for (r,) in db.execute("SELECT run_id FROM runs WHERE task_id = ?", (ident,))]
+    of_task = [lookup.run_row(n)["run_id"] for n in lookup.runs_where("task_id", ident)]
     if of_task:
         matched.append(f"task id ({len(of_task)} scored runs)")
         runs += sorted(of_task)
     if _EVIDENCE_ID.fullmatch(ident):
-        for run_id, evidence, where in db.execute(
-            "SELECT run_id, evidence, evidence_places FROM runs WHERE instr(evidence, ?) > 0",
-            (ident[:16],),
-        ):
-            if any(e.get("evidence_id") == ident for e in _evidence(lookup, evidence, where)):
+        for number in lookup.runs_where("evidence_ids", ident[:16]):
+            row = lookup.run_row(number)
+            evidence = _evidence(lookup, lookup.evidence_places(row))
+            if any(e.get("evidence_id") == ident for e in evidence):
                 matched.append("evidence id")
-                runs.append(run_id)
-    others = db.execute("SELECT place FROM refs WHERE key = ?", (ident,)).fetchall()
+                runs.append(row["run_id"])
+    others = [(p,) for p in lookup.ref_places(ident)]
     unscored: list[dict[str, Any]] = []
     for (place,) in others:
         file, offset = split_place(place)
