@@ -83,11 +83,26 @@ def test_a_lookup_built_from_small_pieces_is_the_same(fixture_run, tmp_path, mon
     root = layout.published_exports(copy).parent
     built = _tables(root / C.TRACE_FILE)
     # every scored run the quarantines and datasets name has its places, sorted by run
-    assert built["places"] and built["places"] == sorted(built["places"])
-    # the keys are sorted (a reader bisects them), and every run has its key
+    runs = [run for run, _ in built["places"]]
+    assert runs and runs == sorted(runs)
+    # the keyed tables are ordered by their keys' hashes (a reader bisects them), every run
+    # has its key, and every key is found where it is, by hash or by the slow scan alike
     for name in ("run_keys", "rows", "refs"):
-        assert built[name] == sorted(built[name], key=lambda r: (r[0] is None, r[0] or "", r[1]))
+        hashes = [r[-1] for r in built[name]]
+        assert hashes == sorted(hashes), name
     assert sorted(r[1] for r in built["run_keys"]) == list(range(1, len(built["runs"]) + 1))
+    lookup = T.open_lookup(copy)
+    try:
+        for name, column in (("run_keys", "run_id"), ("rows", "id"), ("refs", "key")):
+            for at, row in enumerate(built[name]):
+                if row[0] is not None:
+                    assert at in lookup._find(name, column, row[0]), (name, row[0])
+        lookup.polars_version = "another"  # a reader whose polars hashes otherwise: scans
+        for at, row in enumerate(built["rows"]):
+            assert at in lookup._find("rows", "id", row[0])
+        assert len(lookup._find("rows", "id", "no-such-row")) == 0
+    finally:
+        lookup.close()
     monkeypatch.setattr(T, "_PIECE_BYTES", 300)  # every quarantine file in many pieces
     figures = T.build_lookup(copy, root, result.run_id)
     assert figures.rows["runs"] == len(built["runs"])

@@ -14,12 +14,12 @@ reads a handful of lines by offset (``trace``), never scanning a file.
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import os
 import re
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -298,10 +298,10 @@ def _place(file: int, offset: Any) -> Any:
 
 
 def _scored_days(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
-    """Per day with scored runs on disk, its runs (the ``scored_trace`` columns and ``file``),
-    from the score stage's Arrow file when it describes the scored file on disk (the ledger's
-    sha256), else from the scored file and the index: one day in memory at a time."""
-    import polars as pl
+    """Per day with scored runs on disk, its runs (the ``scored_trace`` columns, as Arrow) and
+    its scored file's number, from the score stage's Arrow file when it describes the scored
+    file on disk (the ledger's sha256), else from the scored file and the index: one day in
+    memory at a time."""
     import pyarrow.ipc as ipc
 
     # the days with scored runs: their scored files, or only the score stage's lists on a copy
@@ -327,40 +327,59 @@ def _scored_days(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
                 if known and meta.get(b"scored_sha256") == known.encode():
                     table = reader.read_all()
         if table is not None:
-            yield pl.from_arrow(table).with_columns(file=pl.lit(number, dtype=pl.Int64))
+            yield table, number
             continue
         figures.rows["days_read_again"] += 1
         if path.exists():
             if index is None:
                 index = _evidence_index(out_root)
-            yield _parsed_runs(out_root, [(number, relpath)], index)
+            yield _parsed_runs(out_root, [(number, relpath)], index).to_arrow(), number
 
 
-def _run_rows(runs: Any, records: dict[int, int], files: _Files, out_root: Path) -> Any:
-    """A day's runs as the lookup's ``runs`` columns: evidence ids by their first 16 hex
-    digits (as ``scored_trace`` and ``_parsed_runs`` give them), each with its records file's
-    day ordinal and byte offset; the records files are numbered in ``records`` by day
-    ordinal, on first sight."""
-    import polars as pl
+def _runs_schema() -> Any:
+    """The columns of the lookup's ``runs`` table."""
+    import pyarrow as pa
 
-    ordinals = runs.select(pl.col("evidence_days").explode().unique().drop_nulls().sort())
-    for (o,) in ordinals.iter_rows():
+    return pa.schema(
+        [
+            ("run_id", pa.large_string()),
+            ("task_id", pa.large_string()),
+            ("quality", pa.large_string()),
+            ("score", pa.float64()),
+            ("reasons", pa.large_string()),
+            ("file", pa.int64()),
+            ("offset", pa.int64()),
+            ("evidence_ids", pa.large_list(pa.large_string())),
+            ("evidence_days", pa.large_list(pa.int32())),
+            ("evidence_offsets", pa.large_list(pa.int64())),
+        ]
+    )
+
+
+def _run_rows(
+    runs: Any, number: int, records: dict[int, int], files: _Files, out_root: Path
+) -> Any:
+    """A day's runs as the lookup's ``runs`` columns (Arrow, no copy of what is already so):
+    evidence ids by their first 16 hex digits (as ``scored_trace`` and ``_parsed_runs`` give
+    them), each with its records file's day ordinal and byte offset; the records files are
+    numbered in ``records`` by day ordinal, on first sight."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    days = pc.unique(pc.list_flatten(runs.column("evidence_days"))).drop_null()
+    for o in sorted(days.to_pylist()):
         if o and int(o) not in records:
             day = date.fromordinal(int(o))
             relpath = layout.evidence_records(day)
             records[int(o)] = files.add(out_root, relpath, "records", day.isoformat())
-    return runs.select(
-        pl.col("run_id").cast(pl.String),
-        pl.col("task_id").cast(pl.String),
-        pl.col("quality").cast(pl.String),
-        pl.col("score").cast(pl.Float64),
-        pl.col("reasons").cast(pl.String),
-        pl.col("file").cast(pl.Int64),
-        pl.col("offset").cast(pl.Int64),
-        pl.col("evidence_ids").cast(pl.List(pl.String)),
-        pl.col("evidence_days").cast(pl.List(pl.Int32)),
-        pl.col("evidence_offsets").cast(pl.List(pl.Int64)),
-    )
+    schema = _runs_schema()
+    columns = [
+        pa.array([number] * runs.num_rows, type=pa.int64())
+        if name == "file"
+        else runs.column(name).cast(schema.field(name).type)
+        for name in schema.names
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _evidence_index(out_root: Path) -> Any:
@@ -422,6 +441,11 @@ def _parsed_runs(out_root: Path, days: list[tuple[int, str]], known: Any) -> Any
     )
 
 
+# the seed of the key hashes a keyed table is ordered by (polars' hash: stable within one
+# polars version, which the lookup records; a reader with another version scans instead)
+_KEY_SEED = 0x64697374
+
+
 class _Tables:
     """The lookup's tables, written as Arrow IPC files into a directory that is renamed into
     place when complete (one record batch each: a reader maps a file and searches it)."""
@@ -430,10 +454,18 @@ class _Tables:
         self.directory = directory
         directory.mkdir(parents=True)
 
-    def write(self, name: str, frame: Any) -> int:
+    def write(self, name: str, frame: Any, key: str | None = None) -> int:
+        """Write ``frame``; with ``key``, ordered by the 64-bit hash of that column (a stable
+        sort: rows of one hash keep their order), the hash kept as column ``hash``. A reader
+        finds a key by bisecting the hashes: no string sort at build time."""
+        import polars as pl
         import pyarrow as pa
         import pyarrow.ipc as ipc
 
+        if key is not None:
+            frame = frame.with_columns(pl.col(key).hash(_KEY_SEED).alias("hash")).sort(
+                "hash", maintain_order=True
+            )
         table = frame.to_arrow().combine_chunks()
         with (
             pa.OSFile(str(self.directory / f"{name}.arrow"), "wb") as sink,
@@ -443,10 +475,15 @@ class _Tables:
         return int(table.num_rows)
 
 
+# (id, place) pairs numbered by one join with the run ids (about 60 bytes a pending pair)
+_PAIRS_PER_JOIN = 1_000_000
+
+
 class _Pairs:
-    """(id, place) pairs from the dataset rows and quarantine lines: those naming a scored run
-    kept as two integer columns (the run's number, the place: 12 bytes a pair) and written
-    last sorted by run (``places``); the rest kept with their id (``refs``)."""
+    """(id, place) pairs from the dataset rows and quarantine lines, streamed: those naming a
+    scored run kept as two integer columns (the run's number, the place: 12 bytes a pair)
+    and written last sorted by run (``places``); the rest kept with their id (``refs``,
+    sorted by id)."""
 
     def __init__(self, scored: Any) -> None:
         # (a run id scored on two days: its places are listed under both numbers)
@@ -454,20 +491,35 @@ class _Pairs:
         self.runs: list[Any] = []
         self.places: list[Any] = []
         self.refs: list[Any] = []
+        self.pending: list[Any] = []
+        self.pending_rows = 0
         self.counts = {"run_places": 0, "refs": 0}
 
     def add(self, frame: Any) -> None:
-        import polars as pl
-
         frame = frame.drop_nulls("key")
         if frame.is_empty():
             return
+        self.pending.append(frame)
+        self.pending_rows += frame.height
+        if self.pending_rows >= _PAIRS_PER_JOIN:
+            self._join()
+
+    def _join(self) -> None:
+        """Number the pending pairs: one join with the run ids for many sources (each join
+        hashes every scored run id once)."""
+        import polars as pl
+
+        if not self.pending:
+            return
+        frame = pl.concat(self.pending)
+        self.pending, self.pending_rows = [], 0
         joined = frame.join(
             self.scored, left_on="key", right_on="run_id", how="left", maintain_order="left"
         )
+        del frame
         named = joined.filter(pl.col("run").is_not_null())
-        self.runs.append(named["run"].cast(pl.Int32).to_numpy())
-        self.places.append(named["place"].cast(pl.Int64).to_numpy())
+        self.runs.append(named["run"].cast(pl.Int32))
+        self.places.append(named["place"].cast(pl.Int64))
         other = joined.filter(pl.col("run").is_null()).select("key", "place")
         if other.height:
             self.refs.append(other)
@@ -475,21 +527,32 @@ class _Pairs:
         self.counts["refs"] += other.height
 
     def finish(self, tables: _Tables) -> None:
-        import numpy as np
         import polars as pl
 
-        runs = np.concatenate(self.runs) if self.runs else np.zeros(0, dtype=np.int32)
-        places = np.concatenate(self.places) if self.places else np.zeros(0, dtype=np.int64)
+        self._join()
+        places = pl.DataFrame(
+            {
+                "run": pl.concat(self.runs) if self.runs else pl.Series([], dtype=pl.Int32),
+                "place": pl.concat(self.places) if self.places else pl.Series([], dtype=pl.Int64),
+            }
+        )
         self.runs, self.places = [], []
-        order = np.lexsort((places, runs))
-        tables.write("places", pl.DataFrame({"run": runs[order], "place": places[order]}))
-        del order, runs, places
+        # a run's places in the order they were found (a reader takes their set)
+        tables.write("places", places.sort("run", maintain_order=True))
+        del places
         refs = (
-            pl.concat(self.refs).sort("key", "place")
+            pl.concat(self.refs)
             if self.refs
             else pl.DataFrame(schema={"key": pl.String, "place": pl.Int64})
         )
-        tables.write("refs", refs)
+        self.refs = []
+        tables.write("refs", refs, key="key")
+
+
+def _polars_version() -> str:
+    import polars as pl
+
+    return str(pl.__version__)
 
 
 def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
@@ -519,7 +582,8 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
     shutil.rmtree(staging, ignore_errors=True)
     try:
         tables = _Tables(staging)
-        reasons, counts = _write_tables(tables, out_root, root, run_id, files, figures)
+        with ThreadPoolExecutor(1, thread_name_prefix="trace-quarantines") as reader:
+            reasons, counts = _write_tables(tables, reader, out_root, root, run_id, files, figures)
         figures.rows |= counts
         clock = time.perf_counter()
         db = sqlite3.connect(tmp, isolation_level=None)
@@ -531,7 +595,11 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
                 db.execute(statement)
             db.executemany("INSERT INTO files VALUES (?,?,?,?,?,?,?,?)", files.rows)
             db.executemany("INSERT INTO reasons VALUES (?,?,?)", sorted(reasons))
-            meta = {"schema_version": str(LOOKUP_SCHEMA_VERSION), "run_id": run_id}
+            meta = {
+                "schema_version": str(LOOKUP_SCHEMA_VERSION),
+                "run_id": run_id,
+                "polars_version": _polars_version(),
+            }
             meta |= {f"rows.{name}": str(n) for name, n in sorted(figures.rows.items())}
             db.executemany("INSERT INTO meta VALUES (?,?)", sorted(meta.items()))
             db.execute("COMMIT")
@@ -555,8 +623,34 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
     return figures
 
 
+def _quarantine_keys(path: Path, stage: str) -> tuple[list[Any], dict[str, int]]:
+    """The ids a stage's quarantine file names (frames of ``key`` and line ``offset``, one per
+    id field) and, for the collect and score views, its reason codes counted."""
+    import polars as pl
+
+    # only the fields this stage's lines have (reading fewer is what makes it cheap)
+    strings, lists = _QUARANTINE_FIELDS.get(stage, (("run_id",), ()))
+    fields = {key: pl.String for key in strings}
+    fields |= {key: pl.List(pl.String) for key in lists}
+    named: dict[str, list[Any]] = {key: [] for key in (*strings, *lists) if key != "reasons"}
+    counted: dict[str, int] = {}
+    for frame in _jsonl_pieces(path, fields, _PIECE_BYTES):
+        if stage in (C.STAGE_COLLECT, C.STAGE_SCORE):
+            codes = frame.select(pl.col("reasons").explode()).drop_nulls()
+            for code, n in codes.group_by("reasons").len().iter_rows():
+                counted[str(code)] = counted.get(str(code), 0) + int(n)
+        for key in strings:
+            named[key].append(frame.select(pl.col(key).alias("key"), "offset"))
+        for key in lists:
+            if key != "reasons":
+                named[key].append(frame.select(pl.col(key).alias("key"), "offset").explode("key"))
+        del frame
+    return [pl.concat(frames) for frames in named.values() if frames], counted
+
+
 def _write_tables(
     tables: _Tables,
+    reader: ThreadPoolExecutor,
     out_root: Path,
     root: Path,
     run_id: str,
@@ -565,60 +659,46 @@ def _write_tables(
 ) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
     """The lookup's tables, source by source (``build_lookup``); the reason counts of the
     quarantine files, and the tables' row counts."""
+    import numpy as np
     import polars as pl
     import pyarrow as pa
     import pyarrow.ipc as ipc
 
     began = time.perf_counter()
+    # the quarantine files are read in a thread meanwhile (polars parses them without the GIL)
+    quarantines = [
+        (stage, reader.submit(_quarantine_keys, root / C.quarantine_path(stage), stage))
+        for stage in QUARANTINE_STAGES
+        if (root / C.quarantine_path(stage)).exists()
+    ]
     # the scored runs, day by day, numbered in order (a run's number is its row + 1)
     records: dict[int, int] = {}
     numbered: list[Any] = []
     count = 0
-    schema = None
-    writer = None
-    sink = pa.OSFile(str(tables.directory / "runs.arrow"), "wb")
-    try:
-        for day in _scored_days(out_root, files, figures):
-            table = _run_rows(day, records, files, out_root)
+    with (
+        pa.OSFile(str(tables.directory / "runs.arrow"), "wb") as sink,
+        ipc.new_file(sink, _runs_schema()) as writer,
+    ):
+        for day, number in _scored_days(out_root, files, figures):
+            table = _run_rows(day, number, records, files, out_root)
             del day
             numbered.append(
-                table.select(
-                    "run_id", pl.int_range(count + 1, count + 1 + table.height).alias("run")
+                pl.DataFrame(
+                    {
+                        "run_id": pl.Series(table.column("run_id"), dtype=pl.String),
+                        "run": np.arange(count + 1, count + 1 + table.num_rows, dtype=np.int64),
+                    }
                 )
             )
-            count += table.height
-            batch = table.to_arrow()
-            if writer is None:
-                schema = batch.schema
-                writer = ipc.new_file(sink, schema)
-            writer.write_table(batch.cast(schema))
-        if writer is None:
-            empty = pl.DataFrame(
-                schema={
-                    "run_id": pl.String,
-                    "task_id": pl.String,
-                    "quality": pl.String,
-                    "score": pl.Float64,
-                    "reasons": pl.String,
-                    "file": pl.Int64,
-                    "offset": pl.Int64,
-                    "evidence_ids": pl.List(pl.String),
-                    "evidence_days": pl.List(pl.Int32),
-                    "evidence_offsets": pl.List(pl.Int64),
-                }
-            ).to_arrow()
-            writer = ipc.new_file(sink, empty.schema)
-            writer.write_table(empty)
-        writer.close()
-    finally:
-        sink.close()
+            count += table.num_rows
+            writer.write_table(table)
     scored = (
         pl.concat(numbered)
         if numbered
         else pl.DataFrame(schema={"run_id": pl.String, "run": pl.Int64})
     )
     del numbered
-    tables.write("run_keys", scored.sort("run_id", "run"))
+    tables.write("run_keys", scored, key="run_id")
     pairs = _Pairs(scored)
     del scored
     clock = figures.lap("scored runs", began)
@@ -644,54 +724,34 @@ def _write_tables(
             del part
         del listed
     rows = (
-        pl.concat(written).sort("id", "place", nulls_last=True)
+        pl.concat(written)
         if written
         else pl.DataFrame(schema={"id": pl.String, "place": pl.Int64, "digest": pl.Int64})
     )
     del written
-    tables.write("rows", rows)
+    tables.write("rows", rows, key="id")
     counts = {"runs": count, "rows": rows.height}
     del rows
     clock = figures.lap("dataset rows", clock)
 
     # quarantine lines, under every id each names; their reason codes counted (diff)
     reasons: list[tuple[str, str, int]] = []
-    for stage in QUARANTINE_STAGES:
+    for stage, read in quarantines:
         relpath = C.quarantine_path(stage)
-        if not (root / relpath).exists():
-            continue
         # the collect and score views are assembled by this publish stage
         made_here = stage in (C.STAGE_COLLECT, C.STAGE_SCORE)
         number = files.add(
             root, relpath, "quarantine", stage, producer=run_id if made_here else None
         )
-        # only the fields this stage's lines have (reading fewer is what makes it cheap)
-        strings, lists = _QUARANTINE_FIELDS.get(stage, (("run_id",), ()))
-        fields = {key: pl.String for key in strings}
-        fields |= {key: pl.List(pl.String) for key in lists}
-        named: dict[str, list[Any]] = {key: [] for key in (*strings, *lists) if key != "reasons"}
-        counted: dict[str, int] = {}
-        for frame in _jsonl_pieces(root / relpath, fields, _PIECE_BYTES):
-            if made_here:
-                codes = frame.select(pl.col("reasons").explode()).drop_nulls()
-                for code, n in codes.group_by("reasons").len().iter_rows():
-                    counted[str(code)] = counted.get(str(code), 0) + int(n)
-            place = _place(number, pl.col("offset")).alias("place")
-            for key in strings:
-                named[key].append(frame.select(pl.col(key).alias("key"), place))
-            for key in lists:
-                if key != "reasons":
-                    named[key].append(frame.select(pl.col(key).alias("key"), place).explode("key"))
-            del frame
+        named, counted = read.result()
         if made_here:
             reasons += [(stage, code, n) for code, n in counted.items()]
         else:  # an export's own count of the reasons it left records out for
             producer = files.rows[-1][-1]
             reasons += [(stage, code, n) for code, n in _receipt_reasons(out_root, producer, stage)]
         # (a line naming one id twice is listed twice: the reader takes the set of places)
-        for frames in named.values():
-            if frames:
-                pairs.add(pl.concat(frames))
+        for frame in named:
+            pairs.add(frame.select("key", _place(number, pl.col("offset")).alias("place")))
         del named
     clock = figures.lap("quarantines", clock)
     pairs.finish(tables)
@@ -713,20 +773,6 @@ class FileInfo:
     producer: str | None
 
 
-class _Keys:
-    """The non-null head of a sorted string column, for ``bisect`` (nulls are sorted last)."""
-
-    def __init__(self, column: Any) -> None:
-        self.column = column
-        self.size = len(column) - column.null_count
-
-    def __len__(self) -> int:
-        return self.size
-
-    def __getitem__(self, i: int) -> str:
-        return str(self.column[i].as_py())
-
-
 class Lookup:
     """An open trace lookup of one version, and the files it points into: the SQLite file
     (what the lookup is, the files, the reason counts) and its Arrow tables, memory-mapped."""
@@ -746,6 +792,7 @@ class Lookup:
                 f"{self.path} was built by another version of distill: materialize again"
             )
         self.run_id = meta.get("run_id", root.name)
+        self.polars_version = meta.get("polars_version")
         self.files = {
             int(row[0]): FileInfo(*row[1:]) for row in self.db.execute("SELECT * FROM files")
         }
@@ -799,25 +846,38 @@ class Lookup:
             return pa.array([], type=chunked.type)
         return chunked.combine_chunks()
 
-    def _range(self, name: str, column: str, key: str) -> tuple[int, int]:
-        """Rows ``[low, high)`` of a table sorted by ``column`` whose key is ``key``."""
-        keys = _Keys(self._column(name, column))
-        return bisect.bisect_left(keys, key), bisect.bisect_right(keys, key)
+    def _find(self, name: str, column: str, key: str) -> Any:
+        """Row numbers (ascending) of a keyed table (``_Tables.write``) whose ``column`` is
+        ``key``: the key's hash bisected in the table's hash column, then the key compared;
+        a full comparison when this polars hashes otherwise than the one that built it."""
+        import numpy as np
+        import polars as pl
+        import pyarrow.compute as pc
+
+        keys = self._column(name, column)
+        if self.polars_version == _polars_version():
+            hashes = self._column(name, "hash").to_numpy()
+            wanted = pl.Series([key], dtype=pl.String).hash(_KEY_SEED).to_numpy()[0]
+            low = int(np.searchsorted(hashes, wanted, side="left"))
+            high = int(np.searchsorted(hashes, wanted, side="right"))
+            same = pc.equal(keys.slice(low, high - low), key).fill_null(False)
+            return np.flatnonzero(same.to_numpy(zero_copy_only=False)) + low
+        return np.flatnonzero(pc.equal(keys, key).fill_null(False).to_numpy(zero_copy_only=False))
+
+    def _values(self, name: str, column: str, found: Any) -> list[Any]:
+        return self._column(name, column).take(found).to_pylist() if len(found) else []
 
     def row_places(self, row_id: str) -> list[int]:
         """Places of the dataset rows with this id, in order."""
-        low, high = self._range("rows", "id", row_id)
-        return self._column("rows", "place").slice(low, high - low).to_pylist()
+        return sorted(self._values("rows", "place", self._find("rows", "id", row_id)))
 
     def ref_places(self, key: str) -> list[int]:
         """Places of the quarantine lines naming ``key`` that is not a scored run."""
-        low, high = self._range("refs", "key", key)
-        return self._column("refs", "place").slice(low, high - low).to_pylist()
+        return self._values("refs", "place", self._find("refs", "key", key))
 
     def run_numbers(self, run_id: str) -> list[int]:
         """Numbers of the scored runs with this run id (one, unless scored on two days)."""
-        low, high = self._range("run_keys", "run_id", run_id)
-        return self._column("run_keys", "run").slice(low, high - low).to_pylist()
+        return sorted(self._values("run_keys", "run", self._find("run_keys", "run_id", run_id)))
 
     def run_row(self, run: int) -> dict[str, Any]:
         """The ``runs`` row of the scored run numbered ``run``."""
