@@ -81,7 +81,7 @@ def _dataset_rows(lookup: Lookup, name: str) -> Any:
         n for n, info in lookup.files.items() if info.role == "dataset" and info.name == name
     ]
     splits = {n: lookup.files[n].split for n in numbers}
-    rows = pl.from_arrow(lookup.table("rows"))
+    rows = pl.from_arrow(lookup.table("rows").select(["id", "place", "digest"]))
     assert isinstance(rows, pl.DataFrame)
     file = pl.col("place") // (1 << PLACE_BITS)
     return rows.filter(file.is_in(numbers)).select(
@@ -116,10 +116,11 @@ def _dataset_changes(a: Lookup, b: Lookup, name: str, limit: int | None) -> dict
     }
 
 
-def _runs(lookup: Lookup) -> Any:
+def _runs(lookup: Lookup, columns: tuple[str, ...]) -> Any:
+    """The named columns of a lookup's scored runs, with each run's number (polars)."""
     import polars as pl
 
-    runs = pl.from_arrow(lookup.table("runs"))
+    runs = pl.from_arrow(lookup.table("runs").select(list(columns)))
     assert isinstance(runs, pl.DataFrame)
     return runs.with_row_index("run", offset=1)
 
@@ -132,7 +133,7 @@ def _reason_counts(lookup: Lookup) -> Counter[tuple[str, str]]:
     counts: Counter[tuple[str, str]] = Counter()
     for stage, reason, n in lookup.db.execute("SELECT stage, reason, n FROM reasons"):
         counts[(stage, reason)] += int(n)
-    runs = _runs(lookup)
+    runs = _runs(lookup, ("quality", "reasons"))
     for quality, n in runs.group_by("quality").len().iter_rows():
         counts[("verdict", str(quality))] += int(n)
     reasons = runs.select(pl.col("reasons").str.split(",").explode()).filter(
@@ -168,7 +169,8 @@ def _settings_changed(a: Lookup, b: Lookup, file_a: int, file_b: int) -> list[di
 def _verdict_changes(a: Lookup, b: Lookup, limit: int | None) -> dict[str, Any]:
     import polars as pl
 
-    x, y = _runs(a), _runs(b)
+    verdict = ("run_id", "quality", "score", "reasons")
+    x, y = _runs(a, verdict), _runs(b, verdict)
     joined = y.join(x, on="run_id", how="inner", suffix="_a")
     differ = (
         (pl.col("quality_a") != pl.col("quality"))
@@ -184,18 +186,20 @@ def _verdict_changes(a: Lookup, b: Lookup, limit: int | None) -> dict[str, Any]:
         run_id = item["run_id"]
         qa, qb, sa, sb = item["quality_a"], item["quality"], item["score_a"], item["score"]
         ra, rb = item["reasons_a"], item["reasons"]
-        before = {e for e in item["evidence_ids_a"] or [] if e}
+        pa, pb = item["run_a"], item["run"]
+        # the rest of the two runs' rows, read for the runs shown only
+        row_a, row_b = a.run_row(pa), b.run_row(pb)
+        before = {e for e in row_a["evidence_ids"] or [] if e}
         because: list[dict[str, Any]] = []
-        where = [w for w in b.evidence_places(item) if w[0] and w[0] not in before]
+        where = [w for w in b.evidence_places(row_b) if w[0] and w[0] not in before]
         for found in _evidence(b, where):
             label = f"new {found.get('kind', 'evidence')}"
             because.append({"change": label, **found})
-        after = {e for e in item["evidence_ids"] or [] if e}
+        after = {e for e in row_b["evidence_ids"] or [] if e}
         for prefix in sorted(before - after):
             because.append({"change": "evidence gone", "evidence_id": prefix})
-        fa, fb, pa, pb = item["file_a"], item["file"], item["run_a"], item["run"]
         if not because:
-            because = _settings_changed(a, b, fa, fb)
+            because = _settings_changed(a, b, row_a["file"], row_b["file"])
         if not because:
             because = [{"change": "none found", "note": "same evidence and scoring settings"}]
         rows_a, rows_b = _rows_of(a, pa), _rows_of(b, pb)
