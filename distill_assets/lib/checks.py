@@ -225,17 +225,19 @@ def no_secrets(asset: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
 
 
 def _playbook_deny_list(receipt: StageReceipt) -> tuple[str, ...]:
-    """The deny-list the checked extraction used, as its receipt recorded it."""
-    from distill_assets.orchestration import PlaybookConfig
+    """The deny-list the checked extraction used, as its receipt recorded it (lib only: a
+    check worker does not import Dagster)."""
+    from distill_assets.lib.playbooks import PlaybookSettings
 
-    return PlaybookConfig(**receipt.extra.get("settings", {})).settings().deny_categories
+    denied = (receipt.extra.get("settings") or {}).get("deny_categories")
+    return PlaybookSettings().deny_categories if denied is None else tuple(denied)
 
 
 def _settings_used(receipt: StageReceipt) -> Any:
     """The export settings the checked run used, as its receipt recorded them."""
-    from distill_assets.orchestration import ExportConfig
+    from distill_assets.lib.exports import recorded_settings
 
-    return ExportConfig(**receipt.extra.get("settings", {})).settings()
+    return recorded_settings(receipt.extra.get("settings") or {})
 
 
 def index(asset: str, check: str, receipt: StageReceipt, root: Path) -> CheckOutcome:

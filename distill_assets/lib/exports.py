@@ -77,6 +77,26 @@ class ExportSettings:
         return problems
 
 
+def recorded_settings(recorded: dict[str, Any]) -> ExportSettings:
+    """The export settings a stage's receipt recorded (``extra.settings``: the fields of the
+    run's export config), rebuilt as the run built them, without Dagster: what a check in a
+    worker process judges the rows by. A field not recorded takes its default."""
+    hygiene = {k: recorded[k] for k in HygieneSettings.__dataclass_fields__ if k in recorded}
+    formats = {k: recorded[k] for k in FormatSettings.__dataclass_fields__ if k in recorded}
+    allow = recorded.get("sft_allow_categories")
+    deny = recorded.get("sft_deny_categories")
+    defaults = ExportSettings()
+    return ExportSettings(
+        sft_allow_categories=None if allow is None else tuple(allow),
+        sft_deny_categories=defaults.sft_deny_categories if deny is None else tuple(deny),
+        min_margin=recorded.get("min_margin", defaults.min_margin),
+        max_pairs_per_task=recorded.get("max_pairs_per_task", defaults.max_pairs_per_task),
+        rag_include_partial=recorded.get("rag_include_partial", defaults.rag_include_partial),
+        hygiene=HygieneSettings(**hygiene),
+        formats=FormatSettings(**formats),
+    )
+
+
 @functools.lru_cache(maxsize=4096)
 def category_denied(category: str | None, denied: frozenset[str]) -> bool:
     """The exports' reading of the deny-list: a category matches when it equals a denied one
