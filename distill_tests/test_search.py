@@ -123,6 +123,48 @@ def test_duplicate_ids_are_left_out(tmp_path):
     assert S.index_problems(tmp_path / "i.sqlite", tmp_path / "p.jsonl") == ([], [])
 
 
+def _offset_problems_row_by_row(index: Path, playbooks: Path) -> list[str]:
+    """The consistency check's offset and membership rules, line by line (the reference)."""
+    with sqlite3.connect(index) as db:
+        indexed = dict(db.execute("SELECT id, offset FROM playbooks").fetchall())
+    problems, seen, offset = [], set(), 0
+    for raw in playbooks.read_bytes().splitlines(keepends=True):
+        row_id = orjson.loads(raw).get("id")
+        if row_id not in seen:
+            seen.add(row_id)
+            if row_id in indexed and indexed[row_id] != offset:
+                problems.append(
+                    f"{row_id}: offset {indexed[row_id]} in the index, {offset} on disk"
+                )
+        offset += len(raw)
+    missing, extra = len(seen - set(indexed)), len(set(indexed) - seen)
+    if missing or extra:
+        problems.append(f"{missing} playbook(s) not indexed, {extra} indexed but gone")
+    return problems
+
+
+def test_index_problems_name_each_moved_missing_or_gone_playbook(tmp_path, playbooks):
+    index = tmp_path / "index.sqlite"
+    S.write_index(playbooks, index, SETTINGS)
+    rows = [orjson.loads(line) for line in playbooks.read_bytes().splitlines()]
+    # reordered (every offset moves), one dropped, one new, a duplicate of the first
+    changed = [*reversed(rows[1:]), {**rows[0], "id": "pb-new"}, rows[-1]]
+    write_jsonl(tmp_path, "playbooks.jsonl", changed)
+    _, consistency = S.index_problems(index, playbooks)
+    expected = _offset_problems_row_by_row(index, playbooks)
+    assert (
+        any("offset" in p for p in expected)
+        and "1 playbook(s) not indexed, 1 indexed but gone" in expected
+    )
+    assert consistency[1:] == expected  # after "the playbooks file differs"
+    assert "differs from the one the index was built from" in consistency[0]
+    # a line without an id is named, not a crash; blank lines are an error, not a shift
+    write_jsonl(tmp_path, "playbooks.jsonl", [*rows, {"title": "no id"}])
+    assert "1 playbook line(s) without an id" in S.index_problems(index, playbooks)[1]
+    playbooks.write_bytes(playbooks.read_bytes().replace(b"\n", b"\n\n", 1))
+    assert any("cannot be read line by line" in p for p in S.index_problems(index, playbooks)[1])
+
+
 def test_index_problems_find_a_stale_or_foreign_index(tmp_path, playbooks):
     index = tmp_path / "index.sqlite"
     S.write_index(playbooks, index, SETTINGS)

@@ -346,6 +346,46 @@ def iter_jsonl_with_offsets(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             offset += len(raw)
 
 
+class BlankLineError(ValueError):
+    """A JSONL file with a blank line: its lines cannot be told apart by offset."""
+
+
+def jsonl_fields(path: Path, schema: dict[str, Any], piece_bytes: int = 1 << 25) -> Iterator[Any]:
+    """The named fields of every line of a JSONL file we wrote (polars' native reader skips
+    the others), as frames with each line's byte offset (column ``offset``), read
+    ``piece_bytes`` at a time and cut after a line's newline, so memory holds one piece.
+    ``BlankLineError`` on a blank line."""
+    import io
+
+    import numpy as np
+    import polars as pl
+
+    done, rest = 0, b""
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(piece_bytes)
+            data = rest + chunk if rest else chunk
+            if not data:
+                return
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            if cut == 0:  # one line longer than a piece: read on
+                rest = data
+                continue
+            # (no copy when the piece ends at a line's end, as a file we wrote does)
+            body, rest = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
+            ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10).astype(np.int64)
+            if len(ends) == 0 or ends[-1] != len(body) - 1:  # the last line has no newline
+                ends = np.append(ends, len(body) - 1)
+            starts = np.concatenate([np.zeros(1, dtype=np.int64), ends[:-1] + 1])
+            if ((ends - starts) < 1).any():
+                raise BlankLineError(f"{path}: blank lines, its lines cannot be indexed")
+            frame = pl.read_ndjson(io.BytesIO(body), schema=schema)
+            yield frame.with_columns(offset=pl.Series(starts + done, dtype=pl.Int64))
+            done += len(body)
+            if not chunk:
+                return
+
+
 def read_line_at(fh: Any, offset: int) -> dict[str, Any]:
     fh.seek(offset)
     return orjson.loads(fh.readline())

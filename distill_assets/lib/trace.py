@@ -29,6 +29,7 @@ import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
+from distill_assets.lib.io import BlankLineError, jsonl_fields
 
 LOOKUP_SCHEMA_VERSION = 3
 # the datasets a row id can come from: name -> (stage writing it, train path, holdout path)
@@ -200,37 +201,12 @@ _PIECE_BYTES = 1 << 25
 
 
 def _jsonl_pieces(path: Path, schema: dict[str, Any], piece_bytes: int = _PIECE_BYTES) -> Any:
-    """``_jsonl`` piece by piece: frames of the named fields and each line's byte offset, read
-    ``piece_bytes`` at a time (cut after a line's newline), so memory holds one piece."""
-    import io
-
-    import numpy as np
-    import polars as pl
-
-    done, rest = 0, b""
-    with open(path, "rb") as fh:
-        while True:
-            chunk = fh.read(piece_bytes)
-            data = rest + chunk if rest else chunk
-            if not data:
-                return
-            cut = data.rfind(b"\n") + 1 if chunk else len(data)
-            if cut == 0:  # one line longer than a piece: read on
-                rest = data
-                continue
-            # (no copy when the piece ends at a line's end, as a file we wrote does)
-            body, rest = (data, b"") if cut == len(data) else (data[:cut], data[cut:])
-            ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10).astype(np.int64)
-            if len(ends) == 0 or ends[-1] != len(body) - 1:  # the last line has no newline
-                ends = np.append(ends, len(body) - 1)
-            starts = np.concatenate([np.zeros(1, dtype=np.int64), ends[:-1] + 1])
-            if ((ends - starts) < 1).any():
-                raise TraceError(f"{path}: blank lines, its lines cannot be indexed")
-            frame = pl.read_ndjson(io.BytesIO(body), schema=schema)
-            yield frame.with_columns(offset=pl.Series(starts + done, dtype=pl.Int64))
-            done += len(body)
-            if not chunk:
-                return
+    """``_jsonl`` piece by piece (``io.jsonl_fields``): frames of the named fields and each
+    line's byte offset, so memory holds one piece."""
+    try:
+        yield from jsonl_fields(path, schema, piece_bytes)
+    except BlankLineError as exc:
+        raise TraceError(str(exc)) from exc
 
 
 @dataclass
