@@ -16,7 +16,6 @@ import heapq
 import os
 import shutil
 import tempfile
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
@@ -24,7 +23,6 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import numpy as np
 import orjson
 
 from distill_assets.lib import constants as C
@@ -356,51 +354,70 @@ _REPEATED: dict[Path, tuple[tuple[tuple[str, int, int], ...], frozenset[str]]] =
 
 
 def repeated_run_ids(out_root: Path) -> frozenset[str]:
-    """Run ids that appear in more than one scored row on disk; found from 8-byte digests of
-    the ids (8 bytes a run in memory), confirmed exactly; reused while the files stay the same."""
-    files = [
-        relpath
-        for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE)
-        for relpath in (layout.scored_by_task(day), layout.scored_runs(day))
-        if (out_root / relpath).exists()
-    ]
+    """Run ids that appear in more than one scored row on disk, compared exactly by polars;
+    each day's ids from the score stage's Arrow list when it describes the day's scored file
+    (the ledger's sha256), else parsed from the day's file; reused while the files stay
+    the same."""
+    import polars as pl
+
+    from distill_assets.lib.receipts import read_ledger
+
     # a day's by-task file holds the same runs as its scored file: read one of the two
-    by_day: dict[str, str] = {}
-    for relpath in files:
-        by_day.setdefault(relpath.rsplit("/", 1)[0], relpath)
-    chosen = sorted(by_day.values())
+    chosen: list[tuple[Any, str]] = []
+    for day in layout.days_on_disk(out_root, C.SCORED_DIR, C.SCORED_FILE):
+        for relpath in (layout.scored_by_task(day), layout.scored_runs(day)):
+            if (out_root / relpath).exists():
+                chosen.append((day, relpath))
+                break
     fingerprint = tuple(
         (relpath, stat.st_size, stat.st_mtime_ns)
-        for relpath in chosen
+        for _, relpath in chosen
         for stat in [(out_root / relpath).stat()]
     )
     cached = _REPEATED.get(out_root)
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
-
-    def run_ids() -> Iterator[str]:
-        loads = orjson.loads
-        for relpath in chosen:
-            by_task = relpath.endswith(C.BY_TASK_FILE)
-            with open(out_root / relpath, "rb") as fh:
-                for raw in fh:
-                    if raw.strip():
-                        row = loads(raw)
-                        yield row[4] if by_task else row["run_id"]
-
-    def short(run_id: str) -> bytes:
-        return hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-
-    prefixes = np.frombuffer(b"".join(short(run_id) for run_id in run_ids()), dtype=np.uint64)
-    values, counts = np.unique(prefixes, return_counts=True)
-    shared = {value.tobytes() for value in values[counts > 1]}
-    repeated: frozenset[str] = frozenset()
-    if shared:
-        exact = Counter(run_id for run_id in run_ids() if short(run_id) in shared)
-        repeated = frozenset(run_id for run_id, n in exact.items() if n > 1)
+    ledger = read_ledger(out_root)
+    pieces = []
+    for day, relpath in chosen:
+        listed = _listed_run_ids(out_root, day, ledger)
+        if listed is None:
+            listed = pl.Series(list(_file_run_ids(out_root / relpath)), dtype=pl.String)
+        pieces.append(listed)
+    ids = pl.concat(pieces) if pieces else pl.Series([], dtype=pl.String)
+    repeated = frozenset(ids.filter(ids.is_duplicated()).unique().to_list())
     _REPEATED.clear()
     _REPEATED[out_root] = (fingerprint, repeated)
     return repeated
+
+
+def _listed_run_ids(out_root: Path, day: Any, ledger: dict[str, dict[str, Any]]) -> Any:
+    """A day's scored run ids from the score stage's Arrow list (``scored_trace``) when it
+    describes the scored file the ledger names, and the file on disk is that one (its size and
+    time as the ledger recorded them); None otherwise."""
+    import polars as pl
+    import pyarrow.ipc as ipc
+
+    sidecar = out_root / layout.scored_trace(day)
+    relpath = layout.scored_runs(day)
+    if not layout.as_ledger_says(out_root, relpath, ledger) or not sidecar.exists():
+        return None
+    known = ledger[relpath]["sha256"]
+    with ipc.open_file(str(sidecar)) as reader:
+        if (reader.schema.metadata or {}).get(b"scored_sha256") != known.encode():
+            return None
+        return pl.Series(reader.read_all().column("run_id"), dtype=pl.String)
+
+
+def _file_run_ids(path: Path) -> Iterator[str]:
+    """The run ids of a scored file or by-task file, line by line."""
+    by_task = path.name == C.BY_TASK_FILE
+    loads = orjson.loads
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                row = loads(raw)
+                yield row[4] if by_task else row["run_id"]
 
 
 class TextStore:

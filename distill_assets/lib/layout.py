@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from distill_assets.lib import constants as C
 
@@ -192,3 +193,16 @@ def records_elsewhere(root: Path, days: Iterable[date]) -> bool:
         for day in days_on_disk(root, C.EVIDENCE_DIR, "records.jsonl")
         if day not in asked
     )
+
+
+def as_ledger_says(out_root: Path, relpath: str, ledger: dict[str, dict[str, Any]]) -> bool:
+    """The file is the one the ledger recorded: it names a sha256, and the file's size and
+    modification time on disk are those it recorded (a file changed since is not)."""
+    known = ledger.get(relpath) or {}
+    if not known.get("sha256"):
+        return False
+    try:
+        stat = (out_root / relpath).stat()
+    except OSError:
+        return False
+    return stat.st_size == known.get("bytes") and stat.st_mtime_ns == known.get("mtime_ns")
