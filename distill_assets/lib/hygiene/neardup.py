@@ -25,6 +25,7 @@ import functools
 import os
 import re
 import tempfile
+import threading
 import unicodedata
 import weakref
 from collections.abc import Iterable, Iterator
@@ -323,19 +324,23 @@ class BandCache:
         self.capacity = capacity
         self._columns: dict[tuple[str, tuple[int, ...]], np.ndarray | None] = {}
         self.hits = 0
+        # the exports of a pass finish in two threads (lib/export_pass.py), both may hash
+        self._lock = threading.Lock()
 
     def get(self, text: str, params: tuple[int, ...]) -> np.ndarray | None | bool:
         """The text's band hashes (None: it has no shingle), or False when not known."""
-        found = self._columns.get((text, params), False)
-        if found is not False:
-            self.hits += 1
+        with self._lock:
+            found = self._columns.get((text, params), False)
+            if found is not False:
+                self.hits += 1
         return found
 
     def put(self, text: str, params: tuple[int, ...], column: np.ndarray | None) -> None:
-        columns = self._columns
-        columns[(text, params)] = column
-        while len(columns) > self.capacity:
-            del columns[next(iter(columns))]
+        with self._lock:
+            columns = self._columns
+            columns[(text, params)] = column
+            while len(columns) > self.capacity:
+                del columns[next(iter(columns))]
 
 
 class NearDupIndex:
