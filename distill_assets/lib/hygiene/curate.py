@@ -146,8 +146,12 @@ def _locate(parts: list[dict[str, Any]], number: int) -> tuple[dict[str, Any], i
 
 
 def _row_id(parts: list[dict[str, Any]], number: int) -> str:
-    """The ``id`` of a written row, read back from its side's file."""
+    """The ``id`` of a written row: as ``keep`` listed it for the trace lookup, or read back
+    from its side's file (a row listed without one)."""
     part, index = _locate(parts, number)
+    listed = part["ids"].get(index)
+    if listed:
+        return listed
     with open(part["files"][part["side"][index]], "rb") as fh:
         fh.seek(part["start"][index])
         return str(orjson.loads(fh.read(part["length"][index]))["id"])
@@ -213,6 +217,11 @@ class _Strings:
     def append(self, text: str) -> None:
         self.data += text.encode("utf-8")
         self.ends.append(len(self.data))
+
+    def get(self, index: int) -> str:
+        """The ``index``-th string."""
+        start = self.ends[index - 1] if index else 0
+        return self.data[start : self.ends[index]].decode("utf-8")
 
     @staticmethod
     def series(pieces: list[_Strings]) -> Any:
