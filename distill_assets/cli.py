@@ -82,8 +82,7 @@ def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
 def partition_range(source: Path | None, imports: list[ImportSpec] | None = None) -> str:
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
-    from distill_assets.lib.collect import source_date_range
-    from distill_assets.lib.layout import partition_end, partition_start
+    from distill_assets.lib.layout import partition_end, partition_start, source_date_range
 
     try:
         earliest = partition_start(os.environ.get(C.ENV_PARTITION_START))
@@ -122,8 +121,6 @@ def partition_range(source: Path | None, imports: list[ImportSpec] | None = None
 def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str, str]]:
     """Import sources from run config (resources.distill.config.imports, edited in place) or
     $DISTILL_IMPORTS, with paths made absolute, since the graph runs from the project folder."""
-    from distill_assets.lib.importers import parse_specs
-
     given = None
     for item in config:
         found = item.get("resources", {}).get("distill", {}).get("config", {}).get("imports")
@@ -136,6 +133,11 @@ def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str,
         raise UserError(f"{C.ENV_IMPORTS} is not valid JSON ({exc.msg})") from None
     if not isinstance(entries, list):
         raise UserError("import sources: expected a JSON list of objects with kind and path")
+    if not entries:
+        # no import sources: the importers (numpy, detect-secrets: ~0.2 s to load) stay unloaded
+        return [], {C.ENV_IMPORTS: "[]"} if given is None and raw else {}
+    from distill_assets.lib.importers import parse_specs
+
     for entry in entries:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
             entry["path"] = str(Path(entry["path"]).resolve())
