@@ -10,11 +10,14 @@ from datetime import date
 from pathlib import Path
 
 import dagster as dg
+import orjson
 import pytest
 
+from distill_assets.cli import _run_ids, drift_line
 from distill_assets.definitions import defs
 from distill_assets.lib import constants as C
 from distill_assets.lib.layout import source_date_range
+from distill_assets.lib.reports import load_drift, run_ids
 from distill_assets.orchestration import PER_DAY, SINGLE_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,17 +71,22 @@ def test_a_process_that_loads_the_definitions_freezes_its_objects_at_exit() -> N
     assert done.stdout.splitlines() == ["loaded False", "at exit True"]
 
 
-def test_materialize_starts_dagster_without_the_stage_libraries() -> None:
-    # what `distill materialize` does before it starts Dagster, on the bundled fixtures
+def test_materialize_runs_dagster_without_loading_the_stage_libraries(fixture_run) -> None:
+    # what `distill materialize` does before it starts Dagster (on the bundled fixtures) and
+    # after (the summary's run id and drift line, here on the session's fixture run)
+    _, out, _ = fixture_run
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from distill_assets.cli import _configured_imports, partition_range\n"
+        "from distill_assets.cli import _configured_imports, _run_ids, drift_line\n"
+        "from distill_assets.cli import partition_range\n"
         "specs, env = _configured_imports([])\n"
         "print(specs, env)\n"
         f"print(partition_range(Path({str(ROOT / 'fixtures' / 'evidence')!r}), specs))\n"
-        "heavy = ('numpy', 'polars', 'detect_secrets', 'distill_assets.lib.collect',\n"
-        "         'distill_assets.lib.importers')\n"
+        f"out = Path({str(out)!r})\n"
+        "print(drift_line(out, _run_ids(out)[-1]).split(':')[1])\n"
+        "heavy = ('numpy', 'polars', 'pydantic', 'detect_secrets', 'distill_assets.lib.collect',\n"
+        "         'distill_assets.lib.importers', 'distill_assets.lib.reports')\n"
         "print(sorted(name for name in heavy if name in sys.modules))\n"
     )
     env = {"PATH": "/usr/bin:/bin", C.ENV_PARTITION_END: "2030-01-01"}
@@ -90,7 +98,12 @@ def test_materialize_starts_dagster_without_the_stage_libraries() -> None:
         check=True,
         env=env,
     )
-    assert done.stdout.splitlines() == ["[] {}", "2026-02-28...2026-03-04", "[]"]
+    assert done.stdout.splitlines() == [
+        "[] {}",
+        "2026-02-28...2026-03-04",
+        " drift OK (baseline established)",
+        "[]",
+    ]
 
 
 def test_source_date_range_scans_created_at_in_every_jsonl(tmp_path: Path) -> None:
@@ -104,3 +117,41 @@ def test_source_date_range_scans_created_at_in_every_jsonl(tmp_path: Path) -> No
     (tmp_path / "two.jsonl").write_bytes(b'{"run": {"created_at": "2026-03-05"}}\n')
     (tmp_path / "notes.txt").write_bytes(b'{"created_at": "2019-01-01"}\n')  # not a source
     assert source_date_range(tmp_path) == (date(2026, 2, 27), date(2026, 3, 5))
+
+
+def _drift_line_from_the_model(out: Path, run_id: str) -> str:
+    """The line as the CLI rendered it through lib/drift.py's model before (the reference)."""
+    report = load_drift(out, run_id)
+    against = (
+        f"against run {report.prior_run_id}" if report.prior_run_id else "(baseline established)"
+    )
+    stages = tuple(f"{d.stage}:" for d in report.stages)
+    run_flags = [f for f in report.flags if not f.startswith(stages)]
+    detail = "; ".join([*run_flags, f"{len(report.flags) - len(run_flags)} stage flag(s)"])
+    return f"distill: drift {report.severity.upper()} {against}: {detail} (distill drift {run_id})"
+
+
+def test_the_summary_after_a_run_reads_what_the_reports_library_reads(fixture_run, tmp_path):
+    _, out, _ = fixture_run
+    assert _run_ids(out) == run_ids(out) and len(run_ids(out)) == 1
+    run_id = run_ids(out)[0]
+    assert drift_line(out, run_id) == _drift_line_from_the_model(out, run_id)
+    assert drift_line(out, run_id).startswith("distill: drift OK (baseline established): ")
+    # a later run's shape: an earlier run to compare with, a run-level flag, a warning
+    report = load_drift(out, run_id)
+    later = report.model_copy(
+        update={
+            "prior_run_id": "earlier-run",
+            "severity": "warn",
+            "flags": ["run hash changed", *report.flags],
+        }
+    )
+    (tmp_path / C.REPORTS_DIR / run_id).mkdir(parents=True)
+    (tmp_path / C.REPORTS_DIR / run_id / "drift.json").write_bytes(
+        orjson.dumps(later.model_dump(mode="json"))
+    )
+    line = drift_line(tmp_path, run_id)
+    assert line == _drift_line_from_the_model(tmp_path, run_id)
+    assert line.startswith("distill: drift WARN against run earlier-run: run hash changed; ")
+    assert drift_line(tmp_path, "no-such-run") == "distill: drift: not judged (no stage finished)"
+    assert _run_ids(tmp_path) == []
