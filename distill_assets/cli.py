@@ -82,8 +82,7 @@ def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
 def partition_range(source: Path | None, imports: list[ImportSpec] | None = None) -> str:
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
-    from distill_assets.lib.collect import source_date_range
-    from distill_assets.lib.layout import partition_end, partition_start
+    from distill_assets.lib.layout import partition_end, partition_start, source_date_range
 
     try:
         earliest = partition_start(os.environ.get(C.ENV_PARTITION_START))
@@ -122,8 +121,6 @@ def partition_range(source: Path | None, imports: list[ImportSpec] | None = None
 def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str, str]]:
     """Import sources from run config (resources.distill.config.imports, edited in place) or
     $DISTILL_IMPORTS, with paths made absolute, since the graph runs from the project folder."""
-    from distill_assets.lib.importers import parse_specs
-
     given = None
     for item in config:
         found = item.get("resources", {}).get("distill", {}).get("config", {}).get("imports")
@@ -136,6 +133,11 @@ def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str,
         raise UserError(f"{C.ENV_IMPORTS} is not valid JSON ({exc.msg})") from None
     if not isinstance(entries, list):
         raise UserError("import sources: expected a JSON list of objects with kind and path")
+    if not entries:
+        # no import sources: the importers (numpy, detect-secrets: ~0.2 s to load) stay unloaded
+        return [], {C.ENV_IMPORTS: "[]"} if given is None and raw else {}
+    from distill_assets.lib.importers import parse_specs
+
     for entry in entries:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
             entry["path"] = str(Path(entry["path"]).resolve())
@@ -487,21 +489,20 @@ def ui_partitions(raw_out: str) -> tuple[dict[str, str], str]:
 
 
 def drift_line(out: Path, run_id: str) -> str:
-    """The run's drift severity in one line (the last the command prints on success)."""
-    from distill_assets.lib.reports import load_drift
-
-    if not (out / C.REPORTS_DIR / run_id / "drift.json").exists():
+    """The run's drift severity in one line (the last the command prints on success), read from
+    drift.json as written (lib/drift.py DriftReport) without loading the model's library."""
+    path = out / C.REPORTS_DIR / run_id / "drift.json"
+    if not path.exists():
         return "distill: drift: not judged (no stage finished)"
-    report = load_drift(out, run_id)
-    against = (
-        f"against run {report.prior_run_id}" if report.prior_run_id else "(baseline established)"
-    )
-    run_flags = [
-        f for f in report.flags if not f.startswith(tuple(f"{d.stage}:" for d in report.stages))
-    ]
-    stage_flags = len(report.flags) - len(run_flags)
+    report = orjson.loads(path.read_bytes())
+    prior = report["prior_run_id"]
+    against = f"against run {prior}" if prior else "(baseline established)"
+    stages = tuple(f"{d['stage']}:" for d in report["stages"])
+    run_flags = [f for f in report["flags"] if not f.startswith(stages)]
+    stage_flags = len(report["flags"]) - len(run_flags)
     detail = "; ".join([*run_flags, f"{stage_flags} stage flag(s)"])
-    return f"distill: drift {report.severity.upper()} {against}: {detail} (distill drift {run_id})"
+    severity = str(report["severity"]).upper()
+    return f"distill: drift {severity} {against}: {detail} (distill drift {run_id})"
 
 
 def _check_sources(
@@ -738,9 +739,13 @@ def _lines(path: Path) -> int:
 
 
 def _run_ids(out: Path) -> list[str]:
-    from distill_assets.lib.reports import run_ids
-
-    return run_ids(out) if (out / C.RUN_INDEX_PATH).exists() else []
+    """Runs in the order their first receipt was recorded (lib/reports.py run_ids), read here
+    so that the summary after a run does not load the reports' libraries."""
+    path = out / C.RUN_INDEX_PATH
+    if not path.exists():
+        return []
+    rows = (orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip())
+    return list(dict.fromkeys(row["run_id"] for row in rows))
 
 
 def _require_reports(out: Path) -> None:

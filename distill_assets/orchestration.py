@@ -879,7 +879,8 @@ def run_stages(
                 else {}
             )
             reported.append((stage, result, recorded, receipt_at, extras))
-    return [_report(context, *item, named=named) for item in reported]
+    with frozen_gc():  # the first report loads the table models (pandera, pandas)
+        return [_report(context, *item, named=named) for item in reported]
 
 
 def _report(

@@ -27,7 +27,6 @@ import io
 import itertools
 import mmap
 import os
-import re
 import shutil
 import tempfile
 from collections import Counter, deque
@@ -58,6 +57,7 @@ from distill_assets.lib.evidence import (
 )
 from distill_assets.lib.hygiene.secrets import safe_identifier, scrub_record
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, sha256_file
+from distill_assets.lib.layout import source_date_range
 from distill_assets.lib.parallel import process_pool
 
 try:  # a native scan saying which lines may hold a secret; without it every line may
@@ -1088,29 +1088,6 @@ def collect(
         scans.close()
         collector.abort()
         raise
-
-
-_DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
-
-
-def source_date_range(source: Path) -> tuple[date, date] | None:
-    """First and last created_at date in the sources, from a fast byte scan (no JSON parsing)."""
-    first = last = None
-    for path in sorted(source.rglob("*.jsonl")):
-        try:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(1 << 24):
-                    chunk += fh.readline()
-                    for match in _DATE_RE.finditer(chunk):
-                        try:
-                            found = date.fromisoformat(match.group(1).decode())
-                        except ValueError:
-                            continue
-                        first = found if first is None or found < first else first
-                        last = found if last is None or found > last else last
-        except OSError:
-            continue
-    return None if first is None or last is None else (first, last)
 
 
 def dated_beyond(source: Path | None, days: Iterable[date]) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import date, timedelta
 from pathlib import Path
@@ -206,3 +207,26 @@ def as_ledger_says(out_root: Path, relpath: str, ledger: dict[str, dict[str, Any
     except OSError:
         return False
     return stat.st_size == known.get("bytes") and stat.st_mtime_ns == known.get("mtime_ns")
+
+
+_DATE_RE = re.compile(rb'"created_at"\s*:\s*"(\d{4}-\d{2}-\d{2})')
+
+
+def source_date_range(source: Path) -> tuple[date, date] | None:
+    """First and last created_at date in the sources, from a fast byte scan (no JSON parsing)."""
+    first = last = None
+    for path in sorted(source.rglob("*.jsonl")):
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    chunk += fh.readline()
+                    for match in _DATE_RE.finditer(chunk):
+                        try:
+                            found = date.fromisoformat(match.group(1).decode())
+                        except ValueError:
+                            continue
+                        first = found if first is None or found < first else first
+                        last = found if last is None or found > last else last
+        except OSError:
+            continue
+    return None if first is None or last is None else (first, last)
