@@ -396,6 +396,7 @@ def _listed_run_ids(out_root: Path, day: Any, ledger: dict[str, dict[str, Any]])
     describes the scored file the ledger names, and the file on disk is that one (its size and
     time as the ledger recorded them); None otherwise."""
     import polars as pl
+    import pyarrow as pa
     import pyarrow.ipc as ipc
 
     sidecar = out_root / layout.scored_trace(day)
@@ -403,10 +404,12 @@ def _listed_run_ids(out_root: Path, day: Any, ledger: dict[str, dict[str, Any]])
     if not layout.as_ledger_says(out_root, relpath, ledger) or not sidecar.exists():
         return None
     known = ledger[relpath]["sha256"]
-    with ipc.open_file(str(sidecar)) as reader:
+    # mapped, not read: only the run id column is copied (into polars)
+    with pa.memory_map(str(sidecar), "r") as source, ipc.open_file(source) as reader:
         if (reader.schema.metadata or {}).get(b"scored_sha256") != known.encode():
             return None
-        return pl.Series(reader.read_all().column("run_id"), dtype=pl.String)
+        column = reader.read_all().column("run_id")
+        return pl.Series(column, dtype=pl.String).rechunk()
 
 
 def _file_run_ids(path: Path) -> Iterator[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import threading
 import zlib
 from array import array
 from collections import Counter
@@ -284,6 +285,9 @@ def write_row_places(root: Path, stage: str, parts: list[dict[str, Any]], keep: 
         raise
 
 
+_CLUSTERING = threading.Lock()
+
+
 class Curation:
     """Hygiene for one export: screening, spooling, near-duplicates and the holdout split."""
 
@@ -420,7 +424,13 @@ class Curation:
         parts = [*self._parts, self._own_part()]
         try:
             make = unit_type or tuple
-            reps = self.index.representatives() if self.index is not None else None
+            reps = None
+            if self.index is not None:
+                # one export's clusters at a time: the exports of a pass finish in two threads
+                # (lib/export_pass.py), and the band hashes read back are the finish's largest
+                # memory (their copying and hashing still overlap)
+                with _CLUSTERING:
+                    reps = self.index.representatives()
             dropped = np.zeros(0, dtype=np.int64)
             if reps is not None:
                 dropped = np.flatnonzero(reps != np.arange(len(reps)))
