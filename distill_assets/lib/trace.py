@@ -1,15 +1,15 @@
 """``distill trace``: where a dataset row, a run, a task or an evidence record came from, and
 what happened to it on the way.
 
-The publish stage builds a small SQLite lookup beside the datasets it publishes
-(``.versions/<run_id>/trace.sqlite``, beside the version's ``exports``; ``build_lookup``). It
-holds keys and byte offsets, not texts: each scored run's verdict and the places of its scored
-line, its evidence records and every dataset row and quarantine line naming it; each dataset
-row's id, place and digest (from the row lists the exports write beside their datasets,
-``exports/.trace/<stage>.arrow``, so no dataset text is read again). Decoding, joins and
-grouping are polars', one source at a time; SQLite gets each source's rows before the next
-is read (memory holds one source, not the lookup), in one transaction, indexes last. A query
-reads a handful of lines by offset (``trace``), never scanning a file.
+The publish stage builds a small lookup beside the datasets it publishes (``build_lookup``):
+Arrow tables in ``.versions/<run_id>/trace/`` and ``.versions/<run_id>/trace.sqlite``, which
+says what the lookup is and names the files it points into. It holds keys and byte offsets, not
+texts: each scored run's verdict and the places of its scored line and evidence records; each
+dataset row's id, place and digest (from the row lists the exports write beside their datasets,
+``exports/.trace/<stage>.arrow``, so no dataset text is read again); the places of every dataset
+row and quarantine line naming a run. Keyed tables are ordered by their keys' hashes; a query
+maps them, bisects a hash column and reads a handful of lines by offset (``trace``), never
+scanning a dataset or evidence file.
 """
 
 from __future__ import annotations
