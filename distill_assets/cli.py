@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from distill_assets.lib import constants as C
+from distill_assets.lib.layout import run_ids
 
 if TYPE_CHECKING:
     from distill_assets.lib.importers import ImportSpec
@@ -219,7 +220,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     if remote:
         # a URL output: its reports and published datasets, fetched into the local mirror
         out = _output_root(args.output, (f"{C.REPORTS_DIR}/*", f"{C.EXPORTS_DIR}/*"))
-    runs = [run for run in _run_ids(out) if run not in runs_before]
+    runs = [run for run in run_ids(out) if run not in runs_before]
     if runs:
         for line in run_summary_lines(out / C.REPORTS_DIR / runs[-1]):
             print(line)
@@ -738,16 +739,6 @@ def _lines(path: Path) -> int:
         return sum(1 for _ in fh)
 
 
-def _run_ids(out: Path) -> list[str]:
-    """Runs in the order their first receipt was recorded (lib/reports.py run_ids), read here
-    so that the summary after a run does not load the reports' libraries."""
-    path = out / C.RUN_INDEX_PATH
-    if not path.exists():
-        return []
-    rows = (orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip())
-    return list(dict.fromkeys(row["run_id"] for row in rows))
-
-
 def _require_reports(out: Path) -> None:
     if not out.is_dir():
         raise UserError(
@@ -780,7 +771,7 @@ def cmd_receipts_list(args: argparse.Namespace) -> int:
     out = _output_root(args.output)
     _require_reports(out)
     rows = []
-    for run_id in _run_ids(out):
+    for run_id in run_ids(out):
         try:
             summary = load_summary(out, run_id)
         except (OSError, ValueError):
@@ -848,7 +839,7 @@ def cmd_receipts_show(args: argparse.Namespace) -> int:
 
 def _latest_run_with(out: Path, name: str) -> str:
     _require_reports(out)
-    for run_id in reversed(_run_ids(out)):
+    for run_id in reversed(run_ids(out)):
         if (out / C.REPORTS_DIR / run_id / name).exists():
             return run_id
     raise UserError(f"no run under {out} has a drift report yet (run distill materialize)")

@@ -13,11 +13,11 @@ import dagster as dg
 import orjson
 import pytest
 
-from distill_assets.cli import _run_ids, drift_line
+from distill_assets.cli import drift_line
 from distill_assets.definitions import defs
 from distill_assets.lib import constants as C
-from distill_assets.lib.layout import source_date_range
-from distill_assets.lib.reports import load_drift, run_ids
+from distill_assets.lib.layout import run_ids, source_date_range
+from distill_assets.lib.reports import load_drift
 from distill_assets.orchestration import PER_DAY, SINGLE_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,13 +82,13 @@ def test_materialize_runs_dagster_without_loading_the_stage_libraries(fixture_ru
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from distill_assets.cli import _configured_imports, _run_ids, drift_line\n"
+        "from distill_assets.cli import _configured_imports, drift_line, run_ids\n"
         "from distill_assets.cli import partition_range\n"
         "specs, env = _configured_imports([])\n"
         "print(specs, env)\n"
         f"print(partition_range(Path({str(ROOT / 'fixtures' / 'evidence')!r}), specs))\n"
         f"out = Path({str(out)!r})\n"
-        "print(drift_line(out, _run_ids(out)[-1]).split(':')[1])\n"
+        "print(drift_line(out, run_ids(out)[-1]).split(':')[1])\n"
         "heavy = ('numpy', 'polars', 'pydantic', 'detect_secrets', 'distill_assets.lib.collect',\n"
         "         'distill_assets.lib.importers', 'distill_assets.lib.reports')\n"
         "print(sorted(name for name in heavy if name in sys.modules))\n"
@@ -136,8 +136,8 @@ def _drift_line_from_the_model(out: Path, run_id: str) -> str:
 
 
 def test_the_summary_after_a_run_reads_what_the_reports_library_reads(fixture_run, tmp_path):
-    _, out, _ = fixture_run
-    assert _run_ids(out) == run_ids(out) and len(run_ids(out)) == 1
+    result, out, _ = fixture_run
+    assert run_ids(out) == [result.run_id]
     run_id = run_ids(out)[0]
     assert drift_line(out, run_id) == _drift_line_from_the_model(out, run_id)
     assert drift_line(out, run_id).startswith("distill: drift OK (baseline established): ")
@@ -158,4 +158,4 @@ def test_the_summary_after_a_run_reads_what_the_reports_library_reads(fixture_ru
     assert line == _drift_line_from_the_model(tmp_path, run_id)
     assert line.startswith("distill: drift WARN against run earlier-run: run hash changed; ")
     assert drift_line(tmp_path, "no-such-run") == "distill: drift: not judged (no stage finished)"
-    assert _run_ids(tmp_path) == []
+    assert run_ids(tmp_path) == []

@@ -361,6 +361,7 @@ def repeated_run_ids(out_root: Path) -> frozenset[str]:
     import polars as pl
 
     from distill_assets.lib.receipts import read_ledger
+    from distill_assets.lib.trace import scored_list
 
     # a day's by-task file holds the same runs as its scored file: read one of the two
     chosen: list[tuple[Any, str]] = []
@@ -380,36 +381,16 @@ def repeated_run_ids(out_root: Path) -> frozenset[str]:
     ledger = read_ledger(out_root)
     pieces = []
     for day, relpath in chosen:
-        listed = _listed_run_ids(out_root, day, ledger)
+        listed = scored_list(out_root, day, ledger, same_file=True)
         if listed is None:
-            listed = pl.Series(list(_file_run_ids(out_root / relpath)), dtype=pl.String)
-        pieces.append(listed)
+            pieces.append(pl.Series(list(_file_run_ids(out_root / relpath)), dtype=pl.String))
+        else:  # only the run id column is copied (into polars) from the mapped list
+            pieces.append(pl.Series(listed.column("run_id"), dtype=pl.String).rechunk())
     ids = pl.concat(pieces) if pieces else pl.Series([], dtype=pl.String)
     repeated = frozenset(ids.filter(ids.is_duplicated()).unique().to_list())
     _REPEATED.clear()
     _REPEATED[out_root] = (fingerprint, repeated)
     return repeated
-
-
-def _listed_run_ids(out_root: Path, day: Any, ledger: dict[str, dict[str, Any]]) -> Any:
-    """A day's scored run ids from the score stage's Arrow list (``scored_trace``) when it
-    describes the scored file the ledger names, and the file on disk is that one (its size and
-    time as the ledger recorded them); None otherwise."""
-    import polars as pl
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
-    sidecar = out_root / layout.scored_trace(day)
-    relpath = layout.scored_runs(day)
-    if not layout.as_ledger_says(out_root, relpath, ledger) or not sidecar.exists():
-        return None
-    known = ledger[relpath]["sha256"]
-    # mapped, not read: only the run id column is copied (into polars)
-    with pa.memory_map(str(sidecar), "r") as source, ipc.open_file(source) as reader:
-        if (reader.schema.metadata or {}).get(b"scored_sha256") != known.encode():
-            return None
-        column = reader.read_all().column("run_id")
-        return pl.Series(column, dtype=pl.String).rechunk()
 
 
 def _file_run_ids(path: Path) -> Iterator[str]:

@@ -51,17 +51,19 @@ def day_dir(day: date) -> str:
     return f"{day.year:04d}/{day.month:02d}/{day.day:02d}"
 
 
+def _iso_setting(name: str, raw: str) -> date:
+    try:
+        return date.fromisoformat(raw.strip())
+    except ValueError:
+        raise ValueError(f"invalid setting {name}={raw!r}: not an ISO date (YYYY-MM-DD)") from None
+
+
 def partition_start(raw: str | None) -> date:
     """The first daily partition: ``raw`` (DISTILL_PARTITION_START, an ISO date) or the
     default 2020-01-01. Records dated before it are quarantined (timestamp_out_of_range)."""
     if not raw:
         return date.fromisoformat(C.PARTITION_START)
-    try:
-        return date.fromisoformat(raw.strip())
-    except ValueError:
-        raise ValueError(
-            f"invalid setting {C.ENV_PARTITION_START}={raw!r}: not an ISO date (YYYY-MM-DD)"
-        ) from None
+    return _iso_setting(C.ENV_PARTITION_START, raw)
 
 
 def partition_end(raw: str | None, start: date) -> date | None:
@@ -71,12 +73,7 @@ def partition_end(raw: str | None, start: date) -> date | None:
     of these partitions asks for."""
     if not raw:
         return None
-    try:
-        end = date.fromisoformat(raw.strip())
-    except ValueError:
-        raise ValueError(
-            f"invalid setting {C.ENV_PARTITION_END}={raw!r}: not an ISO date (YYYY-MM-DD)"
-        ) from None
+    end = _iso_setting(C.ENV_PARTITION_END, raw)
     if end < start:
         raise ValueError(
             f"invalid setting {C.ENV_PARTITION_END}={raw!r}: before the first partition "
@@ -194,6 +191,18 @@ def records_elsewhere(root: Path, days: Iterable[date]) -> bool:
         for day in days_on_disk(root, C.EVIDENCE_DIR, "records.jsonl")
         if day not in asked
     )
+
+
+def run_ids(out_root: Path) -> list[str]:
+    """Runs in the order their first receipt was recorded (the run index, which lib/reports.py
+    appends to); read here, without the reports' libraries, for the CLI's summary."""
+    import orjson
+
+    path = out_root / C.RUN_INDEX_PATH
+    if not path.exists():
+        return []
+    rows = (orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip())
+    return list(dict.fromkeys(row["run_id"] for row in rows))
 
 
 def as_ledger_says(out_root: Path, relpath: str, ledger: dict[str, dict[str, Any]]) -> bool:

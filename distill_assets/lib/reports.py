@@ -173,14 +173,6 @@ def prior_receipt(
     return None
 
 
-def run_ids(out_root: Path) -> list[str]:
-    """Runs in the order their first receipt was recorded."""
-    seen: dict[str, None] = {}
-    for row in _read_index(out_root):
-        seen.setdefault(row["run_id"], None)
-    return list(seen)
-
-
 def _note_plan(out_root: Path, run_id: str, expected: list[str]) -> list[str]:
     path = run_dir(out_root, run_id) / "plan.json"
     known = orjson.loads(path.read_bytes())["expected_stages"] if path.exists() else []

@@ -273,13 +273,35 @@ def _place(file: int, offset: Any) -> Any:
     return pl.lit(file << PLACE_BITS, dtype=pl.Int64) + offset.cast(pl.Int64)
 
 
+def scored_list(
+    out_root: Path, day: Any, ledger: dict[str, dict[str, Any]], same_file: bool = False
+) -> Any:
+    """The score stage's list of a day's runs (``write_scored_trace``), memory-mapped, when it
+    describes the scored file the ledger names (the sha256 it recorded); with ``same_file``,
+    only if the scored file on disk is that one too (``layout.as_ledger_says``: a copy of an
+    object-store output may hold the list without the file). None otherwise."""
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
+    relpath = layout.scored_runs(day)
+    sidecar = out_root / layout.scored_trace(day)
+    known = (ledger.get(relpath) or {}).get("sha256")
+    if not known or not sidecar.exists():
+        return None
+    if same_file and not layout.as_ledger_says(out_root, relpath, ledger):
+        return None
+    # (the table's buffers keep the map open; nothing is read until a column is used)
+    reader = ipc.open_file(pa.memory_map(str(sidecar), "r"))
+    if (reader.schema.metadata or {}).get(b"scored_sha256") != known.encode():
+        return None
+    return reader.read_all()
+
+
 def _scored_days(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
     """Per day with scored runs on disk, its runs (the ``scored_trace`` columns, as Arrow) and
     its scored file's number, from the score stage's Arrow file when it describes the scored
     file on disk (the ledger's sha256), else from the scored file and the index: one day in
     memory at a time."""
-    import pyarrow.ipc as ipc
-
     # the days with scored runs: their scored files, or only the score stage's lists on a copy
     # of an object-store output (which holds what the publish stage reads)
     days = sorted(
@@ -294,14 +316,7 @@ def _scored_days(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
         if path.exists() and path.stat().st_size == 0:
             continue
         number = files.add(out_root, relpath, "scored")
-        sidecar = out_root / layout.scored_trace(day)
-        table = None
-        if sidecar.exists():
-            with ipc.open_file(str(sidecar)) as reader:
-                meta = reader.schema.metadata or {}
-                known = (files.ledger.get(relpath) or {}).get("sha256")
-                if known and meta.get(b"scored_sha256") == known.encode():
-                    table = reader.read_all()
+        table = scored_list(out_root, day, files.ledger)
         if table is not None:
             yield table, number
             continue

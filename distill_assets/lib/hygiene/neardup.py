@@ -323,17 +323,13 @@ class BandCache:
     def __init__(self, capacity: int = 8192) -> None:
         self.capacity = capacity
         self._columns: dict[tuple[str, tuple[int, ...]], np.ndarray | None] = {}
-        self.hits = 0
         # the exports of a pass finish in two threads (lib/export_pass.py), both may hash
         self._lock = threading.Lock()
 
     def get(self, text: str, params: tuple[int, ...]) -> np.ndarray | None | bool:
         """The text's band hashes (None: it has no shingle), or False when not known."""
         with self._lock:
-            found = self._columns.get((text, params), False)
-            if found is not False:
-                self.hits += 1
-        return found
+            return self._columns.get((text, params), False)
 
     def put(self, text: str, params: tuple[int, ...], column: np.ndarray | None) -> None:
         with self._lock:
