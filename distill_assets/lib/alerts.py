@@ -69,7 +69,7 @@ def judge(
         return None, []
     level = worst([d.severity for _, d in judged])
     worst_drift = next(d for _, d in judged if d.severity == level)
-    flagged = sorted(p for p, d in judged if p is not None and d.severity != "ok")
+    flagged = sorted(p for p, d in judged if p is not None and d.severity != C.SEVERITY_OK)
     return worst_drift, flagged
 
 

@@ -6,6 +6,7 @@ codes, asset check names, output paths) is defined here once, so the vocabulary 
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Final
 
 EVIDENCE_FORMAT_VERSION: Final = 1
@@ -448,6 +449,13 @@ CHECK_NO_SECRETS: Final = "no_secrets"
 CHECK_HOLDOUT_DISJOINT: Final = "holdout_disjoint"
 CHECK_INDEX_CONSISTENT: Final = "index_consistent"
 
+# --- contamination-firewall violations (the ``rule`` of a firewall check's sample) ----------
+# besides these, a violation may be named by the reason code of the rule broken
+V_SOURCE_RUN_UNKNOWN: Final = "source_run_unknown"
+V_TASK_MISMATCH: Final = "task_mismatch"
+V_UNREVIEWED_IN_PAIR: Final = "unreviewed_in_pair"
+V_CROSS_TASK_PAIR: Final = "cross_task_pair"
+
 # --- drift --------------------------------------------------------------------------------
 SEVERITY_OK: Final = "ok"
 SEVERITY_WARN: Final = "warn"
@@ -508,3 +516,26 @@ SCORED_TRACE_FILE: Final = "trace.arrow"
 def trace_rows_path(stage: str) -> str:
     """Where an export leaves its rows' ids and places for the trace lookup (Arrow IPC)."""
     return f"{TRACE_ROWS_DIR}/{stage}.arrow"
+
+
+# --- the closed vocabularies as enums ------------------------------------------------------
+# Each is made from the constants above (each value written once) and closed: a test
+# (distill_tests/test_vocabulary.py) finds any stage name, reason code, severity or violation
+# written as a string literal outside this module. Code uses the constants, which are plain
+# ``str`` (orjson takes no enum as a dict key); the enums say what the vocabulary is.
+
+
+def _vocabulary(name: str, prefix: str) -> type[StrEnum]:
+    members = {
+        key.removeprefix(prefix): value
+        for key, value in globals().items()
+        if key.startswith(prefix) and isinstance(value, str)
+    }
+    return StrEnum(name, members)  # type: ignore[return-value]
+
+
+Stage = _vocabulary("Stage", "STAGE_")
+Reason = _vocabulary("Reason", "R_")
+Severity = _vocabulary("Severity", "SEVERITY_")
+Violation = _vocabulary("Violation", "V_")
+VOCABULARIES: Final = (Stage, Reason, Severity, Violation)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from distill_assets.lib import constants as C
 
-Severity = Literal["ok", "warn", "alert"]
+Severity = Literal[C.SEVERITY_OK, C.SEVERITY_WARN, C.SEVERITY_ALERT]
 COUNTED = ("records_in", "records_out", "accepted", "rejected", "quarantined")
 
 
@@ -156,8 +156,7 @@ def _pct(previous: int, current: int) -> float | None:
 
 
 def worst(severities: list[str]) -> Severity:
-    level = max((C.SEVERITY_ORDER[s] for s in severities), default=0)
-    return {0: "ok", 1: "warn", 2: "alert"}[level]  # type: ignore[return-value]
+    return max(severities, key=C.SEVERITY_ORDER.__getitem__, default=C.SEVERITY_OK)  # type: ignore[return-value]
 
 
 def mix_swings(before: dict[str, int], after: dict[str, int], min_base: int) -> dict[str, float]:
@@ -198,7 +197,7 @@ def compare(
             pct_change={},
             new_reason_codes=[],
             dropped_reason_codes=[],
-            severity="ok",
+            severity=C.SEVERITY_OK,
             flags=["baseline_established"],
         )
     flags: list[str] = []
@@ -214,9 +213,9 @@ def compare(
         if pct is None or max(before, after) < thresholds.min_base:
             continue
         level = (
-            "alert"
+            C.SEVERITY_ALERT
             if abs(pct) >= thresholds.alert_pct
-            else ("warn" if abs(pct) >= thresholds.warn_pct else None)
+            else (C.SEVERITY_WARN if abs(pct) >= thresholds.warn_pct else None)
         )
         if level is not None:
             levels.append(level)
@@ -226,14 +225,14 @@ def compare(
     output_match = previous.output_hash == current.output_hash
     violation = input_match and not output_match
     if violation:
-        levels.append("alert")
+        levels.append(C.SEVERITY_ALERT)
         flags.append("deterministic_violation")
         notes.append("same input hash, different output hash: deterministic violation")
     before_codes = {code for code, n in previous.reasons.items() if n}
     after_codes = {code for code, n in current.reasons.items() if n}
     new_codes = sorted(after_codes - before_codes)
     if new_codes:
-        levels.append("warn")
+        levels.append(C.SEVERITY_WARN)
         flags.extend(f"new_reason_code:{code}" for code in new_codes)
         notes.append("new reason code(s): " + ", ".join(new_codes))
     swung: dict[str, dict[str, float]] = {}
@@ -247,7 +246,7 @@ def compare(
         big = {key: pp for key, pp in swings.items() if abs(pp) > thresholds.warn_pct}
         swung[what] = big
         if big:
-            levels.append("warn")
+            levels.append(C.SEVERITY_WARN)
             for key, pp in big.items():
                 flags.append(f"{what}_mix_swing:{key}:{pp:+.1f}pp")
                 notes.append(

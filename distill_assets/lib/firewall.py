@@ -373,14 +373,14 @@ def verify_sft_frame(
             (
                 rows,
                 [
-                    _Rule("source_run_unknown", ~known, run),
+                    _Rule(C.V_SOURCE_RUN_UNKNOWN, ~known, run),
                     _Rule(
                         "not_accepted_in_sft",
                         known & pl.col("run_quality").ne_missing(C.QUALITY_ACCEPTED),
                         {**run, "quality": pl.col("run_quality")},
                     ),
                     _Rule(
-                        "task_mismatch",
+                        C.V_TASK_MISMATCH,
                         known & pl.col("run_task_id").ne_missing(pl.col("task_id")),
                         run,
                     ),
@@ -404,13 +404,13 @@ def verify_rag_frame(
     same_task = pl.col("run_task_id").eq_missing(pl.col("task_id"))
     run = {"run_id": pl.col("run_id")}
     rules = [
-        _Rule("source_run_unknown", ~known, run),
+        _Rule(C.V_SOURCE_RUN_UNKNOWN, ~known, run),
         _Rule(
             "untrusted_run_in_rag",
             known & _not_in(pl.col("run_quality"), allowed),
             {**run, "quality": pl.col("run_quality")},
         ),
-        _Rule("task_mismatch", trusted & ~same_task, run),
+        _Rule(C.V_TASK_MISMATCH, trusted & ~same_task, run),
         _Rule(C.R_EMPTY_RESPONSE, trusted & same_task & pl.col("run_response_empty"), run),
         _Rule(
             C.R_DENIED_CATEGORY,
@@ -440,13 +440,13 @@ def verify_preference_frame(
     qualities = (pl.col("c_quality"), pl.col("r_quality"))
     unreviewed = pl.any_horizontal(q.eq_missing(C.QUALITY_REVIEW) for q in qualities)
     rules = [
-        _Rule("source_run_unknown", ~both, _IDS),
+        _Rule(C.V_SOURCE_RUN_UNKNOWN, ~both, _IDS),
         _Rule(
             "untrusted_chosen",
             both & _not_in(pl.col("c_quality"), TRUSTED),
             {"quality": pl.col("c_quality"), **_IDS},
         ),
-        _Rule("unreviewed_in_pair", both & unreviewed, _IDS),
+        _Rule(C.V_UNREVIEWED_IN_PAIR, both & unreviewed, _IDS),
         _Rule(C.R_EMPTY_RESPONSE, both & pl.col("c_response_empty"), _IDS),
         _Rule(C.R_DENIED_CATEGORY, both & either_denied, _IDS),
     ]
@@ -504,8 +504,8 @@ def verify_pair_rules_frame(
     )
     rules = [
         _Rule(C.R_SELF_PAIR, pl.col("chosen_run_id").eq_missing(pl.col("rejected_run_id")), _IDS),
-        _Rule("source_run_unknown", ~both, _IDS),
-        _Rule("cross_task_pair", both & cross, _IDS),
+        _Rule(C.V_SOURCE_RUN_UNKNOWN, ~both, _IDS),
+        _Rule(C.V_CROSS_TASK_PAIR, both & cross, _IDS),
         _Rule(
             "chosen_not_better",
             both & ((rank_c < rank_r) | ((rank_c == rank_r) & (score_c <= score_r))),
@@ -536,7 +536,7 @@ def verify_kto_frame(
     run = {"run_id": pl.col("source_run_id")}
     reason = _row_or_run_reason(settings)
     rules = [
-        _Rule("source_run_unknown", ~known, run),
+        _Rule(C.V_SOURCE_RUN_UNKNOWN, ~known, run),
         _Rule(
             "desirable_not_accepted",
             desirable & quality.ne_missing(C.QUALITY_ACCEPTED),
@@ -560,7 +560,7 @@ def verify_kto_frame(
             {**run, "category": pl.col("run_category")},
         ),
         _Rule("label_not_boolean", known & label.is_null(), run),
-        _Rule("task_mismatch", known & pl.col("run_task_id").ne_missing(pl.col("task_id")), run),
+        _Rule(C.V_TASK_MISMATCH, known & pl.col("run_task_id").ne_missing(pl.col("task_id")), run),
         _Rule(C.R_EMPTY_RESPONSE, known & pl.col("run_response_empty"), run),
     ]
     return _report(frame.height, [(rows, rules)])
@@ -595,16 +595,16 @@ def verify_extracted_frame(
         {**run, "category": pl.col("run_category")},
     )
     source_rules = [
-        _Rule("source_run_unknown", ~known, run),
+        _Rule(C.V_SOURCE_RUN_UNKNOWN, ~known, run),
         _Rule("untrusted_source", known & _not_in(quality, TRUSTED), {**run, "quality": quality}),
-        _Rule("task_mismatch", trusted & ~same_task, run),
+        _Rule(C.V_TASK_MISMATCH, trusted & ~same_task, run),
         _Rule(C.R_EMPTY_RESPONSE, trusted & same_task & pl.col("run_response_empty"), run),
         in_denied,
     ]
     contrast_rules = [
-        _Rule("source_run_unknown", ~known, run),
+        _Rule(C.V_SOURCE_RUN_UNKNOWN, ~known, run),
         _Rule("failed_run_not_rejected", known & quality.ne_missing(C.QUALITY_REJECTED), run),
-        _Rule("task_mismatch", rejected & ~same_task, run),
+        _Rule(C.V_TASK_MISMATCH, rejected & ~same_task, run),
         in_denied,
     ]
     return _report(frame.height, [(sources, source_rules), (contrasts, contrast_rules)])

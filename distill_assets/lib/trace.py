@@ -1166,8 +1166,8 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
             exports.append(_left_out(info.name, line, run_id))
     order = {stage: n for n, stage in enumerate(C.STAGES)}
     exports.sort(key=lambda e: (order.get(e["stage"], 99), e["status"] != "published"))
-    out["collect"] = collect
-    out["score"] = score
+    out[C.STAGE_COLLECT] = collect
+    out[C.STAGE_SCORE] = score
     out["exports"] = exports
     return out
 
@@ -1330,7 +1330,7 @@ def render_trace(answer: dict[str, Any], shown: int = SHOWN) -> list[str]:
                 + (f"  {detail}" if detail else "")
                 + (f"  PROBLEM: {item['problem']}" if item.get("problem") else "")
             )
-        for item in run["collect"]:
+        for item in run[C.STAGE_COLLECT]:
             lines.append(
                 f"  collect {item['status']}: {item['source_path']}:{item['line']} "
                 f"({item['kind'] or 'unknown kind'}): {', '.join(item['reasons'])}"
