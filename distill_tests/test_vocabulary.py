@@ -29,9 +29,7 @@ ALLOWED = {
 
 def _vocabulary() -> dict[str, str]:
     return {
-        member.value: f"{enum.__name__}.{member.name}"
-        for enum in C.VOCABULARIES
-        for member in enum
+        member.value: f"{enum.__name__}.{member.name}" for enum in C.VOCABULARIES for member in enum
     }
 
 
@@ -82,9 +80,7 @@ def test_the_scan_finds_a_stray_literal() -> None:
 
 
 def test_no_stray_vocabulary_literals() -> None:
-    vocabulary = {
-        value: name for value, name in _vocabulary().items() if value not in AMBIGUOUS
-    }
+    vocabulary = {value: name for value, name in _vocabulary().items() if value not in AMBIGUOUS}
     found = []
     for path in sorted(PACKAGE.rglob("*.py")):
         relative = path.relative_to(PACKAGE).as_posix()

@@ -18,57 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.formats import FormatSettings, arrow_schema, write_parquet
 from distill_assets.lib.io import WrittenFile, write_bytes_atomic
 from distill_assets.lib.receipts import receipt_relpath
+from distill_assets.lib.stages import CARDS
 
-KIND_OF_STAGE = {stage: kind for kind, stage in C.DATASET_KINDS.items()}
-
-TITLES = {
-    C.STAGE_EXPORT_RAG: "retrieval playbooks",
-    C.STAGE_EXPORT_SFT: "supervised fine-tuning conversations",
-    C.STAGE_EXPORT_PREFERENCE: "preference pairs (DPO)",
-    C.STAGE_EXPORT_KTO: "unpaired preferences (KTO)",
-}
-TASK_CATEGORIES = {
-    C.STAGE_EXPORT_RAG: ["text-retrieval"],
-    C.STAGE_EXPORT_SFT: ["text-generation"],
-    C.STAGE_EXPORT_PREFERENCE: ["text-generation"],
-    C.STAGE_EXPORT_KTO: ["text-generation"],
-}
-TAGS = {
-    C.STAGE_EXPORT_RAG: ["rag", "agents"],
-    C.STAGE_EXPORT_SFT: ["sft", "trl", "agents"],
-    C.STAGE_EXPORT_PREFERENCE: ["dpo", "trl", "agents"],
-    C.STAGE_EXPORT_KTO: ["kto", "trl", "agents"],
-}
-BUILT = {
-    C.STAGE_EXPORT_RAG: (
-        "One document per task with a verified run: the playbook extracted from its best "
-        "accepted (or, when allowed, partially accepted) run, rendered as Markdown, with the "
-        "rejected runs of the task compared step by step."
-    ),
-    C.STAGE_EXPORT_SFT: (
-        "One row per accepted run in an allowed category, with an answer: its chat without "
-        "system turns (tool calls in the OpenAI shape), or its instruction and final answer."
-    ),
-    C.STAGE_EXPORT_PREFERENCE: (
-        "Pairs of two runs of one task, the chosen run strictly better (accepted or partially "
-        "accepted) by at least the configured score margin, texts different; rejected runs only "
-        "ever on the rejected side, runs needing review never."
-    ),
-    C.STAGE_EXPORT_KTO: (
-        "One row per accepted run (label true: the SFT rules apply) and per rejected run (label "
-        "false); partially accepted runs and runs needing review are left out, and so is a "
-        "rejected answer identical to an accepted answer of its task."
-    ),
-}
-TRL_TRAINER = {
-    C.STAGE_EXPORT_SFT: "SFTTrainer",
-    C.STAGE_EXPORT_PREFERENCE: "DPOTrainer",
-    C.STAGE_EXPORT_KTO: "KTOTrainer",
-}
+KIND_OF_STAGE = {stage: kind for kind, stage in stages.DATASET_KINDS.items()}
 
 
 def size_category(rows: int) -> str:
@@ -89,11 +46,14 @@ def _yaml_header(
     stage: str, formats: FormatSettings, rows: int, splits: dict[str, int]
 ) -> list[str]:
     lines = ["---", f"license: {formats.license}", "task_categories:"]
-    lines += [f"- {category}" for category in TASK_CATEGORIES[stage]]
-    lines += ["tags:", *[f"- {tag}" for tag in TAGS[stage]]]
+    lines += [f"- {category}" for category in CARDS[stage].task_categories]
+    lines += ["tags:", *[f"- {tag}" for tag in CARDS[stage].tags]]
     lines += ["size_categories:", f"- {size_category(rows)}", "configs:"]
     lines += ["- config_name: default", "  data_files:"]
-    for split, relpath in (("train", C.TRAIN_PATHS[stage]), ("holdout", C.HOLDOUT_PATHS[stage])):
+    for split, relpath in (
+        ("train", stages.TRAIN_PATHS[stage]),
+        ("holdout", stages.HOLDOUT_PATHS[stage]),
+    ):
         # an empty file has no rows to infer columns from: ``datasets`` refuses it
         if splits[split]:
             lines += [f"  - split: {split}", f"    path: {_name(relpath)}"]
@@ -112,8 +72,8 @@ def render_card(
     kind = KIND_OF_STAGE[stage]
     tally = result.tally
     by_path = {f.path: f for f in files}
-    train = by_path.get(C.TRAIN_PATHS[stage])
-    holdout = by_path.get(C.HOLDOUT_PATHS[stage])
+    train = by_path.get(stages.TRAIN_PATHS[stage])
+    holdout = by_path.get(stages.HOLDOUT_PATHS[stage])
     train_rows = train.record_count if train else 0
     holdout_rows = holdout.record_count if holdout else 0
     fmt = formats.format_of(stage)
@@ -121,9 +81,9 @@ def render_card(
     lines = _yaml_header(stage, formats, train_rows + holdout_rows, splits)
     lines += [
         "",
-        f"# distill {kind}: {TITLES[stage]}",
+        f"# distill {kind}: {CARDS[stage].title}",
         "",
-        f"Built by distill's stage `{stage}` from scored agent runs. " + BUILT[stage],
+        f"Built by distill's stage `{stage}` from scored agent runs. " + CARDS[stage].built,
         "",
         "## Files",
         "",
@@ -182,7 +142,8 @@ def render_card(
         f"- run id: `{run_id}`",
         f"- receipt: `{receipt_relpath(run_id, stage)}` (`distill receipts show {run_id}`)",
     ]
-    if stage in TRL_TRAINER:
+    trainer = CARDS[stage].trl_trainer
+    if trainer is not None:
         lines += [
             "",
             "## Use",
@@ -194,22 +155,22 @@ def render_card(
             + ", ".join(
                 f'"{split}": "{_name(path)}"'
                 for split, path in (
-                    ("train", C.TRAIN_PATHS[stage]),
-                    ("holdout", C.HOLDOUT_PATHS[stage]),
+                    ("train", stages.TRAIN_PATHS[stage]),
+                    ("holdout", stages.HOLDOUT_PATHS[stage]),
                 )
                 if splits[split]
             )
             + "})",
             "```",
             "",
-            f"The columns are what TRL's `{TRL_TRAINER[stage]}` expects (docs/datasets.md).",
+            f"The columns are what TRL's `{trainer}` expects (docs/datasets.md).",
         ]
     return "\n".join(lines) + "\n"
 
 
 def _parquet_copies(result: StageResult, write_root: Path, formats: FormatSettings) -> None:
     stage = result.stage
-    relpaths = (C.TRAIN_PATHS[stage], C.HOLDOUT_PATHS[stage])
+    relpaths = (stages.TRAIN_PATHS[stage], stages.HOLDOUT_PATHS[stage])
     if not formats.parquet:
         for relpath in relpaths:
             # a copy seeded from the published version would no longer match its JSONL
@@ -231,7 +192,7 @@ def package_dataset(
     """Add the Parquet copies (when configured) and the card to an export's outputs;
     ``settings`` are the stage's configuration as its receipt records them."""
     stage = result.stage
-    if not any(f.path == C.TRAIN_PATHS[stage] for f in result.outputs):
+    if not any(f.path == stages.TRAIN_PATHS[stage] for f in result.outputs):
         return result  # the export wrote nothing (its result carries the error)
     _parquet_copies(result, write_root, formats)
     relpath = C.card_path(KIND_OF_STAGE[stage])

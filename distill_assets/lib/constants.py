@@ -28,63 +28,6 @@ STAGE_EXPORT_KTO: Final = "export-kto"
 STAGE_EXPORT_REVIEW: Final = "export-review"
 STAGE_INDEX: Final = "index"
 STAGE_PUBLISH: Final = "publish"
-STAGES: Final = (
-    STAGE_COLLECT,
-    STAGE_SCORE,
-    STAGE_EXTRACT_PLAYBOOKS,
-    STAGE_EXPORT_RAG,
-    STAGE_EXPORT_SFT,
-    STAGE_EXPORT_PREFERENCE,
-    STAGE_EXPORT_KTO,
-    STAGE_EXPORT_REVIEW,
-    STAGE_INDEX,
-    STAGE_PUBLISH,
-)
-# the stages writing training datasets (train and holdout files)
-DATASET_STAGES: Final = (
-    STAGE_EXPORT_RAG,
-    STAGE_EXPORT_SFT,
-    STAGE_EXPORT_PREFERENCE,
-    STAGE_EXPORT_KTO,
-)
-# the exports of scored runs (the review queue is one: it is published with the datasets)
-EXPORT_STAGES: Final = (*DATASET_STAGES, STAGE_EXPORT_REVIEW)
-# stages that write into the run's version directory and are published together
-VERSIONED_STAGES: Final = (
-    STAGE_EXTRACT_PLAYBOOKS,
-    *EXPORT_STAGES,
-    STAGE_INDEX,
-    STAGE_PUBLISH,
-)
-# stages whose quarantine file is published with the datasets
-PUBLISHED_QUARANTINES: Final = (STAGE_EXTRACT_PLAYBOOKS, *EXPORT_STAGES, STAGE_INDEX)
-# upstream stage of each stage: the chain of custody the run summary verifies
-STAGE_UPSTREAM: Final = {
-    STAGE_COLLECT: None,
-    STAGE_SCORE: STAGE_COLLECT,
-    STAGE_EXTRACT_PLAYBOOKS: STAGE_SCORE,
-    STAGE_EXPORT_RAG: STAGE_EXTRACT_PLAYBOOKS,
-    STAGE_EXPORT_SFT: STAGE_SCORE,
-    STAGE_EXPORT_PREFERENCE: STAGE_SCORE,
-    STAGE_EXPORT_KTO: STAGE_SCORE,
-    STAGE_EXPORT_REVIEW: STAGE_SCORE,
-    STAGE_INDEX: STAGE_EXPORT_RAG,
-    STAGE_PUBLISH: STAGE_EXPORT_PREFERENCE,
-}
-# every stage a stage reads from (the publish stage reads all the exports and the index)
-STAGE_READS: Final = {
-    STAGE_COLLECT: (),
-    STAGE_SCORE: (STAGE_COLLECT,),
-    STAGE_EXTRACT_PLAYBOOKS: (STAGE_SCORE, STAGE_COLLECT),
-    STAGE_EXPORT_RAG: (STAGE_EXTRACT_PLAYBOOKS,),
-    STAGE_EXPORT_SFT: (STAGE_SCORE, STAGE_COLLECT),
-    STAGE_EXPORT_PREFERENCE: (STAGE_SCORE, STAGE_COLLECT),
-    STAGE_EXPORT_KTO: (STAGE_SCORE, STAGE_COLLECT),
-    STAGE_EXPORT_REVIEW: (STAGE_SCORE, STAGE_COLLECT),
-    STAGE_INDEX: (STAGE_EXPORT_RAG,),
-    STAGE_PUBLISH: (STAGE_EXTRACT_PLAYBOOKS, *EXPORT_STAGES, STAGE_INDEX),
-}
-
 # --- assets -------------------------------------------------------------------------------
 ASSET_EVIDENCE_INDEX: Final = "evidence_index"
 ASSET_SCORED_RUNS: Final = "scored_runs"
@@ -96,31 +39,10 @@ ASSET_KTO_DATASET: Final = "kto_dataset"
 ASSET_REVIEW_QUEUE: Final = "review_queue"
 ASSET_PLAYBOOK_INDEX: Final = "playbook_index"
 ASSET_DATASET_MANIFEST: Final = "dataset_manifest"
-ASSET_STAGE: Final = {
-    ASSET_EVIDENCE_INDEX: STAGE_COLLECT,
-    ASSET_SCORED_RUNS: STAGE_SCORE,
-    ASSET_EXTRACTED_PLAYBOOKS: STAGE_EXTRACT_PLAYBOOKS,
-    ASSET_RAG_PLAYBOOKS: STAGE_EXPORT_RAG,
-    ASSET_SFT_DATASET: STAGE_EXPORT_SFT,
-    ASSET_PREFERENCE_PAIRS: STAGE_EXPORT_PREFERENCE,
-    ASSET_KTO_DATASET: STAGE_EXPORT_KTO,
-    ASSET_REVIEW_QUEUE: STAGE_EXPORT_REVIEW,
-    ASSET_PLAYBOOK_INDEX: STAGE_INDEX,
-    ASSET_DATASET_MANIFEST: STAGE_PUBLISH,
-}
-STAGE_ASSET: Final = {stage: asset for asset, stage in ASSET_STAGE.items()}
 ASSET_GROUP: Final = "distill"
 # the one step (a multi-asset) that materializes every export in one pass over the scored runs;
 # its run config holds each export's settings under the export's asset name
 OP_EXPORTS: Final = "exports"
-EXPORT_ASSETS: Final = (
-    ASSET_EXTRACTED_PLAYBOOKS,
-    ASSET_RAG_PLAYBOOKS,
-    ASSET_SFT_DATASET,
-    ASSET_PREFERENCE_PAIRS,
-    ASSET_KTO_DATASET,
-    ASSET_REVIEW_QUEUE,
-)
 
 # --- output layout (relative to DISTILL_OUTPUT_DIR) ---------------------------------------
 EVIDENCE_DIR: Final = "evidence"
@@ -142,20 +64,6 @@ SFT_HOLDOUT_PATH: Final = "exports/sft/holdout.jsonl"
 PREFERENCE_HOLDOUT_PATH: Final = "exports/preference/holdout.jsonl"
 KTO_HOLDOUT_PATH: Final = "exports/kto/holdout.jsonl"
 EXTRACTED_HOLDOUT_PATH: Final = "exports/rag/extracted_holdout.jsonl"
-HOLDOUT_PATHS: Final = {
-    STAGE_EXTRACT_PLAYBOOKS: EXTRACTED_HOLDOUT_PATH,
-    STAGE_EXPORT_RAG: RAG_HOLDOUT_PATH,
-    STAGE_EXPORT_SFT: SFT_HOLDOUT_PATH,
-    STAGE_EXPORT_PREFERENCE: PREFERENCE_HOLDOUT_PATH,
-    STAGE_EXPORT_KTO: KTO_HOLDOUT_PATH,
-}
-TRAIN_PATHS: Final = {
-    STAGE_EXTRACT_PLAYBOOKS: EXTRACTED_PATH,
-    STAGE_EXPORT_RAG: RAG_PATH,
-    STAGE_EXPORT_SFT: SFT_PATH,
-    STAGE_EXPORT_PREFERENCE: PREFERENCE_PATH,
-    STAGE_EXPORT_KTO: KTO_PATH,
-}
 REVIEW_QUEUE_PATH: Final = "exports/review/queue.jsonl"
 QUARANTINE_DIR: Final = "exports/quarantine"
 MANIFEST_PATH: Final = "exports/MANIFEST.json"
@@ -176,13 +84,6 @@ def quarantine_path(stage: str) -> str:
     return f"{QUARANTINE_DIR}/{stage}.jsonl"
 
 
-# the published datasets by kind (the directory under exports/ holding each, with its card)
-DATASET_KINDS: Final = {
-    "rag": STAGE_EXPORT_RAG,
-    "sft": STAGE_EXPORT_SFT,
-    "preference": STAGE_EXPORT_PREFERENCE,
-    "kto": STAGE_EXPORT_KTO,
-}
 # a dataset card (Hugging Face README.md with a YAML header) beside each dataset's files
 CARD_NAME: Final = "README.md"
 
@@ -516,6 +417,35 @@ SCORED_TRACE_FILE: Final = "trace.arrow"
 def trace_rows_path(stage: str) -> str:
     """Where an export leaves its rows' ids and places for the trace lookup (Arrow IPC)."""
     return f"{TRACE_ROWS_DIR}/{stage}.arrow"
+
+
+# --- tables derived from the stage registry ------------------------------------------------
+# lib/stages.py declares each stage once (StageSpec) and derives these; they are read through
+# this module too while callers move to lib/stages (issue 17)
+_FROM_STAGES = frozenset(
+    {
+        "STAGES",
+        "DATASET_STAGES",
+        "EXPORT_STAGES",
+        "VERSIONED_STAGES",
+        "PUBLISHED_QUARANTINES",
+        "STAGE_READS",
+        "ASSET_STAGE",
+        "STAGE_ASSET",
+        "EXPORT_ASSETS",
+        "HOLDOUT_PATHS",
+        "TRAIN_PATHS",
+        "DATASET_KINDS",
+    }
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _FROM_STAGES:
+        from distill_assets.lib import stages
+
+        return getattr(stages, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- the closed vocabularies as enums ------------------------------------------------------

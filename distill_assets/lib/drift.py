@@ -288,8 +288,8 @@ def build_report(
 ) -> DriftReport:
     """The run's report over its stages (in pipeline order); ``run_hash`` and the prior run's
     (from the summaries) add the run-level flag when they differ."""
-    ordered = [stages[s] for s in C.STAGES if s in stages] + [
-        stages[s] for s in sorted(stages) if s not in C.STAGES
+    ordered = [stages[s] for s in stages.STAGES if s in stages] + [
+        stages[s] for s in sorted(stages) if s not in stages.STAGES
     ]
     priors = [d.prior_run_id for d in ordered if d.prior_run_id]
     run_flags = []

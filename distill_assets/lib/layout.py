@@ -10,41 +10,8 @@ from typing import Any
 
 from distill_assets.lib import constants as C
 
-_DAY = "[0-9][0-9][0-9][0-9]/[0-9][0-9]/[0-9][0-9]"
-_SCORED = f"{C.SCORED_DIR}/{_DAY}/{C.SCORED_FILE}"
-_RECORDS = f"{C.EVIDENCE_DIR}/{_DAY}/records.jsonl"
-# the scored runs sorted by task, which the exports merge (the scored files name the days)
-_BY_TASK = f"{C.SCORED_DIR}/{_DAY}/{C.BY_TASK_FILE}"
-
-# The files under the output root each stage reads (glob patterns), so that a step working on a
-# copy of an object-store output pulls just these (lib/storage.py); a run's version directory
-# and the published one are added for the versioned stages.
-STAGE_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
-    C.STAGE_COLLECT: (),
-    C.STAGE_SCORE: (f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl",),
-    C.STAGE_EXTRACT_PLAYBOOKS: (_SCORED, _BY_TASK, _RECORDS),
-    # these two read only the run's version (the extraction, the playbooks)
-    C.STAGE_EXPORT_RAG: (),
-    C.STAGE_EXPORT_SFT: (_SCORED, _BY_TASK, _RECORDS),
-    C.STAGE_EXPORT_PREFERENCE: (_SCORED, _BY_TASK, _RECORDS),
-    C.STAGE_EXPORT_KTO: (_SCORED, _BY_TASK, _RECORDS),
-    # the review queue also looks up each run's reviews and outcomes through the index
-    C.STAGE_EXPORT_REVIEW: (_SCORED, _RECORDS, f"{C.EVIDENCE_DIR}/{_DAY}/index.jsonl"),
-    C.STAGE_INDEX: (),
-    C.STAGE_PUBLISH: (
-        # the trace lookup (lib/trace.py) is built from the score stage's lists of runs
-        f"{C.SCORED_DIR}/{_DAY}/{C.SCORED_TRACE_FILE}",
-        f"{C.EVIDENCE_DIR}/{_DAY}/{C.PART_QUARANTINE_FILE}",
-        f"{C.EVIDENCE_DIR}/{C.UNDATED_BUCKET}/{C.PART_QUARANTINE_FILE}",
-        f"{C.SCORED_DIR}/{_DAY}/{C.PART_QUARANTINE_FILE}",
-    ),
-}
-# What a stage's checks read besides the files the stage wrote in the run: the firewall looks
-# every exported run up in the scored runs.
-CHECK_INPUT_GLOBS: dict[str, tuple[str, ...]] = {
-    stage: (_SCORED,) if stage in (*C.EXPORT_STAGES, C.STAGE_EXTRACT_PLAYBOOKS) else ()
-    for stage in C.STAGES
-}
+# the files each stage (and its checks) reads are declared with the stage (lib/stages.py)
+from distill_assets.lib.stages import CHECK_INPUT_GLOBS, STAGE_INPUT_GLOBS  # noqa: F401
 
 
 def day_dir(day: date) -> str:

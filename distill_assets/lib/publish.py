@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
+from distill_assets.lib import layout, stages
 from distill_assets.lib.accounting import StageResult, Tally
 from distill_assets.lib.formats import parquet_rows
 from distill_assets.lib.io import (
@@ -31,23 +31,13 @@ from distill_assets.lib.trace import build_lookup
 from distill_assets.lib.versions import open_version
 from distill_assets.lib.versions import publish as swap_in
 
-DATASETS = {
-    "rag": C.RAG_PATH,
-    "rag_extracted": C.EXTRACTED_PATH,
-    "sft": C.SFT_PATH,
-    "preference": C.PREFERENCE_PATH,
-    "kto": C.KTO_PATH,
-}
-HOLDOUTS = {
-    "rag": C.RAG_HOLDOUT_PATH,
-    "rag_extracted": C.EXTRACTED_HOLDOUT_PATH,
-    "sft": C.SFT_HOLDOUT_PATH,
-    "preference": C.PREFERENCE_HOLDOUT_PATH,
-    "kto": C.KTO_HOLDOUT_PATH,
-}
+# the datasets (lib/stages.DATASETS), in the order the manifest's files are listed and read
+_ORDER = ("rag", "rag_extracted", "sft", "preference", "kto")
+DATASETS = {name: stages.DATASETS[name][1] for name in _ORDER}
+HOLDOUTS = {name: stages.DATASETS[name][2] for name in _ORDER}
 # the dataset cards: listed by path only (a card names the run that built its dataset, and the
 # manifest's bytes hold no run ids), never verified against the ledger's hash
-CARDS = {kind: C.card_path(kind) for kind in C.DATASET_KINDS}
+CARDS = {kind: C.card_path(kind) for kind in stages.DATASET_KINDS}
 # published beside the datasets, not a JSONL table: its rows are the playbooks it indexes
 INDEXES = {"rag_index": C.INDEX_PATH}
 
@@ -119,7 +109,7 @@ def publish(out_root: Path, run_id: str) -> StageResult:
     parquet = [C.parquet_path(p) for p in dataset_files if (root / C.parquet_path(p)).exists()]
     published = dataset_files + parquet + [C.REVIEW_QUEUE_PATH] + list(INDEXES.values())
     counts = _RecordCounts(out_root)
-    for relpath in published + [C.quarantine_path(s) for s in C.PUBLISHED_QUARANTINES]:
+    for relpath in published + [C.quarantine_path(s) for s in stages.PUBLISHED_QUARANTINES]:
         path = root / relpath
         if not path.exists():
             errors.append(f"{relpath} is missing: its export has never run")

@@ -29,6 +29,7 @@ from pandera.api.polars.types import PolarsData
 from pyarrow import json as arrow_json
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages
 from distill_assets.lib.evidence import WHITESPACE
 
 HEX64 = r"^[0-9a-f]{64}$"
@@ -546,14 +547,9 @@ class KtoConversationalSchema(KtoExampleSchema):
         return _select(data, _valid_turns(pl.col(data.key), "assistant"))
 
 
+# each asset's model, named by its stage's spec (lib/stages.py)
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
-    C.ASSET_EVIDENCE_INDEX: EvidenceIndexSchema,
-    C.ASSET_SCORED_RUNS: ScoredRunSchema,
-    C.ASSET_EXTRACTED_PLAYBOOKS: ExtractedPlaybookSchema,
-    C.ASSET_RAG_PLAYBOOKS: RagPlaybookSchema,
-    C.ASSET_SFT_DATASET: SftExampleSchema,
-    C.ASSET_PREFERENCE_PAIRS: PreferencePairSchema,
-    C.ASSET_KTO_DATASET: KtoExampleSchema,
+    spec.asset: globals()[spec.schema] for spec in stages.SPECS if spec.schema is not None
 }
 # the models of the other row formats (ExportConfig.sft_format / preference_format)
 FORMAT_SCHEMAS: dict[tuple[str, str], type[pa.DataFrameModel]] = {

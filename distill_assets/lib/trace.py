@@ -28,20 +28,17 @@ from typing import Any
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
+from distill_assets.lib import layout, stages
 from distill_assets.lib.io import BlankLineError, jsonl_fields
 
 LOOKUP_SCHEMA_VERSION = 3
-# the datasets a row id can come from: name -> (stage writing it, train path, holdout path)
+# the datasets a row id can come from (lib/stages.DATASETS): name -> (stage writing it, train
+# path, holdout path), in the order the lookup numbers them
 DATASETS: dict[str, tuple[str, str, str]] = {
-    "sft": (C.STAGE_EXPORT_SFT, C.SFT_PATH, C.SFT_HOLDOUT_PATH),
-    "preference": (C.STAGE_EXPORT_PREFERENCE, C.PREFERENCE_PATH, C.PREFERENCE_HOLDOUT_PATH),
-    "kto": (C.STAGE_EXPORT_KTO, C.KTO_PATH, C.KTO_HOLDOUT_PATH),
-    "rag": (C.STAGE_EXPORT_RAG, C.RAG_PATH, C.RAG_HOLDOUT_PATH),
-    "rag_extracted": (C.STAGE_EXTRACT_PLAYBOOKS, C.EXTRACTED_PATH, C.EXTRACTED_HOLDOUT_PATH),
+    name: stages.DATASETS[name] for name in ("sft", "preference", "kto", "rag", "rag_extracted")
 }
 SPLITS = ("train", "holdout")
-QUARANTINE_STAGES = (C.STAGE_COLLECT, C.STAGE_SCORE, *C.PUBLISHED_QUARANTINES)
+QUARANTINE_STAGES = (C.STAGE_COLLECT, C.STAGE_SCORE, *stages.PUBLISHED_QUARANTINES)
 PLACE_BITS = 40
 # the fields of each stage's quarantine lines that name what a line is about (an export's
 # line names its run's record too, but the run is the key there)
@@ -1164,7 +1161,7 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
             )
         else:
             exports.append(_left_out(info.name, line, run_id))
-    order = {stage: n for n, stage in enumerate(C.STAGES)}
+    order = {stage: n for n, stage in enumerate(stages.STAGES)}
     exports.sort(key=lambda e: (order.get(e["stage"], 99), e["status"] != "published"))
     out[C.STAGE_COLLECT] = collect
     out[C.STAGE_SCORE] = score
