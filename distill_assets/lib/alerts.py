@@ -18,7 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import stages
+from distill_assets.lib import stages as S
 from distill_assets.lib.drift import (
     DriftThresholds,
     StageDrift,
@@ -78,7 +78,7 @@ def make_alert(asset: str, drift: StageDrift, run_id: str, partitions: list[str]
     return Alert(
         alert_id=sha256_bytes(f"{asset}\x1f{run_id}".encode())[:24],
         asset=asset,
-        stage=stages.ASSET_STAGE[asset],
+        stage=S.ASSET_STAGE[asset],
         run_id=run_id,
         prior_run_id=drift.prior_run_id,
         severity=drift.severity,

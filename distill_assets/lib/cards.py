@@ -18,14 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import stages
+from distill_assets.lib import stages as S
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.formats import FormatSettings, arrow_schema, write_parquet
 from distill_assets.lib.io import WrittenFile, write_bytes_atomic
 from distill_assets.lib.receipts import receipt_relpath
 from distill_assets.lib.stages import CARDS
 
-KIND_OF_STAGE = {stage: kind for kind, stage in stages.DATASET_KINDS.items()}
+KIND_OF_STAGE = {stage: kind for kind, stage in S.DATASET_KINDS.items()}
 
 
 def size_category(rows: int) -> str:
@@ -51,8 +51,8 @@ def _yaml_header(
     lines += ["size_categories:", f"- {size_category(rows)}", "configs:"]
     lines += ["- config_name: default", "  data_files:"]
     for split, relpath in (
-        ("train", stages.TRAIN_PATHS[stage]),
-        ("holdout", stages.HOLDOUT_PATHS[stage]),
+        ("train", S.TRAIN_PATHS[stage]),
+        ("holdout", S.HOLDOUT_PATHS[stage]),
     ):
         # an empty file has no rows to infer columns from: ``datasets`` refuses it
         if splits[split]:
@@ -72,8 +72,8 @@ def render_card(
     kind = KIND_OF_STAGE[stage]
     tally = result.tally
     by_path = {f.path: f for f in files}
-    train = by_path.get(stages.TRAIN_PATHS[stage])
-    holdout = by_path.get(stages.HOLDOUT_PATHS[stage])
+    train = by_path.get(S.TRAIN_PATHS[stage])
+    holdout = by_path.get(S.HOLDOUT_PATHS[stage])
     train_rows = train.record_count if train else 0
     holdout_rows = holdout.record_count if holdout else 0
     fmt = formats.format_of(stage)
@@ -155,8 +155,8 @@ def render_card(
             + ", ".join(
                 f'"{split}": "{_name(path)}"'
                 for split, path in (
-                    ("train", stages.TRAIN_PATHS[stage]),
-                    ("holdout", stages.HOLDOUT_PATHS[stage]),
+                    ("train", S.TRAIN_PATHS[stage]),
+                    ("holdout", S.HOLDOUT_PATHS[stage]),
                 )
                 if splits[split]
             )
@@ -170,7 +170,7 @@ def render_card(
 
 def _parquet_copies(result: StageResult, write_root: Path, formats: FormatSettings) -> None:
     stage = result.stage
-    relpaths = (stages.TRAIN_PATHS[stage], stages.HOLDOUT_PATHS[stage])
+    relpaths = (S.TRAIN_PATHS[stage], S.HOLDOUT_PATHS[stage])
     if not formats.parquet:
         for relpath in relpaths:
             # a copy seeded from the published version would no longer match its JSONL
@@ -192,7 +192,7 @@ def package_dataset(
     """Add the Parquet copies (when configured) and the card to an export's outputs;
     ``settings`` are the stage's configuration as its receipt records them."""
     stage = result.stage
-    if not any(f.path == stages.TRAIN_PATHS[stage] for f in result.outputs):
+    if not any(f.path == S.TRAIN_PATHS[stage] for f in result.outputs):
         return result  # the export wrote nothing (its result carries the error)
     _parquet_copies(result, write_root, formats)
     relpath = C.card_path(KIND_OF_STAGE[stage])

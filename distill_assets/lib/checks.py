@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import stages
+from distill_assets.lib import stages as S
 from distill_assets.lib.receipts import StageReceipt
 
 # asset -> {check name: what it verifies (the UI's description of the check)}
@@ -109,7 +109,7 @@ def written_root(out_root: Path, receipt: StageReceipt) -> Path:
 
 def files_read(asset: str, check: str, receipt: StageReceipt) -> list[str]:
     """The receipt outputs a check reads (paths relative to the written root)."""
-    stage = stages.ASSET_STAGE[asset]
+    stage = S.ASSET_STAGE[asset]
     paths = [f.path for f in receipt.outputs.files]
     if check == C.CHECK_SCHEMA:
         if asset == C.ASSET_PLAYBOOK_INDEX:
@@ -118,11 +118,7 @@ def files_read(asset: str, check: str, receipt: StageReceipt) -> list[str]:
     if check == C.CHECK_NO_SECRETS:
         return [p for p in paths if p.endswith(".jsonl")]
     if check in (C.CHECK_HOLDOUT_DISJOINT, C.CHECK_FIREWALL, C.CHECK_PAIR_RULES):
-        return [
-            p
-            for p in paths
-            if p in (stages.TRAIN_PATHS.get(stage), stages.HOLDOUT_PATHS.get(stage))
-        ]
+        return [p for p in paths if p in (S.TRAIN_PATHS.get(stage), S.HOLDOUT_PATHS.get(stage))]
     if check == C.CHECK_INDEX_CONSISTENT:
         return [C.INDEX_PATH]
     return [p for p in paths if p.endswith("quarantine.jsonl") or p.startswith(C.QUARANTINE_DIR)]
@@ -287,8 +283,8 @@ def dataset_checks(
     from distill_assets.lib.hygiene.holdout import TaskSides
     from distill_assets.lib.schemas import Validation, batched, iter_jsonl, schema_of
 
-    stage = stages.ASSET_STAGE[asset]
-    paths = [root / stages.TRAIN_PATHS[stage], root / stages.HOLDOUT_PATHS[stage]]
+    stage = S.ASSET_STAGE[asset]
+    paths = [root / S.TRAIN_PATHS[stage], root / S.HOLDOUT_PATHS[stage]]
     model = schema_of(asset, str(receipt.extra.get("format", "")))
     validation = Validation(model, paths) if C.CHECK_SCHEMA in checks else None
     rules = [c for c in checks if (asset, c) in _FRAME_RULES]

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 
 Severity = Literal[C.SEVERITY_OK, C.SEVERITY_WARN, C.SEVERITY_ALERT]
 COUNTED = ("records_in", "records_out", "accepted", "rejected", "quarantined")
@@ -288,8 +289,8 @@ def build_report(
 ) -> DriftReport:
     """The run's report over its stages (in pipeline order); ``run_hash`` and the prior run's
     (from the summaries) add the run-level flag when they differ."""
-    ordered = [stages[s] for s in stages.STAGES if s in stages] + [
-        stages[s] for s in sorted(stages) if s not in stages.STAGES
+    ordered = [stages[s] for s in S.STAGES if s in stages] + [
+        stages[s] for s in sorted(stages) if s not in S.STAGES
     ]
     priors = [d.prior_run_id for d in ordered if d.prior_run_id]
     run_flags = []

@@ -26,7 +26,8 @@ from typing import Any, NamedTuple
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout, stages
+from distill_assets.lib import layout
+from distill_assets.lib import stages as S
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.formats import FormatSettings, pair_columns, plain_text, sft_columns
 from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
@@ -644,7 +645,7 @@ class Exporter:
             eval_set,
             write_root,
             self.dataset_path,
-            stages.HOLDOUT_PATHS[self.stage],
+            S.HOLDOUT_PATHS[self.stage],
             texts.band_cache,
         )
         self.texts = texts

@@ -15,7 +15,8 @@ from typing import Any
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout, stages
+from distill_assets.lib import layout
+from distill_assets.lib import stages as S
 from distill_assets.lib.accounting import StageResult, Tally
 from distill_assets.lib.formats import parquet_rows
 from distill_assets.lib.io import (
@@ -31,13 +32,13 @@ from distill_assets.lib.trace import build_lookup
 from distill_assets.lib.versions import open_version
 from distill_assets.lib.versions import publish as swap_in
 
-# the datasets (lib/stages.DATASETS), in the order the manifest's files are listed and read
+# the datasets (lib/S.DATASETS), in the order the manifest's files are listed and read
 _ORDER = ("rag", "rag_extracted", "sft", "preference", "kto")
-DATASETS = {name: stages.DATASETS[name][1] for name in _ORDER}
-HOLDOUTS = {name: stages.DATASETS[name][2] for name in _ORDER}
+DATASETS = {name: S.DATASETS[name][1] for name in _ORDER}
+HOLDOUTS = {name: S.DATASETS[name][2] for name in _ORDER}
 # the dataset cards: listed by path only (a card names the run that built its dataset, and the
 # manifest's bytes hold no run ids), never verified against the ledger's hash
-CARDS = {kind: C.card_path(kind) for kind in stages.DATASET_KINDS}
+CARDS = {kind: C.card_path(kind) for kind in S.DATASET_KINDS}
 # published beside the datasets, not a JSONL table: its rows are the playbooks it indexes
 INDEXES = {"rag_index": C.INDEX_PATH}
 
@@ -109,7 +110,7 @@ def publish(out_root: Path, run_id: str) -> StageResult:
     parquet = [C.parquet_path(p) for p in dataset_files if (root / C.parquet_path(p)).exists()]
     published = dataset_files + parquet + [C.REVIEW_QUEUE_PATH] + list(INDEXES.values())
     counts = _RecordCounts(out_root)
-    for relpath in published + [C.quarantine_path(s) for s in stages.PUBLISHED_QUARANTINES]:
+    for relpath in published + [C.quarantine_path(s) for s in S.PUBLISHED_QUARANTINES]:
         path = root / relpath
         if not path.exists():
             errors.append(f"{relpath} is missing: its export has never run")

@@ -17,7 +17,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import stages
+from distill_assets.lib import stages as S
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.diff import explained_md
 from distill_assets.lib.drift import (
@@ -177,7 +177,7 @@ def prior_receipt(
 def _note_plan(out_root: Path, run_id: str, expected: list[str]) -> list[str]:
     path = run_dir(out_root, run_id) / "plan.json"
     known = orjson.loads(path.read_bytes())["expected_stages"] if path.exists() else []
-    merged = [s for s in stages.STAGES if s in set(known) | set(expected)]
+    merged = [s for s in S.STAGES if s in set(known) | set(expected)]
     if merged != known:
         write_json_atomic(path, {"run_id": run_id, "expected_stages": merged})
     return merged
@@ -402,12 +402,12 @@ def _not_run_reason(
     if stage in failures:
         return f"failed: the stage raised {failures[stage]}"
     ancestors: list[str] = []
-    frontier = list(stages.STAGE_READS.get(stage, ()))
+    frontier = list(S.STAGE_READS.get(stage, ()))
     while frontier:
         up = frontier.pop(0)
         if up not in ancestors:
             ancestors.append(up)
-            frontier.extend(stages.STAGE_READS.get(up, ()))
+            frontier.extend(S.STAGE_READS.get(up, ()))
     blocked = [c for c in checks if c.stage in ancestors and c.blocking and not c.passed]
     if blocked:
         names = ", ".join(sorted(f"{c.asset}.{c.check}" for c in blocked))
@@ -427,7 +427,7 @@ def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
     plan = directory / "plan.json"
     expected = orjson.loads(plan.read_bytes())["expected_stages"] if plan.exists() else []
     receipts: dict[str, StageReceipt] = {}
-    for stage in stages.STAGES:
+    for stage in S.STAGES:
         path = out_root / receipt_relpath(run_id, stage)
         if path.exists():
             receipts[stage] = load_receipt(path)
@@ -436,7 +436,7 @@ def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
     chain = verify_chain(out_root, receipts)
     rows: list[StageRow] = []
     not_run: list[NotRun] = []
-    for stage in stages.STAGES:
+    for stage in S.STAGES:
         receipt = receipts.get(stage)
         failed_checks = [
             f"{c.asset}.{c.check}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import stages
+from distill_assets.lib import stages as S
 
 
 def run_config_of(config_by_asset: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -17,7 +17,7 @@ def run_config_of(config_by_asset: dict[str, dict[str, Any]]) -> dict[str, Any]:
     pass's op (``ops.exports.config.<asset>``), any other asset's under its own op."""
     ops: dict[str, Any] = {}
     for asset, values in config_by_asset.items():
-        if asset in stages.EXPORT_ASSETS:
+        if asset in S.EXPORT_ASSETS:
             shared = ops.setdefault(C.OP_EXPORTS, {"config": {}})["config"]
             shared[asset] = {**shared.get(asset, {}), **values}
         else:
@@ -31,7 +31,7 @@ def upgrade_run_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str
     ops = config.get("ops")
     if not isinstance(ops, dict):
         return config, []
-    moved = [asset for asset in stages.EXPORT_ASSETS if isinstance(ops.get(asset), dict)]
+    moved = [asset for asset in S.EXPORT_ASSETS if isinstance(ops.get(asset), dict)]
     if not moved:
         return config, []
     ops = dict(ops)
@@ -46,7 +46,7 @@ def upgrade_run_config(config: dict[str, Any]) -> tuple[dict[str, Any], list[str
 def asset_config(ops: dict[str, Any], asset: str) -> dict[str, Any]:
     """The config values an asset was given in run config: the exports' under the export
     pass's op (``ops.exports.config.<asset>``), the others' under their own op."""
-    if asset in stages.EXPORT_ASSETS:
+    if asset in S.EXPORT_ASSETS:
         shared = ((ops.get(C.OP_EXPORTS) or {}).get("config") or {}).get(asset)
         return shared or {}
     return (ops.get(asset) or {}).get("config") or {}

@@ -29,7 +29,7 @@ from pandera.api.polars.types import PolarsData
 from pyarrow import json as arrow_json
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import stages
+from distill_assets.lib import stages as S
 from distill_assets.lib.evidence import WHITESPACE
 
 HEX64 = r"^[0-9a-f]{64}$"
@@ -549,7 +549,7 @@ class KtoConversationalSchema(KtoExampleSchema):
 
 # each asset's model, named by its stage's spec (lib/stages.py)
 SCHEMAS: dict[str, type[pa.DataFrameModel]] = {
-    spec.asset: globals()[spec.schema] for spec in stages.SPECS if spec.schema is not None
+    spec.asset: globals()[spec.schema] for spec in S.SPECS if spec.schema is not None
 }
 # the models of the other row formats (ExportConfig.sft_format / preference_format)
 FORMAT_SCHEMAS: dict[tuple[str, str], type[pa.DataFrameModel]] = {

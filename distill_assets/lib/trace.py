@@ -28,17 +28,18 @@ from typing import Any
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout, stages
+from distill_assets.lib import layout
+from distill_assets.lib import stages as S
 from distill_assets.lib.io import BlankLineError, jsonl_fields
 
 LOOKUP_SCHEMA_VERSION = 3
-# the datasets a row id can come from (lib/stages.DATASETS): name -> (stage writing it, train
+# the datasets a row id can come from (lib/S.DATASETS): name -> (stage writing it, train
 # path, holdout path), in the order the lookup numbers them
 DATASETS: dict[str, tuple[str, str, str]] = {
-    name: stages.DATASETS[name] for name in ("sft", "preference", "kto", "rag", "rag_extracted")
+    name: S.DATASETS[name] for name in ("sft", "preference", "kto", "rag", "rag_extracted")
 }
 SPLITS = ("train", "holdout")
-QUARANTINE_STAGES = (C.STAGE_COLLECT, C.STAGE_SCORE, *stages.PUBLISHED_QUARANTINES)
+QUARANTINE_STAGES = (C.STAGE_COLLECT, C.STAGE_SCORE, *S.PUBLISHED_QUARANTINES)
 PLACE_BITS = 40
 # the fields of each stage's quarantine lines that name what a line is about (an export's
 # line names its run's record too, but the run is the key there)
@@ -1161,7 +1162,7 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
             )
         else:
             exports.append(_left_out(info.name, line, run_id))
-    order = {stage: n for n, stage in enumerate(stages.STAGES)}
+    order = {stage: n for n, stage in enumerate(S.STAGES)}
     exports.sort(key=lambda e: (order.get(e["stage"], 99), e["status"] != "published"))
     out[C.STAGE_COLLECT] = collect
     out[C.STAGE_SCORE] = score
