@@ -194,7 +194,7 @@ def materialize(
     import dagster as dg
 
     from distill_assets.definitions import defs
-    from distill_assets.orchestration import DistillResource
+    from distill_assets.runtime.resource import DistillResource
 
     definitions = defs()
     instance_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,11 @@ def defs() -> dg.Definitions:
         # the process): about 0.4 s of a run on the fixtures (docs/performance.md).
         gc.freeze()
         atexit.register(gc.freeze)
-    from distill_assets.orchestration import BACKFILL_SINGLE_RUN, backfill_mode, per_day_backfill
+    from distill_assets.runtime.partitions import (
+        BACKFILL_SINGLE_RUN,
+        backfill_mode,
+        per_day_backfill,
+    )
 
     # DISTILL_BACKFILL=per_day makes a backfill launch one run per day (docs/performance.md);
     # DISTILL_EXECUTOR picks the executor (defs/shared/executor.py)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import settings
 
 from distill_assets.definitions import defs as load_defs
-from distill_assets.orchestration import DistillResource
+from distill_assets.runtime.resource import DistillResource
 
 # property tests draw the same examples on every run and keep no example database: a test
 # that fails one run in forty is a defect, not luck

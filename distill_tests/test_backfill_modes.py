@@ -12,7 +12,8 @@ import pytest
 from distill_assets.definitions import defs
 from distill_assets.lib import constants as C
 from distill_assets.lib.synth import SynthSpec, synthesize
-from distill_assets.orchestration import PER_DAY, SINGLE_RUN, ConfigError, DistillResource
+from distill_assets.runtime.partitions import PER_DAY, SINGLE_RUN
+from distill_assets.runtime.resource import ConfigError, DistillResource
 
 DATASET_DIRS = (C.EXPORTS_DIR, C.EVIDENCE_DIR, C.SCORED_DIR)
 # everything downstream of the daily assets (extraction, exports, index, publish)

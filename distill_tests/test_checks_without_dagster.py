@@ -12,7 +12,7 @@ import pytest
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.exports import recorded_settings
-from distill_assets.orchestration import ExportConfig, PlaybookConfig
+from distill_assets.runtime.config import ExportConfig, PlaybookConfig
 
 CONFIGS = [
     {},

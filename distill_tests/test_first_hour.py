@@ -223,7 +223,7 @@ def test_equivalent_command_runs_from_the_project_folder(monkeypatch, tmp_path):
 
 
 def test_run_tags_name_source_and_output_without_credentials(tmp_path, monkeypatch):
-    from distill_assets.orchestration import DistillResource, run_tags
+    from distill_assets.runtime.resource import DistillResource, run_tags
     from distill_tests.conftest import FIXTURES
 
     url = DistillResource(source_dir=str(FIXTURES), output_dir="s3://key:s3cr3t@bucket/prefix")

@@ -18,7 +18,7 @@ from distill_assets.definitions import defs
 from distill_assets.lib import constants as C
 from distill_assets.lib.layout import run_ids, source_date_range
 from distill_assets.lib.reports import load_drift
-from distill_assets.orchestration import PER_DAY, SINGLE_RUN
+from distill_assets.runtime.partitions import PER_DAY, SINGLE_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
 

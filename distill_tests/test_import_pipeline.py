@@ -17,7 +17,7 @@ from distill_assets.lib.collect import collect, list_source_files
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.importers import make_spec, run_import
 from distill_assets.lib.io import iter_jsonl
-from distill_assets.orchestration import ConfigError, DistillResource, ImportSource
+from distill_assets.runtime.resource import ConfigError, DistillResource, ImportSource
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "fixtures" / "swe_bench" / "experiments"
 DAY = "2024-07-01T00:00:00Z"

@@ -19,7 +19,7 @@ from distill_assets.lib import layout
 from distill_assets.lib.importers import make_spec, run_import
 from distill_assets.lib.io import iter_jsonl, sha256_file
 from distill_assets.lib.receipts import load_receipt
-from distill_assets.orchestration import DistillResource, ImportSource
+from distill_assets.runtime.resource import DistillResource, ImportSource
 from distill_tests.conftest import need_shared
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

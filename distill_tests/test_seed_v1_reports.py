@@ -24,7 +24,7 @@ from distill_assets.lib.drift import (
     mix_swings,
 )
 from distill_assets.lib.reports import load_drift, load_summary, run_dir
-from distill_assets.orchestration import ConfigError, DistillResource
+from distill_assets.runtime.resource import ConfigError, DistillResource
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed_v1"
 

@@ -31,7 +31,7 @@ from distill_assets.lib.trace import (
     render_trace,
     trace,
 )
-from distill_assets.orchestration import DistillResource
+from distill_assets.runtime.resource import DistillResource
 from distill_tests.conftest import copy_fixtures, materialize_graph
 
 

@@ -1,7 +1,7 @@
 """The asset checks' bodies: each re-reads what a stage wrote in this run and judges one property.
 
 Every check of an asset reads the files its stage's receipt lists (under the run's version
-directory for the exports) and returns one ``CheckOutcome``; the Dagster side (orchestration
+directory for the exports) and returns one ``CheckOutcome``; the Dagster side (runtime/checks.py
 ``run_check_step``) turns outcomes into asset-check results and records them with the run's
 reports. ``CHECKS`` lists, per asset, its checks and what each verifies: the one registry the
 check specs in ``defs/`` are made from.

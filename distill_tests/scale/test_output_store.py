@@ -55,7 +55,7 @@ def latest_summary(url: str) -> dict:
 
 
 def test_an_unknown_store_is_a_setting_error(tmp_path: Path) -> None:
-    from distill_assets.orchestration import ConfigError, DistillResource
+    from distill_assets.runtime.resource import ConfigError, DistillResource
 
     resource = DistillResource(output_dir="nosuchstore://bucket/x", staging_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="invalid setting output_dir='nosuchstore://bucket/x'"):

@@ -8,13 +8,10 @@ from distill_assets.lib.collect import collect, dated_beyond, list_source_files
 from distill_assets.lib.importers import run_import
 from distill_assets.lib.layout import day_from_key, records_elsewhere
 from distill_assets.lib.sources import record_sources
-from distill_assets.orchestration import (
-    DAILY,
-    SINGLE_RUN,
-    CollectConfig,
-    DistillResource,
-    run_stage,
-)
+from distill_assets.runtime.config import CollectConfig
+from distill_assets.runtime.partitions import DAILY, SINGLE_RUN
+from distill_assets.runtime.resource import DistillResource
+from distill_assets.runtime.stage import run_stage
 
 
 @dg.asset(

@@ -9,14 +9,10 @@ from distill_assets.lib.cards import package_dataset
 from distill_assets.lib.export_pass import run_exports
 from distill_assets.lib.publish import publish
 from distill_assets.lib.search import build_ahead
-from distill_assets.orchestration import (
-    SINGLE_RUN,
-    DistillResource,
-    ExportsConfig,
-    index_settings_of,
-    run_stage,
-    run_stages,
-)
+from distill_assets.runtime.config import ExportsConfig
+from distill_assets.runtime.partitions import SINGLE_RUN
+from distill_assets.runtime.resource import DistillResource
+from distill_assets.runtime.stage import index_settings_of, run_stage, run_stages
 
 _DESCRIPTIONS = {
     C.ASSET_EXTRACTED_PLAYBOOKS: "One structured playbook per task: problem, steps, answer, where "

@@ -4,12 +4,10 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.search import build_index
-from distill_assets.orchestration import (
-    SINGLE_RUN,
-    DistillResource,
-    IndexConfig,
-    run_stage,
-)
+from distill_assets.runtime.config import IndexConfig
+from distill_assets.runtime.partitions import SINGLE_RUN
+from distill_assets.runtime.resource import DistillResource
+from distill_assets.runtime.stage import run_stage
 
 
 @dg.asset(

@@ -4,7 +4,7 @@ import orjson
 from distill_assets.lib import constants as C
 from distill_assets.lib.alerts import deliver, judge, make_alert, record_alerts
 from distill_assets.lib.diff import explained_by
-from distill_assets.orchestration import DistillResource
+from distill_assets.runtime.resource import DistillResource
 
 WATCHED = [
     C.ASSET_EVIDENCE_INDEX,

@@ -5,13 +5,10 @@ import dagster as dg
 from distill_assets.lib import constants as C
 from distill_assets.lib.layout import day_from_key
 from distill_assets.lib.scoring import score
-from distill_assets.orchestration import (
-    DAILY,
-    SINGLE_RUN,
-    DistillResource,
-    ScoringConfig,
-    run_stage,
-)
+from distill_assets.runtime.config import ScoringConfig
+from distill_assets.runtime.partitions import DAILY, SINGLE_RUN
+from distill_assets.runtime.resource import DistillResource
+from distill_assets.runtime.stage import run_stage
 
 
 @dg.asset(

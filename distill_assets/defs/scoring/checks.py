@@ -3,7 +3,8 @@ from collections.abc import Iterable
 import dagster as dg
 
 from distill_assets.lib import constants as C
-from distill_assets.orchestration import DistillResource, check_specs, run_check_step
+from distill_assets.runtime.checks import check_specs, run_check_step
+from distill_assets.runtime.resource import DistillResource
 
 
 @dg.multi_asset_check(

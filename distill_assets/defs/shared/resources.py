@@ -1,6 +1,6 @@
 import dagster as dg
 
-from distill_assets.orchestration import DistillResource
+from distill_assets.runtime.resource import DistillResource
 
 
 @dg.definitions
