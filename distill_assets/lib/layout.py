@@ -10,9 +10,6 @@ from typing import Any
 
 from distill_assets.lib import constants as C
 
-# the files each stage (and its checks) reads are declared with the stage (lib/stages.py)
-from distill_assets.lib.stages import CHECK_INPUT_GLOBS, STAGE_INPUT_GLOBS  # noqa: F401
-
 
 def day_dir(day: date) -> str:
     return f"{day.year:04d}/{day.month:02d}/{day.day:02d}"

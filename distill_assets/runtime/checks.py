@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.layout import CHECK_INPUT_GLOBS
+from distill_assets.lib import stages as S
 from distill_assets.lib.receipts import StageReceipt
 from distill_assets.lib.reports import CheckRecord, record_checks
 from distill_assets.lib.storage import Workspace
@@ -46,7 +46,7 @@ def run_check_step(
     run_id = context.run.run_id
     wanted = selected_checks(context)
     reads = tuple(
-        dict.fromkeys(g for asset in wanted for g in CHECK_INPUT_GLOBS[C.ASSET_STAGE[asset]])
+        dict.fromkeys(g for asset in wanted for g in S.CHECK_INPUT_GLOBS[S.ASSET_STAGE[asset]])
     )
     with distill.workspace(reads) as workspace:
         receipts = fetch_written(workspace, run_id, wanted)
@@ -83,7 +83,7 @@ def fetch_written(
     (the index's checks also read the playbooks); an asset without one was not materialized."""
     receipts = {}
     for asset in wanted:
-        stage = C.ASSET_STAGE[asset]
+        stage = S.ASSET_STAGE[asset]
         receipt = stage_receipt(workspace.root, run_id, stage)
         if receipt is None:
             raise dg.Failure(
@@ -103,7 +103,7 @@ def check_record(outcome: CheckOutcome) -> CheckRecord:
     """A verdict as the run's reports record it."""
     return CheckRecord(
         asset=outcome.asset,
-        stage=C.ASSET_STAGE[outcome.asset],
+        stage=S.ASSET_STAGE[outcome.asset],
         check=outcome.check,
         passed=outcome.passed,
         severity="ERROR" if outcome.severity == "ERROR" else "WARN",

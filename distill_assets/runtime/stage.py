@@ -22,10 +22,11 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import progress
+from distill_assets.lib import stages as S
 from distill_assets.lib.accounting import StageResult, skipped_share_errors
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.formats import preview_markdown
-from distill_assets.lib.layout import STAGE_INPUT_GLOBS, version_relroot
+from distill_assets.lib.layout import version_relroot
 from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
 from distill_assets.lib.parallel import release_memory
 from distill_assets.lib.receipts import (
@@ -61,9 +62,9 @@ def expected_stages(context: dg.AssetExecutionContext | dg.AssetCheckExecutionCo
     """Stages the current run was asked to materialize."""
     selection = context.run.asset_selection
     if not selection:
-        return list(C.STAGES)
+        return list(S.STAGES)
     names = {key.to_user_string() for key in selection}
-    return [stage for stage in C.STAGES if C.STAGE_ASSET[stage] in names]
+    return [stage for stage in S.STAGES if S.STAGE_ASSET[stage] in names]
 
 
 def index_settings_of(context: dg.AssetExecutionContext) -> IndexSettings | None:
@@ -102,7 +103,7 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
     ops = (context.run.run_config or {}).get("ops", {})
     selected = set(expected_stages(context))
     for asset, config_class in CONFIG_CLASSES.items():
-        if C.ASSET_STAGE[asset] not in selected:
+        if S.ASSET_STAGE[asset] not in selected:
             continue
         values = asset_config(ops, asset)
         config = config_class(**values)
@@ -118,7 +119,7 @@ def preflight(context: dg.AssetExecutionContext, distill: DistillResource, stage
     hygienic = [
         asset
         for asset, config_class in CONFIG_CLASSES.items()
-        if C.ASSET_STAGE[asset] in selected and issubclass(config_class, HygieneConfig)
+        if S.ASSET_STAGE[asset] in selected and issubclass(config_class, HygieneConfig)
     ]
     for name in AGREED_HYGIENE:
         values = {
@@ -212,7 +213,7 @@ def run_stages(
     """
     started = time.perf_counter()
     expected = expected_stages(context)
-    reads = tuple(dict.fromkeys(g for stage in stages for g in STAGE_INPUT_GLOBS[stage]))
+    reads = tuple(dict.fromkeys(g for stage in stages for g in S.STAGE_INPUT_GLOBS[stage]))
     with distill.workspace(reads) as workspace:
         prepared = prepare(context, distill, stages, workspace, expected)
         label = C.OP_EXPORTS if named else stages[0]
@@ -237,7 +238,7 @@ def prepare(
     writes one."""
     run_id = context.run.run_id
     out_root = workspace.root
-    versioned = any(stage in C.VERSIONED_STAGES for stage in stages)
+    versioned = any(stage in S.VERSIONED_STAGES for stage in stages)
     try:
         for stage in stages:
             preflight(context, distill, stage)
@@ -298,7 +299,7 @@ def record(
     last stage), and read what its materialization will show while the workspace is at hand."""
     workspace, run_id = prepared.workspace, context.run.run_id
     out_root = workspace.root
-    if stage in C.VERSIONED_STAGES:
+    if stage in S.VERSIONED_STAGES:
         result.output_root = version_relroot(run_id)
     if settings:
         result.extra["settings"] = settings
@@ -315,7 +316,7 @@ def record(
     # read while the workspace (a staged copy of a remote output) is still at hand
     extras = (
         dataset_metadata(stage, prepared.write_root, recorded.receipt)
-        if stage in C.DATASET_STAGES
+        if stage in S.DATASET_STAGES
         else {}
     )
     return Accounted(stage, result, recorded, receipt_at, extras)
@@ -328,7 +329,7 @@ def report(
     the failure to raise when its chain of custody is broken or its validation failed."""
     stage, recorded, receipt_at = accounted.stage, accounted.recorded, accounted.receipt_at
     _log_stage(context, stage, recorded, receipt_at)
-    asset = C.STAGE_ASSET[stage]
+    asset = S.STAGE_ASSET[stage]
     metadata = _stage_metadata(context, accounted)
     return (
         dg.MaterializeResult(
@@ -383,13 +384,13 @@ def _stage_metadata(context: dg.AssetExecutionContext, accounted: Accounted) -> 
     stage, result, recorded = accounted.stage, accounted.result, accounted.recorded
     receipt = recorded.receipt
     metadata = receipt_metadata(receipt, accounted.receipt_at, recorded.drift.severity)
-    schema = column_schema(C.STAGE_ASSET[stage], str(receipt.extra.get("format", "")))
+    schema = column_schema(S.STAGE_ASSET[stage], str(receipt.extra.get("format", "")))
     if schema is not None:
         metadata[C.MD_COLUMN_SCHEMA] = schema
     if result.partitions:
         metadata[C.MD_PARTITIONS] = f"{result.partitions[0]}..{result.partitions[-1]}"
         metadata[C.MD_FIGURES_OF] = figures_label(result.partitions)
-        observe_days(context, C.STAGE_ASSET[stage], result)
+        observe_days(context, S.STAGE_ASSET[stage], result)
     metadata.update(accounted.extras)
     return metadata
 
@@ -398,12 +399,14 @@ def _drift_check(recorded: Recorded, asset: str | None) -> dg.AssetCheckResult:
     """The stage's drift check, judged against the previous comparable run."""
     drift = recorded.drift
     severity = (
-        dg.AssetCheckSeverity.ERROR if drift.severity == "alert" else (dg.AssetCheckSeverity.WARN)
+        dg.AssetCheckSeverity.ERROR
+        if drift.severity == C.SEVERITY_ALERT
+        else (dg.AssetCheckSeverity.WARN)
     )
     return dg.AssetCheckResult(
         asset_key=asset,
         check_name=C.CHECK_DRIFT,
-        passed=drift.severity == "ok",
+        passed=drift.severity == C.SEVERITY_OK,
         severity=severity,
         metadata={
             "severity": drift.severity,
@@ -455,7 +458,7 @@ def dataset_metadata(stage: str, write_root: Path, receipt: StageReceipt) -> dic
     metadata: dict[str, object] = {
         C.MD_RECORDS_OUT: receipt.stats.records_out,
         C.MD_PREVIEW: dg.MetadataValue.md(
-            preview_markdown(write_root / C.TRAIN_PATHS[stage], stage)
+            preview_markdown(write_root / S.TRAIN_PATHS[stage], stage)
         ),
     }
     if receipt.extra.get("format"):

@@ -4,6 +4,7 @@ from pathlib import Path
 import dagster as dg
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.cards import package_dataset
 from distill_assets.lib.export_pass import run_exports
@@ -27,7 +28,6 @@ _DESCRIPTIONS = {
     C.ASSET_REVIEW_QUEUE: "Runs scored needs_human_review, with the evidence that flagged them, "
     "for annotators.",
 }
-_UPSTREAM = {C.ASSET_RAG_PLAYBOOKS: C.ASSET_EXTRACTED_PLAYBOOKS}
 
 
 @dg.multi_asset(
@@ -36,14 +36,14 @@ _UPSTREAM = {C.ASSET_RAG_PLAYBOOKS: C.ASSET_EXTRACTED_PLAYBOOKS}
         dg.AssetSpec(
             asset,
             group_name=C.ASSET_GROUP,
-            deps=[_UPSTREAM.get(asset, C.ASSET_SCORED_RUNS)],
+            deps=list(S.ASSET_DEPS[asset]),
             description=_DESCRIPTIONS[asset],
             kinds={"python", "jsonl"},
             skippable=True,
         )
-        for asset in C.EXPORT_ASSETS
+        for asset in S.EXPORT_ASSETS
     ],
-    check_specs=[dg.AssetCheckSpec(C.CHECK_DRIFT, asset=asset) for asset in C.EXPORT_ASSETS],
+    check_specs=[dg.AssetCheckSpec(C.CHECK_DRIFT, asset=asset) for asset in S.EXPORT_ASSETS],
     can_subset=True,
     backfill_policy=SINGLE_RUN,
 )
@@ -52,11 +52,11 @@ def exports(
 ) -> Iterator[dg.MaterializeResult]:
     """Every export in one pass over the scored runs: each run's record is read once."""
     selected = {key.to_user_string() for key in context.selected_asset_keys}
-    stages = [C.ASSET_STAGE[asset] for asset in C.EXPORT_ASSETS if asset in selected]
+    stages = [S.ASSET_STAGE[asset] for asset in S.EXPORT_ASSETS if asset in selected]
     # the review queue has no settings; the others' are recorded in their receipts
     settings = {
-        C.ASSET_STAGE[asset]: config.of(asset).model_dump()
-        for asset in C.EXPORT_ASSETS
+        S.ASSET_STAGE[asset]: config.of(asset).model_dump()
+        for asset in S.EXPORT_ASSETS
         if asset != C.ASSET_REVIEW_QUEUE
     }
 
@@ -73,8 +73,8 @@ def exports(
 
         results = run_exports(out_root, plan, workers=distill.worker_count(), finished=finished)
         for stage, result in results.items():
-            if stage in C.DATASET_STAGES:
-                export = config.of(C.STAGE_ASSET[stage])
+            if stage in S.DATASET_STAGES:
+                export = config.of(S.STAGE_ASSET[stage])
                 package_dataset(
                     result,
                     write_root,
@@ -96,15 +96,7 @@ def exports(
 @dg.asset(
     name=C.ASSET_DATASET_MANIFEST,
     group_name=C.ASSET_GROUP,
-    deps=[
-        C.ASSET_EXTRACTED_PLAYBOOKS,
-        C.ASSET_RAG_PLAYBOOKS,
-        C.ASSET_SFT_DATASET,
-        C.ASSET_PREFERENCE_PAIRS,
-        C.ASSET_KTO_DATASET,
-        C.ASSET_REVIEW_QUEUE,
-        C.ASSET_PLAYBOOK_INDEX,
-    ],
+    deps=list(S.ASSET_DEPS[C.ASSET_DATASET_MANIFEST]),
     backfill_policy=SINGLE_RUN,
     kinds={"python", "json"},
     check_specs=[dg.AssetCheckSpec(C.CHECK_DRIFT, asset=C.ASSET_DATASET_MANIFEST)],

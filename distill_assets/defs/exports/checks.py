@@ -2,14 +2,14 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.runtime.checks import check_specs, run_check_step
 from distill_assets.runtime.resource import DistillResource
 
 
 @dg.multi_asset_check(
     name="exports_checks",
-    specs=check_specs(C.EXPORT_ASSETS),
+    specs=check_specs(S.EXPORT_ASSETS),
     can_subset=True,
 )
 def exports_checks(

@@ -3,6 +3,7 @@ from pathlib import Path
 import dagster as dg
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.search import build_index
 from distill_assets.runtime.config import IndexConfig
 from distill_assets.runtime.partitions import SINGLE_RUN
@@ -13,7 +14,7 @@ from distill_assets.runtime.stage import run_stage
 @dg.asset(
     name=C.ASSET_PLAYBOOK_INDEX,
     group_name=C.ASSET_GROUP,
-    deps=[C.ASSET_RAG_PLAYBOOKS],
+    deps=list(S.ASSET_DEPS[C.ASSET_PLAYBOOK_INDEX]),
     backfill_policy=SINGLE_RUN,
     kinds={"python", "sqlite"},
     check_specs=[dg.AssetCheckSpec(C.CHECK_DRIFT, asset=C.ASSET_PLAYBOOK_INDEX)],

@@ -2,6 +2,7 @@ import dagster as dg
 import orjson
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.alerts import deliver, judge, make_alert, record_alerts
 from distill_assets.lib.diff import explained_by
 from distill_assets.runtime.resource import DistillResource
@@ -81,7 +82,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, distill: DistillResource):
                 prior_run, prior_metadata = _previous(context.instance, key, record, metadata)
                 pairs.append((record.partition_key, metadata, prior_run, prior_metadata))
             judged += 1
-            drift, partitions = judge(C.ASSET_STAGE[asset], run_id, pairs, thresholds)
+            drift, partitions = judge(S.ASSET_STAGE[asset], run_id, pairs, thresholds)
             if drift is None or drift.severity == C.SEVERITY_OK:
                 continue
             alert = make_alert(asset, drift, run_id, partitions)
