@@ -13,7 +13,7 @@ import dagster as dg
 import orjson
 import pytest
 
-from distill_assets.defs.reports.sensors import drift_sensor
+from distill_assets.defs.monitoring.sensors import drift_sensor
 from distill_assets.lib import constants as C
 from distill_assets.lib.alerts import OUTBOX_PATH
 from distill_assets.runtime.resource import DistillResource

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distill_assets.cli import main
-from distill_assets.defs.reports.sensors import drift_sensor
+from distill_assets.defs.monitoring.sensors import drift_sensor
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.diff import diff

@@ -1,3 +1,5 @@
+"""The evidence index: every usable source record, day by day, with its provenance."""
+
 from pathlib import Path
 
 import dagster as dg

@@ -1,3 +1,11 @@
+"""The exports step: one multi-asset that writes the playbooks (extraction, RAG), the training
+datasets (SFT, preference, KTO) and the review queue in one pass over the scored runs.
+
+Three domains share this folder because they share one Dagster step: the pass reads each run's
+record once for all six (lib/export_pass.py, docs/performance.md); each export is still its own
+asset in the lineage, with its own receipt, metadata and checks (``checks.py``).
+"""
+
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -8,12 +16,11 @@ from distill_assets.lib import stages as S
 from distill_assets.lib.accounting import StageResult
 from distill_assets.lib.cards import package_dataset
 from distill_assets.lib.export_pass import run_exports
-from distill_assets.lib.publish import publish
 from distill_assets.lib.search import build_ahead
 from distill_assets.runtime.config import ExportsConfig
 from distill_assets.runtime.partitions import SINGLE_RUN
 from distill_assets.runtime.resource import DistillResource
-from distill_assets.runtime.stage import index_settings_of, run_stage, run_stages
+from distill_assets.runtime.stage import index_settings_of, run_stages
 
 _DESCRIPTIONS = {
     C.ASSET_EXTRACTED_PLAYBOOKS: "One structured playbook per task: problem, steps, answer, where "
@@ -91,22 +98,3 @@ def exports(
     for _, failure in outcomes:
         if failure is not None:
             raise failure
-
-
-@dg.asset(
-    name=C.ASSET_DATASET_MANIFEST,
-    group_name=C.ASSET_GROUP,
-    deps=list(S.ASSET_DEPS[C.ASSET_DATASET_MANIFEST]),
-    backfill_policy=SINGLE_RUN,
-    kinds={"python", "json"},
-    check_specs=[dg.AssetCheckSpec(C.CHECK_DRIFT, asset=C.ASSET_DATASET_MANIFEST)],
-)
-def dataset_manifest(
-    context: dg.AssetExecutionContext, distill: DistillResource
-) -> dg.MaterializeResult:
-    """The manifest of datasets whose checks passed, written last; readers follow it."""
-
-    def work(out_root: Path, _write_root: Path):
-        return publish(out_root, context.run.run_id)
-
-    return run_stage(context, distill, C.STAGE_PUBLISH, work)

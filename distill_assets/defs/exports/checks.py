@@ -1,3 +1,5 @@
+"""The six exports' checks, one step re-reading what the run wrote (lib/checks.py)."""
+
 from collections.abc import Iterable
 
 import dagster as dg

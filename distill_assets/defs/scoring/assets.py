@@ -1,3 +1,5 @@
+"""The scored runs: each run graded by the scoring policy, day by day."""
+
 from pathlib import Path
 
 import dagster as dg

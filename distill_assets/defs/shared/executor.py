@@ -1,3 +1,5 @@
+"""The executor the graph runs on: in-process by default, or one DISTILL_EXECUTOR names."""
+
 import os
 
 import dagster as dg

@@ -1,3 +1,5 @@
+"""The one resource every step gets: paths and settings (runtime/resource.py)."""
+
 import dagster as dg
 
 from distill_assets.runtime.resource import DistillResource

@@ -1,3 +1,5 @@
+"""The drift sensor: turns the drift each materialization recorded into asset-check alerts."""
+
 import dagster as dg
 import orjson
 

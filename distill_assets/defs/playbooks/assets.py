@@ -1,3 +1,5 @@
+"""The playbook index: the RAG playbooks' full-text (and optional dense) search index."""
+
 from pathlib import Path
 
 import dagster as dg

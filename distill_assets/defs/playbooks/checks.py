@@ -1,3 +1,5 @@
+"""The playbook index's checks, one step re-reading what the run wrote (lib/checks.py)."""
+
 from collections.abc import Iterable
 
 import dagster as dg
