@@ -916,7 +916,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from distill_assets.lib.synth import SynthSpec, synthesize
+    from distill_assets.devtools.synth import SynthSpec, synthesize
 
     spec = SynthSpec(runs=args.runs, days=args.days, seed=args.seed)
     problems = spec.errors()

@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 
 from distill_assets.definitions import defs
+from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
-from distill_assets.lib.synth import SynthSpec, synthesize
 from distill_assets.orchestration import PER_DAY, SINGLE_RUN, ConfigError, DistillResource
 
 DATASET_DIRS = (C.EXPORTS_DIR, C.EVIDENCE_DIR, C.SCORED_DIR)
