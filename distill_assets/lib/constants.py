@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Final
 
-EVIDENCE_FORMAT_VERSION: Final = 1
 RECEIPT_SCHEMA_VERSION: Final = 1
 SUMMARY_SCHEMA_VERSION: Final = 1
 DRIFT_SCHEMA_VERSION: Final = 1
@@ -57,19 +56,6 @@ VERSIONED_STAGES: Final = (
 )
 # stages whose quarantine file is published with the datasets
 PUBLISHED_QUARANTINES: Final = (STAGE_EXTRACT_PLAYBOOKS, *EXPORT_STAGES, STAGE_INDEX)
-# upstream stage of each stage: the chain of custody the run summary verifies
-STAGE_UPSTREAM: Final = {
-    STAGE_COLLECT: None,
-    STAGE_SCORE: STAGE_COLLECT,
-    STAGE_EXTRACT_PLAYBOOKS: STAGE_SCORE,
-    STAGE_EXPORT_RAG: STAGE_EXTRACT_PLAYBOOKS,
-    STAGE_EXPORT_SFT: STAGE_SCORE,
-    STAGE_EXPORT_PREFERENCE: STAGE_SCORE,
-    STAGE_EXPORT_KTO: STAGE_SCORE,
-    STAGE_EXPORT_REVIEW: STAGE_SCORE,
-    STAGE_INDEX: STAGE_EXPORT_RAG,
-    STAGE_PUBLISH: STAGE_EXPORT_PREFERENCE,
-}
 # every stage a stage reads from (the publish stage reads all the exports and the index)
 STAGE_READS: Final = {
     STAGE_COLLECT: (),
