@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 
 from distill_assets.definitions import defs
+from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
-from distill_assets.lib.synth import SynthSpec, synthesize
 from distill_assets.runtime.partitions import PER_DAY, SINGLE_RUN
 from distill_assets.runtime.resource import ConfigError, DistillResource
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from distill_assets.bench import ensure_corpus
+from distill_assets.devtools.bench import ensure_corpus
+from distill_assets.devtools.synth import SynthSpec
 from distill_assets.lib import constants as C
-from distill_assets.lib.synth import SynthSpec
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from distill_assets.cli import main, per_day_steps
+from distill_assets.cli import main
+from distill_assets.cli.materialize import per_day_steps
 from distill_assets.lib import constants as C
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import orjson
 import pytest
 
+from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import collect as collect_module
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.collect import collect, list_source_files
 from distill_assets.lib.digests import DigestTable
 from distill_assets.lib.evidence import ParseSettings
-from distill_assets.lib.synth import SynthSpec, synthesize
 
 
 def _run(run_id: str, at: str, text: str = "Fix the bug.") -> bytes:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
+from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib.evidence import (
     ParseSettings,
     QuickCheck,
@@ -19,7 +20,6 @@ from distill_assets.lib.evidence import (
     text_hashes,
     validate_object,
 )
-from distill_assets.lib.synth import SynthSpec, synthesize
 
 SETTINGS = ParseSettings(now=datetime(2026, 1, 1, tzinfo=UTC))
 ODD_VALUES = [None, "", "  ", 0, 1, 1.5, -0.1, 0.5, True, [], {}, ["x"], {"a": 1}, "x", "approve",

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
 from distill_assets.lib.collect import collect, list_source_files
 from distill_assets.lib.evidence import ParseSettings
@@ -28,7 +29,6 @@ from distill_assets.lib.firewall import (
 )
 from distill_assets.lib.playbooks import PlaybookSettings
 from distill_assets.lib.scoring import ScoringPolicy, score
-from distill_assets.lib.synth import SynthSpec, synthesize
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,9 @@ import dagster as dg
 import orjson
 import pytest
 
-from distill_assets.cli import drift_lines, main, plural, run_summary_lines
+from distill_assets.cli import main
+from distill_assets.cli.common import plural
+from distill_assets.cli.inspect import drift_lines, run_summary_lines
 from distill_assets.lib import constants as C
 from distill_tests.conftest import REPO_ROOT
 
@@ -187,7 +189,7 @@ def test_partition_start_is_a_setting():
 
 
 def test_materialize_range_starts_at_the_partition_start(tmp_path, monkeypatch):
-    from distill_assets.cli import partition_range
+    from distill_assets.cli.materialize import partition_range
 
     monkeypatch.setenv(C.ENV_PARTITION_START, "2026-03-02")
     source = tmp_path / "src"
@@ -199,7 +201,7 @@ def test_materialize_range_starts_at_the_partition_start(tmp_path, monkeypatch):
 
 def test_equivalent_command_runs_from_the_project_folder(monkeypatch, tmp_path):
     """Dagster wants DAGSTER_HOME absolute: a home in the project folder is printed as $PWD/..."""
-    from distill_assets.cli import dagster_command
+    from distill_assets.cli.materialize import dagster_command
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".dagster_home").mkdir()

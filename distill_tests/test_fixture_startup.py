@@ -13,7 +13,7 @@ import dagster as dg
 import orjson
 import pytest
 
-from distill_assets.cli import drift_line
+from distill_assets.cli.inspect import drift_line
 from distill_assets.definitions import defs
 from distill_assets.lib import constants as C
 from distill_assets.lib.layout import run_ids, source_date_range
@@ -82,8 +82,9 @@ def test_materialize_runs_dagster_without_loading_the_stage_libraries(fixture_ru
     script = (
         "import sys\n"
         "from pathlib import Path\n"
-        "from distill_assets.cli import _configured_imports, drift_line, run_ids\n"
-        "from distill_assets.cli import partition_range\n"
+        "from distill_assets.cli.inspect import drift_line\n"
+        "from distill_assets.cli.materialize import _configured_imports, partition_range\n"
+        "from distill_assets.lib.layout import run_ids\n"
         "specs, env = _configured_imports([])\n"
         "print(specs, env)\n"
         f"print(partition_range(Path({str(ROOT / 'fixtures' / 'evidence')!r}), specs))\n"

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from distill_assets import cli
+from distill_assets.cli.materialize import partition_range
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.collect import collect, list_source_files
@@ -251,11 +252,11 @@ def test_cli_import_refuses_a_missing_path(tmp_path: Path, capsys) -> None:
 
 def test_partition_range_spans_import_sources(tmp_path: Path) -> None:
     spec = make_spec(C.IMPORT_SWE_BENCH, EXPERIMENTS, created_at=DAY)
-    assert cli.partition_range(None, [spec]) == "2024-06-30...2024-07-02"
+    assert partition_range(None, [spec]) == "2024-06-30...2024-07-02"
     evidence = tmp_path / "evidence"
     evidence.mkdir()
     (evidence / "a.jsonl").write_text('{"created_at": "2024-08-10T00:00:00Z"}\n')
-    assert cli.partition_range(evidence, [spec]) == "2024-06-30...2024-08-11"
+    assert partition_range(evidence, [spec]) == "2024-06-30...2024-08-11"
 
 
 # --- the whole graph ----------------------------------------------------------------------

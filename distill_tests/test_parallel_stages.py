@@ -9,12 +9,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import layout
 from distill_assets.lib.collect import collect, list_source_files
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.schemas import EvidenceIndexSchema, ScoredRunSchema, validate_jsonl
 from distill_assets.lib.scoring import ScoringPolicy, score
-from distill_assets.lib.synth import SynthSpec, synthesize
 
 
 def _tree(root: Path) -> dict[str, str]:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from distill_assets import cli
+from distill_assets.cli import materialize
+from distill_assets.cli.common import UserError
 from distill_assets.lib import constants as C
 from distill_assets.lib.layout import evidence_index
 from distill_tests.conftest import REPO_ROOT
@@ -105,26 +106,26 @@ def test_materialize_range_ends_at_the_partition_end(tmp_path, monkeypatch, caps
         '{"created_at": "2026-03-01T00:00:00Z"}\n{"created_at": "2026-03-06T00:00:00Z"}\n'
     )
     # unset: the data's days, one either side, as before
-    assert cli.partition_range(source) == "2026-02-28...2026-03-07"
+    assert materialize.partition_range(source) == "2026-02-28...2026-03-07"
     assert "left out" not in capsys.readouterr().out
     monkeypatch.setenv(C.ENV_PARTITION_END, "2026-03-03")
-    assert cli.partition_range(source) == "2026-02-28...2026-03-03"
+    assert materialize.partition_range(source) == "2026-02-28...2026-03-03"
     said = capsys.readouterr().out
     assert f"source days after {C.ENV_PARTITION_END}=2026-03-03 (to 2026-03-06)" in said
     # nothing dated in the source: one day, inside the partitions
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert cli.partition_range(empty) == "2026-03-03...2026-03-03"
+    assert materialize.partition_range(empty) == "2026-03-03...2026-03-03"
     monkeypatch.setenv(C.ENV_PARTITION_END, "soon")
-    with pytest.raises(cli.UserError, match=f"invalid setting {C.ENV_PARTITION_END}='soon'"):
-        cli.partition_range(source)
+    with pytest.raises(UserError, match=f"invalid setting {C.ENV_PARTITION_END}='soon'"):
+        materialize.partition_range(source)
 
 
 def test_the_printed_dagster_command_carries_the_end(monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", "/somewhere")
     monkeypatch.setenv(C.ENV_PARTITION_END, "2026-03-04")
     args = argparse.Namespace(source=None, output=None)
-    assert cli.env_changes(args, {}, set())[C.ENV_PARTITION_END] == "2026-03-04"
+    assert materialize.env_changes(args, {}, set())[C.ENV_PARTITION_END] == "2026-03-04"
 
 
 def _evidence_days(out: Path, *days: str) -> None:
@@ -147,7 +148,7 @@ def test_ui_window_is_the_evidence_days_on_disk(tmp_path, no_window):
     (out / C.EVIDENCE_DIR / "2026" / "02" / "30").mkdir(parents=True)
     (out / C.EVIDENCE_DIR / "2026" / "02" / "30" / "index.jsonl").write_bytes(b"")
     (out / C.EVIDENCE_DIR / "2026" / "03" / "09").mkdir(parents=True)
-    window, line = cli.ui_partitions(str(out))
+    window, line = materialize.ui_partitions(str(out))
     assert window == {C.ENV_PARTITION_START: "2026-02-28", C.ENV_PARTITION_END: "2026-03-04"}
     assert line.startswith(
         "distill: the lineage shows the daily partitions 2026-02-28...2026-03-04,"
@@ -156,11 +157,11 @@ def test_ui_window_is_the_evidence_days_on_disk(tmp_path, no_window):
 
 
 def test_ui_window_keeps_the_defaults_before_the_first_run(tmp_path, no_window):
-    window, line = cli.ui_partitions(str(tmp_path / "out"))
+    window, line = materialize.ui_partitions(str(tmp_path / "out"))
     assert window == {}
     assert f"{C.PARTITION_START}...tomorrow (no evidence days in" in line
     # an object-store output is not listed: the defaults too
-    window, _ = cli.ui_partitions("s3://bucket/prefix")
+    window, _ = materialize.ui_partitions("s3://bucket/prefix")
     assert window == {}
 
 
@@ -180,20 +181,20 @@ def test_ui_window_a_user_setting_wins(tmp_path, no_window, monkeypatch, given, 
     _evidence_days(out, "2026-03-01")
     for name, value in given.items():
         monkeypatch.setenv(name, value)
-    window, line = cli.ui_partitions(str(out))
+    window, line = materialize.ui_partitions(str(out))
     assert window == {}  # nothing set over the user's choice, not even the other one
     assert f"the daily partitions {shown} (as set: " in line
 
 
 def test_ui_window_refuses_a_bad_setting_before_starting(tmp_path, no_window, monkeypatch):
     monkeypatch.setenv(C.ENV_PARTITION_END, "2026-13-01")
-    with pytest.raises(cli.UserError, match=f"invalid setting {C.ENV_PARTITION_END}='2026-13-01'"):
-        cli.ui_partitions(str(tmp_path))
+    with pytest.raises(UserError, match=f"invalid setting {C.ENV_PARTITION_END}='2026-13-01'"):
+        materialize.ui_partitions(str(tmp_path))
 
 
 def test_ui_gives_the_server_an_absolute_output(tmp_path, monkeypatch):
     """The webserver and daemon run from the instance's folder: a relative --output must
     name the folder the user meant, not one under the instance."""
     monkeypatch.chdir(tmp_path)
-    assert cli.ui_output("my-out") == str(tmp_path.resolve() / "my-out")
-    assert cli.ui_output("s3://bucket/prefix") == "s3://bucket/prefix"
+    assert materialize.ui_output("my-out") == str(tmp_path.resolve() / "my-out")
+    assert materialize.ui_output("s3://bucket/prefix") == "s3://bucket/prefix"

@@ -22,12 +22,12 @@ import orjson
 import polars as pl
 import pytest
 
+from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout, scoring
 from distill_assets.lib.collect import collect, list_source_files
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.scoring import ScoringPolicy, grade, score, task_entry
-from distill_assets.lib.synth import SynthSpec, synthesize
 
 POLICIES = {
     "default": ScoringPolicy(),

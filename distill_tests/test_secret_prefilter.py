@@ -27,10 +27,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
 from distill_assets.lib.hygiene import prefilter as PF
 from distill_assets.lib.hygiene import secrets as S
-from distill_assets.lib.synth import SynthSpec, synthesize
 
 ALNUM = string.ascii_letters + string.digits
 LOWER_ALNUM = string.ascii_lowercase + string.digits

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 
 from distill_assets.cli import main
 from distill_assets.defs.monitoring.sensors import drift_sensor
+from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.diff import diff
-from distill_assets.lib.synth import SynthSpec, synthesize
 from distill_assets.lib.trace import (
     TraceError,
     _left_out,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Final
 
-EVIDENCE_FORMAT_VERSION: Final = 1
 RECEIPT_SCHEMA_VERSION: Final = 1
 SUMMARY_SCHEMA_VERSION: Final = 1
 DRIFT_SCHEMA_VERSION: Final = 1

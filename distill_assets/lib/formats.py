@@ -23,7 +23,6 @@ import orjson
 from distill_assets.lib import constants as C
 from distill_assets.lib.io import AtomicFile, WrittenFile, iter_jsonl
 
-TRL_ROLES = ("user", "assistant", "tool")
 PARQUET_BATCH_ROWS = 10_000
 PREVIEW_ROWS = 3
 PREVIEW_CHARS = 120

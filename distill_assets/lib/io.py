@@ -35,10 +35,6 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
-def dumps_line(row: Any) -> bytes:
-    return orjson.dumps(row) + b"\n"
-
-
 @dataclass(frozen=True)
 class WrittenFile:
     """A file as written: its path relative to a root, sha256, size and line count."""
@@ -386,25 +382,9 @@ def jsonl_fields(path: Path, schema: dict[str, Any], piece_bytes: int = 1 << 25)
                 return
 
 
-def read_line_at(fh: Any, offset: int) -> dict[str, Any]:
-    fh.seek(offset)
-    return orjson.loads(fh.readline())
-
-
 def count_lines(path: Path) -> int:
     count = 0
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
             count += chunk.count(b"\n")
     return count
-
-
-def file_info(root: Path, relpath: str, record_count: int | None = None) -> WrittenFile:
-    """Describe a file already on disk (used for inputs a stage read)."""
-    path = root / relpath
-    return WrittenFile(
-        relpath,
-        sha256_file(path),
-        path.stat().st_size,
-        count_lines(path) if record_count is None else record_count,
-    )

@@ -303,11 +303,6 @@ def record_failure(
         return _write_summary_locked(out_root, run_id)
 
 
-def write_summary(out_root: Path, run_id: str) -> RunSummary:
-    with reports_lock(out_root):
-        return _write_summary_locked(out_root, run_id)
-
-
 # --- summary ------------------------------------------------------------------------------
 
 

@@ -626,19 +626,6 @@ def has_live_secret(value: Any, entropy: bool = True, named: bool = False) -> li
     return []
 
 
-def count_types(findings: list[Finding]) -> Counter[str]:
-    return Counter(finding.type for finding in findings)
-
-
-@functools.cache
-def detector_names() -> tuple[tuple[str, str], ...]:
-    """(finding type, detect-secrets plugin class) pairs, for docs and receipts."""
-    rows = [(kind, plugin.__name__) for kind, plugin, _ in REGEX_DETECTORS]
-    rows += [(C.SECRET_ASSIGNMENT, "KeywordDetector"), (C.SECRET_HIGH_ENTROPY, "entropy")]
-    rows += [(C.SECRET_ASSIGNMENT, "credential name"), (C.SECRET_PASSWORD_IN_URL, "URL user")]
-    return tuple(rows)
-
-
 # fields that identify a record and are copied into every row about it: a secret there cannot
 # be replaced (joins would break), so the record is quarantined instead
 IDENTIFIER_FIELDS = ("run_id", "task_id")

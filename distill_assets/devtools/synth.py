@@ -28,6 +28,8 @@ from typing import Any
 
 import orjson
 
+from distill_assets.lib import constants as C
+
 # the corpus lies within [start, start + days) where start is fixed by the seed, never by today
 _EARLIEST_START = date(2024, 1, 1)
 _START_SPAN_DAYS = 540
@@ -247,22 +249,22 @@ def _stamp(moment: datetime, rng: random.Random) -> str:
 
 def _bad_line(kind: str, rng: random.Random, stamp: str, good: bytes) -> bytes:
     run_id = f"run-bad-{rng.getrandbits(48):012x}"
-    if kind == "empty_line":
+    if kind == C.R_EMPTY_LINE:
         return rng.choice((b"", b"   ", b"\t"))
-    if kind == "invalid_utf8":
+    if kind == C.R_INVALID_UTF8:
         return b'{"kind":"review","run_id":"' + run_id.encode() + b'","comment":"caf\xe9 \xff"}'
-    if kind == "invalid_json":
+    if kind == C.R_INVALID_JSON:
         return good[: max(1, len(good) // 2)]  # a torn write
-    if kind == "not_an_object":
+    if kind == C.R_NOT_AN_OBJECT:
         return rng.choice((b'["run","x"]', b'"heartbeat"', b"42", b"null"))
-    if kind == "json_too_deep":
+    if kind == C.R_JSON_TOO_DEEP:
         return b'{"kind":"run","meta":' + b"[" * 1100 + b"]" * 1100 + b"}"
     obj: dict[str, Any]
-    if kind == "unknown_kind":
+    if kind == C.R_UNKNOWN_KIND:
         obj = {"kind": "heartbeat", "run_id": run_id, "created_at": stamp}
-    elif kind == "missing_field":
+    elif kind == C.R_MISSING_FIELD:
         obj = {"kind": "review", "run_id": run_id, "created_at": stamp}
-    elif kind == "invalid_value":
+    elif kind == C.R_INVALID_VALUE:
         obj = rng.choice(
             (
                 {"kind": "review", "run_id": run_id, "verdict": "lgtm", "created_at": stamp},
@@ -276,9 +278,9 @@ def _bad_line(kind: str, rng: random.Random, stamp: str, good: bytes) -> bytes:
                 },
             )
         )
-    elif kind == "invalid_type":
+    elif kind == C.R_INVALID_TYPE:
         obj = {"kind": "outcome", "run_id": 12345, "outcome": "success", "created_at": stamp}
-    elif kind == "empty_field":
+    elif kind == C.R_EMPTY_FIELD:
         obj = {
             "kind": "run",
             "run_id": run_id,
@@ -287,28 +289,28 @@ def _bad_line(kind: str, rng: random.Random, stamp: str, good: bytes) -> bytes:
             "response": "Done.",
             "created_at": stamp,
         }
-    elif kind == "bad_timestamp":
+    elif kind == C.R_BAD_TIMESTAMP:
         obj = {
             "kind": "review",
             "run_id": run_id,
             "verdict": "approve",
             "created_at": rng.choice(("yesterday", "2025-13-45T25:61:00Z", "")),
         }
-    elif kind == "future_timestamp":
+    elif kind == C.R_FUTURE_TIMESTAMP:
         obj = {
             "kind": "outcome",
             "run_id": run_id,
             "outcome": "success",
             "created_at": "2999-01-01T00:00:00Z",
         }
-    elif kind == "timestamp_out_of_range":
+    elif kind == C.R_TIMESTAMP_OUT_OF_RANGE:
         obj = {
             "kind": "outcome",
             "run_id": run_id,
             "outcome": "failure",
             "created_at": "2019-06-30T23:00:00Z",
         }
-    elif kind == "messages_too_deep":
+    elif kind == C.R_MESSAGES_TOO_DEEP:
         nested: Any = "deep"
         for _ in range(40):
             nested = [nested]
@@ -327,23 +329,23 @@ def _bad_line(kind: str, rng: random.Random, stamp: str, good: bytes) -> bytes:
 
 
 _BAD_KINDS = (
-    ("invalid_json", 20),
-    ("empty_line", 12),
-    ("missing_field", 10),
-    ("invalid_value", 10),
-    ("bad_timestamp", 8),
-    ("invalid_type", 6),
-    ("unknown_kind", 6),
-    ("empty_field", 5),
-    ("not_an_object", 4),
-    ("invalid_utf8", 4),
-    ("future_timestamp", 3),
-    ("timestamp_out_of_range", 3),
-    ("messages_too_deep", 2),
-    ("json_too_deep", 2),
+    (C.R_INVALID_JSON, 20),
+    (C.R_EMPTY_LINE, 12),
+    (C.R_MISSING_FIELD, 10),
+    (C.R_INVALID_VALUE, 10),
+    (C.R_BAD_TIMESTAMP, 8),
+    (C.R_INVALID_TYPE, 6),
+    (C.R_UNKNOWN_KIND, 6),
+    (C.R_EMPTY_FIELD, 5),
+    (C.R_NOT_AN_OBJECT, 4),
+    (C.R_INVALID_UTF8, 4),
+    (C.R_FUTURE_TIMESTAMP, 3),
+    (C.R_TIMESTAMP_OUT_OF_RANGE, 3),
+    (C.R_MESSAGES_TOO_DEEP, 2),
+    (C.R_JSON_TOO_DEEP, 2),
 )
 # kinds rare enough (or large enough) that the corpus carries exactly one of each
-_ONCE_KINDS = ("line_too_long", "messages_too_large")
+_ONCE_KINDS = (C.R_LINE_TOO_LONG, C.R_MESSAGES_TOO_LARGE)
 
 
 # --- one day ------------------------------------------------------------------------------
@@ -472,7 +474,7 @@ def _generate_day(spec: SynthSpec, index: int, texts: _Texts) -> _DayOutput:
             emit("runs", moment, data)
             last_run, last_moment = data, moment
             if rng.random() < 0.001:
-                emit("runs", moment, data, "duplicate_record")  # at-least-once delivery
+                emit("runs", moment, data, C.R_DUPLICATE)  # at-least-once delivery
             if rng.random() < 0.0005:
                 retry = dict(run, response=texts.response(rng, category, 400))
                 emit("runs", moment + timedelta(seconds=30), orjson.dumps(retry), "retried_run")
@@ -530,7 +532,7 @@ def _generate_day(spec: SynthSpec, index: int, texts: _Texts) -> _DayOutput:
                     "created_at": _stamp(moment, rng),
                     "reviewer": rng.choice(REVIEWERS),
                 }
-                emit("reviews", moment, orjson.dumps(orphan), "orphan_evidence")
+                emit("reviews", moment, orjson.dumps(orphan), C.R_ORPHAN_EVIDENCE)
 
             if rng.random() < spec.bad_line_rate * 3:
                 reason = _choose(rng, _BAD_KINDS)
@@ -548,18 +550,18 @@ def _generate_day(spec: SynthSpec, index: int, texts: _Texts) -> _DayOutput:
             where = rng.choice(("runs", "reviews", "outcomes"))
             emit(where, noon, _bad_line(reason, rng, _stamp(noon, rng), last_run), reason)
     if once_days["duplicate"] == index:
-        emit("runs", last_moment, last_run, "duplicate_record")
+        emit("runs", last_moment, last_run, C.R_DUPLICATE)
     if once_days["orphan"] == index:
         orphan = {"kind": "outcome", "run_id": "run-unknown", "outcome": "success"}
         orphan["created_at"] = _stamp(noon, rng)
-        emit("outcomes", noon, orjson.dumps(orphan), "orphan_evidence")
-    if once_days["line_too_long"] == index:
+        emit("outcomes", noon, orjson.dumps(orphan), C.R_ORPHAN_EVIDENCE)
+    if once_days[C.R_LINE_TOO_LONG] == index:
         blob = "x" * (8 * 1024 * 1024 + 1)
         line = orjson.dumps(
             {"kind": "outcome", "run_id": "run-huge", "outcome": "success", "detail": blob}
         )
-        emit("outcomes", noon, line, "line_too_long")
-    if once_days["messages_too_large"] == index:
+        emit("outcomes", noon, line, C.R_LINE_TOO_LONG)
+    if once_days[C.R_MESSAGES_TOO_LARGE] == index:
         chat = [{"role": "user", "content": "ping"}] * 10_001
         line = orjson.dumps(
             {
@@ -572,7 +574,7 @@ def _generate_day(spec: SynthSpec, index: int, texts: _Texts) -> _DayOutput:
                 "messages": chat,
             }
         )
-        emit("runs", noon, line, "messages_too_large")
+        emit("runs", noon, line, C.R_MESSAGES_TOO_LARGE)
     return _DayOutput(lines, dict(bad))
 
 
@@ -669,13 +671,13 @@ def _write_extras(spec: SynthSpec, out: Path, summary: SynthSummary) -> None:
     empty = out / "runs" / f"{day.isoformat()}.rotated.jsonl"
     empty.parent.mkdir(parents=True, exist_ok=True)
     empty.write_bytes(b"")
-    summary.bad_lines["empty_file"] = summary.bad_lines.get("empty_file", 0) + 1
+    summary.bad_lines[C.R_EMPTY_FILE] = summary.bad_lines.get(C.R_EMPTY_FILE, 0) + 1
     summary.files += 1
     upload = out / "incoming" / "partial-upload.jsonl"
     upload.parent.mkdir(parents=True, exist_ok=True)
     data = b'{"kind":"run","run_id":"run-torn","instruction":"Resta\n{"kind":\n'
     upload.write_bytes(data)
-    summary.bad_lines["invalid_json"] = summary.bad_lines.get("invalid_json", 0) + 2
+    summary.bad_lines[C.R_INVALID_JSON] = summary.bad_lines.get(C.R_INVALID_JSON, 0) + 2
     summary.files += 1
     summary.bytes += len(data)
 
