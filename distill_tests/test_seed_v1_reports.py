@@ -6,6 +6,7 @@ setting that fails a stage skipping too large a share of its records."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,7 @@ def test_the_environment_threshold_changes_the_verdict(monkeypatch) -> None:
     before = _snap("a", {C.R_QUALITY_REJECTED: 50, C.R_NEEDS_HUMAN_REVIEW: 50})
     after = _snap("b", {C.R_QUALITY_REJECTED: 62, C.R_NEEDS_HUMAN_REVIEW: 38})  # 12 points
     monkeypatch.delenv(C.ENV_DRIFT_WARN, raising=False)
-    assert compare(before, after, DriftThresholds.from_env()).severity == C.SEVERITY_OK
+    assert compare(before, after, DriftThresholds.from_env(os.environ)).severity == C.SEVERITY_OK
     monkeypatch.setenv(C.ENV_DRIFT_WARN, "10")
     thresholds = DistillResource().thresholds()  # how a run reads it
     assert thresholds.warn_pct == 10.0
@@ -150,9 +151,9 @@ def test_the_environment_threshold_changes_the_verdict(monkeypatch) -> None:
         update={"run_id": "c", "records_in": 185, "records_out": 185, "accepted": 185}
     )
     monkeypatch.setenv(C.ENV_DRIFT_WARN, "5")
-    assert compare(base, fewer, DriftThresholds.from_env()).severity == C.SEVERITY_WARN
+    assert compare(base, fewer, DriftThresholds.from_env(os.environ)).severity == C.SEVERITY_WARN
     monkeypatch.delenv(C.ENV_DRIFT_WARN)
-    assert compare(base, fewer, DriftThresholds.from_env()).severity == C.SEVERITY_OK
+    assert compare(base, fewer, DriftThresholds.from_env(os.environ)).severity == C.SEVERITY_OK
 
 
 def test_run_level_flags_name_the_baseline_and_a_changed_run_hash() -> None:

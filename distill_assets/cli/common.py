@@ -29,13 +29,18 @@ def output_setting(arg: str | None) -> str:
 
 def output_root(arg: str | None, reads: tuple[str, ...] = (f"{C.REPORTS_DIR}/*",)) -> Path:
     """The output directory; for a URL, a local copy of the files the command ``reads``."""
-    from distill_assets.lib.storage import OutputLocation, StorageError, is_remote
+    from distill_assets.lib.storage import (
+        OutputLocation,
+        StorageError,
+        default_staging_dir,
+        is_remote,
+    )
 
     raw = output_setting(arg)
     if not is_remote(raw):
         return Path(raw)
     try:
-        return OutputLocation(raw).view(reads)
+        return OutputLocation(raw, default_staging_dir(raw, os.environ)).view(reads)
     except (ImportError, ValueError, OSError, StorageError) as exc:
         raise UserError(f"cannot read output {raw}: {exc}") from exc
 

@@ -8,7 +8,7 @@ notes}``; run-level ``flags`` in words), with distill's own fields kept as addit
 
 from __future__ import annotations
 
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -44,17 +44,18 @@ class DriftThresholds:
     @classmethod
     def from_env(
         cls,
+        environ: Mapping[str, str],
         warn_pct: float | None = None,
         alert_pct: float | None = None,
         min_base: int | None = None,
     ) -> DriftThresholds:
-        """Explicit values win, then DISTILL_DRIFT_WARN_PCT / _ALERT_PCT / _MIN_BASE, then the
-        defaults."""
+        """Explicit values win, then DISTILL_DRIFT_WARN_PCT / _ALERT_PCT / _MIN_BASE in
+        ``environ`` (the caller's environment, read at the edge), then the defaults."""
 
         def pick(explicit: float | None, env: str, default: float) -> float:
             if explicit is not None:
                 return explicit
-            raw = os.environ.get(env)
+            raw = environ.get(env)
             if raw is None or raw == "":
                 return default
             try:

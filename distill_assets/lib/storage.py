@@ -26,7 +26,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,12 +52,13 @@ def is_remote(location: str) -> bool:
     return bool(sep) and scheme.isidentifier()
 
 
-def default_staging_dir(url: str) -> Path:
-    """Local mirror for ``url``: $DISTILL_STAGING_DIR, else ~/.cache/distill/<hash of url>."""
-    configured = os.environ.get(C.ENV_STAGING_DIR)
+def default_staging_dir(url: str, environ: Mapping[str, str]) -> Path:
+    """Local mirror for ``url``: $DISTILL_STAGING_DIR, else $XDG_CACHE_HOME or ~/.cache, then
+    distill/<hash of url>; ``environ`` is the caller's environment (read at the edge)."""
+    configured = environ.get(C.ENV_STAGING_DIR)
     if configured:
         return Path(configured)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cache = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return cache / "distill" / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 
@@ -102,7 +103,7 @@ class RemoteStore:
         from fsspec.core import url_to_fs
 
         fs, base = url_to_fs(url)
-        staging = staging_dir or default_staging_dir(url)
+        staging = staging_dir or default_staging_dir(url, {})
         store = cls(url=url, mirror=staging / "mirror", fs=fs, base=base.rstrip("/"))
         store.mirror.mkdir(parents=True, exist_ok=True)
         return store

@@ -24,7 +24,7 @@ from distill_assets.lib import progress
 from distill_assets.lib.drift import DriftThresholds
 from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
 from distill_assets.lib.parallel import default_workers
-from distill_assets.lib.storage import OutputLocation, Workspace
+from distill_assets.lib.storage import OutputLocation, Workspace, default_staging_dir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
@@ -205,7 +205,8 @@ class DistillResource(dg.ConfigurableResource):
     def output_location(self) -> OutputLocation:
         """The output as configured: a local directory or a URL (with its staging directory)."""
         setting, raw = self._output_setting()
-        location = OutputLocation(raw, Path(self.staging_dir) if self.staging_dir else None)
+        staging = Path(self.staging_dir) if self.staging_dir else None
+        location = OutputLocation(raw, staging or default_staging_dir(raw, os.environ))
         if location.remote:
             try:
                 location.store()
@@ -249,7 +250,7 @@ class DistillResource(dg.ConfigurableResource):
     def thresholds(self) -> DriftThresholds:
         try:
             thresholds = DriftThresholds.from_env(
-                self.drift_warn_pct, self.drift_alert_pct, self.drift_min_base
+                os.environ, self.drift_warn_pct, self.drift_alert_pct, self.drift_min_base
             )
         except ValueError as exc:
             raise ConfigError("drift thresholds", None, str(exc)) from exc
