@@ -3,6 +3,9 @@ instance (DAGSTER_HOME, the partition range of the sources, import sources from 
 the environment, the equivalent ``dagster asset materialize`` command, a per-day backfill's
 steps) and the summary printed after a run. Nothing here loads the stages' libraries before
 Dagster starts (distill_tests/test_fixture_startup.py).
+
+Length: ``materialize`` and ``ui`` share the instance, the partition range and the import-source
+plumbing; split by verb, that plumbing would be a third module both import.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ and ``peak_rss_mib``, the most memory the process (with any worker processes it 
 once. The source files are read once untimed before the floor, so both the floor and the run
 find them in the page cache. ``--stage-cpu`` instead prints the CPU seconds of each stage's
 library function run alone, against the floor's. See docs/performance.md.
+
+Length: the benchmark's three modes (the graph, ``--stage-cpu``, ``--fixtures``) share the
+corpus cache, the floor and the process-tree memory sampler.
 """
 
 from __future__ import annotations

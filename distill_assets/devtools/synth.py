@@ -12,6 +12,9 @@ oddities sit beside them (an empty rotated file, an undated partial upload, a fi
 byte-order mark, one written with CRLF line ends). Everything, dates included, follows from the
 seed: the same spec gives the same bytes on any day and any machine (Python's ``random`` with
 string seeds is stable across versions and platforms).
+
+Length: a realistic corpus is a long table of cases (texts, categories, agents, and every kind
+of bad line collect must skip or quarantine, each with its expected reason).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ directory for the exports) and returns one ``CheckOutcome``; the Dagster side (r
 ``run_check_step``) turns outcomes into asset-check results and records them with the run's
 reports. ``CHECKS`` lists, per asset, its checks and what each verifies: the one registry the
 check specs in ``defs/`` are made from.
+
+Length: the table of every asset's checks (``CHECKS``, with the descriptions the UI shows) and
+their bodies, which share one read of each file.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Everything a user or a tool can see by name (receipt stages, metadata keys, quarantine reason
 codes, asset check names, output paths) is defined here once, so the vocabulary stays closed.
+
+Length: the vocabulary is kept in one module on purpose (one place for every name a user or a
+tool sees).
 """
 
 from __future__ import annotations

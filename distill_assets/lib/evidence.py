@@ -4,6 +4,9 @@ A line becomes either a ``Record`` (usable evidence with its canonical bytes and
 or a ``Rejected`` line carrying reason codes, a disposition (skipped: not a record at all;
 quarantined: a record that breaks the format) and, when its timestamp could be read, its day.
 See docs/evidence-format.md for the format and every reason code.
+
+Length: evidence format v1 is one validator; its field rules follow docs/evidence-format.md in
+order, with the fast path's equivalent beside each.
 """
 
 from __future__ import annotations

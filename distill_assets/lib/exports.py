@@ -6,6 +6,10 @@ from the written files by blocking asset checks), and fetch each run's texts fro
 index by byte offset only when writing its row. Every run an export leaves out gets a quarantine
 row saying why; preference candidate pairs that fail a rule get one too. ``export-rag`` renders
 the playbooks that ``extract-playbooks`` (lib/extraction.py) built from the same runs.
+
+Length: still the hub of the scored-run reader (``TaskStream``, ``TextStore``), the export
+skeleton and three exports (RAG, SFT, preference); issue 17's ``lib/datasets/`` package is to
+split it (docs/architecture.md, *What is not there yet*).
 """
 
 from __future__ import annotations

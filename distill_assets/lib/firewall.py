@@ -9,6 +9,9 @@ Every rule is a join or an expression over a dataset frame (read once by
 ``ScoredTable``: each scored run keyed by two independent 64-bit hashes of its id, with its
 quality, task, score and flags, about 30 bytes a run. The ``verify_*_frame`` functions take an
 already-read frame; ``verify_*`` read the files themselves.
+
+Length: one rule set per dataset (extraction, RAG, SFT, preference, KTO, review queue), each a
+few joins; they share the scored-table join and the sampling of violations.
 """
 
 from __future__ import annotations

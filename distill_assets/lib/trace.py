@@ -10,6 +10,9 @@ dataset row's id, place and digest (from the row lists the exports write beside 
 row and quarantine line naming a run. Keyed tables are ordered by their keys' hashes; a query
 maps them, bisects a hash column and reads a handful of lines by offset (``trace``), never
 scanning a dataset or evidence file.
+
+Length: the lookup's build (schema 3), its reader and the answers of ``distill trace`` share the
+table layout; the builder could move to a module of its own.
 """
 
 from __future__ import annotations

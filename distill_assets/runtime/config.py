@@ -3,8 +3,10 @@
 Every default a config shares with a settings dataclass of ``lib/`` is taken from that
 dataclass (``default_of``), so it is written once; a test (distill_tests/test_config_defaults.py)
 says the two agree. A value the dataclass refuses fails the run with a ``ConfigError`` that names
-the setting, before anything is written (stage.preflight). Over 400 lines only because each field
-is declared with its default's source and the description the UI shows.
+the setting, before anything is written (stage.preflight).
+
+Length: each field is declared with its default's source and the description the UI shows; the
+configs are read together (ExportsConfig holds the others).
 """
 
 from __future__ import annotations

@@ -5,8 +5,10 @@ drift, summary, metadata), in four steps.
 written; ``execute`` does the stage's work; ``record`` writes each stage's receipt, ledger entries
 and drift; ``report`` turns a recorded stage into what Dagster shows (its materialization and
 metadata, its drift check) and the failure to raise. ``run_stage`` runs one stage in a step,
-``run_stages`` the stages that share one (the export pass). About 500 lines: the runner and the
-metadata it reports (schema, per-day observations, dataset previews) read top to bottom.
+``run_stages`` the stages that share one (the export pass).
+
+Length: the runner and the metadata it reports (schema, per-day observations, dataset previews),
+read top to bottom in the order a stage runs.
 """
 
 from __future__ import annotations

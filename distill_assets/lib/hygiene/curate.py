@@ -7,6 +7,9 @@ and its MinHash band hashes; ``Curation.finish`` finds the near-duplicates (``ne
 naming the kept row) and puts the files in place without them, copying the kept byte ranges.
 Only band hashes (spilled to a scratch file) and a few bytes of offsets per row stay in memory;
 the runs a row accounts for wait in a file beside it.
+
+Length: the one object an export talks to about hygiene, with its per-worker parts (spools,
+absorption, the near-duplicate finish), which share private state.
 """
 
 from __future__ import annotations

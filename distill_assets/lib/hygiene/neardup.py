@@ -17,6 +17,9 @@ and each band is kept as one 64-bit hash of its ``r`` values (a splitmix64 chain
 bytes per row, in blocks that can spill to a scratch file. ``representatives()`` reads one band
 column at a time. Clusters are the connected components of the relation; the representative of
 a cluster is its first row in the export's own order, which is deterministic.
+
+Length: the exact batched MinHash (shingling, permutations, bands), the band cache and the
+clustering are one estimator, with the measurements that chose each step.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ Layout (docs/importers.md): ``ROOT/<system>/all_preds.jsonl`` (one prediction pe
 ``logs/<instance_id>/run_instance.log`` (whose first line starts with a timestamp). ``ROOT`` may
 also be a single system folder. Each system folder is imported all or nothing: a missing or
 malformed predictions or results file skips the whole folder with a message saying why.
+
+Length: the harness's two report layouts and their prediction files, each with the reason codes
+of what an import leaves out.
 """
 
 from __future__ import annotations
