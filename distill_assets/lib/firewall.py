@@ -651,62 +651,35 @@ def _table(out_root: Path, lookup: ScoredTable | None) -> ScoredTable:
     return scored_lookup(out_root) if lookup is None else lookup
 
 
-def verify_sft(
-    out_root: Path,
-    settings: ExportSettings,
-    root: Path | None = None,
-    lookup: ScoredTable | None = None,
-) -> FirewallReport:
-    """``verify_sft_frame`` on the SFT files under ``root`` (a run's version directory; default
-    ``out_root``) against the scored runs under ``out_root``."""
-    table = _table(out_root, lookup)
-    pieces = dataset_pieces(C.ASSET_SFT_DATASET, root or out_root, C.SFT_PATH)
-    return verify_pieces(pieces, lambda piece: verify_sft_frame(piece, table, settings))
+def _files_verifier(
+    asset: str,
+    relpath: str,
+    rule: Callable[[pl.DataFrame, ScoredTable, ExportSettings], FirewallReport],
+) -> Callable[..., FirewallReport]:
+    """``rule`` on a dataset's files: the train file at ``relpath`` (and its holdout) under
+    ``root`` (a run's version directory; default ``out_root``), against the scored runs under
+    ``out_root`` (or ``lookup``, built once per run by the checks)."""
+
+    def verify(
+        out_root: Path,
+        settings: ExportSettings,
+        root: Path | None = None,
+        lookup: ScoredTable | None = None,
+    ) -> FirewallReport:
+        table = _table(out_root, lookup)
+        pieces = dataset_pieces(asset, root or out_root, relpath)
+        return verify_pieces(pieces, lambda piece: rule(piece, table, settings))
+
+    verify.__doc__ = f"``{rule.__name__}`` on the {asset} files. " + (_files_verifier.__doc__ or "")
+    return verify
 
 
-def verify_rag(
-    out_root: Path,
-    settings: ExportSettings,
-    root: Path | None = None,
-    lookup: ScoredTable | None = None,
-) -> FirewallReport:
-    """``verify_rag_frame`` on the playbook files under ``root``."""
-    table = _table(out_root, lookup)
-    pieces = dataset_pieces(C.ASSET_RAG_PLAYBOOKS, root or out_root, C.RAG_PATH)
-    return verify_pieces(pieces, lambda piece: verify_rag_frame(piece, table, settings))
-
-
-def verify_preference(
-    out_root: Path,
-    settings: ExportSettings,
-    root: Path | None = None,
-    lookup: ScoredTable | None = None,
-) -> FirewallReport:
-    """``verify_preference_frame`` on the pair files under ``root``."""
-    table = _table(out_root, lookup)
-    pieces = dataset_pieces(C.ASSET_PREFERENCE_PAIRS, root or out_root, C.PREFERENCE_PATH)
-    return verify_pieces(pieces, lambda piece: verify_preference_frame(piece, table, settings))
-
-
-def verify_pair_rules(
-    out_root: Path,
-    settings: ExportSettings,
-    root: Path | None = None,
-    lookup: ScoredTable | None = None,
-) -> FirewallReport:
-    """``verify_pair_rules_frame`` on the pair files under ``root``."""
-    table = _table(out_root, lookup)
-    pieces = dataset_pieces(C.ASSET_PREFERENCE_PAIRS, root or out_root, C.PREFERENCE_PATH)
-    return verify_pieces(pieces, lambda piece: verify_pair_rules_frame(piece, table, settings))
-
-
-def verify_kto(
-    out_root: Path,
-    settings: ExportSettings,
-    root: Path | None = None,
-    lookup: ScoredTable | None = None,
-) -> FirewallReport:
-    """``verify_kto_frame`` on the unpaired files under ``root``."""
-    table = _table(out_root, lookup)
-    pieces = dataset_pieces(C.ASSET_KTO_DATASET, root or out_root, C.KTO_PATH)
-    return verify_pieces(pieces, lambda piece: verify_kto_frame(piece, table, settings))
+verify_sft = _files_verifier(C.ASSET_SFT_DATASET, C.SFT_PATH, verify_sft_frame)
+verify_rag = _files_verifier(C.ASSET_RAG_PLAYBOOKS, C.RAG_PATH, verify_rag_frame)
+verify_preference = _files_verifier(
+    C.ASSET_PREFERENCE_PAIRS, C.PREFERENCE_PATH, verify_preference_frame
+)
+verify_pair_rules = _files_verifier(
+    C.ASSET_PREFERENCE_PAIRS, C.PREFERENCE_PATH, verify_pair_rules_frame
+)
+verify_kto = _files_verifier(C.ASSET_KTO_DATASET, C.KTO_PATH, verify_kto_frame)

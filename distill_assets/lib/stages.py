@@ -74,6 +74,10 @@ class StageSpec:
     row_noun: tuple[str, str | None] | None = None
 
 
+# what the extraction and the exports share: their checks look each row's runs up in the scored
+# runs, they write into the run's version directory and their quarantines are published
+_PUBLISHED_ROWS = {"checks_read_scored": True, "versioned": True, "quarantine_published": True}
+
 SPECS: Final[tuple[StageSpec, ...]] = (
     StageSpec(
         C.STAGE_COLLECT,
@@ -97,9 +101,7 @@ SPECS: Final[tuple[StageSpec, ...]] = (
         C.ASSET_EXTRACTED_PLAYBOOKS,
         reads=(C.STAGE_SCORE, C.STAGE_COLLECT),
         input_globs=_EXPORT_READS,
-        checks_read_scored=True,
-        versioned=True,
-        quarantine_published=True,
+        **_PUBLISHED_ROWS,
         dataset="rag_extracted",
         train_path=C.EXTRACTED_PATH,
         holdout_path=C.EXTRACTED_HOLDOUT_PATH,
@@ -111,10 +113,8 @@ SPECS: Final[tuple[StageSpec, ...]] = (
         C.ASSET_RAG_PLAYBOOKS,
         # reads only the run's version (the extraction's playbooks)
         reads=(C.STAGE_EXTRACT_PLAYBOOKS,),
-        checks_read_scored=True,
-        versioned=True,
+        **_PUBLISHED_ROWS,
         export=True,
-        quarantine_published=True,
         dataset="rag",
         train_path=C.RAG_PATH,
         holdout_path=C.RAG_HOLDOUT_PATH,
@@ -135,10 +135,8 @@ SPECS: Final[tuple[StageSpec, ...]] = (
         C.ASSET_SFT_DATASET,
         reads=(C.STAGE_SCORE, C.STAGE_COLLECT),
         input_globs=_EXPORT_READS,
-        checks_read_scored=True,
-        versioned=True,
+        **_PUBLISHED_ROWS,
         export=True,
-        quarantine_published=True,
         dataset="sft",
         train_path=C.SFT_PATH,
         holdout_path=C.SFT_HOLDOUT_PATH,
@@ -159,10 +157,8 @@ SPECS: Final[tuple[StageSpec, ...]] = (
         C.ASSET_PREFERENCE_PAIRS,
         reads=(C.STAGE_SCORE, C.STAGE_COLLECT),
         input_globs=_EXPORT_READS,
-        checks_read_scored=True,
-        versioned=True,
+        **_PUBLISHED_ROWS,
         export=True,
-        quarantine_published=True,
         dataset="preference",
         train_path=C.PREFERENCE_PATH,
         holdout_path=C.PREFERENCE_HOLDOUT_PATH,
@@ -184,10 +180,8 @@ SPECS: Final[tuple[StageSpec, ...]] = (
         C.ASSET_KTO_DATASET,
         reads=(C.STAGE_SCORE, C.STAGE_COLLECT),
         input_globs=_EXPORT_READS,
-        checks_read_scored=True,
-        versioned=True,
+        **_PUBLISHED_ROWS,
         export=True,
-        quarantine_published=True,
         dataset="kto",
         train_path=C.KTO_PATH,
         holdout_path=C.KTO_HOLDOUT_PATH,
@@ -210,10 +204,8 @@ SPECS: Final[tuple[StageSpec, ...]] = (
         reads=(C.STAGE_SCORE, C.STAGE_COLLECT),
         # the review queue also looks up each run's reviews and outcomes through the index
         input_globs=(_SCORED, _RECORDS, _INDEX),
-        checks_read_scored=True,
-        versioned=True,
+        **_PUBLISHED_ROWS,
         export=True,
-        quarantine_published=True,
         row_noun=("run to review", "runs to review"),
     ),
     StageSpec(

@@ -7,7 +7,7 @@ the ledger's ``CheckRecord`` and Dagster's ``AssetCheckResult``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -33,6 +33,22 @@ def check_specs(assets: Sequence[str]) -> list[dg.AssetCheckSpec]:
         for asset in assets
         for name, description in CHECKS[asset].items()
     ]
+
+
+def check_step(name: str, assets: Sequence[str], description: str) -> dg.AssetChecksDefinition:
+    """The one step (``@dg.multi_asset_check``) that runs every check of ``assets``
+    (lib/checks.CHECKS) on what this run wrote: each ``defs/<domain>/checks.py`` declares its
+    step with this, so the steps differ only in their name, assets and description."""
+
+    @dg.multi_asset_check(
+        name=name, specs=check_specs(assets), can_subset=True, description=description
+    )
+    # ``context`` is left unannotated: this module postpones annotations, and Dagster checks a
+    # context's annotation by its class (the resource's it resolves)
+    def checks(context, distill: DistillResource) -> Iterable[dg.AssetCheckResult]:
+        yield from run_check_step(context, distill)
+
+    return checks
 
 
 def run_check_step(

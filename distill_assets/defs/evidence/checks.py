@@ -1,21 +1,10 @@
 """The evidence index's checks, one step re-reading what the run wrote (lib/checks.py)."""
 
-from collections.abc import Iterable
-
-import dagster as dg
-
 from distill_assets.lib import constants as C
-from distill_assets.runtime.checks import check_specs, run_check_step
-from distill_assets.runtime.resource import DistillResource
+from distill_assets.runtime.checks import check_step
 
-
-@dg.multi_asset_check(
-    name="evidence_index_checks",
-    specs=check_specs([C.ASSET_EVIDENCE_INDEX]),
-    can_subset=True,
+evidence_index_checks = check_step(
+    "evidence_index_checks",
+    [C.ASSET_EVIDENCE_INDEX],
+    "Schema and conservation of the evidence index, re-read from what this run wrote.",
 )
-def evidence_index_checks(
-    context: dg.AssetCheckExecutionContext, distill: DistillResource
-) -> Iterable[dg.AssetCheckResult]:
-    """Schema and conservation of the evidence index, re-read from what this run wrote."""
-    yield from run_check_step(context, distill)

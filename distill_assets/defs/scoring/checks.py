@@ -1,21 +1,10 @@
 """The scored runs' checks, one step re-reading what the run wrote (lib/checks.py)."""
 
-from collections.abc import Iterable
-
-import dagster as dg
-
 from distill_assets.lib import constants as C
-from distill_assets.runtime.checks import check_specs, run_check_step
-from distill_assets.runtime.resource import DistillResource
+from distill_assets.runtime.checks import check_step
 
-
-@dg.multi_asset_check(
-    name="scored_runs_checks",
-    specs=check_specs([C.ASSET_SCORED_RUNS]),
-    can_subset=True,
+scored_runs_checks = check_step(
+    "scored_runs_checks",
+    [C.ASSET_SCORED_RUNS],
+    "Schema and conservation of the scored runs, re-read from what this run wrote.",
 )
-def scored_runs_checks(
-    context: dg.AssetCheckExecutionContext, distill: DistillResource
-) -> Iterable[dg.AssetCheckResult]:
-    """Schema and conservation of the scored runs, re-read from what this run wrote."""
-    yield from run_check_step(context, distill)
