@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import random
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -246,29 +246,54 @@ def _stamp(moment: datetime, rng: random.Random) -> str:
 
 
 # --- bad lines ----------------------------------------------------------------------------
-# Each maker returns the bytes of one bad line (no line end); the key names the reason code the
-# collect stage should give it. Weights make the common real-world faults the common ones.
+# Each maker returns the bytes of one bad line (no line end); ``_BAD_LINES`` pairs it with the
+# reason code the collect stage should give it and a weight that makes the common real-world
+# faults the common ones.
 
 
-def _bad_line(kind: str, rng: random.Random, stamp: str, good: bytes) -> bytes:
-    run_id = f"run-bad-{rng.getrandbits(48):012x}"
-    if kind == C.R_EMPTY_LINE:
-        return rng.choice((b"", b"   ", b"\t"))
-    if kind == C.R_INVALID_UTF8:
-        return b'{"kind":"review","run_id":"' + run_id.encode() + b'","comment":"caf\xe9 \xff"}'
-    if kind == C.R_INVALID_JSON:
-        return good[: max(1, len(good) // 2)]  # a torn write
-    if kind == C.R_NOT_AN_OBJECT:
-        return rng.choice((b'["run","x"]', b'"heartbeat"', b"42", b"null"))
-    if kind == C.R_JSON_TOO_DEEP:
-        return b'{"kind":"run","meta":' + b"[" * 1100 + b"]" * 1100 + b"}"
-    obj: dict[str, Any]
-    if kind == C.R_UNKNOWN_KIND:
-        obj = {"kind": "heartbeat", "run_id": run_id, "created_at": stamp}
-    elif kind == C.R_MISSING_FIELD:
-        obj = {"kind": "review", "run_id": run_id, "created_at": stamp}
-    elif kind == C.R_INVALID_VALUE:
-        obj = rng.choice(
+@dataclass(frozen=True)
+class _BadInput:
+    """What a bad-line maker may draw on: the day's generator, a fresh run id, a timestamp,
+    and the good line a torn write cuts."""
+
+    rng: random.Random
+    run_id: str
+    stamp: str
+    good: bytes
+
+
+def _empty_line(bad: _BadInput) -> bytes:
+    return bad.rng.choice((b"", b"   ", b"\t"))
+
+
+def _invalid_utf8(bad: _BadInput) -> bytes:
+    return b'{"kind":"review","run_id":"' + bad.run_id.encode() + b'","comment":"caf\xe9 \xff"}'
+
+
+def _torn_write(bad: _BadInput) -> bytes:
+    return bad.good[: max(1, len(bad.good) // 2)]
+
+
+def _not_an_object(bad: _BadInput) -> bytes:
+    return bad.rng.choice((b'["run","x"]', b'"heartbeat"', b"42", b"null"))
+
+
+def _json_too_deep(bad: _BadInput) -> bytes:
+    return b'{"kind":"run","meta":' + b"[" * 1100 + b"]" * 1100 + b"}"
+
+
+def _unknown_kind(bad: _BadInput) -> bytes:
+    return orjson.dumps({"kind": "heartbeat", "run_id": bad.run_id, "created_at": bad.stamp})
+
+
+def _missing_field(bad: _BadInput) -> bytes:
+    return orjson.dumps({"kind": "review", "run_id": bad.run_id, "created_at": bad.stamp})
+
+
+def _invalid_value(bad: _BadInput) -> bytes:
+    run_id, stamp = bad.run_id, bad.stamp
+    return orjson.dumps(
+        bad.rng.choice(
             (
                 {"kind": "review", "run_id": run_id, "verdict": "lgtm", "created_at": stamp},
                 {"kind": "outcome", "run_id": run_id, "outcome": "timeout", "created_at": stamp},
@@ -281,79 +306,139 @@ def _bad_line(kind: str, rng: random.Random, stamp: str, good: bytes) -> bytes:
                 },
             )
         )
-    elif kind == C.R_INVALID_TYPE:
-        obj = {"kind": "outcome", "run_id": 12345, "outcome": "success", "created_at": stamp}
-    elif kind == C.R_EMPTY_FIELD:
-        obj = {
+    )
+
+
+def _invalid_type(bad: _BadInput) -> bytes:
+    return orjson.dumps(
+        {"kind": "outcome", "run_id": 12345, "outcome": "success", "created_at": bad.stamp}
+    )
+
+
+def _empty_field(bad: _BadInput) -> bytes:
+    return orjson.dumps(
+        {
             "kind": "run",
-            "run_id": run_id,
+            "run_id": bad.run_id,
             "task_id": "",
             "instruction": "Summarize the incident.",
             "response": "Done.",
-            "created_at": stamp,
+            "created_at": bad.stamp,
         }
-    elif kind == C.R_BAD_TIMESTAMP:
-        obj = {
+    )
+
+
+def _bad_timestamp(bad: _BadInput) -> bytes:
+    return orjson.dumps(
+        {
             "kind": "review",
-            "run_id": run_id,
+            "run_id": bad.run_id,
             "verdict": "approve",
-            "created_at": rng.choice(("yesterday", "2025-13-45T25:61:00Z", "")),
+            "created_at": bad.rng.choice(("yesterday", "2025-13-45T25:61:00Z", "")),
         }
-    elif kind == C.R_FUTURE_TIMESTAMP:
-        obj = {
+    )
+
+
+def _future_timestamp(bad: _BadInput) -> bytes:
+    return orjson.dumps(
+        {
             "kind": "outcome",
-            "run_id": run_id,
+            "run_id": bad.run_id,
             "outcome": "success",
             "created_at": "2999-01-01T00:00:00Z",
         }
-    elif kind == C.R_TIMESTAMP_OUT_OF_RANGE:
-        obj = {
+    )
+
+
+def _timestamp_out_of_range(bad: _BadInput) -> bytes:
+    return orjson.dumps(
+        {
             "kind": "outcome",
-            "run_id": run_id,
+            "run_id": bad.run_id,
             "outcome": "failure",
             "created_at": "2019-06-30T23:00:00Z",
         }
-    elif kind == C.R_MESSAGES_TOO_DEEP:
-        nested: Any = "deep"
-        for _ in range(40):
-            nested = [nested]
-        obj = {
+    )
+
+
+def _messages_too_deep(bad: _BadInput) -> bytes:
+    nested: Any = "deep"
+    for _ in range(40):
+        nested = [nested]
+    return orjson.dumps(
+        {
             "kind": "run",
-            "run_id": run_id,
+            "run_id": bad.run_id,
             "task_id": "task-bad",
             "instruction": "Explain the stack trace.",
             "response": "It recursed.",
-            "created_at": stamp,
+            "created_at": bad.stamp,
             "messages": [{"role": "user", "content": nested}],
         }
-    else:
-        raise ValueError(f"unknown bad line kind {kind!r}")
-    return orjson.dumps(obj)
+    )
 
 
-_BAD_KINDS = (
-    (C.R_INVALID_JSON, 20),
-    (C.R_EMPTY_LINE, 12),
-    (C.R_MISSING_FIELD, 10),
-    (C.R_INVALID_VALUE, 10),
-    (C.R_BAD_TIMESTAMP, 8),
-    (C.R_INVALID_TYPE, 6),
-    (C.R_UNKNOWN_KIND, 6),
-    (C.R_EMPTY_FIELD, 5),
-    (C.R_NOT_AN_OBJECT, 4),
-    (C.R_INVALID_UTF8, 4),
-    (C.R_FUTURE_TIMESTAMP, 3),
-    (C.R_TIMESTAMP_OUT_OF_RANGE, 3),
-    (C.R_MESSAGES_TOO_DEEP, 2),
-    (C.R_JSON_TOO_DEEP, 2),
+# (reason code, weight, maker); the order is part of the seed's meaning, so it stays fixed
+_BAD_LINES: tuple[tuple[str, int, Callable[[_BadInput], bytes]], ...] = (
+    (C.R_INVALID_JSON, 20, _torn_write),
+    (C.R_EMPTY_LINE, 12, _empty_line),
+    (C.R_MISSING_FIELD, 10, _missing_field),
+    (C.R_INVALID_VALUE, 10, _invalid_value),
+    (C.R_BAD_TIMESTAMP, 8, _bad_timestamp),
+    (C.R_INVALID_TYPE, 6, _invalid_type),
+    (C.R_UNKNOWN_KIND, 6, _unknown_kind),
+    (C.R_EMPTY_FIELD, 5, _empty_field),
+    (C.R_NOT_AN_OBJECT, 4, _not_an_object),
+    (C.R_INVALID_UTF8, 4, _invalid_utf8),
+    (C.R_FUTURE_TIMESTAMP, 3, _future_timestamp),
+    (C.R_TIMESTAMP_OUT_OF_RANGE, 3, _timestamp_out_of_range),
+    (C.R_MESSAGES_TOO_DEEP, 2, _messages_too_deep),
+    (C.R_JSON_TOO_DEEP, 2, _json_too_deep),
 )
+_BAD_KINDS = tuple((reason, weight) for reason, weight, _ in _BAD_LINES)
+_BAD_MAKERS = {reason: maker for reason, _, maker in _BAD_LINES}
 # kinds rare enough (or large enough) that the corpus carries exactly one of each
 _ONCE_KINDS = (C.R_LINE_TOO_LONG, C.R_MESSAGES_TOO_LARGE)
 
 
+def _bad_line(kind: str, rng: random.Random, stamp: str, good: bytes) -> bytes:
+    # drawn for every kind, used or not: the draws that follow depend on it
+    run_id = f"run-bad-{rng.getrandbits(48):012x}"
+    maker = _BAD_MAKERS.get(kind)
+    if maker is None:
+        raise ValueError(f"unknown bad line kind {kind!r}")
+    return maker(_BadInput(rng, run_id, stamp, good))
+
+
+def _line_too_long() -> bytes:
+    blob = "x" * (8 * 1024 * 1024 + 1)
+    return orjson.dumps(
+        {"kind": "outcome", "run_id": "run-huge", "outcome": "success", "detail": blob}
+    )
+
+
+def _messages_too_large(moment: datetime) -> bytes:
+    chat = [{"role": "user", "content": "ping"}] * 10_001
+    return orjson.dumps(
+        {
+            "kind": "run",
+            "run_id": "run-chatty",
+            "task_id": "task-chatty",
+            "instruction": "ping",
+            "response": "pong",
+            "created_at": moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "messages": chat,
+        }
+    )
+
+
 # --- one day ------------------------------------------------------------------------------
+# Every ``rng`` draw below happens in a fixed order (the seed's meaning depends on it): a day is
+# its tasks in turn, each task its runs in turn, and each run is followed by its reviews, its
+# outcome and the stray lines drawn after it; the guaranteed lines come last.
 
 _Line = tuple[int, str, int, int, bytes]  # (day index, kind dir, second of day, sequence, bytes)
+_KIND_DIRS = ("runs", "reviews", "outcomes")
 
 
 @dataclass
@@ -368,6 +453,8 @@ def _choose(rng: random.Random, table: tuple[tuple[str, float], ...]) -> str:
     return rng.choices(names, weights=weights)[0]
 
 
+_RUNS_PER_TASK = (("1", 30), ("2", 35), ("3", 20), ("4", 15))
+_QUALITIES = (("good", 0.55), ("mid", 0.25), ("bad", 0.20))
 _VERDICTS = {
     "good": (("approve", 0.88), ("request_changes", 0.09), ("reject", 0.03)),
     "mid": (("approve", 0.15), ("request_changes", 0.70), ("reject", 0.15)),
@@ -381,204 +468,291 @@ _OUTCOMES = {
 _SCORE_RANGE = {"good": (0.8, 1.0), "mid": (0.4, 0.8), "bad": (0.0, 0.4)}
 
 
+@dataclass
+class _Day:
+    """One day being generated: its seeded generator, its clock, the lines emitted so far (some
+    dated later days), and the last run written (the guaranteed duplicate and torn write)."""
+
+    spec: SynthSpec
+    index: int
+    texts: _Texts
+    rng: random.Random
+    start: date
+    day0: datetime
+    corpus_end: datetime
+    last_moment: datetime
+    last_run: bytes = b""
+    lines: list[_Line] = field(default_factory=list)
+    bad: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @classmethod
+    def begin(cls, spec: SynthSpec, index: int, texts: _Texts) -> _Day:
+        start = spec.start_date()
+        midnight = datetime(start.year, start.month, start.day, tzinfo=UTC)
+        day0 = midnight + timedelta(days=index)
+        return cls(
+            spec=spec,
+            index=index,
+            texts=texts,
+            rng=random.Random(f"distill-synth:{spec.seed}:day:{index}"),
+            start=start,
+            day0=day0,
+            corpus_end=midnight + timedelta(days=spec.days, seconds=-1),
+            last_moment=day0,
+        )
+
+    def emit(self, kind_dir: str, moment: datetime, data: bytes, reason: str | None = None) -> None:
+        if moment > self.corpus_end:
+            return  # the snapshot ends before this review or outcome was logged
+        day_index = (moment.date() - self.start).days
+        second = moment.hour * 3600 + moment.minute * 60 + moment.second
+        self.lines.append((day_index, kind_dir, second, len(self.lines), data))
+        if reason is not None:
+            self.bad[reason] += 1
+
+
+@dataclass
+class _Task:
+    """One task: its id, category and instruction, and the answers its runs gave so far."""
+
+    task_id: str
+    category: str
+    instruction: str
+    responses: list[str] = field(default_factory=list)
+
+
 def _generate_day(spec: SynthSpec, index: int, texts: _Texts) -> _DayOutput:
     """Every line whose source event happens on day ``index`` (some land on later days)."""
-    rng = random.Random(f"distill-synth:{spec.seed}:day:{index}")
-    start = spec.start_date()
-    day0 = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(days=index)
-    corpus_end = datetime(start.year, start.month, start.day, tzinfo=UTC) + timedelta(
-        days=spec.days, seconds=-1
-    )
-    lines: list[_Line] = []
-    bad: dict[str, int] = defaultdict(int)
-
-    def emit(kind_dir: str, moment: datetime, data: bytes, reason: str | None = None) -> None:
-        if moment > corpus_end:
-            return  # the snapshot ends before this review or outcome was logged
-        day_index = (moment.date() - start).days
-        second = moment.hour * 3600 + moment.minute * 60 + moment.second
-        lines.append((day_index, kind_dir, second, len(lines), data))
-        if reason is not None:
-            bad[reason] += 1
-
+    day = _Day.begin(spec, index, texts)
     remaining = spec.runs_on(index)
-    last_run, last_moment = b"", day0
     task_no = 0
     while remaining > 0:
         task_no += 1
-        n_runs = min(remaining, int(_choose(rng, (("1", 30), ("2", 35), ("3", 20), ("4", 15)))))
+        n_runs = min(remaining, int(_choose(day.rng, _RUNS_PER_TASK)))
         remaining -= n_runs
-        category = _choose(rng, CATEGORIES)
-        task_id = f"task-{day0:%Y%m%d}-{task_no:05d}"
-        instruction = texts.instruction(rng, category, _log_uniform(rng, 300, 3000))
-        moment = day0 + timedelta(seconds=rng.randrange(86_400))
-        responses: list[str] = []
-        for _ in range(n_runs):
-            moment = min(moment + timedelta(seconds=rng.randrange(60, 7200)), corpus_end)
-            agent = rng.choice(AGENTS[category])
-            quality = _choose(rng, (("good", 0.55), ("mid", 0.25), ("bad", 0.20)))
-            roll = rng.random()
-            if roll < 0.01:
-                response = ""
-                quality = "bad"
-            elif roll < 0.03 and responses:
-                # the same answer, re-spaced: identical text after whitespace folding
-                response = rng.choice(responses).replace(". ", ".  ", 1)
-            else:
-                response = texts.response(rng, category, _log_uniform(rng, 300, 3000))
-            responses.append(response)
-            run_id = f"run-{rng.getrandbits(128):032x}"
-            run: dict[str, Any] = {
-                "kind": "run",
-                "run_id": run_id,
-                "task_id": task_id,
-                "instruction": instruction,
-                "response": response,
-                "created_at": _stamp(moment, rng),
-                "agent": agent,
-                "category": category,
-            }
-            if rng.random() < spec.messages_share:
-                call_id = f"call_{rng.getrandbits(40):010x}"
-                run["messages"] = [
-                    {"role": "system", "content": f"You are {agent}. Follow the runbook."},
-                    {"role": "user", "content": instruction},
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [
-                            {
-                                "id": call_id,
-                                "type": "function",
-                                "function": {
-                                    "name": rng.choice(TOOLS),
-                                    "arguments": orjson.dumps(
-                                        {"target": rng.choice(_COMPONENTS)}
-                                    ).decode(),
-                                },
-                            }
-                        ],
+        _emit_task(day, task_no, n_runs)
+    _emit_guaranteed(day)
+    return _DayOutput(day.lines, dict(day.bad))
+
+
+def _emit_task(day: _Day, task_no: int, n_runs: int) -> None:
+    """The ``n_runs`` runs of one task, each followed by its reviews, outcome and stray lines."""
+    rng = day.rng
+    category = _choose(rng, CATEGORIES)
+    task_id = f"task-{day.day0:%Y%m%d}-{task_no:05d}"
+    instruction = day.texts.instruction(rng, category, _log_uniform(rng, 300, 3000))
+    task = _Task(task_id, category, instruction)
+    moment = day.day0 + timedelta(seconds=rng.randrange(86_400))
+    for _ in range(n_runs):
+        moment = min(moment + timedelta(seconds=rng.randrange(60, 7200)), day.corpus_end)
+        run_id, quality, data = _emit_run(day, task, moment)
+        _emit_reviews(day, run_id, quality, moment)
+        _emit_outcome(day, run_id, quality, moment)
+        _emit_strays(day, moment, data)
+
+
+def _answer(day: _Day, task: _Task) -> tuple[str, str]:
+    """A run's response and quality: mostly fresh text, now and then empty (a bad run) or a
+    re-spaced copy of an earlier answer to the same task."""
+    rng = day.rng
+    quality = _choose(rng, _QUALITIES)
+    roll = rng.random()
+    if roll < 0.01:
+        response, quality = "", "bad"
+    elif roll < 0.03 and task.responses:
+        # the same answer, re-spaced: identical text after whitespace folding
+        response = rng.choice(task.responses).replace(". ", ".  ", 1)
+    else:
+        response = day.texts.response(rng, task.category, _log_uniform(rng, 300, 3000))
+    task.responses.append(response)
+    return response, quality
+
+
+def _transcript(rng: random.Random, agent: str, instruction: str, response: str) -> list[Any]:
+    """A chat transcript with one tool call, as some emitters log a run."""
+    call_id = f"call_{rng.getrandbits(40):010x}"
+    return [
+        {"role": "system", "content": f"You are {agent}. Follow the runbook."},
+        {"role": "user", "content": instruction},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {
+                        "name": rng.choice(TOOLS),
+                        "arguments": orjson.dumps({"target": rng.choice(_COMPONENTS)}).decode(),
                     },
-                    {"role": "tool", "tool_call_id": call_id, "content": rng.choice(_TOOL_OUTPUTS)},
-                    {"role": "assistant", "content": response},
-                ]
-            meta: dict[str, Any] = {
-                "model": rng.choice(MODELS),
-                "latency_ms": rng.randrange(400, 90_000),
-                "tokens": {
-                    "prompt": rng.randrange(200, 8000),
-                    "completion": rng.randrange(50, 4000),
-                },
-            }
-            if rng.random() < 0.02:
-                meta["sft_eligible"] = False
-            run["meta"] = meta
-            data = orjson.dumps(run)
-            emit("runs", moment, data)
-            last_run, last_moment = data, moment
-            if rng.random() < 0.001:
-                emit("runs", moment, data, C.R_DUPLICATE)  # at-least-once delivery
-            if rng.random() < 0.0005:
-                retry = dict(run, response=texts.response(rng, category, 400))
-                emit("runs", moment + timedelta(seconds=30), orjson.dumps(retry), "retried_run")
-
-            reviews = rng.random()
-            n_reviews = 0 if reviews < 0.12 else (2 if reviews > 0.92 else 1)
-            for _ in range(n_reviews):
-                review: dict[str, Any] = {
-                    "kind": "review",
-                    "run_id": run_id,
-                    "verdict": _choose(rng, _VERDICTS[quality]),
-                    "created_at": "",
-                    "reviewer": rng.choice(REVIEWERS),
                 }
-                if rng.random() < 0.5:
-                    low, high = _SCORE_RANGE[quality]
-                    review["score"] = round(rng.uniform(low, high), 2)
-                if rng.random() < 0.4:
-                    review["comment"] = rng.choice(_COMMENTS)
-                at = moment + timedelta(seconds=rng.randrange(300, 30 * 3600))
-                review["created_at"] = _stamp(at, rng)
-                emit("reviews", at, orjson.dumps(review))
-            if rng.random() < 0.85:
-                verdict = _choose(rng, _OUTCOMES[quality])
-                outcome: dict[str, Any] = {
-                    "kind": "outcome",
-                    "run_id": run_id,
-                    "outcome": verdict,
-                    "created_at": "",
-                }
-                if verdict == "success" and rng.random() < 0.5:
-                    outcome["reward"] = (
-                        1.0 if quality == "good" else round(rng.uniform(0.5, 0.95), 2)
-                    )
-                elif verdict == "partial":
-                    outcome["reward"] = round(rng.uniform(0.2, 0.8), 2)
-                elif verdict == "failure" and rng.random() < 0.5:
-                    outcome["reward"] = 0.0
-                if rng.random() < 0.10:
-                    signals = {
-                        "r_actions": round(rng.random(), 2),
-                        "r_format": round(rng.random(), 2),
-                    }
-                    if rng.random() < 0.05:
-                        signals["incomplete"] = 1.0
-                    outcome["meta"] = {"signals": signals}
-                at = moment + timedelta(seconds=rng.randrange(60, 6 * 3600))
-                outcome["created_at"] = _stamp(at, rng)
-                emit("outcomes", at, orjson.dumps(outcome))
-            if rng.random() < 0.0005:
-                orphan = {
-                    "kind": "review",
-                    "run_id": f"run-{rng.getrandbits(128):032x}",
-                    "verdict": "approve",
-                    "created_at": _stamp(moment, rng),
-                    "reviewer": rng.choice(REVIEWERS),
-                }
-                emit("reviews", moment, orjson.dumps(orphan), C.R_ORPHAN_EVIDENCE)
+            ],
+        },
+        {"role": "tool", "tool_call_id": call_id, "content": rng.choice(_TOOL_OUTPUTS)},
+        {"role": "assistant", "content": response},
+    ]
 
-            if rng.random() < spec.bad_line_rate * 3:
-                reason = _choose(rng, _BAD_KINDS)
-                stamp = _stamp(moment, rng)
-                where = rng.choice(("runs", "reviews", "outcomes"))
-                emit(where, moment, _bad_line(reason, rng, stamp, data), reason)
 
-    # every kind of bad line appears at least once, on a day the seed picks
+def _run_meta(rng: random.Random) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "model": rng.choice(MODELS),
+        "latency_ms": rng.randrange(400, 90_000),
+        "tokens": {
+            "prompt": rng.randrange(200, 8000),
+            "completion": rng.randrange(50, 4000),
+        },
+    }
+    if rng.random() < 0.02:
+        meta["sft_eligible"] = False
+    return meta
+
+
+def _emit_run(day: _Day, task: _Task, moment: datetime) -> tuple[str, str, bytes]:
+    """One run of ``task`` at ``moment``, now and then delivered twice or retried; returns its
+    run id, its quality and its line."""
+    rng = day.rng
+    agent = rng.choice(AGENTS[task.category])
+    response, quality = _answer(day, task)
+    run_id = f"run-{rng.getrandbits(128):032x}"
+    run: dict[str, Any] = {
+        "kind": "run",
+        "run_id": run_id,
+        "task_id": task.task_id,
+        "instruction": task.instruction,
+        "response": response,
+        "created_at": _stamp(moment, rng),
+        "agent": agent,
+        "category": task.category,
+    }
+    if rng.random() < day.spec.messages_share:
+        run["messages"] = _transcript(rng, agent, task.instruction, response)
+    run["meta"] = _run_meta(rng)
+    data = orjson.dumps(run)
+    day.emit("runs", moment, data)
+    day.last_run, day.last_moment = data, moment
+    if rng.random() < 0.001:
+        day.emit("runs", moment, data, C.R_DUPLICATE)  # at-least-once delivery
+    if rng.random() < 0.0005:
+        retry = dict(run, response=day.texts.response(rng, task.category, 400))
+        day.emit("runs", moment + timedelta(seconds=30), orjson.dumps(retry), "retried_run")
+    return run_id, quality, data
+
+
+def _emit_reviews(day: _Day, run_id: str, quality: str, moment: datetime) -> None:
+    """None, one or two reviews of a run, within 30 hours of it."""
+    rng = day.rng
+    draw = rng.random()
+    n_reviews = 0 if draw < 0.12 else (2 if draw > 0.92 else 1)
+    for _ in range(n_reviews):
+        review: dict[str, Any] = {
+            "kind": "review",
+            "run_id": run_id,
+            "verdict": _choose(rng, _VERDICTS[quality]),
+            "created_at": "",
+            "reviewer": rng.choice(REVIEWERS),
+        }
+        if rng.random() < 0.5:
+            low, high = _SCORE_RANGE[quality]
+            review["score"] = round(rng.uniform(low, high), 2)
+        if rng.random() < 0.4:
+            review["comment"] = rng.choice(_COMMENTS)
+        at = moment + timedelta(seconds=rng.randrange(300, 30 * 3600))
+        review["created_at"] = _stamp(at, rng)
+        day.emit("reviews", at, orjson.dumps(review))
+
+
+def _reward(rng: random.Random, verdict: str, quality: str) -> float | None:
+    if verdict == "success" and rng.random() < 0.5:
+        return 1.0 if quality == "good" else round(rng.uniform(0.5, 0.95), 2)
+    if verdict == "partial":
+        return round(rng.uniform(0.2, 0.8), 2)
+    if verdict == "failure" and rng.random() < 0.5:
+        return 0.0
+    return None
+
+
+def _signals(rng: random.Random) -> dict[str, float] | None:
+    """Environment reward signals, which a tenth of outcomes carry."""
+    if rng.random() >= 0.10:
+        return None
+    signals = {"r_actions": round(rng.random(), 2), "r_format": round(rng.random(), 2)}
+    if rng.random() < 0.05:
+        signals["incomplete"] = 1.0
+    return signals
+
+
+def _emit_outcome(day: _Day, run_id: str, quality: str, moment: datetime) -> None:
+    """Most runs' outcome, within six hours of the run."""
+    rng = day.rng
+    if rng.random() >= 0.85:
+        return
+    verdict = _choose(rng, _OUTCOMES[quality])
+    outcome: dict[str, Any] = {
+        "kind": "outcome",
+        "run_id": run_id,
+        "outcome": verdict,
+        "created_at": "",
+    }
+    reward = _reward(rng, verdict, quality)
+    if reward is not None:
+        outcome["reward"] = reward
+    signals = _signals(rng)
+    if signals is not None:
+        outcome["meta"] = {"signals": signals}
+    at = moment + timedelta(seconds=rng.randrange(60, 6 * 3600))
+    outcome["created_at"] = _stamp(at, rng)
+    day.emit("outcomes", at, orjson.dumps(outcome))
+
+
+def _emit_strays(day: _Day, moment: datetime, good: bytes) -> None:
+    """Now and then, after a run: a review of a run that never was, and a bad line."""
+    rng = day.rng
+    if rng.random() < 0.0005:
+        orphan = {
+            "kind": "review",
+            "run_id": f"run-{rng.getrandbits(128):032x}",
+            "verdict": "approve",
+            "created_at": _stamp(moment, rng),
+            "reviewer": rng.choice(REVIEWERS),
+        }
+        day.emit("reviews", moment, orjson.dumps(orphan), C.R_ORPHAN_EVIDENCE)
+    if rng.random() < day.spec.bad_line_rate * 3:
+        reason = _choose(rng, _BAD_KINDS)
+        stamp = _stamp(moment, rng)
+        where = rng.choice(_KIND_DIRS)
+        day.emit(where, moment, _bad_line(reason, rng, stamp, good), reason)
+
+
+def _guaranteed_days(spec: SynthSpec) -> dict[str, int]:
+    """The day index on which each guaranteed line appears (the same for every day)."""
     once_rng = random.Random(f"distill-synth:{spec.seed}:once")
     guaranteed = (*_ONCE_KINDS, *(name for name, _ in _BAD_KINDS), "duplicate", "orphan")
-    once_days = {kind: once_rng.randrange(spec.days) for kind in guaranteed}
-    noon = day0 + timedelta(hours=12)
+    return {kind: once_rng.randrange(spec.days) for kind in guaranteed}
+
+
+def _emit_guaranteed(day: _Day) -> None:
+    """Every kind of bad line appears at least once in the corpus, on a day the seed picks."""
+    rng, index = day.rng, day.index
+    once_days = _guaranteed_days(day.spec)
+    noon = day.day0 + timedelta(hours=12)
     for reason, _ in _BAD_KINDS:
         if once_days[reason] == index:
-            where = rng.choice(("runs", "reviews", "outcomes"))
-            emit(where, noon, _bad_line(reason, rng, _stamp(noon, rng), last_run), reason)
+            where = rng.choice(_KIND_DIRS)
+            day.emit(where, noon, _bad_line(reason, rng, _stamp(noon, rng), day.last_run), reason)
     if once_days["duplicate"] == index:
-        emit("runs", last_moment, last_run, C.R_DUPLICATE)
+        day.emit("runs", day.last_moment, day.last_run, C.R_DUPLICATE)
     if once_days["orphan"] == index:
-        orphan = {"kind": "outcome", "run_id": "run-unknown", "outcome": "success"}
-        orphan["created_at"] = _stamp(noon, rng)
-        emit("outcomes", noon, orjson.dumps(orphan), C.R_ORPHAN_EVIDENCE)
+        orphan = {
+            "kind": "outcome",
+            "run_id": "run-unknown",
+            "outcome": "success",
+            "created_at": _stamp(noon, rng),
+        }
+        day.emit("outcomes", noon, orjson.dumps(orphan), C.R_ORPHAN_EVIDENCE)
     if once_days[C.R_LINE_TOO_LONG] == index:
-        blob = "x" * (8 * 1024 * 1024 + 1)
-        line = orjson.dumps(
-            {"kind": "outcome", "run_id": "run-huge", "outcome": "success", "detail": blob}
-        )
-        emit("outcomes", noon, line, C.R_LINE_TOO_LONG)
+        day.emit("outcomes", noon, _line_too_long(), C.R_LINE_TOO_LONG)
     if once_days[C.R_MESSAGES_TOO_LARGE] == index:
-        chat = [{"role": "user", "content": "ping"}] * 10_001
-        line = orjson.dumps(
-            {
-                "kind": "run",
-                "run_id": "run-chatty",
-                "task_id": "task-chatty",
-                "instruction": "ping",
-                "response": "pong",
-                "created_at": noon.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "messages": chat,
-            }
-        )
-        emit("runs", noon, line, C.R_MESSAGES_TOO_LARGE)
-    return _DayOutput(lines, dict(bad))
+        day.emit("runs", noon, _messages_too_large(noon), C.R_MESSAGES_TOO_LARGE)
 
 
 def _day_job(args: tuple[SynthSpec, int]) -> _DayOutput:
@@ -602,8 +776,8 @@ def _texts_for(seed: int) -> _Texts:
 class _ShardedDay:
     """Writes one kind's lines of one day as shards no larger than ``limit`` bytes."""
 
-    def __init__(self, out: Path, kind_dir: str, day: date, limit: int, crlf: bool, bom: bool):
-        self.directory = out / kind_dir
+    def __init__(self, directory: Path, day: date, limit: int, crlf: bool, bom: bool):
+        self.directory = directory
         self.directory.mkdir(parents=True, exist_ok=True)
         self.day = day
         self.limit = limit
@@ -653,8 +827,7 @@ def _write_day(
     for kind_dir in sorted(by_kind):
         ordered = sorted(by_kind[kind_dir], key=lambda item: (item[2], item[3]))
         writer = _ShardedDay(
-            out,
-            kind_dir,
+            out / kind_dir,
             day,
             spec.shard_bytes,
             crlf=kind_dir == "outcomes" and style.random() < 0.1,
