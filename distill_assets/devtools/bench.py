@@ -189,23 +189,28 @@ class _GcClock:
         gc.callbacks.remove(self._callback)
 
 
+def temp_instance(instance_dir: Path, kind: str = "sqlite") -> Any:
+    """A temporary Dagster instance: SQLite storage in ``instance_dir`` (the default) or in
+    memory."""
+    import dagster as dg
+
+    instance_dir.mkdir(parents=True, exist_ok=True)
+    if kind == "sqlite":
+        return dg.DagsterInstance.local_temp(str(instance_dir))
+    return dg.DagsterInstance.ephemeral()
+
+
 def materialize(
-    source: Path, out: Path, instance_dir: Path, first: date, last: date, kind: str = "sqlite"
-) -> tuple[float, Any, Any]:
-    """Materialize every asset and check in-process as one run over ``first..last``, on a
-    temporary instance: SQLite storage in ``instance_dir`` (the default) or in memory."""
+    source: Path, out: Path, instance: Any, first: date, last: date
+) -> tuple[float, Any]:
+    """Materialize every asset and check in-process as one run over ``first..last`` on
+    ``instance``; returns the seconds it took and the run's result."""
     import dagster as dg
 
     from distill_assets.definitions import defs
     from distill_assets.runtime.resource import DistillResource
 
     definitions = defs()
-    instance_dir.mkdir(parents=True, exist_ok=True)
-    instance = (
-        dg.DagsterInstance.local_temp(str(instance_dir))
-        if kind == "sqlite"
-        else dg.DagsterInstance.ephemeral()
-    )
     resources = {"distill": DistillResource(source_dir=str(source), output_dir=str(out))}
     started = time.perf_counter()
     result = dg.materialize(
@@ -219,7 +224,7 @@ def materialize(
         raise_on_error=False,
     )
     elapsed = time.perf_counter() - started
-    return elapsed, result, instance
+    return elapsed, result
 
 
 def stage_figures(out: Path, run_id: str) -> dict[str, dict[str, Any]]:
@@ -277,9 +282,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             cpu_before = _cpu_seconds()
             gc_clock = _GcClock()
             with gc_clock:
-                total_s, result, instance = materialize(
-                    source, out, work / "instance", first, last, args.instance
-                )
+                instance = temp_instance(work / "instance", args.instance)
+                total_s, result = materialize(source, out, instance, first, last)
             cpu_s = _cpu_seconds() - cpu_before
             load_after = os.getloadavg()[0]
             run_id = result.run_id
