@@ -225,7 +225,7 @@ def no_secrets(asset: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
     )
 
 
-def _playbook_deny_list(receipt: StageReceipt) -> tuple[str, ...]:
+def playbook_deny_list(receipt: StageReceipt) -> tuple[str, ...]:
     """The deny-list the checked extraction used, as its receipt recorded it (lib only: a
     check worker does not import Dagster)."""
     from distill_assets.lib.playbooks import PlaybookSettings
@@ -286,7 +286,7 @@ class _Firewall:
         self.reports = {check: fw.FirewallReport() for check in rules}
         self.table = fw.scored_lookup(out_root)
         self.settings = (
-            _playbook_deny_list(receipt)
+            playbook_deny_list(receipt)
             if asset == C.ASSET_EXTRACTED_PLAYBOOKS
             else _settings_used(receipt)
         )
