@@ -14,7 +14,7 @@ from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import collect as collect_module
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
-from distill_assets.lib.collect import collect, list_source_files
+from distill_assets.lib.collect import CollectOptions, collect, list_source_files
 from distill_assets.lib.digests import DigestTable
 from distill_assets.lib.evidence import ParseSettings
 
@@ -101,7 +101,9 @@ MODES = {
 
 def test_duplicates_across_files_are_skipped_in_line_order(tmp_path: Path, sources: Path) -> None:
     out = tmp_path / "out"
-    result = collect(list_source_files(sources), out, None, ParseSettings(), workers=1)
+    result = collect(
+        list_source_files(sources), out, None, ParseSettings(), CollectOptions(workers=1)
+    )
     # three copies of r-shared on 2024-05-02, and b.jsonl's copies of HELD and SCRUBBED
     assert result.tally.reasons[C.R_DUPLICATE] == 5
     assert result.tally.records_in == result.tally.records_out + result.tally.skipped + (
@@ -140,7 +142,7 @@ def test_every_mode_writes_the_same_bytes(
     """Each other mode against plain in-process collect (comparing that mode with itself would
     prove nothing); a mode with workers really scans in a pool of that many processes."""
     reference = tmp_path / "ref"
-    collect(list_source_files(sources), reference, None, ParseSettings(), workers=1)
+    collect(list_source_files(sources), reference, None, ParseSettings(), CollectOptions(workers=1))
     pools: list[int] = []
     real_pool = collect_module.process_pool
 
@@ -150,7 +152,7 @@ def test_every_mode_writes_the_same_bytes(
 
     monkeypatch.setattr(collect_module, "process_pool", counted_pool)
     out = tmp_path / mode
-    collect(list_source_files(sources), out, None, ParseSettings(), **MODES[mode])
+    collect(list_source_files(sources), out, None, ParseSettings(), CollectOptions(**MODES[mode]))
     assert pools == ([MODES[mode]["workers"]] if MODES[mode]["workers"] > 1 else [])
     assert _tree(out) == _tree(reference)
 
@@ -161,9 +163,13 @@ def test_workers_match_on_a_synthetic_corpus(tmp_path: Path) -> None:
     files = list_source_files(source)
     one = tmp_path / "one"
     two = tmp_path / "two"
-    first = collect(files, one, None, ParseSettings(), workers=1)
+    first = collect(files, one, None, ParseSettings(), CollectOptions(workers=1))
     second = collect(
-        files, two, None, ParseSettings(), workers=2, pool_min_bytes=0, resident_days=1
+        files,
+        two,
+        None,
+        ParseSettings(),
+        CollectOptions(workers=2, pool_min_bytes=0, resident_days=1),
     )
     assert _tree(one) == _tree(two)
     assert not (two / ".scratch").exists()
@@ -193,7 +199,7 @@ def test_a_duplicate_is_found_after_its_day_left_memory(tmp_path: Path) -> None:
     (source / "2.jsonl").write_bytes(_run("r-2", "2024-05-02T09:00:00Z") + b"\n")
     (source / "3.jsonl").write_bytes(record + b"\n")
     result = collect(list_source_files(source), tmp_path / "out", None, ParseSettings(),
-                     resident_days=1)  # fmt: skip
+                     CollectOptions(resident_days=1))  # fmt: skip
     assert result.tally.reasons[C.R_DUPLICATE] == 1
     assert result.tally.records_out == 2
     assert not (tmp_path / "out" / C.SCRATCH_DIR).exists()
@@ -203,7 +209,9 @@ def test_secrets_are_scrubbed_once_and_duplicates_of_held_records_skipped(
     tmp_path: Path, sources: Path
 ) -> None:
     out = tmp_path / "out"
-    result = collect(list_source_files(sources), out, None, ParseSettings(), workers=1)
+    result = collect(
+        list_source_files(sources), out, None, ParseSettings(), CollectOptions(workers=1)
+    )
     day = layout.day_from_key("2024-05-03")
     rows = [
         orjson.loads(raw)
@@ -245,7 +253,9 @@ def test_outputs_are_the_reference_bytes(tmp_path: Path, small_synth: Path, mode
     out = tmp_path / "out"
     now = datetime(2026, 12, 1, tzinfo=UTC)
     kwargs = {**MODES[mode], "whole_file_bytes": 100_000} if "streamed" in mode else MODES[mode]
-    result = collect(list_source_files(small_synth), out, None, ParseSettings(now=now), **kwargs)
+    result = collect(
+        list_source_files(small_synth), out, None, ParseSettings(now=now), CollectOptions(**kwargs)
+    )
     tree = hashlib.sha256(orjson.dumps(_tree(out), option=orjson.OPT_SORT_KEYS)).hexdigest()
     assert tree == GOLDEN_TREE
     t = result.tally
@@ -260,11 +270,11 @@ def test_the_prefilter_only_saves_work(
     are, which must give the same bytes (here: it flags the lines holding the key). Telling
     collect that no line holds a secret keeps clean records as they are."""
     reference = tmp_path / "ref"
-    collect(list_source_files(sources), reference, None, ParseSettings(), workers=1)
+    collect(list_source_files(sources), reference, None, ParseSettings(), CollectOptions(workers=1))
     flag = None if prefilter == "absent" else (lambda data: np.empty(0, dtype=np.int64))
     monkeypatch.setattr(collect_module, "_flag_lines", flag)
     out = tmp_path / "out"
-    collect(list_source_files(sources), out, None, ParseSettings(), workers=1)
+    collect(list_source_files(sources), out, None, ParseSettings(), CollectOptions(workers=1))
     if prefilter == "absent":
         assert _tree(out) == _tree(reference)
     else:

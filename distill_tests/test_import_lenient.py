@@ -13,7 +13,7 @@ import pytest
 from distill_assets import cli
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
-from distill_assets.lib.collect import collect
+from distill_assets.lib.collect import CollectOptions, collect
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.importers import left_out_summary, make_spec, run_import
 from distill_assets.lib.io import iter_jsonl
@@ -142,7 +142,7 @@ def test_collect_quarantines_each_orphan_with_its_file_and_id(
 ) -> None:
     out = tmp_path / "out"
     spec = make_spec(C.IMPORT_SWE_BENCH, experiment, created_at=DAY)
-    result = collect([], out, None, ParseSettings(), [run_import(spec)])
+    result = collect([], out, None, ParseSettings(), CollectOptions(imported=[run_import(spec)]))
     assert result.errors == []
     rows = list(iter_jsonl(out / layout.evidence_quarantine(None)))
     assert len(rows) == 7

@@ -14,7 +14,7 @@ from distill_assets import cli
 from distill_assets.cli.materialize import partition_range
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
-from distill_assets.lib.collect import collect, list_source_files
+from distill_assets.lib.collect import CollectOptions, collect, list_source_files
 from distill_assets.lib.evidence import ParseSettings
 from distill_assets.lib.importers import make_spec, run_import
 from distill_assets.lib.io import iter_jsonl
@@ -46,7 +46,7 @@ def _tau_file(path: Path, traj: list) -> Path:
 def test_collect_skips_a_broken_source_whole_and_says_why(tmp_path: Path) -> None:
     spec = make_spec(C.IMPORT_SWE_BENCH, _broken_root(tmp_path), created_at=DAY)
     out = tmp_path / "out"
-    result = collect([], out, None, ParseSettings(), [run_import(spec)])
+    result = collect([], out, None, ParseSettings(), CollectOptions(imported=[run_import(spec)]))
     assert result.errors == []
     message = (
         "swe-bench:agentx/results/results.json: not found: a system folder needs its results file"
@@ -76,7 +76,7 @@ def test_collect_keeps_imported_provenance_and_validates_like_lines(tmp_path: Pa
     _tau_file(folder / "n-airline.json", [{"role": "assistant", "content": "nobody asked"}])
     spec = make_spec(C.IMPORT_TAU_BENCH, folder, created_at="2025-03-04T05:06:07Z")
     out = tmp_path / "out"
-    result = collect([], out, None, ParseSettings(), [run_import(spec)])
+    result = collect([], out, None, ParseSettings(), CollectOptions(imported=[run_import(spec)]))
     day = layout.day_from_key("2025-03-04")
     records = list(iter_jsonl(out / layout.evidence_records(day)))
     kept = {(r["source_path"], r["kind"], r["source_record"], r["line"]) for r in records}
@@ -110,7 +110,13 @@ def test_collect_reads_a_source_folder_and_imports_together(tmp_path: Path) -> N
     )
     spec = make_spec(C.IMPORT_SWE_BENCH, EXPERIMENTS, created_at=DAY)
     out = tmp_path / "out"
-    collect(list_source_files(evidence), out, None, ParseSettings(), [run_import(spec)])
+    collect(
+        list_source_files(evidence),
+        out,
+        None,
+        ParseSettings(),
+        CollectOptions(imported=[run_import(spec)]),
+    )
     day = layout.day_from_key(DAY[:10])
     sources = {row["source_path"] for row in iter_jsonl(out / layout.evidence_records(day))}
     assert "runs.jsonl" in sources and "swe-bench:agentx/all_preds.jsonl" in sources

@@ -61,9 +61,7 @@ def test_validation_in_workers_finds_the_same_failures(tmp_path: Path, collected
     broken.write_bytes(b"".join(orjson.dumps(row) + b"\n" for row in rows))
     files = [*paths[:2], broken, paths[4]]
     serial = validate_jsonl(EvidenceIndexSchema, files, chunk_bytes=300_000)
-    parallel = validate_jsonl(
-        EvidenceIndexSchema, files, chunk_bytes=300_000, workers=2, pool_min_bytes=0
-    )
+    parallel = validate_jsonl(EvidenceIndexSchema, files, chunk_bytes=300_000, workers=2)
     assert serial == parallel
     assert serial.rows == sum(len(p.read_bytes().splitlines()) for p in files)
     assert serial.num_failures >= 3

@@ -228,7 +228,7 @@ def no_secrets(asset: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
     )
 
 
-def _playbook_deny_list(receipt: StageReceipt) -> tuple[str, ...]:
+def playbook_deny_list(receipt: StageReceipt) -> tuple[str, ...]:
     """The deny-list the checked extraction used, as its receipt recorded it (lib only: a
     check worker does not import Dagster)."""
     from distill_assets.lib.playbooks import PlaybookSettings
@@ -275,14 +275,82 @@ _FRAME_RULES: dict[tuple[str, str], str] = {
 }
 
 
+class _Firewall:
+    """The firewall checks of a dataset over its pieces: their firewall columns are judged in
+    joins of FIREWALL_ROWS rows (each join probes every scored run once: once per piece would
+    cost the table's size per piece)."""
+
+    def __init__(self, asset: str, rules: list[str], receipt: StageReceipt, out_root: Path) -> None:
+        from distill_assets.lib import firewall as fw
+
+        self.fw = fw
+        self.asset = asset
+        self.verify = [(check, getattr(fw, _FRAME_RULES[(asset, check)])) for check in rules]
+        self.reports = {check: fw.FirewallReport() for check in rules}
+        self.table = fw.scored_lookup(out_root)
+        self.settings = (
+            playbook_deny_list(receipt)
+            if asset == C.ASSET_EXTRACTED_PLAYBOOKS
+            else _settings_used(receipt)
+        )
+        self.gathered: list[Any] = []
+        self.rows = 0
+
+    def add(self, piece: Any) -> None:
+        frame = self.fw.firewall_columns(self.asset, piece)
+        self.gathered.append(frame)
+        self.rows += frame.height
+        if self.rows >= FIREWALL_ROWS:
+            self.judge()
+
+    def judge(self) -> None:
+        import polars as pl
+
+        if not self.gathered:
+            return
+        frame = pl.concat(self.gathered, how="vertical")
+        self.gathered, self.rows = [], 0
+        for check, verify in self.verify:
+            self.reports[check].merge(verify(frame, self.table, self.settings))
+
+    def outcome(self, check: str) -> CheckOutcome:
+        report = self.reports[check]
+        what = "playbooks" if self.asset == C.ASSET_EXTRACTED_PLAYBOOKS else "rows"
+        return CheckOutcome(
+            self.asset,
+            check,
+            report.passed,
+            report.count,
+            f"{report.rows} {what} verified against the scored runs"
+            if report.passed
+            else f"{report.count} violation(s) in {report.rows} {what}",
+            {"rows": report.rows, "violations": report.violations},
+        )
+
+
+def _holdout_outcome(asset: str, check: str, tasks: Any) -> CheckOutcome:
+    split = tasks.report()
+    return CheckOutcome(
+        asset,
+        check,
+        split.passed,
+        split.count,
+        f"{split.train_rows} train and {split.holdout_rows} holdout rows share no task"
+        if split.passed
+        else f"{split.count} task(s) on both sides",
+        {
+            "train_rows": split.train_rows,
+            "holdout_rows": split.holdout_rows,
+            "shared_tasks": split.shared_tasks,
+        },
+    )
+
+
 def dataset_checks(
     asset: str, checks: list[str], receipt: StageReceipt, out_root: Path, root: Path
 ) -> list[CheckOutcome]:
     """Schema, firewall, pair rules and holdout of a dataset on ONE read of its train and
     holdout files (piece by piece: memory holds one piece), each piece judged by every check."""
-    import polars as pl
-
-    from distill_assets.lib import firewall as fw
     from distill_assets.lib.hygiene.holdout import TaskSides
     from distill_assets.lib.schemas import Validation, batched, iter_jsonl, schema_of
 
@@ -291,75 +359,25 @@ def dataset_checks(
     model = schema_of(asset, str(receipt.extra.get("format", "")))
     validation = Validation(model, paths) if C.CHECK_SCHEMA in checks else None
     rules = [c for c in checks if (asset, c) in _FRAME_RULES]
-    reports = {check: fw.FirewallReport() for check in rules}
-    table = fw.scored_lookup(out_root) if rules else None
-    settings: Any = None
-    if rules:
-        settings = (
-            (_playbook_deny_list(receipt),)
-            if asset == C.ASSET_EXTRACTED_PLAYBOOKS
-            else (_settings_used(receipt),)
-        )
-    tasks = TaskSides()
-    # the firewall's columns of the pieces, judged in joins of FIREWALL_ROWS rows (each join
-    # probes every scored run once: once per piece would cost the table's size per piece)
-    gathered: list[pl.DataFrame] = []
-
-    def judge() -> None:
-        frame = pl.concat(gathered, how="vertical")
-        gathered.clear()
-        for check in rules:
-            verify = getattr(fw, _FRAME_RULES[(asset, check)])
-            reports[check].merge(verify(frame, table, *settings))
-
+    firewall = _Firewall(asset, rules, receipt, out_root) if rules else None
+    tasks = TaskSides() if C.CHECK_HOLDOUT_DISJOINT in checks else None
     for piece in batched(iter_jsonl(model, paths, missing_ok=True)):
         if validation is not None:
             validation.add(piece)
-        if rules:
-            gathered.append(fw.firewall_columns(asset, piece))
-            if sum(frame.height for frame in gathered) >= FIREWALL_ROWS:
-                judge()
-        if C.CHECK_HOLDOUT_DISJOINT in checks:
+        if firewall is not None:
+            firewall.add(piece)
+        if tasks is not None:
             tasks.add(piece)
-    if gathered:
-        judge()
+    if firewall is not None:
+        firewall.judge()
     outcomes = []
     for check in checks:
         if check == C.CHECK_SCHEMA and validation is not None:
             outcomes.append(_schema_outcome(asset, validation.outcome(), model, paths))
-        elif check in reports:
-            report = reports[check]
-            what = "playbooks" if asset == C.ASSET_EXTRACTED_PLAYBOOKS else "rows"
-            outcomes.append(
-                CheckOutcome(
-                    asset,
-                    check,
-                    report.passed,
-                    report.count,
-                    f"{report.rows} {what} verified against the scored runs"
-                    if report.passed
-                    else f"{report.count} violation(s) in {report.rows} {what}",
-                    {"rows": report.rows, "violations": report.violations},
-                )
-            )
+        elif firewall is not None and check in firewall.reports:
+            outcomes.append(firewall.outcome(check))
         elif check == C.CHECK_HOLDOUT_DISJOINT:
-            split = tasks.report()
-            outcomes.append(
-                CheckOutcome(
-                    asset,
-                    check,
-                    split.passed,
-                    split.count,
-                    f"{split.train_rows} train and {split.holdout_rows} holdout rows share no task"
-                    if split.passed
-                    else f"{split.count} task(s) on both sides",
-                    {
-                        "train_rows": split.train_rows,
-                        "holdout_rows": split.holdout_rows,
-                        "shared_tasks": split.shared_tasks,
-                    },
-                )
-            )
+            outcomes.append(_holdout_outcome(asset, check, tasks))
     return outcomes
 
 

@@ -40,7 +40,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -348,6 +348,22 @@ class FileScan:
     info: WrittenFile | None = None
 
 
+# where a line left out lies: (its sequence number, line number, size); (0, None, None) for a
+# whole file. Source lines are numbered by their line; an import batch's records by their place.
+Place = tuple[int, int | None, int | None]
+
+
+class _Imported(NamedTuple):
+    """Where an imported record being kept comes from: its line in the original file (when
+    records are lines), that file's provenance name, the records row's (source path, source
+    sha256) as JSON, and the row's importer fields."""
+
+    line: int | None
+    relpath: str
+    where: tuple[bytes, bytes]
+    fields: bytes
+
+
 class _Scanner:
     """Turns the lines of one source file into day parts; touches no output file.
 
@@ -372,10 +388,14 @@ class _Scanner:
         # texts waiting for their hashes, and the last instruction of each task with its slot
         self.texts: list[str] = []
         self.instructions: dict[str, tuple[str, int]] = {}
+        # set while an import batch's record is being kept (``keep_imported``), with the
+        # records row's provenance (``where``) and importer fields
+        self.imported: _Imported | None = None
+        self.fields = b""
         self.set_sha("")
 
     def set_sha(self, sha: str) -> None:
-        """The source file's sha256, which its records rows carry (with its path)."""
+        """The source file's sha256, which its records rows carry (with its path: ``where``)."""
         self.sha = sha
         self.where = (orjson.dumps(self.source.relpath), orjson.dumps(sha))
 
@@ -388,82 +408,69 @@ class _Scanner:
             self.seen.setdefault(day, set())
         return part
 
+    def _relpath(self) -> str:
+        """The provenance name of what is being kept or left out: the source file's, or the
+        original file's of an imported record."""
+        return self.source.relpath if self.imported is None else self.imported.relpath
+
     def leave(
         self,
         day: date | None,
         rejected: Rejected,
-        seq: int,
-        line: int | None,
-        size: int | None,
+        place: Place,
         relpath: str | None = None,
         detail: str | None = None,
     ) -> None:
+        """Leave out a line (or a whole file, or an import's record or file) at ``place``, of
+        the file being read unless ``relpath`` names another; ``detail``: what is wrong."""
         part = self._part(day)
         if part is None:
             return
+        seq, line, size = place
         part.tally.records_in += 1
         part.tally.leave_out(rejected.disposition, rejected.reasons)
-        row = _quarantine_row(rejected, relpath or self.source.relpath, line, size, detail)
+        row = _quarantine_row(rejected, relpath or self._relpath(), line, size, detail)
         part.quarantine.append(orjson.dumps(row) + b"\n")
         part.quarantine_seq.append(seq)
 
     def keep(
-        self,
-        day: date,
-        obj: dict[str, Any],
-        created_at: str,
-        seq: int,
-        line: int | None,
-        size: int | None,
-        scrub: bool,
-        relpath: str | None = None,
-        where: tuple[bytes, bytes] | None = None,
-        imported: tuple[str, int] | None = None,
+        self, found: tuple[date, str], obj: dict[str, Any], seq: int, size: int | None, scrub: bool
     ) -> None:
-        """Keep a valid record (``created_at`` as normalized) unless it repeats one of this
-        file; ``scrub``: it may hold a secret (else the prefilter found it clean)."""
+        """Keep a valid record unless it repeats one of this file: ``found`` is its day and
+        normalized ``created_at`` (as ``QuickCheck.check`` gives them), ``seq`` its line (its
+        place in the file's order), ``scrub``: it may hold a secret (else the prefilter found it
+        clean). While ``imported`` is set, the record is that import's (``seq``: its place in
+        the batch)."""
+        day = found[0]
         part = self.parts.get(day)
         if part is None:
             part = self._part(day)
             if part is None:
                 return
-        kind = obj["kind"]
-        dumps = orjson.dumps
+        kind, dumps = obj["kind"], orjson.dumps
         canonical = dumps(obj, option=_SORT_KEYS)
         digest = hashlib.sha256(canonical).digest()
+        line = seq if self.imported is None else self.imported.line
         seen = self.seen[day]
         if digest in seen:
-            rejected = _duplicate_of(kind, obj["run_id"], digest)
-            self.leave(day, rejected, seq, line, size, relpath)
+            self.leave(day, _duplicate_of(kind, obj["run_id"], digest), (seq, line, size))
             return
         seen.add(digest)
         evidence_id = binascii.hexlify(digest)
-        extra = b""
-        if imported is not None:
-            extra = b',"importer":%b,"source_record":%b' % (dumps(imported[0]), dumps(imported[1]))
+        created_at, extra = found[1], self.fields
         if scrub:
             # the evidence store never holds a secret: it keeps the record with placeholders
-            record = Record(
-                kind, obj["run_id"], created_at, day, evidence_id.decode(), canonical, obj
+            scrubbed = self._scrub(
+                part,
+                Record(kind, obj["run_id"], created_at, day, evidence_id.decode(), canonical, obj),
+                digest,
+                (seq, line, size),
             )
-            scrubbed, findings = scrub_record(record)
-            types = tuple(finding.type for finding in findings)
             if scrubbed is None:
-                part.held_digests.append(digest)
-                part.held_seq.append(seq)
-                part.held_meta.append(
-                    (kind, record.run_id, line, size, relpath or self.source.relpath)
-                )
-                part.held_secrets.append(types)
                 return
-            if findings:
-                # what was redacted in this record (type, field, preview; never the secret)
-                part.keep_secrets[len(part.offsets)] = types
-                extra += b',"secrets":' + dumps([finding.as_dict() for finding in findings])
-                obj, canonical = scrubbed.obj, scrubbed.canonical
-        run_id = dumps(obj["run_id"])
-        stamp = dumps(created_at)
-        path, sha = where or self.where
+            obj, canonical, extra = scrubbed
+        run_id, stamp = dumps(obj["run_id"]), dumps(created_at)
+        path, sha = self.where
         number = b"%d" % line if line is not None else b"null"
         records, index = part.records, part.index
         part.offsets.append(len(records))
@@ -473,15 +480,8 @@ class _Scanner:
             records += _RECORD_HEADS[kind] % (
                 evidence_id, run_id, task, stamp, path, number, sha, extra
             )  # fmt: skip
-            texts = self.texts
-            known = self.instructions.get(task_id)
-            if known is not None and known[0] == instruction:
-                instruction_slot = known[1]
-            else:
-                instruction_slot = len(texts)
-                texts.append(instruction)
-                self.instructions[task_id] = (instruction, instruction_slot)
-            texts.append(response)
+            instruction_slot = self._instruction_slot(task_id, instruction)
+            self.texts.append(response)
             meta = obj.get("meta")
             flags = (
                 not response or response.isspace(),
@@ -490,7 +490,7 @@ class _Scanner:
             )
             category, agent = dumps(obj.get("category")), dumps(obj.get("agent"))
             index += _RUN_INDEX_HEAD % (evidence_id, run_id, stamp, task, category, agent)
-            part.hash_slots.append((len(index), instruction_slot, len(texts) - 1))
+            part.hash_slots.append((len(index), instruction_slot, len(self.texts) - 1))
             index += _RUN_INDEX_TAILS[flags]
         else:
             records += _RECORD_HEADS[kind] % (evidence_id, run_id, stamp, path, number, sha, extra)
@@ -505,6 +505,49 @@ class _Scanner:
         part.digests += digest
         part.keep_seq.append(seq)
         part.keep_sizes.append(size)
+
+    def _scrub(
+        self, part: DayPart, record: Record, digest: bytes, place: Place
+    ) -> tuple[dict[str, Any], bytes, bytes] | None:
+        """A record that may hold a secret, scrubbed: its object, its canonical bytes and the
+        records row's optional fields, with ``secrets`` (what was redacted: type, field,
+        preview; never the secret). None when its identifier holds a secret: the record is held
+        (quarantined, unless it duplicates a record of an earlier file, which only the writer
+        knows)."""
+        scrubbed, findings = scrub_record(record)
+        types = tuple(finding.type for finding in findings)
+        if scrubbed is None:
+            seq, line, size = place
+            part.held_digests.append(digest)
+            part.held_seq.append(seq)
+            part.held_meta.append((record.kind, record.run_id, line, size, self._relpath()))
+            part.held_secrets.append(types)
+            return None
+        if not findings:
+            return record.obj, record.canonical, self.fields
+        part.keep_secrets[len(part.offsets)] = types
+        secrets = b',"secrets":' + orjson.dumps([finding.as_dict() for finding in findings])
+        return scrubbed.obj, scrubbed.canonical, self.fields + secrets
+
+    def _instruction_slot(self, task_id: str, instruction: str) -> int:
+        """Where a run's instruction waits among ``texts`` for its hash: the slot of its task's
+        last instruction when it is the same text (a task's runs usually share it), else a new
+        one."""
+        known = self.instructions.get(task_id)
+        if known is not None and known[0] == instruction:
+            return known[1]
+        slot = len(self.texts)
+        self.texts.append(instruction)
+        self.instructions[task_id] = (instruction, slot)
+        return slot
+
+    def keep_imported(self, record: Record, seq: int, imported: _Imported) -> None:
+        """Keep a valid record of an import batch (``seq``: its place in the batch); an
+        imported record is always scanned for secrets."""
+        where, self.where = self.where, imported.where
+        self.imported, self.fields = imported, imported.fields
+        self.keep((record.day, record.created_at), record.obj, seq, None, True)
+        self.imported, self.fields, self.where = None, b"", where
 
     def scan_block(self, data: bytes, first: int) -> int:
         """Scan the lines of ``data`` (whole lines, numbered from ``first``; only a file's last
@@ -529,12 +572,12 @@ class _Scanner:
                 if type(obj) is dict:
                     found = check(obj)
                     if found is not None:
-                        day, created_at = found
+                        day = found[0]
                         if day is not last_day:
                             if self.pending:
                                 self._place_pending(day)
                             self.last_day = last_day = day
-                        keep(day, obj, created_at, number, number, size, scrub)
+                        keep(found, obj, number, size, scrub)
                         continue
             full(raw, number, size, scrub, obj)
             last_day = self.last_day
@@ -544,7 +587,7 @@ class _Scanner:
     def _place_pending(self, day: date) -> None:
         """The undated lines before a file's first dated line take its day."""
         for line, rejected, pending_size in self.pending:
-            self.leave(day, rejected, line, line, pending_size)
+            self.leave(day, rejected, (line, line, pending_size))
         self.pending.clear()
 
     def _line(self, raw: bytes, number: int, size: int, scrub: bool, obj: Any) -> None:
@@ -562,15 +605,15 @@ class _Scanner:
             if self.last_day is None:
                 self.pending.append((number, parsed, size))
             else:
-                self.leave(self.last_day, parsed, number, number, size)
+                self.leave(self.last_day, parsed, (number, number, size))
             return
         if self.last_day is None and self.pending:
             self._place_pending(day)
         self.last_day = day
         if type(parsed) is Record:
-            self.keep(day, parsed.obj, parsed.created_at, number, number, size, scrub)
+            self.keep((day, parsed.created_at), parsed.obj, number, size, scrub)
         else:
-            self.leave(day, parsed, number, number, size)
+            self.leave(day, parsed, (number, number, size))
 
     def take(self) -> dict[date | None, DayPart]:
         """The parts scanned so far, with their runs' text hashes; scanning goes on into fresh
@@ -591,15 +634,15 @@ class _Scanner:
         return parts
 
     def unreadable(self) -> None:
-        self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_UNREADABLE_FILE,)), 0, None, None)
+        self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_UNREADABLE_FILE,)), (0, None, None))
 
     def finish(self, size: int) -> None:
         """Lines that never found a day, and an empty file, go to the undated bucket."""
         for line, rejected, pending_size in self.pending:
-            self.leave(None, rejected, line, line, pending_size)
+            self.leave(None, rejected, (line, line, pending_size))
         self.pending.clear()
         if size == 0:
-            self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_EMPTY_FILE,)), 0, None, 0)
+            self.leave(None, Rejected(C.DISPOSITION_SKIPPED, (C.R_EMPTY_FILE,)), (0, None, 0))
 
 
 def _duplicate_of(kind: str, run_id: str, digest: bytes) -> Rejected:
@@ -619,7 +662,7 @@ def scan_file(
     """
     scanner = _Scanner(source, days, settings)
     if source.problem is not None:
-        scanner.leave(None, Rejected(C.DISPOSITION_SKIPPED, (source.problem,)), 0, None, None)
+        scanner.leave(None, Rejected(C.DISPOSITION_SKIPPED, (source.problem,)), (0, None, None))
         yield FileScan(source.relpath, scanner.take())
         return
     try:
@@ -771,6 +814,20 @@ class _SeenTables:
             self.scratch = None
 
 
+def _without(part: DayPart, dup_at: list[int]) -> tuple[bytearray, list[int], bytearray, bytearray]:
+    """The part's records rows, their offsets, index rows and digests without the kept records
+    at ``dup_at``."""
+    dups = set(dup_at)
+    kept = [i for i in range(len(part)) if i not in dups]
+    rows_of = [part.record_row(i) for i in kept]
+    records = bytearray(b"".join(rows_of))
+    offsets = list(itertools.accumulate(map(len, rows_of[:-1]), initial=0))[: len(kept)]
+    lines = part.index.split(b"\n")
+    index = bytearray(b"".join(lines[i] + b"\n" for i in kept))
+    digests = bytearray(b"".join(part.digests[32 * i : 32 * i + 32] for i in kept))
+    return records, offsets, index, digests
+
+
 class Collector:
     """Runs the collect stage over a set of source files for a set of days.
 
@@ -824,7 +881,6 @@ class Collector:
         count = len(part)
         found = seen.find(part.digests + b"".join(part.held_digests))
         dup_at = [i for i, at in enumerate(found[:count]) if at >= 0]
-        held_dup = [at >= 0 for at in found[count:]]
         for i, types in part.keep_secrets.items():
             if found[i] < 0:
                 self.secrets.update(types)
@@ -832,54 +888,11 @@ class Collector:
         if not dup_at and not part.held_digests:
             quarantine_data = b"".join(part.quarantine)
             quarantine_rows = len(part.quarantine)
-            bucket.tally.merge(part.tally)
         else:
             # records already seen in an earlier file: skipped as duplicates, in line order
-            dups = set(dup_at)
-            kept = [i for i in range(count) if i not in dups]
-            rows_of = [part.record_row(i) for i in kept]
-            records = bytearray(b"".join(rows_of))
-            offsets = list(itertools.accumulate(map(len, rows_of[:-1]), initial=0))[: len(kept)]
-            lines = index.split(b"\n")
-            index = bytearray(b"".join(lines[i] + b"\n" for i in kept))
-            digests = bytearray(b"".join(digests[32 * i : 32 * i + 32] for i in kept))
-            rows: list[tuple[int, bytes | dict[str, Any]]] = list(
-                zip(part.quarantine_seq, part.quarantine, strict=True)
-            )
-            tally = part.tally
-            for i in dup_at:
-                kind, run_id, line, size, relpath = part.kept_meta(i)
-                rejected = _duplicate_of(kind, run_id, part.digests[32 * i : 32 * i + 32])
-                rows.append((part.keep_seq[i], _quarantine_row(rejected, relpath, line, size)))
-            tally.records_out -= len(dup_at)
-            tally.accepted -= len(dup_at)
-            tally.skipped += len(dup_at)
-            tally.reasons[C.R_DUPLICATE] += len(dup_at)
-            # records whose identifier holds a secret: quarantined, unless seen before
-            for j, duplicate in enumerate(held_dup):
-                kind, run_id, line, size, relpath = part.held_meta[j]
-                evidence_id = part.held_digests[j].hex()
-                if duplicate:
-                    rejected = _duplicate_of(kind, run_id, part.held_digests[j])
-                else:
-                    self.secrets.update(part.held_secrets[j])
-                    rejected = Rejected(
-                        C.DISPOSITION_QUARANTINED,
-                        (C.R_SECRET_DETECTED,),
-                        None,
-                        kind,
-                        None,
-                        evidence_id,
-                    )
-                tally.records_in += 1
-                tally.leave_out(rejected.disposition, rejected.reasons)
-                rows.append((part.held_seq[j], _quarantine_row(rejected, relpath, line, size)))
-            rows.sort(key=lambda item: item[0])
-            quarantine_data = b"".join(
-                row if isinstance(row, bytes) else orjson.dumps(row) + b"\n" for _, row in rows
-            )
-            quarantine_rows = len(rows)
-            bucket.tally.merge(tally)
+            records, offsets, index, digests = _without(part, dup_at)
+            held_dup = [at >= 0 for at in found[count:]]
+            quarantine_data, quarantine_rows = self._left_out(part, dup_at, held_dup)
             seen.add(
                 [
                     d
@@ -887,6 +900,7 @@ class Collector:
                     if not duplicate
                 ]
             )
+        bucket.tally.merge(part.tally)
         if offsets:
             assert bucket.records is not None and bucket.index is not None
             index_data = _index_block(index, offsets, bucket.records.position)
@@ -895,6 +909,49 @@ class Collector:
             seen.add(digests)
         if quarantine_rows:
             bucket.quarantine.write_block(quarantine_data, quarantine_rows)
+
+    def _left_out(
+        self, part: DayPart, dup_at: list[int], held_dup: list[bool]
+    ) -> tuple[bytes, int]:
+        """The part's quarantine rows (and their count) with its kept records at ``dup_at``
+        skipped as duplicates and its held records quarantined (``secret_detected``) unless
+        ``held_dup`` says they were seen before, in line order; its tally is adjusted."""
+        rows: list[tuple[int, bytes | dict[str, Any]]] = list(
+            zip(part.quarantine_seq, part.quarantine, strict=True)
+        )
+        tally = part.tally
+        for i in dup_at:
+            kind, run_id, line, size, relpath = part.kept_meta(i)
+            rejected = _duplicate_of(kind, run_id, part.digests[32 * i : 32 * i + 32])
+            rows.append((part.keep_seq[i], _quarantine_row(rejected, relpath, line, size)))
+        tally.records_out -= len(dup_at)
+        tally.accepted -= len(dup_at)
+        tally.skipped += len(dup_at)
+        tally.reasons[C.R_DUPLICATE] += len(dup_at)
+        # records whose identifier holds a secret: quarantined, unless seen before
+        for j, duplicate in enumerate(held_dup):
+            kind, run_id, line, size, relpath = part.held_meta[j]
+            evidence_id = part.held_digests[j].hex()
+            if duplicate:
+                rejected = _duplicate_of(kind, run_id, part.held_digests[j])
+            else:
+                self.secrets.update(part.held_secrets[j])
+                rejected = Rejected(
+                    C.DISPOSITION_QUARANTINED,
+                    (C.R_SECRET_DETECTED,),
+                    None,
+                    kind,
+                    None,
+                    evidence_id,
+                )
+            tally.records_in += 1
+            tally.leave_out(rejected.disposition, rejected.reasons)
+            rows.append((part.held_seq[j], _quarantine_row(rejected, relpath, line, size)))
+        rows.sort(key=lambda item: item[0])
+        data = b"".join(
+            row if isinstance(row, bytes) else orjson.dumps(row) + b"\n" for _, row in rows
+        )
+        return data, len(rows)
 
     def read_imported(self, batch: ImportBatch) -> None:
         """Account for one import source exactly like source lines: every object is validated
@@ -906,24 +963,27 @@ class Collector:
         seq = 0
         for failure in batch.failures:
             rejected = Rejected(failure.disposition, (failure.reason,), failure.day)
-            scanner.leave(failure.day, rejected, seq, None, None, failure.path, failure.message)
+            scanner.leave(failure.day, rejected, (seq, None, None), failure.path, failure.message)
             seq += 1
             if failure.disposition == C.DISPOSITION_SKIPPED:
                 self.warnings.append(failure.message)
         self.warnings.extend(batch.warnings)
         settings = self.settings
+        importer = orjson.dumps(batch.spec.kind)
         for item in batch.objects:
             origin = item.origin
             parsed = validate_object(item.obj, settings)
             if isinstance(parsed, Record):
                 where = (orjson.dumps(origin.path), orjson.dumps(origin.sha256))
-                imported = (batch.spec.kind, origin.record)
-                scanner.keep(
-                    parsed.day, parsed.obj, parsed.created_at, seq, origin.line, None, True,
-                    origin.path, where, imported,
-                )  # fmt: skip
+                fields = b',"importer":%b,"source_record":%b' % (
+                    importer,
+                    orjson.dumps(origin.record),
+                )
+                scanner.keep_imported(
+                    parsed, seq, _Imported(origin.line, origin.path, where, fields)
+                )
             else:
-                scanner.leave(parsed.day, parsed, seq, origin.line, None, origin.path)
+                scanner.leave(parsed.day, parsed, (seq, origin.line, None), origin.path)
             seq += 1
         self.apply(FileScan(name, scanner.take()))
         self.inputs.extend(batch.files)
@@ -986,27 +1046,43 @@ def _index_block(index: bytes | bytearray, offsets: list[int], base: int) -> byt
     return b"".join(joined)
 
 
+@dataclass(frozen=True)
+class CollectOptions:
+    """What a collect run reads besides the source files, and how it reads them.
+
+    ``imported`` batches are read after the source files. With ``workers`` > 1 and at least
+    ``pool_min_bytes`` in files no larger than ``whole_file_bytes``, those files are scanned in
+    worker processes (larger ones are streamed); ``resident_days`` day buckets keep their
+    written ids in memory. The bytes written are the same with any of the last four.
+    """
+
+    imported: Iterable[ImportBatch] = ()
+    workers: int = 1
+    whole_file_bytes: int = WHOLE_FILE_BYTES
+    pool_min_bytes: int = POOL_MIN_BYTES
+    resident_days: int = RESIDENT_DAYS
+
+
 def _scans(
     sources: list[SourceFile],
     days: frozenset[date] | None,
     settings: ParseSettings,
-    workers: int,
-    whole_file_bytes: int,
-    pool_min_bytes: int,
+    options: CollectOptions,
     out_root: Path,
 ) -> Iterator[FileScan]:
-    """Every source file's scans in path order; whole files go to ``workers`` processes.
+    """Every source file's scans in path order; whole files go to ``options.workers`` processes.
 
     At most ``workers`` files are scanned ahead of the writer, which bounds memory; they hand
     their records rows over through spill files in the output's scratch folder.
     """
+    workers, whole_file_bytes = options.workers, options.whole_file_bytes
     sizes = [_size(source) for source in sources]
     whole = [
         source.problem is None and size <= whole_file_bytes
         for source, size in zip(sources, sizes, strict=True)
     ]
     pooled_bytes = sum(size for size, w in zip(sizes, whole, strict=True) if w)
-    if workers <= 1 or pooled_bytes < pool_min_bytes or sum(whole) < 2:
+    if workers <= 1 or pooled_bytes < options.pool_min_bytes or sum(whole) < 2:
         for source in sources:
             yield from scan_file(source, days, settings, whole_file_bytes)
         return
@@ -1060,23 +1136,12 @@ def collect(
     out_root: Path,
     days: Iterable[date] | None,
     settings: ParseSettings,
-    imported: Iterable[ImportBatch] = (),
-    workers: int = 1,
-    whole_file_bytes: int = WHOLE_FILE_BYTES,
-    pool_min_bytes: int = POOL_MIN_BYTES,
-    resident_days: int = RESIDENT_DAYS,
+    options: CollectOptions = CollectOptions(),
 ) -> StageResult:
-    """Read ``sources`` and ``imported`` batches; write the buckets of ``days`` (all when None).
-
-    With ``workers`` > 1 and at least ``pool_min_bytes`` in files no larger than
-    ``whole_file_bytes``, those files are scanned in worker processes; the bytes written are
-    the same either way, as they are with any ``resident_days`` (day buckets whose written ids
-    stay in memory).
-    """
-    collector = Collector(out_root, days, settings, resident_days)
-    scans = _scans(
-        sources, collector.days, settings, workers, whole_file_bytes, pool_min_bytes, out_root
-    )
+    """Read ``sources`` and ``options.imported`` batches; write the buckets of ``days`` (all
+    when None), reading as ``options`` say (the bytes written are the same either way)."""
+    collector = Collector(out_root, days, settings, options.resident_days)
+    scans = _scans(sources, collector.days, settings, options, out_root)
     tick = progress.current()
     tick.begin(len(sources), "files")
     try:
@@ -1085,7 +1150,7 @@ def collect(
                 collector.apply(scan)
                 if scan.info is not None:  # a file's last scan (a large one comes in stretches)
                     tick.advance(detail=scan.relpath)
-        for batch in imported:
+        for batch in options.imported:
             collector.read_imported(batch)
         return collector.finish()
     except BaseException:

@@ -237,19 +237,10 @@ def validate_object(
 
     A clean object is recognized by a quicker test first; ``check_all`` skips it (the two
     always agree, which the tests verify)."""
-    reasons: list[str] = []
     kind = obj.get("kind")
     run_id = obj.get("run_id")
     run_id_text = run_id if isinstance(run_id, str) and run_id.strip() else None
-    moment = None
-    stamp = None
-    if "created_at" in obj:
-        raw_stamp = obj["created_at"]
-        moment = _canonical_stamp(raw_stamp)
-        if moment is not None:
-            stamp = raw_stamp
-        else:
-            moment = parse_timestamp(raw_stamp)
+    moment, stamp = _read_stamp(obj)
     day = moment.date() if moment is not None else None
 
     if kind is None:
@@ -266,6 +257,35 @@ def validate_object(
     ):
         return _record(obj, kind, run_id_text, moment, stamp)
 
+    reasons = [
+        *_required_reasons(obj, kind, moment),
+        *_optional_reasons(obj, kind),
+        *(_run_reasons(obj, settings) if kind == C.KIND_RUN else ()),
+        *_range_reasons(moment, settings),
+    ]
+    if reasons:
+        if C.R_TIMESTAMP_OUT_OF_RANGE in reasons or C.R_FUTURE_TIMESTAMP in reasons:
+            day = None  # no partition holds that day: file it with its neighbours instead
+        return Rejected(C.DISPOSITION_QUARANTINED, tuple(reasons), day, kind, run_id_text)
+    assert moment is not None and run_id_text is not None
+    return _record(obj, kind, run_id_text, moment, stamp)
+
+
+def _read_stamp(obj: dict[str, Any]) -> tuple[datetime | None, str | None]:
+    """The moment ``created_at`` names (None: absent or unreadable), and the text itself when
+    it is already in the normalized form."""
+    if "created_at" not in obj:
+        return None, None
+    raw_stamp = obj["created_at"]
+    moment = _canonical_stamp(raw_stamp)
+    if moment is not None:
+        return moment, raw_stamp
+    return parse_timestamp(raw_stamp), None
+
+
+def _required_reasons(obj: dict[str, Any], kind: str, moment: datetime | None) -> list[str]:
+    """What is wrong with the fields every record of ``kind`` must have."""
+    reasons: list[str] = []
     for name in _REQUIRED[kind]:
         if name not in obj:
             reasons.append(C.missing_field(name))
@@ -281,6 +301,12 @@ def validate_object(
             reasons.append(C.invalid_type(name))
         elif name not in _MAY_BE_EMPTY and not value.strip():
             reasons.append(C.empty_field(name))
+    return reasons
+
+
+def _optional_reasons(obj: dict[str, Any], kind: str) -> list[str]:
+    """What is wrong with the optional texts, unit numbers and enumerated values of ``kind``."""
+    reasons: list[str] = []
     for name in _OPTIONAL_TEXT[kind]:
         value = obj.get(name)
         if value is not None and not isinstance(value, str):
@@ -295,26 +321,31 @@ def validate_object(
         value = obj.get(name)
         if isinstance(value, str) and value.strip() and value not in allowed:
             reasons.append(C.invalid_value(name))
-    if kind == C.KIND_RUN:
-        if "messages" in obj and obj["messages"] is not None:
-            problem = _check_messages(obj["messages"], settings)
-            if problem:
-                reasons.append(problem)
-        meta = obj.get("meta")
-        if meta is not None and not isinstance(meta, dict):
-            reasons.append(C.invalid_type("meta"))
-    if moment is not None:
-        if moment.date() < settings.earliest:
-            reasons.append(C.R_TIMESTAMP_OUT_OF_RANGE)
-        elif moment > settings.now + settings.future_horizon:
-            reasons.append(C.R_FUTURE_TIMESTAMP)
+    return reasons
 
-    if reasons:
-        if C.R_TIMESTAMP_OUT_OF_RANGE in reasons or C.R_FUTURE_TIMESTAMP in reasons:
-            day = None  # no partition holds that day: file it with its neighbours instead
-        return Rejected(C.DISPOSITION_QUARANTINED, tuple(reasons), day, kind, run_id_text)
-    assert moment is not None and run_id_text is not None
-    return _record(obj, kind, run_id_text, moment, stamp)
+
+def _run_reasons(obj: dict[str, Any], settings: ParseSettings) -> list[str]:
+    """What is wrong with a run's ``messages`` and ``meta``."""
+    reasons: list[str] = []
+    if "messages" in obj and obj["messages"] is not None:
+        problem = _check_messages(obj["messages"], settings)
+        if problem:
+            reasons.append(problem)
+    meta = obj.get("meta")
+    if meta is not None and not isinstance(meta, dict):
+        reasons.append(C.invalid_type("meta"))
+    return reasons
+
+
+def _range_reasons(moment: datetime | None, settings: ParseSettings) -> list[str]:
+    """Whether the timestamp lies before the first partition or in the future."""
+    if moment is None:
+        return []
+    if moment.date() < settings.earliest:
+        return [C.R_TIMESTAMP_OUT_OF_RANGE]
+    if moment > settings.now + settings.future_horizon:
+        return [C.R_FUTURE_TIMESTAMP]
+    return []
 
 
 def _record(
@@ -438,6 +469,20 @@ class QuickCheck:
         self._utc_suffixes[suffix] = utc
         return utc
 
+    def _other_stamp(self, stamp: Any) -> tuple[date, str] | None:
+        """The day and normalized text of a timestamp the quick way does not read, converted
+        as ``validate_object`` does it; None when unreadable or out of range."""
+        moment = _canonical_stamp(stamp)
+        if moment is None:
+            moment = parse_timestamp(stamp)
+            if moment is None:
+                return None
+            stamp = format_timestamp(moment)
+        day = moment.date()
+        if not (self.settings.earliest <= day and moment <= self.settings.latest):
+            return None
+        return day, stamp
+
     def check(self, obj: dict[str, Any]) -> tuple[date, str] | None:
         stamp = obj.get("created_at")
         day: date | None = None
@@ -467,15 +512,10 @@ class QuickCheck:
             else:
                 day = None
         if day is None:
-            moment = _canonical_stamp(stamp)
-            if moment is None:
-                moment = parse_timestamp(stamp)
-                if moment is None:
-                    return None
-                stamp = format_timestamp(moment)
-            day = moment.date()
-            if not (self.settings.earliest <= day and moment <= self.settings.latest):
+            found = self._other_stamp(stamp)
+            if found is None:
                 return None
+            day, stamp = found
         run_id = obj.get("run_id")
         if type(run_id) is not str or not run_id or run_id.isspace():
             return None

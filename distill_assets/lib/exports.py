@@ -31,7 +31,6 @@ import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import layout
-from distill_assets.lib import stages as S
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.formats import FormatSettings, pair_columns, plain_text, sft_columns
 from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
@@ -643,15 +642,7 @@ class Exporter:
         self.write_root = write_root
         self.tally = Tally()
         self.quarantine = AtomicJsonlWriter(write_root, C.quarantine_path(self.stage))
-        self.curation = Curation(
-            self.stage,
-            hygiene,
-            eval_set,
-            write_root,
-            self.dataset_path,
-            S.HOLDOUT_PATHS[self.stage],
-            texts.band_cache,
-        )
+        self.curation = Curation(self.stage, hygiene, eval_set, write_root, texts.band_cache)
         self.texts = texts
         self.files_read: set[str] = set()
         self.seconds = 0.0

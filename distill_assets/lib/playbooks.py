@@ -92,6 +92,52 @@ def _is_error(text: str, flagged: Any) -> bool:
     return flagged is True or text.lstrip().lower().startswith("error")
 
 
+class _Pairing:
+    """Tool calls as they open, each answered by the first result that names it (else the
+    oldest pending one)."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.pending: deque[int] = deque()
+
+    def open(self, name: Any, arguments: Any, call_id: Any) -> None:
+        if not isinstance(name, str) or not name.strip():
+            return
+        self.calls.append(
+            {"tool": name.strip(), "arguments": _parse_arguments(arguments), "id": call_id}
+        )
+        self.pending.append(len(self.calls) - 1)
+
+    def open_all(self, message: dict[str, Any], content: Any) -> None:
+        """The calls an assistant message makes: OpenAI ``tool_calls`` and ``function_call``,
+        Anthropic ``tool_use`` blocks."""
+        for call in message.get("tool_calls") or []:
+            if not isinstance(call, dict):
+                continue
+            function = call.get("function") if isinstance(call.get("function"), dict) else call
+            self.open(function.get("name"), function.get("arguments"), call.get("id"))
+        legacy = message.get("function_call")
+        if isinstance(legacy, dict):
+            self.open(legacy.get("name"), legacy.get("arguments"), None)
+        if isinstance(content, list):
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    self.open(block.get("name"), block.get("input"), block.get("id"))
+
+    def answer(self, call_id: Any, content: Any, flagged: Any = None) -> None:
+        target = None
+        if call_id is not None:
+            target = next((i for i in self.pending if self.calls[i]["id"] == call_id), None)
+        if target is None and self.pending:
+            target = self.pending[0]
+        if target is None:
+            return
+        self.pending.remove(target)
+        text = result_text(content)
+        self.calls[target]["result"] = text
+        self.calls[target]["error"] = _is_error(text, flagged)
+
+
 def tool_calls(messages: Any) -> list[Call]:
     """Every tool call in ``messages``, in order, each paired with the result that answered it.
 
@@ -101,56 +147,25 @@ def tool_calls(messages: Any) -> list[Call]:
     """
     if not isinstance(messages, list):
         return []
-    calls: list[dict[str, Any]] = []
-    pending: deque[int] = deque()
-
-    def open_call(name: Any, arguments: Any, call_id: Any) -> None:
-        if not isinstance(name, str) or not name.strip():
-            return
-        calls.append(
-            {"tool": name.strip(), "arguments": _parse_arguments(arguments), "id": call_id}
-        )
-        pending.append(len(calls) - 1)
-
-    def answer(call_id: Any, content: Any, flagged: Any = None) -> None:
-        target = None
-        if call_id is not None:
-            target = next((i for i in pending if calls[i]["id"] == call_id), None)
-        if target is None and pending:
-            target = pending[0]
-        if target is None:
-            return
-        pending.remove(target)
-        text = result_text(content)
-        calls[target]["result"] = text
-        calls[target]["error"] = _is_error(text, flagged)
-
+    pairing = _Pairing()
     for message in messages:
         if not isinstance(message, dict):
             continue
         role = message.get("role")
         content = message.get("content")
         if role == "assistant":
-            for call in message.get("tool_calls") or []:
-                if not isinstance(call, dict):
-                    continue
-                function = call.get("function") if isinstance(call.get("function"), dict) else call
-                open_call(function.get("name"), function.get("arguments"), call.get("id"))
-            legacy = message.get("function_call")
-            if isinstance(legacy, dict):
-                open_call(legacy.get("name"), legacy.get("arguments"), None)
-            if isinstance(content, list):
-                for block in content:
-                    if isinstance(block, dict) and block.get("type") == "tool_use":
-                        open_call(block.get("name"), block.get("input"), block.get("id"))
+            pairing.open_all(message, content)
         elif role in ("tool", "function"):
-            answer(message.get("tool_call_id"), content, message.get("is_error"))
+            pairing.answer(message.get("tool_call_id"), content, message.get("is_error"))
         elif role == "user" and isinstance(content, list):
             for block in content:
                 if isinstance(block, dict) and block.get("type") == "tool_result":
-                    answer(block.get("tool_use_id"), block.get("content"), block.get("is_error"))
+                    pairing.answer(
+                        block.get("tool_use_id"), block.get("content"), block.get("is_error")
+                    )
     return [
-        Call(c["tool"], c["arguments"], c.get("result"), bool(c.get("error", False))) for c in calls
+        Call(c["tool"], c["arguments"], c.get("result"), bool(c.get("error", False)))
+        for c in pairing.calls
     ]
 
 

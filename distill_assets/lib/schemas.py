@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -660,7 +660,6 @@ def iter_jsonl(
     sources: Sequence[Path | bytes],
     *,
     piece_bytes: int | None = PIECE_BYTES,
-    ignore: Collection[str] = (),
     missing_ok: bool = False,
     threads: bool = False,
 ) -> Iterator[pl.DataFrame]:
@@ -672,11 +671,10 @@ def iter_jsonl(
     A piece is parsed natively (pyarrow, ``threads`` to use more than one core); only a piece
     that does not fit the model is read again row by row, each misfit (invalid JSON, not an
     object, an unexpected key, a value of the wrong type or shape) becoming a problem of its
-    row, whose misfit values read as null. Keys in ``ignore`` are dropped. Line numbers count
+    row, whose misfit values read as null. Line numbers count
     on across the files, so a holdout file's rows are numbered after its train file's.
     """
     spec = _spec(model)
-    skip = frozenset(ignore)
     lines_before = 0
     for index, source in enumerate(sources):
         if not isinstance(source, bytes) and missing_ok and not source.exists():
@@ -686,9 +684,9 @@ def iter_jsonl(
         pending: pl.DataFrame | None = None
         for data in _chunks(source, piece_bytes):
             count, numbers = _lines(data)
-            frame = _read_fast(spec, data, count, numbers, skip, threads)
+            frame = _read_fast(spec, data, count, numbers, threads)
             if frame is None:
-                frame = _read_slow(spec, data, skip)
+                frame = _read_slow(spec, data)
             present |= _present(spec, frame, data)
             frame = frame.with_columns(
                 pl.lit(index, pl.UInt32).alias(FILE),
@@ -726,15 +724,12 @@ def read_jsonl(
     model: type[pa.DataFrameModel],
     sources: Sequence[Path | bytes],
     *,
-    ignore: Collection[str] = (),
     missing_ok: bool = False,
     threads: bool = False,
 ) -> pl.DataFrame:
     """``iter_jsonl`` file by file, as one frame (memory: the whole files)."""
     frames = list(
-        iter_jsonl(
-            model, sources, piece_bytes=None, ignore=ignore, missing_ok=missing_ok, threads=threads
-        )
+        iter_jsonl(model, sources, piece_bytes=None, missing_ok=missing_ok, threads=threads)
     )
     return pl.concat(frames, how="vertical") if frames else _empty(_spec(model))
 
@@ -804,12 +799,7 @@ def _arrow_read(spec: _Spec, data: bytes, threads: bool) -> arrow.Table | None:
 
 
 def _read_fast(
-    spec: _Spec,
-    data: bytes,
-    count: int,
-    numbers: list[int] | None,
-    ignore: frozenset[str],
-    threads: bool,
+    spec: _Spec, data: bytes, count: int, numbers: list[int] | None, threads: bool
 ) -> pl.DataFrame | None:
     """The file read natively (``count`` lines, ``numbers`` the non-blank ones, None if all),
     or None when it does not fit the model (read it row by row)."""
@@ -821,16 +811,25 @@ def _read_fast(
         except UnicodeDecodeError:
             return None
     table = _arrow_read(spec, data, threads)
-    if table is None:
+    if table is None or not set(table.column_names) <= set(spec.columns):
         return None
-    extra = set(table.column_names) - set(spec.columns) - ignore
-    if extra:
-        return None
-    frame = pl.from_arrow(table.drop_columns([c for c in table.column_names if c in ignore]))
+    frame = pl.from_arrow(table)
     assert isinstance(frame, pl.DataFrame)
+    exprs = _typed(spec, frame.schema)
+    if exprs is None:
+        return None
+    frame = frame.select(exprs)
+    if frame.height != (count if numbers is None else len(numbers)):
+        return None  # two objects on one line, or a line pyarrow reads differently
+    return _bookkept(frame, numbers)
+
+
+def _typed(spec: _Spec, schema: pl.Schema) -> list[pl.Expr] | None:
+    """The model's columns out of a frame pyarrow read (of ``schema``), as the model types
+    them; None when one of them does not fit."""
     exprs = []
     for name, dtype in spec.columns.items():
-        actual = frame.schema.get(name, pl.Null)
+        actual = schema.get(name, pl.Null)
         if name in spec.json_columns:
             if isinstance(actual, pl.Struct):
                 exprs.append(pl.col(name).struct.json_encode())
@@ -844,10 +843,7 @@ def _read_fast(
             exprs.append(_project(pl.col(name), actual, dtype).alias(name))
         else:
             return None
-    frame = frame.select(exprs)
-    if frame.height != (count if numbers is None else len(numbers)):
-        return None  # two objects on one line, or a line pyarrow reads differently
-    return _bookkept(frame, numbers)
+    return exprs
 
 
 def _is_open(dtype: pl.DataType) -> bool:
@@ -952,7 +948,7 @@ def _fit(value: Any, dtype: pl.DataType, open_: bool) -> tuple[Any, bool]:
     return (value if fits else None), fits or open_
 
 
-def _read_slow(spec: _Spec, data: bytes, ignore: frozenset[str]) -> pl.DataFrame:
+def _read_slow(spec: _Spec, data: bytes) -> pl.DataFrame:
     """The diagnostic path for a file that does not fit: row by row, each misfit a problem."""
     rows: list[dict[str, Any]] = []
     problems: list[list[dict] | None] = []
@@ -973,7 +969,7 @@ def _read_slow(spec: _Spec, data: bytes, ignore: frozenset[str]) -> pl.DataFrame
                 found.append(_problem(None, "json_object", obj))
         if isinstance(obj, dict):
             for key in obj:
-                if key not in spec.columns and key not in ignore:
+                if key not in spec.columns:
                     found.append(_problem(key, "column_in_schema", key))
             for name, dtype in spec.columns.items():
                 value = obj.get(name)
@@ -1245,18 +1241,12 @@ def validate_jsonl(
     paths: list[Path],
     chunk_bytes: int = PIECE_BYTES,
     sample: int = 20,
-    drop_columns: tuple[str, ...] = (),
     workers: int = 1,
-    pool_min_bytes: int = 0,
 ) -> ValidationOutcome:
     """Read JSONL files piece by piece (``chunk_bytes``) with ``iter_jsonl`` and validate them
-    with ``Validation``; keys in ``drop_columns`` are not read. ``workers`` > 1 lets the native
-    reader use more than one thread; ``pool_min_bytes`` is kept for callers, no longer used."""
-    del pool_min_bytes
+    with ``Validation``. ``workers`` > 1 lets the native reader use more than one thread."""
     validation = Validation(schema, paths, sample)
-    for piece in iter_jsonl(
-        schema, paths, piece_bytes=chunk_bytes, ignore=drop_columns, threads=workers > 1
-    ):
+    for piece in iter_jsonl(schema, paths, piece_bytes=chunk_bytes, threads=workers > 1):
         validation.add(piece)
     return validation.outcome()
 

@@ -479,57 +479,77 @@ def _rounded_means(totals: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.array([round(mean, 6) for mean in distinct.tolist()])[which].reshape(means.shape)
 
 
-def _grade_runs(n_runs: int, attached: pl.DataFrame, policy: ScoringPolicy) -> _Graded:
-    """``_grade`` for every run of a block at once. ``attached`` holds the runs' reviews and
-    outcomes with their signals (``_with_signals``), ordered by run (``ri``) and then as the run
-    lists them."""
+class _BySource(NamedTuple):
+    """Per run and per source ("review", "outcome"): the polarities and reasons of its signals
+    (bit masks) and how many it has."""
+
+    polarity: dict[str, np.ndarray]
+    reasons: dict[str, np.ndarray]
+    count: dict[str, np.ndarray]
+
+
+def _by_source(n_runs: int, attached: pl.DataFrame) -> _BySource:
     run = attached["ri"].to_numpy()
     source = attached["source"].to_numpy()
     polarity = attached["polarity"].to_numpy()
     reason = attached["reason"].to_numpy()
-    value = attached["value"].to_numpy()
-    is_review, is_outcome = source == _SOURCES["review"], source == _SOURCES["outcome"]
+    found = _BySource({}, {}, {})
+    for name, code in _SOURCES.items():
+        chosen = source == code
+        for bits, into in ((polarity, found.polarity), (reason, found.reasons)):
+            out = np.zeros(n_runs, dtype=np.int64)
+            np.bitwise_or.at(out, run[chosen], bits[chosen])
+            into[name] = out
+        found.count[name] = np.bincount(run[chosen], minlength=n_runs)
+    return found
 
-    def per_run_or(bits: np.ndarray, chosen: np.ndarray) -> np.ndarray:
-        out = np.zeros(n_runs, dtype=np.int64)
-        np.bitwise_or.at(out, run[chosen], bits[chosen])
-        return out
 
-    def per_run_count(chosen: np.ndarray) -> np.ndarray:
-        return np.bincount(run[chosen], minlength=n_runs)
+class _Terms:
+    """The values each score averages, in order: reviews, outcomes, then the outcomes' named
+    signals (outcome by outcome, names sorted); ``group`` 0, 1, 2 orders the three."""
 
-    polarity_of = {"review": per_run_or(polarity, is_review)}
-    polarity_of["outcome"] = per_run_or(polarity, is_outcome)
-    reasons_of = {"review": per_run_or(reason, is_review)}
-    reasons_of["outcome"] = per_run_or(reason, is_outcome)
-    count_of = {"review": per_run_count(is_review), "outcome": per_run_count(is_outcome)}
-    incomplete = per_run_count(attached["incomplete"].to_numpy()) > 0
+    def __init__(self, n_runs: int, attached: pl.DataFrame) -> None:
+        run = attached["ri"].to_numpy()
+        source = attached["source"].to_numpy()
+        value = attached["value"].to_numpy()
+        is_review, is_outcome = source == _SOURCES["review"], source == _SOURCES["outcome"]
+        rows = np.arange(len(run))
+        parts = [
+            (rows[is_review], 0, 0, value[is_review]),
+            (rows[is_outcome], 1, 0, value[is_outcome]),
+        ]
+        extras = [c for c in attached.columns if c.startswith("extra_")]
+        for i, name in enumerate(extras):
+            named = attached[name].to_numpy()
+            present = ~np.isnan(named)
+            parts.append((rows[present], 2, i, named[present]))
+        term_row = np.concatenate([p[0] for p in parts])
+        term_group = np.concatenate([np.full(len(p[0]), p[1]) for p in parts])
+        term_name = np.concatenate([np.full(len(p[0]), p[2]) for p in parts])
+        term_value = np.concatenate([p[3] for p in parts])
+        term_run = run[term_row]
+        order = np.lexsort((term_name, term_row, term_group, term_run))
+        self.n_runs = n_runs
+        self.run, self.group, self.value = term_run[order], term_group[order], term_value[order]
 
-    # the values each score averages, in order: reviews, outcomes, then the outcomes' named
-    # signals (outcome by outcome, names sorted); ``group`` 0, 1, 2 orders the three
-    rows = np.arange(len(run))
-    parts = [(rows[is_review], 0, 0, value[is_review]), (rows[is_outcome], 1, 0, value[is_outcome])]
-    extras = [c for c in attached.columns if c.startswith("extra_")]
-    for i, name in enumerate(extras):
-        named = attached[name].to_numpy()
-        present = ~np.isnan(named)
-        parts.append((rows[present], 2, i, named[present]))
-    term_row = np.concatenate([p[0] for p in parts])
-    term_group = np.concatenate([np.full(len(p[0]), p[1]) for p in parts])
-    term_name = np.concatenate([np.full(len(p[0]), p[2]) for p in parts])
-    term_value = np.concatenate([p[3] for p in parts])
-    term_run = run[term_row]
-    order = np.lexsort((term_name, term_row, term_group, term_run))
-    term_run, term_group, term_value = term_run[order], term_group[order], term_value[order]
+    def mean_of(self, groups: tuple[int, ...]) -> np.ndarray:
+        """Each run's score over the terms of ``groups``."""
+        chosen = np.isin(self.group, groups)
+        totals = _sums_in_order(self.run[chosen], self.value[chosen], self.n_runs)
+        return _rounded_means(totals, np.bincount(self.run[chosen], minlength=self.n_runs))
 
-    def mean_of(groups: tuple[int, ...]) -> np.ndarray:
-        chosen = np.isin(term_group, groups)
-        totals = _sums_in_order(term_run[chosen], term_value[chosen], n_runs)
-        return _rounded_means(totals, np.bincount(term_run[chosen], minlength=n_runs))
 
+def _grade_runs(n_runs: int, attached: pl.DataFrame, policy: ScoringPolicy) -> _Graded:
+    """``_grade`` for every run of a block at once. ``attached`` holds the runs' reviews and
+    outcomes with their signals (``_with_signals``), ordered by run (``ri``) and then as the run
+    lists them."""
+    polarity_of, reasons_of, count_of = _by_source(n_runs, attached)
+    run = attached["ri"].to_numpy()
+    incomplete = np.bincount(run[attached["incomplete"].to_numpy()], minlength=n_runs) > 0
+    terms = _Terms(n_runs, attached)
     polarity_all = polarity_of["review"] | polarity_of["outcome"]
     reasons_all = reasons_of["review"] | reasons_of["outcome"]
-    score_all = mean_of((0, 1, 2))
+    score_all = terms.mean_of((0, 1, 2))
     conflict = ((polarity_all & _POS) > 0) & ((polarity_all & _NEG) > 0)
     if policy.conflict_policy == "human_review":
         winner = None
@@ -547,7 +567,7 @@ def _grade_runs(n_runs: int, attached: pl.DataFrame, policy: ScoringPolicy) -> _
     else:
         polarity = np.where(use_kept, polarity_of[winner], polarity_all)
         reasons = np.where(use_kept, reasons_of[winner], reasons_all)
-        score = np.where(use_kept, mean_of((_SOURCES[winner] - 1, 2)), score_all)
+        score = np.where(use_kept, terms.mean_of((_SOURCES[winner] - 1, 2)), score_all)
         has_review = np.where(use_kept, winner == "review", count_of["review"] > 0)
     negative, partial = (polarity & _NEG) > 0, (polarity & _PART) > 0
     outcome_only = policy.require_review & ~has_review
@@ -683,85 +703,51 @@ def _quarantine_line(row: tuple[Any, ...], day: date) -> tuple[list[str], bytes]
     return reasons, orjson.dumps(line) + b"\n"
 
 
-def score_block(
-    block: list[date], window: _Window, policy: ScoringPolicy, out_root: Path
-) -> tuple[list[SealedFile], dict[date, Tally], Counter[str], Counter[str]]:
-    """Score the runs created on the days of ``block`` and account for the evidence dated on
-    them, in one pass over columns: each polars step costs a fixed tenth of a millisecond or so
-    beside its rows, which a block of small days shares.
+def _tagged(day: date, frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(day=pl.lit(day.toordinal(), pl.Int32))
 
-    Returns each day's files written but not yet in place; the caller puts every day's files in
-    place only once all days are done, so a failure leaves no day half-updated. A run id seen
-    more than once among the runs of a day's window (the day give or take
-    ``evidence_window_days``) is a conflicting duplicate; review and outcome rows attach to the
-    run with their run id anywhere in its window, in (created_at, evidence_id) order.
-    """
-    reach = policy.evidence_window_days
-    near = sorted({day + timedelta(days=k) for day in block for k in range(-reach, reach + 1)})
-    indexes = {day: window.get(day) for day in near}
 
-    def tagged(day: date, frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.with_columns(day=pl.lit(day.toordinal(), pl.Int32))
+def _is_near(reach: int) -> pl.Expr:
+    """Whether a row's day lies within ``reach`` days of its run's (``run_day``)."""
+    return (pl.col("day") - pl.col("run_day")).abs() <= reach
 
-    # how many runs each run id has on each day (so a join stays as small as its rows even when
-    # thousands of runs share an id)
-    window_runs = (
-        pl.concat([tagged(d, indexes[d].runs.select("run_id")) for d in near])
-        .group_by("run_id", "day")
-        .agg(runs=pl.len())
+
+def _with_copies(rows: pl.DataFrame, window_runs: pl.DataFrame, reach: int) -> pl.DataFrame:
+    """``rows`` and how many runs with their run id lie within their day's window
+    (``window_runs``: how many runs each run id has on each day)."""
+    found = (
+        rows.select("day", "row", "run_id")
+        .join(window_runs.rename({"day": "run_day"}), on="run_id")
+        .filter(_is_near(reach))
+        .group_by("day", "row")
+        .agg(copies=pl.col("runs").sum())
     )
-    evidence = pl.concat([tagged(d, indexes[d].evidence) for d in near]).with_row_index("ei")
-    runs = pl.concat(
-        tagged(d, indexes[d].runs).with_columns(
-            run_file=pl.lit(orjson.dumps(layout.evidence_records(d)).decode())
-        )
-        for d in block
-    )
-    is_near = (pl.col("day") - pl.col("run_day")).abs() <= reach
+    joined = rows.join(found, on=["day", "row"], how="left", maintain_order="left")
+    return joined.with_columns(pl.col("copies").fill_null(0))
 
-    def with_copies(rows: pl.DataFrame) -> pl.DataFrame:
-        """``rows`` and how many runs with their run id lie within their day's window."""
-        found = (
-            rows.select("day", "row", "run_id")
-            .join(window_runs.rename({"day": "run_day"}), on="run_id")
-            .filter(is_near)
-            .group_by("day", "row")
-            .agg(copies=pl.col("runs").sum())
-        )
-        joined = rows.join(found, on=["day", "row"], how="left", maintain_order="left")
-        return joined.with_columns(pl.col("copies").fill_null(0))
 
-    # a run whose id another run of its window shares, a review or outcome naming no run or
-    # several: left out, in the order of each day's index
-    runs = with_copies(runs)
-    in_block = pl.col("day").is_between(block[0].toordinal(), block[-1].toordinal())
-    columns = ["day", "row", "evidence_id", "kind", "run_id", "copies"]
-    left_out = pl.concat(
-        [
-            runs.filter(pl.col("copies") > 1).select(columns),
-            with_copies(evidence.filter(in_block)).filter(pl.col("copies") != 1).select(columns),
-        ]
-    ).sort("day", "row")
+def _left_out(
+    block: list[date], indexes: dict[date, _DayIndex], rows: pl.DataFrame
+) -> tuple[dict[date, Tally], dict[date, list[bytes]]]:
+    """Each day's tally and quarantine lines, with the ``rows`` left out (sorted by day and
+    row) accounted for."""
     tallies = {day: Tally(records_in=indexes[day].rows) for day in block}
     quarantine_lines: dict[date, list[bytes]] = {day: [] for day in block}
-    for number, *row in left_out.iter_rows():
+    for number, *row in rows.iter_rows():
         day = date.fromordinal(number)
         reasons, line = _quarantine_line(tuple(row), day)
         tallies[day].leave_out(C.DISPOSITION_QUARANTINED, reasons)
         quarantine_lines[day].append(line)
+    return tallies, quarantine_lines
 
-    # every other run is scored with the reviews and outcomes of its window that name it
-    runs = runs.filter(pl.col("copies") == 1).with_row_index("ri")
-    attached = (
-        evidence.join(
-            runs.select("run_id", "ri", run_day="day"), on="run_id", maintain_order="left"
-        )
-        .filter(is_near)
-        .sort(["ri", "created_at", "evidence_id", "ei"])
-    )
-    graded = _grade_runs(runs.height, _with_signals(attached, policy), policy)
-    # as the JSON the run's rows carry: ",<id>" and ",[<records file>,<offset>]"
-    near_plain = all(indexes[day].plain for day in near)
+
+def _with_grades(
+    runs: pl.DataFrame, attached: pl.DataFrame, graded: _Graded, near: dict[date, _DayIndex]
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The scored runs with their grades and what their rows list of the evidence attached to
+    them (``near``: the indexes of the block's window), and the attached evidence with its
+    ids and places as the JSON the run's rows carry: ",<id>" and ",[<records file>,<offset>]"."""
+    near_plain = all(index.plain for index in near.values())
     records = {d.toordinal(): orjson.dumps(layout.evidence_records(d)).decode() for d in near}
     attached = attached.with_columns(
         id_json=pl.concat_str(pl.lit(","), _json_text("evidence_id", near_plain)),
@@ -789,6 +775,65 @@ def score_block(
         score=pl.Series(graded.score),
         reasons_json=_reasons_json(graded.reasons),
     )
+    return runs, attached
+
+
+def score_block(
+    block: list[date], window: _Window, policy: ScoringPolicy, out_root: Path
+) -> tuple[list[SealedFile], dict[date, Tally], Counter[str], Counter[str]]:
+    """Score the runs created on the days of ``block`` and account for the evidence dated on
+    them, in one pass over columns: each polars step costs a fixed tenth of a millisecond or so
+    beside its rows, which a block of small days shares.
+
+    Returns each day's files written but not yet in place; the caller puts every day's files in
+    place only once all days are done, so a failure leaves no day half-updated. A run id seen
+    more than once among the runs of a day's window (the day give or take
+    ``evidence_window_days``) is a conflicting duplicate; review and outcome rows attach to the
+    run with their run id anywhere in its window, in (created_at, evidence_id) order.
+    """
+    reach = policy.evidence_window_days
+    near = sorted({day + timedelta(days=k) for day in block for k in range(-reach, reach + 1)})
+    indexes = {day: window.get(day) for day in near}
+    # how many runs each run id has on each day (so a join stays as small as its rows even when
+    # thousands of runs share an id)
+    window_runs = (
+        pl.concat([_tagged(d, indexes[d].runs.select("run_id")) for d in near])
+        .group_by("run_id", "day")
+        .agg(runs=pl.len())
+    )
+    evidence = pl.concat([_tagged(d, indexes[d].evidence) for d in near]).with_row_index("ei")
+    runs = pl.concat(
+        _tagged(d, indexes[d].runs).with_columns(
+            run_file=pl.lit(orjson.dumps(layout.evidence_records(d)).decode())
+        )
+        for d in block
+    )
+
+    # a run whose id another run of its window shares, a review or outcome naming no run or
+    # several: left out, in the order of each day's index
+    runs = _with_copies(runs, window_runs, reach)
+    in_block = pl.col("day").is_between(block[0].toordinal(), block[-1].toordinal())
+    columns = ["day", "row", "evidence_id", "kind", "run_id", "copies"]
+    in_window = _with_copies(evidence.filter(in_block), window_runs, reach)
+    left_out = pl.concat(
+        [
+            runs.filter(pl.col("copies") > 1).select(columns),
+            in_window.filter(pl.col("copies") != 1).select(columns),
+        ]
+    ).sort("day", "row")
+    tallies, quarantine_lines = _left_out(block, indexes, left_out)
+
+    # every other run is scored with the reviews and outcomes of its window that name it
+    runs = runs.filter(pl.col("copies") == 1).with_row_index("ri")
+    attached = (
+        evidence.join(
+            runs.select("run_id", "ri", run_day="day"), on="run_id", maintain_order="left"
+        )
+        .filter(_is_near(reach))
+        .sort(["ri", "created_at", "evidence_id", "ei"])
+    )
+    graded = _grade_runs(runs.height, _with_signals(attached, policy), policy)
+    runs, attached = _with_grades(runs, attached, graded, indexes)
 
     # each day's runs are a stretch of the scored lines (in index order) and of the entries
     # (by day, then task)

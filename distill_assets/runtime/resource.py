@@ -146,7 +146,12 @@ class DistillResource(dg.ConfigurableResource):
             try:
                 specs.append(
                     make_spec(
-                        item.kind, item.path, item.name, item.system, item.domain, item.created_at
+                        item.kind,
+                        item.path,
+                        name=item.name,
+                        system=item.system,
+                        domain=item.domain,
+                        created_at=item.created_at,
                     )
                 )
             except ValueError as exc:

@@ -6,7 +6,12 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.accounting import nothing_usable_errors
-from distill_assets.lib.collect import collect, dated_beyond, list_source_files
+from distill_assets.lib.collect import (
+    CollectOptions,
+    collect,
+    dated_beyond,
+    list_source_files,
+)
 from distill_assets.lib.importers import run_import
 from distill_assets.lib.layout import day_from_key, records_elsewhere
 from distill_assets.lib.sources import record_sources
@@ -35,7 +40,8 @@ def evidence_index(
         source_root, imports = distill.evidence_sources()
         files = list_source_files(source_root) if source_root is not None else []
         batches = (run_import(spec) for spec in imports)
-        result = collect(files, out_root, days, config.settings(), batches, workers)
+        options = CollectOptions(imported=batches, workers=workers)
+        result = collect(files, out_root, days, config.settings(), options)
         # nothing usable is a failure, not an empty PASSED run that publishes empty datasets
         result.errors.extend(
             nothing_usable_errors(

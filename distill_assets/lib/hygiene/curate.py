@@ -24,12 +24,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.accounting import Tally
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.hygiene.holdout import in_holdout
@@ -291,8 +292,22 @@ def write_row_places(root: Path, stage: str, parts: list[dict[str, Any]], keep: 
 _CLUSTERING = threading.Lock()
 
 
+class _Dropping(NamedTuple):
+    """Where the near-duplicates an export drops are accounted: its tally, its quarantine, the
+    builder of a quarantine row (``quarantine_row(stage, reasons, key=... or pair=...)``) and
+    the maker of a unit from its stored fields."""
+
+    tally: Tally
+    quarantine: AtomicJsonlWriter
+    quarantine_row: Callable[..., dict[str, Any]]
+    make: Callable[..., Any]
+
+
 class Curation:
-    """Hygiene for one export: screening, spooling, near-duplicates and the holdout split."""
+    """Hygiene for one export: screening, spooling, near-duplicates and the holdout split.
+
+    It writes the stage's train and holdout files (``lib/stages``' paths) under
+    ``write_root``."""
 
     def __init__(
         self,
@@ -300,16 +315,14 @@ class Curation:
         settings: HygieneSettings,
         eval_set: EvalSet | None,
         write_root: Path,
-        train_path: str,
-        holdout_path: str,
         band_cache: BandCache | None = None,
     ) -> None:
         self.stage = stage
         self.settings = settings
         self.eval_set = eval_set
         self.write_root = write_root
-        self.train_path = train_path
-        self.holdout_path = holdout_path
+        self.train_path = train_path = S.TRAIN_PATHS[stage]
+        self.holdout_path = holdout_path = S.HOLDOUT_PATHS[stage]
         self.secrets: Counter[str] = Counter()
         self.contamination: Counter[str] = Counter()
         target = write_root / train_path
@@ -426,7 +439,7 @@ class Curation:
         ``unit_type`` rebuilds a unit from its stored fields (a NamedTuple's ``_make``)."""
         parts = [*self._parts, self._own_part()]
         try:
-            make = unit_type or tuple
+            dropping = _Dropping(tally, quarantine, quarantine_row, unit_type or tuple)
             reps = None
             if self.index is not None:
                 # one export's clusters at a time: the exports of a pass finish in two threads
@@ -438,7 +451,7 @@ class Curation:
             if reps is not None:
                 dropped = np.flatnonzero(reps != np.arange(len(reps)))
             if len(dropped):
-                self._drop_rows(parts, reps, dropped, make, tally, quarantine, quarantine_row)
+                self._drop_rows(parts, reps, dropped, dropping)
             keep = np.ones(sum(len(p["side"]) for p in parts), dtype=bool)
             keep[dropped] = False
             outputs = [
@@ -456,10 +469,7 @@ class Curation:
         parts: list[dict[str, Any]],
         reps: np.ndarray,
         dropped: np.ndarray,
-        make: Callable[..., Any],
-        tally: Tally,
-        quarantine: AtomicJsonlWriter,
-        quarantine_row: Callable[..., dict[str, Any]],
+        dropping: _Dropping,
     ) -> None:
         """Quarantine the dropped rows in row order, each naming the row it duplicates; a run
         is out only while another written row of its task still holds it."""
@@ -473,19 +483,15 @@ class Curation:
                 number = first + offset
                 if number in wanted:
                     kept_id = kept_ids[int(reps[number])]
-                    units = [make(unit) for unit in row[1:]]
-                    self._drop(row[0], units, uses, kept_id, tally, quarantine, quarantine_row)
+                    units = [dropping.make(unit) for unit in row[1:]]
+                    self._drop(row[0], units, uses, kept_id, dropping)
 
     def _drop(
-        self,
-        pair: bool,
-        units: list[Any],
-        uses: Counter[str],
-        kept_id: str,
-        tally: Tally,
-        quarantine: AtomicJsonlWriter,
-        quarantine_row: Callable[..., dict[str, Any]],
+        self, pair: bool, units: list[Any], uses: Counter[str], kept_id: str, dropping: _Dropping
     ) -> None:
+        """Quarantine one dropped row (a pair's own row, then each run no other written row of
+        its task holds), naming ``kept_id``."""
+        tally, quarantine, quarantine_row, _ = dropping
         self.dropped += 1
         reasons = [C.R_NEAR_DUPLICATE]
         if pair:

@@ -114,6 +114,23 @@ def _items(path: Path) -> list[tuple[int, Any]]:
     return items
 
 
+def _prompt_and_task(item: Any, where: str) -> tuple[str | None, str | None]:
+    """An evaluation item's prompt and task id: a string is a prompt, an object may give
+    both; a ValueError says what is wrong (``where``: the file and item)."""
+    if isinstance(item, str):
+        return item, None
+    prompt = task_id = None
+    if isinstance(item, dict):
+        prompt, task_id = item.get("prompt"), item.get("task_id")
+        if prompt is not None and not isinstance(prompt, str):
+            raise ValueError(f"{where}: prompt must be a string")
+        if task_id is not None and not isinstance(task_id, str):
+            raise ValueError(f"{where}: task_id must be a string")
+    if prompt is None and task_id is None:
+        raise ValueError(f"{where}: expected a string or an object with prompt and/or task_id")
+    return prompt, task_id
+
+
 def load_eval_set(path: Path, n: int = 13, min_overlap: float = 0.0) -> EvalSet:
     """Read and index an evaluation file; a clear ValueError names the first bad line."""
     if not path.is_file():
@@ -125,20 +142,7 @@ def load_eval_set(path: Path, n: int = 13, min_overlap: float = 0.0) -> EvalSet:
     index: dict[bytes, list[int]] = {}
     sizes: list[int] = []
     for number, item in _items(path):
-        prompt = task_id = None
-        if isinstance(item, str):
-            prompt = item
-        elif isinstance(item, dict):
-            prompt, task_id = item.get("prompt"), item.get("task_id")
-            if prompt is not None and not isinstance(prompt, str):
-                raise ValueError(f"{path.name} item {number}: prompt must be a string")
-            if task_id is not None and not isinstance(task_id, str):
-                raise ValueError(f"{path.name} item {number}: task_id must be a string")
-        if prompt is None and task_id is None:
-            raise ValueError(
-                f"{path.name} item {number}: expected a string or an object with "
-                "prompt and/or task_id"
-            )
+        prompt, task_id = _prompt_and_task(item, f"{path.name} item {number}")
         if task_id:
             task_ids.add(task_id)
         if prompt and prompt.strip():

@@ -33,7 +33,7 @@ import unicodedata
 import weakref
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -299,12 +299,21 @@ def _signatures(
     return signature
 
 
-def _band_hashes_of(
-    hashes: np.ndarray, offsets: np.ndarray, bands: int, rows: int, num_perm: int, seed: int
-) -> np.ndarray:
+class Lsh(NamedTuple):
+    """What band hashes are computed with: ``bands`` bands of ``rows`` MinHash values each, out
+    of ``num_perm`` permutations drawn from ``seed``."""
+
+    bands: int
+    rows: int
+    num_perm: int
+    seed: int
+
+
+def _band_hashes_of(hashes: np.ndarray, offsets: np.ndarray, lsh: Lsh) -> np.ndarray:
     """``(bands, n)`` 64-bit band hashes of ``n`` shingle sets: each band's ``rows`` values
     chained through splitmix64's finalizer, from a start that differs by band."""
-    signature = _signatures(hashes, offsets, bands * rows, num_perm, seed)
+    bands, rows = lsh.bands, lsh.rows
+    signature = _signatures(hashes, offsets, bands * rows, lsh.num_perm, lsh.seed)
     per_band = signature.reshape(bands, rows, -1)
     out = np.empty(per_band[:, 0, :].shape, dtype=np.uint64)
     out[:] = (np.arange(1, bands + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))[:, None]
@@ -350,13 +359,12 @@ class NearDupIndex:
     blocks of ``_BLOCK_ROWS`` rows; with ``scratch_dir`` every full block is written to a scratch
     file there instead of staying in memory, so memory stays flat in the corpus. ``close()`` (or
     leaving a ``with`` block) removes the scratch file; it is also removed when the index is
-    garbage collected."""
+    garbage collected. The MinHash permutations are always drawn from ``SEED``."""
 
     def __init__(
         self,
         threshold: float,
         num_perm: int = NUM_PERM,
-        seed: int = SEED,
         *,
         scratch_dir: Path | None = None,
         batch_rows: int = BATCH_ROWS,
@@ -364,11 +372,11 @@ class NearDupIndex:
     ) -> None:
         self.threshold = threshold
         self.num_perm = num_perm
-        self.seed = seed
+        self.seed = SEED
         self.bands, self.rows = lsh_params(threshold, num_perm)
         self.batch_rows = max(1, batch_rows)
         self.cache = cache
-        self._params = (self.bands, self.rows, num_perm, seed)
+        self._params = Lsh(self.bands, self.rows, num_perm, SEED)
         self.count = 0
         self._pending: list[str] = []
         self._pending_chars = 0
@@ -412,7 +420,7 @@ class NearDupIndex:
         return self._hash_bands(hashes, offsets)[:, 0]
 
     def _hash_bands(self, hashes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        return _band_hashes_of(hashes, offsets, self.bands, self.rows, self.num_perm, self.seed)
+        return _band_hashes_of(hashes, offsets, self._params)
 
     def _flush(self) -> None:
         """Compute the band hashes of the waiting texts, each distinct text once."""

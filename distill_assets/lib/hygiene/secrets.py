@@ -320,18 +320,27 @@ def _regex_spans(text: str, lower: str) -> Iterator[tuple[int, int, str]]:
                 continue
         for pattern in plugin.denylist:
             for match in pattern.finditer(text):
-                groups = [i for i in range(1, (pattern.groups or 0) + 1) if match.group(i)]
-                spans = [match.span(i) for i in groups] or [match.span()]
-                for start, end in spans:
-                    if kind == C.SECRET_JWT:
-                        if not JwtTokenDetector.is_formally_valid(match.group(0)):
-                            continue
-                        start, end = _extend(text, start, end, _JWT_CHARS)
-                    elif kind == C.SECRET_PRIVATE_KEY:
-                        start, end = _private_key_span(text, start, end)
-                    elif kind != C.SECRET_PASSWORD_IN_URL:
-                        start, end = _extend(text, start, end, _TOKEN_CHARS)
-                    yield start, end, kind
+                yield from _match_spans(kind, text, pattern, match)
+
+
+def _match_spans(
+    kind: str, text: str, pattern: re.Pattern[str], match: re.Match[str]
+) -> Iterator[tuple[int, int, str]]:
+    """The spans a detector's match covers (its non-empty groups, else the whole match),
+    widened to the whole token (a private key: its whole block)."""
+    groups = [i for i in range(1, (pattern.groups or 0) + 1) if match.group(i)]
+    spans = [match.span(i) for i in groups] or [match.span()]
+    for start, end in spans:
+        if kind == C.SECRET_JWT:
+            if not JwtTokenDetector.is_formally_valid(match.group(0)):
+                continue
+            yield (*_extend(text, start, end, _JWT_CHARS), kind)
+        elif kind == C.SECRET_PRIVATE_KEY:
+            yield (*_private_key_span(text, start, end), kind)
+        elif kind != C.SECRET_PASSWORD_IN_URL:
+            yield (*_extend(text, start, end, _TOKEN_CHARS), kind)
+        else:
+            yield start, end, kind
 
 
 def _line_at(text: str, position: int) -> tuple[int, str]:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import orjson
 
@@ -43,15 +43,21 @@ class ImportSpec:
         return f"{self.name}:{relpath}"
 
 
-def make_spec(
-    kind: str,
-    path: str | Path,
-    name: str | None = None,
-    system: str | None = None,
-    domain: str | None = None,
-    created_at: str | None = None,
-) -> ImportSpec:
+class SpecOptions(TypedDict, total=False):
+    """An import source's options besides its kind and path, as given (text or None): its
+    ``name`` (default: the kind), ``system`` and ``domain`` (default: read from the files) and
+    ``created_at`` (default: read from the files, else their modification time)."""
+
+    name: str | None
+    system: str | None
+    domain: str | None
+    created_at: str | None
+
+
+def make_spec(kind: str, path: str | Path, **options: Unpack[SpecOptions]) -> ImportSpec:
     """Validate options into an ImportSpec; raises ValueError naming the bad option."""
+    name, created_at = options.get("name"), options.get("created_at")
+    system, domain = options.get("system"), options.get("domain")
     if kind not in C.IMPORT_KINDS:
         raise ValueError(f"kind {kind!r} is not one of {', '.join(C.IMPORT_KINDS)}")
     chosen = kind if name is None else name

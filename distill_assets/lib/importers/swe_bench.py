@@ -70,7 +70,9 @@ VERDICTS: dict[str, tuple[str, float | None, bool] | None] = {
 # each layout's id lists in order of precedence; the first list holding an id decides its
 # status. Lists marked exclusive are verdicts: an id in two of them with different statuses
 # is conflicting. Other lists only record progress.
-NEW_LAYOUT: tuple[tuple[str, str, bool], ...] = (
+# a layout: its id lists, each as (key, status, whether a listed id may be in no other)
+Layout = tuple[tuple[str, str, bool], ...]
+NEW_LAYOUT: Layout = (
     ("error_ids", ERROR, True),
     ("resolved", RESOLVED, True),
     ("resolved_ids", RESOLVED, True),
@@ -80,7 +82,7 @@ NEW_LAYOUT: tuple[tuple[str, str, bool], ...] = (
     ("completed_ids", NO_VERDICT, False),
     ("submitted_ids", NO_VERDICT, False),
 )
-OLD_LAYOUT: tuple[tuple[str, str, bool], ...] = (
+OLD_LAYOUT: Layout = (
     ("resolved", RESOLVED, True),
     ("no_generation", EMPTY_PATCH, True),
     ("no_apply", NOT_APPLIED, True),
@@ -249,16 +251,19 @@ def _import_system(
                 orphan.position,
             )
         )
+    folder = _SystemFolder(
+        spec,
+        system,
+        prefix,
+        (preds_label, preds_sha, preds_path),
+        (results_label, results_sha, layout_name),
+    )
     for prediction in predictions:
         _import_instance(
             unit,
-            spec,
-            system,
-            prefix,
+            folder,
             prediction,
             verdicts.get(prediction.instance_id, Verdict(ABSENT, None, 0)),
-            (preds_label, preds_sha, preds_path),
-            (results_label, results_sha, layout_name),
         )
 
 
@@ -343,7 +348,16 @@ def read_results(results: Any, label: str, predicted: set[str], preds_label: str
             C.R_IMPORT_MALFORMED,
             f"expected a JSON object of id lists, found a JSON {json_type(results)}",
         )
-    keys = set(results)
+    layout_name, table = _layout_of(set(results), label)
+    lists = _id_lists(results, table, label)
+    if layout_name == "newer":
+        _check_counts(results, lists, label)
+    verdicts, orphans = _verdicts(table, lists, predicted)
+    return ResultsRead(verdicts, layout_name, orphans, _unknown_keys(set(results), layout_name))
+
+
+def _layout_of(keys: set[str], label: str) -> tuple[str, Layout]:
+    """Which layout a results file's keys are in (its name and table of id lists)."""
     if keys & _NEW_ONLY and keys & _OLD_ONLY:
         raise SourceProblem(
             label,
@@ -355,22 +369,25 @@ def read_results(results: Any, label: str, predicted: set[str], preds_label: str
             + ")",
         )
     if keys & _NEW_ONLY:
-        layout_name, table = "newer", NEW_LAYOUT
         if "resolved" not in keys and "resolved_ids" not in keys:
             raise SourceProblem(
                 label, C.R_IMPORT_MALFORMED, "missing key resolved (or resolved_ids)"
             )
-    elif keys & _OLD_ONLY:
-        layout_name, table = "older", OLD_LAYOUT
+        return "newer", NEW_LAYOUT
+    if keys & _OLD_ONLY:
         if "resolved" not in keys:
             raise SourceProblem(label, C.R_IMPORT_MALFORMED, "missing key resolved")
-    else:
-        raise SourceProblem(
-            label,
-            C.R_IMPORT_MALFORMED,
-            "missing keys: holds neither layout's id lists (newer: resolved, unresolved_ids, "
-            "error_ids, ...; older: resolved, no_generation, generated, applied, ...)",
-        )
+        return "older", OLD_LAYOUT
+    raise SourceProblem(
+        label,
+        C.R_IMPORT_MALFORMED,
+        "missing keys: holds neither layout's id lists (newer: resolved, unresolved_ids, "
+        "error_ids, ...; older: resolved, no_generation, generated, applied, ...)",
+    )
+
+
+def _id_lists(results: dict[str, Any], table: Layout, label: str) -> dict[str, list[str]]:
+    """The layout's id lists the file holds, each checked to be a list of ids."""
     lists: dict[str, list[str]] = {}
     for key, _status, _exclusive in table:
         if key not in results:
@@ -381,14 +398,25 @@ def read_results(results: Any, label: str, predicted: set[str], preds_label: str
                 label, C.R_IMPORT_MALFORMED, f"{key} must be a list of instance ids"
             )
         lists[key] = value
-    if layout_name == "newer":
-        _check_counts(results, lists, label)
+    return lists
+
+
+def _unknown_keys(keys: set[str], layout_name: str) -> list[str]:
+    """The keys no part of the layout knows (the newer one's housekeeping keys aside)."""
+    table = NEW_LAYOUT if layout_name == "newer" else OLD_LAYOUT
     known = {key for key, _, _ in table} | (
         set(NEW_COUNTS) | NEW_OTHER if layout_name == "newer" else set()
     )
-    unknown_keys = sorted(
+    return sorted(
         key for key in keys - known if not (layout_name == "newer" and _HOUSEKEEPING.match(key))
     )
+
+
+def _verdicts(
+    table: Layout, lists: dict[str, list[str]], predicted: set[str]
+) -> tuple[dict[str, Verdict], list[Orphan]]:
+    """Each predicted instance's verdict (the first list naming it; conflicting when two
+    exclusive lists do), and the listed ids without a prediction, each once."""
     verdicts: dict[str, Verdict] = {}
     orphans: dict[str, Orphan] = {}
     exclusive: dict[str, set[str]] = {}
@@ -407,9 +435,7 @@ def read_results(results: Any, label: str, predicted: set[str], preds_label: str
         if len(statuses) > 1:
             first = verdicts[instance_id]
             verdicts[instance_id] = Verdict(CONFLICTING, first.key, first.position)
-    return ResultsRead(
-        verdicts, layout_name, sorted(orphans.values(), key=_orphan_order), unknown_keys
-    )
+    return verdicts, sorted(orphans.values(), key=_orphan_order)
 
 
 def _orphan_order(orphan: Orphan) -> tuple[str, int, str]:
@@ -529,18 +555,24 @@ def _log_time(unit: Unit, spec: ImportSpec, prefix: str, instance_id: str) -> st
     return format_timestamp(moment)
 
 
+@dataclass(frozen=True)
+class _SystemFolder:
+    """A system folder being imported: its source, system name and path prefix, and its
+    predictions (label, sha256, path) and results file (label, sha256, layout) as read."""
+
+    spec: ImportSpec
+    system: str
+    prefix: str
+    preds: tuple[str, str, Path]
+    results: tuple[str, str, str]
+
+
 def _import_instance(
-    unit: Unit,
-    spec: ImportSpec,
-    system: str,
-    prefix: str,
-    prediction: Prediction,
-    verdict: Verdict,
-    preds: tuple[str, str, Path],
-    results: tuple[str, str, str],
+    unit: Unit, folder: _SystemFolder, prediction: Prediction, verdict: Verdict
 ) -> None:
-    preds_label, preds_sha, preds_path = preds
-    results_label, results_sha, layout_name = results
+    spec, system, prefix = folder.spec, folder.system, folder.prefix
+    preds_label, preds_sha, preds_path = folder.preds
+    results_label, results_sha, layout_name = folder.results
     instance_id = prediction.instance_id
     run_id = f"{C.IMPORT_SWE_BENCH}/{system}/{instance_id}"
     issue, notes = _trajectory(unit, spec, prefix, instance_id)

@@ -14,7 +14,7 @@ policy (``incomplete_outcome_needs_review``, on by default) sends to human revie
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.collect import SourceFile, list_source_files
@@ -104,13 +104,14 @@ def _import_file(unit: Unit, spec: ImportSpec, source: SourceFile, label: str) -
     stamp, stamp_source = created_at(spec, source.path)
     moment = parse_timestamp(stamp)
     day = moment.date() if moment is not None else None
+    trials = Trials(system, domain, stamp, stamp_source)
     for number, result in enumerate(results, start=1):
         problem = record_problem(result)
         if problem is not None:
             unit.quarantine(label, number, problem, day)
             continue
         origin = Provenance(label, number, sha)
-        run, outcome = map_result(result, system, domain, stamp, stamp_source, origin)
+        run, outcome = map_result(result, trials, origin)
         unit.add(run, origin)
         unit.add(outcome, origin)
     unit.count(label, len(results))
@@ -157,15 +158,21 @@ def reward_info_status(result: dict[str, Any]) -> tuple[str, dict[str, float]]:
     return REWARD_INFO_COMPLETE, signals
 
 
+class Trials(NamedTuple):
+    """What every trial of one results file shares: the system and domain it ran, and its
+    ``created_at`` with where that came from."""
+
+    system: str
+    domain: str
+    stamp: str
+    stamp_source: str
+
+
 def map_result(
-    result: dict[str, Any],
-    system: str,
-    domain: str,
-    stamp: str,
-    stamp_source: str,
-    origin: Provenance,
+    result: dict[str, Any], trials: Trials, origin: Provenance
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """One τ-bench trial as an evidence run and its outcome."""
+    system, domain, stamp, stamp_source = trials
     task = str(result["task_id"])
     run_id = f"{C.IMPORT_TAU_BENCH}/{system}/{domain}/{task}/{result['trial']}"
     messages = [
