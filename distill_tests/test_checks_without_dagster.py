@@ -43,7 +43,7 @@ def test_recorded_settings_are_the_ones_the_config_gave(given):
 
 
 def test_the_playbook_deny_list_is_the_one_the_config_gave(fixture_run):
-    from distill_assets.lib.checks import _playbook_deny_list
+    from distill_assets.lib.checks import playbook_deny_list
     from distill_assets.lib.receipts import load_receipt
 
     result, out, _ = fixture_run
@@ -51,10 +51,10 @@ def test_the_playbook_deny_list_is_the_one_the_config_gave(fixture_run):
         out / C.REPORTS_DIR / result.run_id / f"{C.STAGE_EXTRACT_PLAYBOOKS}.json"
     )
     expected = PlaybookConfig(**receipt.extra["settings"]).settings().deny_categories
-    assert _playbook_deny_list(receipt) == expected
+    assert playbook_deny_list(receipt) == expected
     for denied in ([], ["coding"]):
         receipt.extra["settings"]["deny_categories"] = denied
-        assert _playbook_deny_list(receipt) == tuple(denied)
+        assert playbook_deny_list(receipt) == tuple(denied)
 
 
 def test_dataset_checks_run_without_importing_dagster(fixture_run):

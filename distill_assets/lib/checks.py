@@ -225,7 +225,7 @@ def no_secrets(asset: str, receipt: StageReceipt, root: Path) -> CheckOutcome:
     )
 
 
-def _playbook_deny_list(receipt: StageReceipt) -> tuple[str, ...]:
+def playbook_deny_list(receipt: StageReceipt) -> tuple[str, ...]:
     """The deny-list the checked extraction used, as its receipt recorded it (lib only: a
     check worker does not import Dagster)."""
     from distill_assets.lib.playbooks import PlaybookSettings
@@ -293,7 +293,7 @@ def dataset_checks(
     settings: Any = None
     if rules:
         settings = (
-            (_playbook_deny_list(receipt),)
+            (playbook_deny_list(receipt),)
             if asset == C.ASSET_EXTRACTED_PLAYBOOKS
             else (_settings_used(receipt),)
         )
