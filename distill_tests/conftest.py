@@ -3,10 +3,12 @@ function that materializes the whole graph (assets and their checks) over a part
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -66,32 +68,50 @@ def copy_fixtures(dest: Path) -> Path:
     return dest
 
 
+# materialize_graph's options for the run itself, with their defaults (the rest of its keyword
+# arguments are DistillResource fields)
+RUN_OPTIONS: dict[str, object] = {
+    "days": FIXTURE_RANGE,
+    "run_config": None,
+    "selection": None,
+    "raise_on_error": False,
+}
+
+
 def materialize_graph(
     project_defs: dg.Definitions,
     instance: dg.DagsterInstance,
     source: Path,
     out: Path,
-    days: tuple[str, str] = FIXTURE_RANGE,
-    run_config: dict | None = None,
-    selection: str | list[str] | None = None,
-    raise_on_error: bool = False,
-    **resource_fields: object,
+    **options: object,
 ) -> dg.ExecuteInProcessResult:
-    """Materialize the real graph (assets and checks) over ``days`` in one run."""
-    resource = DistillResource(source_dir=str(source), output_dir=str(out), **resource_fields)
+    """Materialize the real graph (assets and checks) over ``days`` in one run.
+
+    ``options``: ``days`` (first, last), ``run_config``, ``selection`` and ``raise_on_error``
+    for the run (``RUN_OPTIONS``); any other is a DistillResource field."""
+    run = {name: options.pop(name, default) for name, default in RUN_OPTIONS.items()}
+    days: Any = run.pop("days")
+    resource = DistillResource(source_dir=str(source), output_dir=str(out), **options)
     assets = list(project_defs.assets or []) + list(project_defs.asset_checks or [])
     return dg.materialize(
         assets,
         instance=instance,
         resources={"distill": resource},
-        run_config=run_config,
-        selection=selection,
-        raise_on_error=raise_on_error,
         tags={
             "dagster/asset_partition_range_start": days[0],
             "dagster/asset_partition_range_end": days[1],
         },
+        **run,
     )
+
+
+@pytest.fixture
+def materialize(
+    project_defs: dg.Definitions, instance: dg.DagsterInstance
+) -> Callable[..., dg.ExecuteInProcessResult]:
+    """``materialize_graph`` on the project's definitions and this test's instance: called with
+    the source, the output directory and its options."""
+    return functools.partial(materialize_graph, project_defs, instance)
 
 
 def materializations_of(result: dg.ExecuteInProcessResult, asset: str) -> list:

@@ -3,25 +3,38 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
 import orjson
 
 
-def write_corpus(
-    root: Path, runs: int, first_day: date, days: int, response_chars: int = 1500, seed: int = 7
-) -> Path:
-    """``runs`` runs spread over ``days`` days from ``first_day``, each with a review and an
-    outcome, one file per day; 1-3 runs per task so preference pairs form."""
-    rng = random.Random(seed)
+@dataclass(frozen=True)
+class CorpusSpec:
+    """A corpus to write: ``runs`` runs spread over ``days`` days from ``first_day``, responses
+    of about ``response_chars`` characters, drawn with ``seed``."""
+
+    runs: int
+    first_day: date
+    days: int
+    response_chars: int = 1500
+    seed: int = 7
+
+
+def write_corpus(root: Path, spec: CorpusSpec) -> Path:
+    """The corpus ``spec`` under ``root``: each run with a review and an outcome, one file per
+    day; 1-3 runs per task so preference pairs form."""
+    rng = random.Random(spec.seed)
     words = ["deploy", "index", "retry", "cache", "query", "patch", "token", "queue", "shard"]
-    bodies = [" ".join(rng.choice(words) for _ in range(response_chars // 6)) for _ in range(64)]
+    bodies = [
+        " ".join(rng.choice(words) for _ in range(spec.response_chars // 6)) for _ in range(64)
+    ]
     root.mkdir(parents=True, exist_ok=True)
     handles = {}
     try:
-        for i in range(runs):
-            day = first_day + timedelta(days=i % days)
+        for i in range(spec.runs):
+            day = spec.first_day + timedelta(days=i % spec.days)
             fh = handles.get(day)
             if fh is None:
                 fh = handles[day] = open(root / f"{day.isoformat()}.jsonl", "wb")

@@ -16,7 +16,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib.io import sha256_file
 from distill_assets.lib.locking import LOCK_PATH, OutputLocked, acquire, read_lock, release
 from distill_tests.conftest import REPO_ROOT, copy_fixtures
-from distill_tests.corpus import write_corpus
+from distill_tests.corpus import CorpusSpec, write_corpus
 
 
 def start(source, out, env, span: str | None = None, *extra: str) -> subprocess.Popen:
@@ -59,7 +59,7 @@ def open_gate(gate, reader: subprocess.Popen) -> None:
 
 def test_second_run_fails_clearly_and_datasets_stay_whole(tmp_path):
     small = copy_fixtures(tmp_path / "small")
-    big = write_corpus(tmp_path / "big", runs=2_000, first_day=date(2026, 4, 1), days=2)
+    big = write_corpus(tmp_path / "big", CorpusSpec(runs=2_000, first_day=date(2026, 4, 1), days=2))
     # a handshake, not a race: collect opens this pipe among its source files and waits on it
     # (holding the lock) until the test has watched the second run fail
     gate = big / "zz-gate.jsonl"

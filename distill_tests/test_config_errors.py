@@ -73,12 +73,10 @@ def test_unknown_config_key_is_refused_before_the_run(project_defs, instance, tm
         (C.ASSET_EVIDENCE_INDEX, {"future_horizon_hours": 72.0}, "future_horizon_hours=72.0"),
     ],
 )
-def test_invalid_threshold_fails_before_collect_writes(
-    project_defs, instance, tmp_path, asset, config, named
-):
+def test_invalid_threshold_fails_before_collect_writes(materialize, tmp_path, asset, config, named):
     out = tmp_path / "out"
     run_config = run_config_of({asset: config})
-    result = materialize_graph(project_defs, instance, FIXTURES, out, run_config=run_config)
+    result = materialize(FIXTURES, out, run_config=run_config)
     assert not result.success
     assert named in failure_message(result)
     assert not (out / C.EVIDENCE_DIR).exists()

@@ -21,7 +21,7 @@ from distill_assets.lib.io import sha256_file
 from distill_assets.lib.receipts import load_receipt, read_ledger
 from distill_assets.lib.reports import load_summary
 from distill_tests.conftest import REPO_ROOT, copy_fixtures
-from distill_tests.corpus import write_corpus
+from distill_tests.corpus import CorpusSpec, write_corpus
 
 
 def cli(args: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
@@ -63,7 +63,7 @@ def assert_previous_state_intact(out: Path, snapshot: dict[str, bytes], run_id: 
 def setup(tmp_path_factory):
     base = tmp_path_factory.mktemp("crash")
     small = copy_fixtures(base / "small")
-    big = write_corpus(base / "big", runs=3_000, first_day=date(2026, 4, 1), days=3)
+    big = write_corpus(base / "big", CorpusSpec(runs=3_000, first_day=date(2026, 4, 1), days=3))
     env = {
         **os.environ,
         "DAGSTER_HOME": str(base / "home"),

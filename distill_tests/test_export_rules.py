@@ -14,10 +14,12 @@ from distill_assets.lib.exports import (
 )
 
 
-def key(run_id, quality, score, response_hash=None, eligible=True, empty=False, task="t"):
+def key(run_id, quality, score, response_hash=None, **fields):
+    """A run key of task ``t`` with an answer and a real instruction; ``fields`` overrides any
+    other RunKey field (``sft_eligible``, ``response_empty``, ``task_id``...)."""
     return RunKey(
         run_id,
-        task,
+        "t",
         quality,
         score,
         "2026-03-01T00:00:00Z",
@@ -26,9 +28,9 @@ def key(run_id, quality, score, response_hash=None, eligible=True, empty=False, 
         0,
         "e" * 64,
         response_hash or run_id,
-        empty,
-        eligible,
-    )
+        False,
+        True,
+    )._replace(**fields)
 
 
 def test_sft_messages_default_pair():
@@ -109,8 +111,8 @@ def test_candidate_pairs_rules():
 
 def test_pairs_need_a_real_instruction_on_one_side():
     runs = [
-        key("a", C.QUALITY_ACCEPTED, 1.0, eligible=False),
-        key("d", C.QUALITY_REJECTED, 0.0, eligible=False),
+        key("a", C.QUALITY_ACCEPTED, 1.0, sft_eligible=False),
+        key("d", C.QUALITY_REJECTED, 0.0, sft_eligible=False),
     ]
     [(_, _, reasons)] = list(candidate_pairs(runs, ExportSettings()))
     assert C.R_INSTRUCTION_UNAVAILABLE in reasons

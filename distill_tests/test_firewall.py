@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -82,6 +83,20 @@ def test_lookup_knows_every_scored_run(out: Path) -> None:
     assert len(scored_lookup(out)) == len(scored)
 
 
+def _judged_edited(out: Path, relpath: str, edit: Callable[[list[dict]], None], verify):
+    """``verify``'s report on the dataset ``relpath`` with its rows changed by ``edit``; the
+    file is restored afterwards."""
+    path = out / relpath
+    original = path.read_bytes()
+    rows = [orjson.loads(raw) for raw in original.splitlines()]
+    edit(rows)
+    try:
+        _rewrite(path, rows)
+        return verify(out, ExportSettings())
+    finally:
+        path.write_bytes(original)
+
+
 def test_broken_rows_are_caught(out: Path, tmp_path: Path) -> None:
     scored = _scored(out)
     by_quality: dict[str, dict] = {}
@@ -90,19 +105,14 @@ def test_broken_rows_are_caught(out: Path, tmp_path: Path) -> None:
     rejected = by_quality[C.QUALITY_REJECTED]
     review = by_quality[C.QUALITY_REVIEW]
 
-    sft_path = out / C.SFT_PATH
-    original = sft_path.read_bytes()
-    rows = [orjson.loads(raw) for raw in original.splitlines()]
-    rows[0]["source_run_id"] = rejected["run_id"]
-    rows[0]["task_id"] = rejected["task_id"]
-    rows[1]["source_run_id"] = "run-that-never-was"
-    rows[2]["task_id"] = "another-task"
-    rows[3]["category"] = "malware"
-    try:
-        _rewrite(sft_path, rows)
-        report = verify_sft(out, ExportSettings())
-    finally:
-        sft_path.write_bytes(original)
+    def break_sft(rows: list[dict]) -> None:
+        rows[0]["source_run_id"] = rejected["run_id"]
+        rows[0]["task_id"] = rejected["task_id"]
+        rows[1]["source_run_id"] = "run-that-never-was"
+        rows[2]["task_id"] = "another-task"
+        rows[3]["category"] = "malware"
+
+    report = _judged_edited(out, C.SFT_PATH, break_sft, verify_sft)
     rules = [(v["row"], v["rule"]) for v in report.violations]
     assert rules == [
         (1, "not_accepted_in_sft"),
@@ -111,31 +121,21 @@ def test_broken_rows_are_caught(out: Path, tmp_path: Path) -> None:
         (4, C.R_UNSAFE_SFT_CATEGORY),
     ]
 
-    rag_path = out / C.RAG_PATH
-    original = rag_path.read_bytes()
-    rows = [orjson.loads(raw) for raw in original.splitlines()]
-    rows[0]["source_run_ids"] = [review["run_id"]]
-    rows[0]["task_id"] = review["task_id"]
-    try:
-        _rewrite(rag_path, rows)
-        report = verify_rag(out, ExportSettings())
-    finally:
-        rag_path.write_bytes(original)
+    def break_rag(rows: list[dict]) -> None:
+        rows[0]["source_run_ids"] = [review["run_id"]]
+        rows[0]["task_id"] = review["task_id"]
+
+    report = _judged_edited(out, C.RAG_PATH, break_rag, verify_rag)
     assert [(v["row"], v["rule"]) for v in report.violations] == [(1, "untrusted_run_in_rag")]
 
-    pref_path = out / C.PREFERENCE_PATH
-    original = pref_path.read_bytes()
-    rows = [orjson.loads(raw) for raw in original.splitlines()]
-    row = rows[0]
-    row["chosen_run_id"], row["rejected_run_id"] = row["rejected_run_id"], row["chosen_run_id"]
-    elsewhere = next(r for r in scored if r["task_id"] != rows[1]["task_id"])
-    rows[1]["rejected_run_id"] = elsewhere["run_id"]
-    rows[2]["rejected_run_id"] = rows[2]["chosen_run_id"]  # a run paired with itself
-    try:
-        _rewrite(pref_path, rows)
-        report = verify_pair_rules(out, ExportSettings())
-    finally:
-        pref_path.write_bytes(original)
+    def break_pairs(rows: list[dict]) -> None:
+        row = rows[0]
+        row["chosen_run_id"], row["rejected_run_id"] = row["rejected_run_id"], row["chosen_run_id"]
+        elsewhere = next(r for r in scored if r["task_id"] != rows[1]["task_id"])
+        rows[1]["rejected_run_id"] = elsewhere["run_id"]
+        rows[2]["rejected_run_id"] = rows[2]["chosen_run_id"]  # a run paired with itself
+
+    report = _judged_edited(out, C.PREFERENCE_PATH, break_pairs, verify_pair_rules)
     found = {(v["row"], v["rule"]) for v in report.violations}
     assert (1, "chosen_not_better") in found
     assert (2, "cross_task_pair") in found

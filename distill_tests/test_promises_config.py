@@ -195,7 +195,7 @@ def drift_baseline(tmp_path_factory, project_defs):
 
 
 @pytest.mark.parametrize(
-    ("env", "severity"),
+    "case",
     [
         ({C.ENV_DRIFT_WARN: "30"}, C.SEVERITY_OK),  # +24% is under a 30% warning
         ({C.ENV_DRIFT_ALERT: "22"}, C.SEVERITY_ALERT),  # and over a 22% alert
@@ -204,10 +204,12 @@ def drift_baseline(tmp_path_factory, project_defs):
     ids=["warn_pct", "alert_pct", "min_base"],
 )
 def test_drift_thresholds_from_the_environment(
-    tmp_path, drift_baseline, project_defs, instance, monkeypatch, env, severity
+    tmp_path, drift_baseline, materialize, monkeypatch, case
 ):
     """16 runs more: collect's records in grow 66 -> 82 (+24%), which warns with the default
-    thresholds (test_determinism_drift.py); each variable moves the verdict."""
+    thresholds (test_determinism_drift.py); each variable (``case``: the variables set and
+    the severity they give) moves the verdict."""
+    env, severity = case
     source, out = drift_baseline
     shutil.copytree(source, tmp_path / "src")
     shutil.copytree(out, tmp_path / "out", symlinks=True)
@@ -220,7 +222,7 @@ def test_drift_thresholds_from_the_environment(
     (tmp_path / "src" / "runs" / "more.jsonl").write_bytes(b"\n".join(extra) + b"\n")
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    result = materialize_graph(project_defs, instance, tmp_path / "src", tmp_path / "out")
+    result = materialize(tmp_path / "src", tmp_path / "out")
     assert result.success
     drift = load_drift(tmp_path / "out", result.run_id)
     collect = drift.stage(C.STAGE_COLLECT)

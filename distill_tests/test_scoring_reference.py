@@ -60,26 +60,34 @@ POLICIES = {
 # --- the reference: the stage row by row ------------------------------------------------------
 
 
+class _Index:
+    """The evidence index read row by row with orjson, a day at a time on first use."""
+
+    def __init__(self, out_root: Path) -> None:
+        self.out_root = out_root
+        self.index: dict[date, list[dict[str, Any]]] = {}
+        self.named: dict[date, dict[str, list[dict[str, Any]]]] = {}  # evidence by run id
+
+    def rows_of(self, day: date) -> list[dict[str, Any]]:
+        if day not in self.index:
+            path = self.out_root / layout.evidence_index(day)
+            lines = path.read_bytes().splitlines() if path.exists() else []
+            self.index[day] = [orjson.loads(raw) for raw in lines if raw.strip()]
+            self.named[day] = {}
+            for row in self.index[day]:
+                if row["kind"] != "run":
+                    self.named[day].setdefault(row["run_id"], []).append(row)
+        return self.index[day]
+
+    def evidence_of(self, day: date, run_id: str) -> list[dict[str, Any]]:
+        self.rows_of(day)
+        return self.named[day].get(run_id, [])
+
+
 def _reference(out_root: Path, days: list[date], policy: ScoringPolicy) -> dict[str, Any]:
     """Every file the stage writes (path -> bytes) and its accounting, computed row by row."""
-    index: dict[date, list[dict[str, Any]]] = {}
-    named: dict[date, dict[str, list[dict[str, Any]]]] = {}  # a day's evidence by run id
-
-    def rows_of(day: date) -> list[dict[str, Any]]:
-        if day not in index:
-            path = out_root / layout.evidence_index(day)
-            lines = path.read_bytes().splitlines() if path.exists() else []
-            index[day] = [orjson.loads(raw) for raw in lines if raw.strip()]
-            named[day] = {}
-            for row in index[day]:
-                if row["kind"] != "run":
-                    named[day].setdefault(row["run_id"], []).append(row)
-        return index[day]
-
-    def evidence_of(day: date, run_id: str) -> list[dict[str, Any]]:
-        rows_of(day)
-        return named[day].get(run_id, [])
-
+    read = _Index(out_root)
+    rows_of, evidence_of = read.rows_of, read.evidence_of
     files: dict[str, bytes] = {}
     totals: dict[str, Any] = {"reasons": Counter(), "quality": Counter(), "per_partition": {}}
     inputs = set()
@@ -256,14 +264,31 @@ OUTCOMES = [
 ]
 
 
+_STAMP = "2026-03-0{}T{:02d}:{:02d}:00Z".format
+
+
 def _handmade(root: Path) -> list[date]:
     """An index over six days (the third missing, the sixth empty) with the awkward cases."""
     first = date(2026, 3, 1)
     days: dict[int, list[dict[str, Any]]] = {0: [], 1: [], 3: [], 4: [], 5: []}
-    stamp = "2026-03-0{}T{:02d}:{:02d}:00Z".format
-    shuffle = random.Random(7)
+    _every_grade(days)
+    _sums_and_rounding(days)
+    _escapes_and_missing_fields(days)
+    _duplicates_and_crowds(days)
 
-    # every single review, every single outcome, and many random combinations of them
+    for offset, rows in days.items():
+        path = root / layout.evidence_index(first + timedelta(days=offset))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lines = [orjson.dumps(row) for row in rows]
+        lines.insert(len(lines) // 2, b"   ")  # a blank line is skipped
+        path.write_bytes(b"\n".join(lines) + b"\n" if rows else b"")
+    return [first + timedelta(days=offset) for offset in range(6)]
+
+
+def _every_grade(days: dict[int, list[dict[str, Any]]]) -> None:
+    """Every single review, every single outcome, and many random combinations of them."""
+    stamp = _STAMP
+    shuffle = random.Random(7)
     for i in range(len(REVIEWS) + len(OUTCOMES) + 1200):
         run_id = f"r{i:05d}"
         days[0].append(_run(run_id, stamp(1, i % 24, i % 60), 100 * i))
@@ -281,6 +306,10 @@ def _handmade(root: Path) -> list[date]:
             row = _evidence(kind, run_id, stamp(day + 1, j % 2, 0), 7 * i + j, **fields)
             days[day].append(row)
 
+
+def _sums_and_rounding(days: dict[int, list[dict[str, Any]]]) -> None:
+    """Many signals summed in order, means that round differently, signals in name order."""
+    stamp = _STAMP
     # many signals on one run: the sum follows their order to the last bit
     days[1].append(_run("many", stamp(2, 1, 0), 1))
     many = [0.1, 0.7, 0.2, 0.3, 0.9, 0.15, 0.35, 0.05, 0.6, 0.45, 0.333, 0.1]
@@ -316,6 +345,10 @@ def _handmade(root: Path) -> list[date]:
         _evidence("outcome", "names", stamp(2, 8, 1), 61, outcome="won", signals=signals)
     )
 
+
+def _escapes_and_missing_fields(days: dict[int, list[dict[str, Any]]]) -> None:
+    """Strings JSON escapes, missing optional fields, nulls, unknown kinds."""
+    stamp = _STAMP
     # strings JSON escapes: day 1's file has backslashes; day 2's has none, but non-ASCII text
     days[1].append(_run("ünïcode-😀", stamp(2, 4, 0), 2, task_id="t-é", agent="ågent"))
     days[1].append(_evidence("review", "ünïcode-😀", stamp(2, 5, 0), 3, verdict="reject"))
@@ -338,6 +371,10 @@ def _handmade(root: Path) -> list[date]:
     days[0].append(_evidence("note", "nulls", stamp(1, 8, 0), 7003))
     days[0].append(_evidence("note", "nobody", stamp(1, 8, 1), 7004))
 
+
+def _duplicates_and_crowds(days: dict[int, list[dict[str, Any]]]) -> None:
+    """Conflicting duplicates, an orphan, crowds, the same evidence row on two days."""
+    stamp = _STAMP
     # conflicting duplicates: twice in one day; three days apart (each alone in its own
     # window), with evidence in between that sees both; an orphan
     days[0].append(_run("dup", stamp(1, 9, 0), 8000))
@@ -364,14 +401,6 @@ def _handmade(root: Path) -> list[date]:
     twin = _evidence("review", "tie", stamp(2, 11, 2), 9002, verdict="request_changes")
     days[1].append(twin)
     days[3].append({**twin, "offset": 9003})
-
-    for offset, rows in days.items():
-        path = root / layout.evidence_index(first + timedelta(days=offset))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [orjson.dumps(row) for row in rows]
-        lines.insert(len(lines) // 2, b"   ")  # a blank line is skipped
-        path.write_bytes(b"\n".join(lines) + b"\n" if rows else b"")
-    return [first + timedelta(days=offset) for offset in range(6)]
 
 
 # --- the tests -----------------------------------------------------------------------------------

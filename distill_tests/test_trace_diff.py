@@ -24,8 +24,8 @@ from distill_assets.lib import layout
 from distill_assets.lib.diff import diff
 from distill_assets.lib.trace import (
     TraceError,
-    _left_out,
     build_lookup,
+    left_out,
     open_lookup,
     redactions,
     render_trace,
@@ -239,7 +239,7 @@ def test_secrets_are_named_by_type_and_field_never_by_value():
         "run_id": "r1",
         "findings": [{"type": "github_token", "field": "messages[0].content", "preview": "ghp_"}],
     }
-    item = _left_out(C.STAGE_EXPORT_SFT, line, "r1")
+    item = left_out(C.STAGE_EXPORT_SFT, line, "r1")
     assert item["secrets"] == [{"type": "github_token", "field": "messages[0].content"}]
     assert "ghp_" not in orjson.dumps(item).decode()
     row = {"messages": [{"content": "key [REDACTED:aws_access_key] here"}], "id": "sft-1"}

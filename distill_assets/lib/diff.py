@@ -20,8 +20,8 @@ from distill_assets.lib.trace import (
     PLACE_BITS,
     Lookup,
     TraceError,
-    _evidence,
     evidence_detail,
+    evidence_of,
     open_lookup,
     run_places,
     traced_versions,
@@ -192,7 +192,7 @@ def _verdict_changes(a: Lookup, b: Lookup, limit: int | None) -> dict[str, Any]:
         before = {e for e in row_a["evidence_ids"] or [] if e}
         because: list[dict[str, Any]] = []
         where = [w for w in b.evidence_places(row_b) if w[0] and w[0] not in before]
-        for found in _evidence(b, where):
+        for found in evidence_of(b, where):
             label = f"new {found.get('kind', 'evidence')}"
             because.append({"change": label, **found})
         after = {e for e in row_b["evidence_ids"] or [] if e}
@@ -252,6 +252,51 @@ def _more(total: int, shown: int) -> list[str]:
     return [f"    ... {total - shown} more (--all lists them)"] if total > shown else []
 
 
+def _because_line(why: dict[str, Any]) -> str:
+    """Why a run's verdict changed: a setting, or an evidence record added or gone."""
+    if why["change"] == "setting":
+        return f"    because setting {why['name']}: {why['before']} -> {why['after']}"
+    if "source_path" in why:
+        detail = evidence_detail(why)
+        return (
+            f"    because {why['change']} {why['evidence_id']} "
+            f"({why['source_path']}:{why['line']}){' ' + detail if detail else ''}"
+        )
+    return f"    because {why['change']} {why.get('evidence_id', why.get('note', ''))}"
+
+
+def _changed_run_lines(run: dict[str, Any]) -> list[str]:
+    """A run whose verdict changed: before and after, why, and the rows it added or removed."""
+    before, after = run["before"], run["after"]
+    lines = [
+        f"  {run['run_id']}: {before['quality']} {before['score']} -> "
+        f"{after['quality']} {after['score']}  (reasons {','.join(before['reasons'])} -> "
+        f"{','.join(after['reasons'])})"
+    ]
+    lines += [_because_line(why) for why in run["because"]]
+    for dataset, split, row_id in run["rows_added"]:
+        lines.append(f"    row added: {dataset} {split} {row_id}")
+    for dataset, split, row_id in run["rows_removed"]:
+        lines.append(f"    row removed: {dataset} {split} {row_id}")
+    return lines
+
+
+def _id_lines(answer: dict[str, Any]) -> list[str]:
+    """The ids of the runs newly scored or no longer scored, and of the rows that changed."""
+    v = answer["verdicts"]
+    lines: list[str] = []
+    for label, key in (("newly scored", "newly_scored"), ("no longer scored", "no_longer_scored")):
+        if v[f"{key}_ids"]:
+            lines.append(f"{label}: {', '.join(v[f'{key}_ids'])}")
+            lines += _more(v[key], len(v[f"{key}_ids"]))
+    for d in answer["datasets"]:
+        for kind in ("added", "removed", "changed"):
+            if d[f"{kind}_ids"]:
+                lines.append(f"{d['dataset']} {kind}: {', '.join(d[f'{kind}_ids'])}")
+                lines += _more(d[kind], len(d[f"{kind}_ids"]))
+    return lines
+
+
 def render_diff(answer: dict[str, Any]) -> list[str]:
     """The diff as text: a summary line per dataset first, then the details."""
     lines = [f"distill diff {answer['a']} -> {answer['b']}"]
@@ -275,40 +320,7 @@ def render_diff(answer: dict[str, Any]) -> list[str]:
     if v["runs"]:
         lines += ["", "runs whose verdict changed:"]
     for run in v["runs"]:
-        before, after = run["before"], run["after"]
-        lines.append(
-            f"  {run['run_id']}: {before['quality']} {before['score']} -> "
-            f"{after['quality']} {after['score']}  (reasons {','.join(before['reasons'])} -> "
-            f"{','.join(after['reasons'])})"
-        )
-        for why in run["because"]:
-            if why["change"] == "setting":
-                lines.append(
-                    f"    because setting {why['name']}: {why['before']} -> {why['after']}"
-                )
-            elif "source_path" in why:
-                detail = evidence_detail(why)
-                lines.append(
-                    f"    because {why['change']} {why['evidence_id']} "
-                    f"({why['source_path']}:{why['line']}){' ' + detail if detail else ''}"
-                )
-            else:
-                lines.append(
-                    f"    because {why['change']} {why.get('evidence_id', why.get('note', ''))}"
-                )
-        for dataset, split, row_id in run["rows_added"]:
-            lines.append(f"    row added: {dataset} {split} {row_id}")
-        for dataset, split, row_id in run["rows_removed"]:
-            lines.append(f"    row removed: {dataset} {split} {row_id}")
+        lines += _changed_run_lines(run)
     if v["runs_not_shown"]:
         lines.append(f"  ... {v['runs_not_shown']} more (--all lists them)")
-    for label, key in (("newly scored", "newly_scored"), ("no longer scored", "no_longer_scored")):
-        if v[f"{key}_ids"]:
-            lines.append(f"{label}: {', '.join(v[f'{key}_ids'])}")
-            lines += _more(v[key], len(v[f"{key}_ids"]))
-    for d in answer["datasets"]:
-        for kind in ("added", "removed", "changed"):
-            if d[f"{kind}_ids"]:
-                lines.append(f"{d['dataset']} {kind}: {', '.join(d[f'{kind}_ids'])}")
-                lines += _more(d[kind], len(d[f"{kind}_ids"]))
-    return lines
+    return lines + _id_lines(answer)

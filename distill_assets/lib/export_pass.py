@@ -18,7 +18,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import progress
@@ -32,10 +32,12 @@ from distill_assets.lib.exports import (
     TextStore,
     repeated_run_ids,
 )
-from distill_assets.lib.hygiene.curate import HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.parallel import process_pool
 from distill_assets.lib.playbooks import PlaybookSettings
+
+if TYPE_CHECKING:
+    from distill_assets.lib.extraction import Extraction
 
 
 @dataclass
@@ -43,7 +45,7 @@ class ExportPlan:
     """Which exports the pass runs, with their settings; ``None`` leaves an export out."""
 
     write_root: Path
-    extract: tuple[PlaybookSettings, HygieneSettings | None, EvalSet | None] | None = None
+    extract: Extraction | None = None
     rag: tuple[ExportSettings, EvalSet | None] | None = None
     sft: tuple[ExportSettings, EvalSet | None] | None = None
     preference: tuple[ExportSettings, EvalSet | None] | None = None
@@ -92,8 +94,7 @@ def _exporters(out_root: Path, plan: ExportPlan, texts: TextStore) -> list[Any]:
         rag = RagExporter(out_root, root, plan.rag[0], plan.rag[1], texts)
     try:
         if plan.extract is not None:
-            settings, hygiene, eval_set = plan.extract
-            made.append(ExtractExporter(out_root, root, settings, hygiene, eval_set, texts, rag))
+            made.append(ExtractExporter(out_root, root, plan.extract, texts, rag))
         if rag is not None:
             made.append(rag)
         for part, kind in (

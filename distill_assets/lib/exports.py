@@ -33,7 +33,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib import layout
 from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
 from distill_assets.lib.formats import FormatSettings, pair_columns, plain_text, sft_columns
-from distill_assets.lib.hygiene.curate import Curation, HygieneSettings
+from distill_assets.lib.hygiene.curate import Curation, HygieneSettings, Screened
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.hygiene.neardup import BandCache
 from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile, count_lines, iter_jsonl
@@ -1044,6 +1044,18 @@ def candidate_pairs(
             yield chosen, rejected, reasons
 
 
+def _taint(screened: Screened, owners: dict[str, RunKey], tainted: dict[str, list[str]]) -> None:
+    """Note the runs whose own text kept a pair out: a secret in the field that is theirs
+    (``owners``: prompt, chosen, rejected), or an evaluation prompt (both runs)."""
+    for finding in screened.details.get("findings", []):
+        owner = owners.get(finding["field"].split(".")[0].split("[")[0])
+        if owner is not None:
+            tainted[owner.run_id] = [C.R_SECRET_DETECTED]
+    if C.R_CONTAMINATED_EVAL in screened.reasons:
+        for run in (owners["chosen"], owners["rejected"]):
+            tainted.setdefault(run.run_id, [C.R_CONTAMINATED_EVAL])
+
+
 class PreferenceExporter(TrainingExporter):
     """``export-preference``: chosen/rejected pairs within a task, chosen strictly better."""
 
@@ -1077,6 +1089,15 @@ class PreferenceExporter(TrainingExporter):
         )
 
     def task(self, task_id: str, runs: list[RunKey], repeated: frozenset[str]) -> None:
+        ranked = self._ranked(runs, repeated)
+        # runs whose own text kept their pairs out (a secret, an evaluation prompt): that is
+        # their reason when they end in no pair, rather than no_valid_pair
+        tainted: dict[str, list[str]] = {}
+        written = self._write_pairs(self._valid_pairs(ranked), tainted)
+        self._account(ranked, written, tainted)
+
+    def _ranked(self, runs: list[RunKey], repeated: frozenset[str]) -> list[RunKey]:
+        """The task's runs that may be paired (best first); the others left out."""
         tally = self.tally
         settings = self.settings
         ranked: list[RunKey] = []
@@ -1088,9 +1109,12 @@ class PreferenceExporter(TrainingExporter):
                 self.leave_out(key, [C.R_DENIED_CATEGORY])
             else:
                 ranked.append(key)
-        # runs whose own text kept their pairs out (a secret, an evaluation prompt): that is
-        # their reason when they end in no pair, rather than no_valid_pair
-        tainted: dict[str, list[str]] = {}
+        return ranked
+
+    def _valid_pairs(self, ranked: list[RunKey]) -> list[tuple[RunKey, RunKey]]:
+        """The task's pairs that keep every rule (the widest margins first when capped); the
+        others quarantined."""
+        settings = self.settings
         valid: list[tuple[RunKey, RunKey]] = []
         for chosen, rejected, reasons in candidate_pairs(ranked, settings):
             if reasons:
@@ -1100,6 +1124,13 @@ class PreferenceExporter(TrainingExporter):
         if settings.max_pairs_per_task is not None:
             valid.sort(key=lambda p: (-(p[0].score - p[1].score), p[0].order(), p[1].order()))
             valid = valid[: settings.max_pairs_per_task]
+        return valid
+
+    def _write_pairs(
+        self, valid: list[tuple[RunKey, RunKey]], tainted: dict[str, list[str]]
+    ) -> list[tuple[RunKey, RunKey]]:
+        """Fetch, screen and keep each valid pair; those written. A pair the hygiene kept out
+        is quarantined, and the runs whose text did it are ``tainted``."""
         written: list[tuple[RunKey, RunKey]] = []
         for chosen, rejected in valid:
             chosen_found, rejected_found = self.fetch(chosen), self.fetch(rejected)
@@ -1131,19 +1162,27 @@ class PreferenceExporter(TrainingExporter):
             )
             if screened.reasons:
                 self._quarantine_pair(chosen, rejected, screened.reasons, **screened.details)
-                owners = {"prompt": prompt_run, "chosen": chosen, "rejected": rejected}
-                for finding in screened.details.get("findings", []):
-                    owner = owners.get(finding["field"].split(".")[0].split("[")[0])
-                    if owner is not None:
-                        tainted[owner.run_id] = [C.R_SECRET_DETECTED]
-                if C.R_CONTAMINATED_EVAL in screened.reasons:
-                    for run in (chosen, rejected):
-                        tainted.setdefault(run.run_id, [C.R_CONTAMINATED_EVAL])
+                _taint(
+                    screened,
+                    {"prompt": prompt_run, "chosen": chosen, "rejected": rejected},
+                    tainted,
+                )
                 continue
             row = screened.row
             text = f"{plain_text(row['prompt'])}\n{plain_text(row['chosen'])}"
             self.curation.keep(row, (chosen, rejected), text, pair=True)
             written.append((chosen, rejected))
+        return written
+
+    def _account(
+        self,
+        ranked: list[RunKey],
+        written: list[tuple[RunKey, RunKey]],
+        tainted: dict[str, list[str]],
+    ) -> None:
+        """Count out the runs of a written pair; leave out the others, with their taint or
+        no_valid_pair."""
+        tally = self.tally
         used = {key.run_id for pair in written for key in pair}
         if ranked and not written:
             self.tasks_without_pair += 1

@@ -47,6 +47,9 @@ from distill_assets.lib.playbooks import (
 )
 
 TRUSTED = (C.QUALITY_ACCEPTED, C.QUALITY_PARTIAL)
+# what the extraction is given (lib/export_pass.ExportPlan.extract): its settings, the hygiene
+# its playbooks get (the datasets' by default) and the eval set they are screened against
+Extraction = tuple[PlaybookSettings, HygieneSettings | None, EvalSet | None]
 
 
 @dataclass
@@ -70,12 +73,11 @@ class ExtractExporter(Exporter):
         self,
         out_root: Path,
         write_root: Path,
-        settings: PlaybookSettings,
-        hygiene: HygieneSettings | None,
-        eval_set: EvalSet | None,
+        extraction: Extraction,
         texts: TextStore,
         rag: RagExporter | None = None,
     ) -> None:
+        settings, hygiene, eval_set = extraction
         rules = replace(hygiene or HygieneSettings(), near_dup_threshold=None)
         super().__init__(out_root, write_root, rules, eval_set, texts)
         self.settings = settings

@@ -186,15 +186,21 @@ def _note_plan(out_root: Path, run_id: str, expected: list[str]) -> list[str]:
     return merged
 
 
+@dataclass(frozen=True)
+class RunReports:
+    """Where a run's reports are recorded: the output root, the run, and the stages it was
+    asked to materialize (its plan, which the summary lists as not run until they are)."""
+
+    out_root: Path
+    run_id: str
+    expected_stages: list[str]
+
+
 def record_stage(
-    out_root: Path,
-    run_id: str,
-    result: StageResult,
-    started: float,
-    expected_stages: list[str],
-    thresholds: DriftThresholds,
+    run: RunReports, result: StageResult, started: float, thresholds: DriftThresholds
 ) -> Recorded:
     """Turn a finished stage into its receipt, ledger entries, drift and a fresh summary."""
+    out_root, run_id = run.out_root, run.run_id
     if result.stage == C.STAGE_COLLECT:
         inputs = [FileEntry(**f.as_dict()) for f in result.inputs]
     else:
@@ -206,7 +212,7 @@ def record_stage(
     path = write_receipt(out_root, receipt)
     update_ledger(out_root, run_id, result.stage, result.outputs, result.output_root)
     with reports_lock(out_root):
-        _note_plan(out_root, run_id, expected_stages)
+        _note_plan(out_root, run_id, run.expected_stages)
         _append_index(
             out_root,
             {
@@ -263,18 +269,14 @@ def _refresh_drift(out_root: Path, run_id: str, run_hash: str) -> DriftReport | 
     return fresh
 
 
-def record_checks(
-    out_root: Path,
-    run_id: str,
-    checks: list[CheckRecord],
-    expected_stages: list[str],
-) -> RunSummary | None:
+def record_checks(run: RunReports, checks: list[CheckRecord]) -> RunSummary | None:
     """Keep several asset checks' verdicts with the run (one check step's), then refresh the
     summary once."""
     if not checks:
         return None
+    out_root, run_id = run.out_root, run.run_id
     with reports_lock(out_root):
-        _note_plan(out_root, run_id, expected_stages)
+        _note_plan(out_root, run_id, run.expected_stages)
         for check in checks:
             path = run_dir(out_root, run_id) / "checks" / f"{check.asset}.{check.check}.json"
             write_json_atomic(path, check.model_dump(mode="json"))
@@ -282,17 +284,13 @@ def record_checks(
 
 
 def record_failure(
-    out_root: Path,
-    run_id: str,
-    stage: str,
-    error: BaseException,
-    expected_stages: list[str],
-    message: str | None = None,
+    run: RunReports, stage: str, error: BaseException, message: str | None = None
 ) -> RunSummary:
     """Note that a stage raised. Only messages we wrote ourselves (a setting, a lock) are kept:
     an arbitrary exception's text may quote input."""
+    out_root, run_id = run.out_root, run.run_id
     with reports_lock(out_root):
-        _note_plan(out_root, run_id, expected_stages)
+        _note_plan(out_root, run_id, run.expected_stages)
         path = run_dir(out_root, run_id) / "failures" / f"{stage}.json"
         write_json_atomic(
             path,

@@ -225,25 +225,33 @@ class BuildFigures:
         return now
 
 
+# the roles of the files under the output root (the evidence store's records, the scored runs);
+# the others (datasets, quarantines) are under the version's root
+_STORE_ROLES = ("records", "scored")
+
+
 class _Files:
     """The files the lookup points into, numbered, with their size, time and producer."""
 
-    def __init__(self, out_root: Path) -> None:
+    def __init__(self, out_root: Path, root: Path) -> None:
         from distill_assets.lib.receipts import read_ledger
 
+        self.out_root = out_root
+        self.root = root
         self.ledger = read_ledger(out_root)
         self.rows: list[tuple[Any, ...]] = []
 
     def add(
         self,
-        base: Path,
         relpath: str,
         role: str,
         name: str = "",
         split: str = "",
         producer: str | None = None,
     ) -> int:
+        """Number the file ``relpath`` (under the output root or the version's, by its role)."""
         known = self.ledger.get(relpath) or {}
+        base = self.out_root if role in _STORE_ROLES else self.root
         try:
             stat = (base / relpath).stat()
             size, mtime = stat.st_size, stat.st_mtime_ns
@@ -316,7 +324,7 @@ def _scored_days(out_root: Path, files: _Files, figures: BuildFigures) -> Any:
         path = out_root / relpath
         if path.exists() and path.stat().st_size == 0:
             continue
-        number = files.add(out_root, relpath, "scored")
+        number = files.add(relpath, "scored")
         table = scored_list(out_root, day, files.ledger)
         if table is not None:
             yield table, number
@@ -348,9 +356,7 @@ def _runs_schema() -> Any:
     )
 
 
-def _run_rows(
-    runs: Any, number: int, records: dict[int, int], files: _Files, out_root: Path
-) -> Any:
+def _run_rows(runs: Any, number: int, records: dict[int, int], files: _Files) -> Any:
     """A day's runs as the lookup's ``runs`` columns (Arrow, no copy of what is already so):
     evidence ids by their first 16 hex digits (as ``scored_trace`` and ``_parsed_runs`` give
     them), each with its records file's day ordinal and byte offset; the records files are
@@ -363,7 +369,7 @@ def _run_rows(
         if o and int(o) not in records:
             day = date.fromordinal(int(o))
             relpath = layout.evidence_records(day)
-            records[int(o)] = files.add(out_root, relpath, "records", day.isoformat())
+            records[int(o)] = files.add(relpath, "records", day.isoformat())
     schema = _runs_schema()
     columns = [
         pa.array([number] * runs.num_rows, type=pa.int64())
@@ -565,7 +571,7 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
 
     began = time.perf_counter()
     figures = BuildFigures()
-    files = _Files(out_root)
+    files = _Files(out_root, root)
     target = root / C.TRACE_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -573,9 +579,9 @@ def build_lookup(out_root: Path, root: Path, run_id: str) -> BuildFigures:
     tmp.unlink(missing_ok=True)
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        tables = _Tables(staging)
+        build = _Build(out_root, root, run_id, _Tables(staging), files, figures)
         with ThreadPoolExecutor(1, thread_name_prefix="trace-quarantines") as reader:
-            reasons, counts = _write_tables(tables, reader, out_root, root, run_id, files, figures)
+            reasons, counts = _write_tables(build, reader)
         figures.rows |= counts
         clock = time.perf_counter()
         db = sqlite3.connect(tmp, isolation_level=None)
@@ -640,39 +646,61 @@ def _quarantine_keys(path: Path, stage: str) -> tuple[list[Any], dict[str, int]]
     return [pl.concat(frames) for frames in named.values() if frames], counted
 
 
+@dataclass(frozen=True)
+class _Build:
+    """A lookup being written: the output root and the version's root it reads, the run
+    building it, its tables, the files it numbers and what it costs."""
+
+    out_root: Path
+    root: Path
+    run_id: str
+    tables: _Tables
+    files: _Files
+    figures: BuildFigures
+
+
 def _write_tables(
-    tables: _Tables,
-    reader: ThreadPoolExecutor,
-    out_root: Path,
-    root: Path,
-    run_id: str,
-    files: _Files,
-    figures: BuildFigures,
+    build: _Build, reader: ThreadPoolExecutor
 ) -> tuple[list[tuple[str, str, int]], dict[str, int]]:
     """The lookup's tables, source by source (``build_lookup``); the reason counts of the
     quarantine files, and the tables' row counts."""
-    import numpy as np
-    import polars as pl
-    import pyarrow as pa
-    import pyarrow.ipc as ipc
-
     began = time.perf_counter()
+    root = build.root
     # the quarantine files are read in a thread meanwhile (polars parses them without the GIL)
     quarantines = [
         (stage, reader.submit(_quarantine_keys, root / C.quarantine_path(stage), stage))
         for stage in QUARANTINE_STAGES
         if (root / C.quarantine_path(stage)).exists()
     ]
-    # the scored runs, day by day, numbered in order (a run's number is its row + 1)
+    pairs, count = _write_runs(build)
+    clock = build.figures.lap("scored runs", began)
+    rows = _write_rows(build, pairs)
+    counts = {"runs": count, "rows": rows}
+    clock = build.figures.lap("dataset rows", clock)
+    reasons = _add_quarantines(build, quarantines, pairs)
+    clock = build.figures.lap("quarantines", clock)
+    pairs.finish(build.tables)
+    build.figures.lap("run places", clock)
+    return reasons, {**counts, **pairs.counts}
+
+
+def _write_runs(build: _Build) -> tuple[_Pairs, int]:
+    """The ``runs`` and ``run_keys`` tables: the scored runs, day by day, numbered in order (a
+    run's number is its row + 1); the pairs to come, numbered by those runs, and their count."""
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+    import pyarrow.ipc as ipc
+
     records: dict[int, int] = {}
     numbered: list[Any] = []
     count = 0
     with (
-        pa.OSFile(str(tables.directory / "runs.arrow"), "wb") as sink,
+        pa.OSFile(str(build.tables.directory / "runs.arrow"), "wb") as sink,
         ipc.new_file(sink, _runs_schema()) as writer,
     ):
-        for day, number in _scored_days(out_root, files, figures):
-            table = _run_rows(day, number, records, files, out_root)
+        for day, number in _scored_days(build.out_root, build.files, build.figures):
+            table = _run_rows(day, number, records, build.files)
             del day
             numbered.append(
                 pl.DataFrame(
@@ -690,12 +718,16 @@ def _write_tables(
         else pl.DataFrame(schema={"run_id": pl.String, "run": pl.Int64})
     )
     del numbered
-    tables.write("run_keys", scored, key="run_id")
-    pairs = _Pairs(scored)
-    del scored
-    clock = figures.lap("scored runs", began)
+    build.tables.write("run_keys", scored, key="run_id")
+    return _Pairs(scored), count
 
-    # the dataset rows, from the row lists the exports wrote beside them
+
+def _write_rows(build: _Build, pairs: _Pairs) -> int:
+    """The ``rows`` table: the dataset rows, from the row lists the exports wrote beside them
+    (their runs' places go to ``pairs``); its row count."""
+    import polars as pl
+
+    root, files = build.root, build.files
     written: list[Any] = []
     for name, (stage, train, holdout) in DATASETS.items():
         sidecar = root / C.trace_rows_path(stage)
@@ -707,7 +739,7 @@ def _write_tables(
             path = root / relpath
             if not path.exists() or int(part["length"].sum() or 0) != path.stat().st_size:
                 continue  # a dataset this row list does not describe: left out, not guessed
-            number = files.add(root, relpath, "dataset", name, split)
+            number = files.add(relpath, "dataset", name, split)
             place = _place(number, pl.col("offset")).alias("place")
             written.append(part.select("id", place, pl.col("crc").alias("digest")))
             pairs.add(
@@ -721,34 +753,39 @@ def _write_tables(
         else pl.DataFrame(schema={"id": pl.String, "place": pl.Int64, "digest": pl.Int64})
     )
     del written
-    tables.write("rows", rows, key="id")
-    counts = {"runs": count, "rows": rows.height}
-    del rows
-    clock = figures.lap("dataset rows", clock)
+    build.tables.write("rows", rows, key="id")
+    return rows.height
 
-    # quarantine lines, under every id each names; their reason codes counted (diff)
+
+def _add_quarantines(
+    build: _Build, quarantines: list[tuple[str, Any]], pairs: _Pairs
+) -> list[tuple[str, str, int]]:
+    """The quarantine lines, under every id each names (to ``pairs``); their reason codes
+    counted (diff)."""
+    import polars as pl
+
+    files = build.files
     reasons: list[tuple[str, str, int]] = []
     for stage, read in quarantines:
         relpath = C.quarantine_path(stage)
         # the collect and score views are assembled by this publish stage
         made_here = stage in (C.STAGE_COLLECT, C.STAGE_SCORE)
         number = files.add(
-            root, relpath, "quarantine", stage, producer=run_id if made_here else None
+            relpath, "quarantine", stage, producer=build.run_id if made_here else None
         )
         named, counted = read.result()
         if made_here:
             reasons += [(stage, code, n) for code, n in counted.items()]
         else:  # an export's own count of the reasons it left records out for
             producer = files.rows[-1][-1]
-            reasons += [(stage, code, n) for code, n in _receipt_reasons(out_root, producer, stage)]
+            reasons += [
+                (stage, code, n) for code, n in _receipt_reasons(build.out_root, producer, stage)
+            ]
         # (a line naming one id twice is listed twice: the reader takes the set of places)
         for frame in named:
             pairs.add(frame.select("key", _place(number, pl.col("offset")).alias("place")))
         del named
-    clock = figures.lap("quarantines", clock)
-    pairs.finish(tables)
-    figures.lap("run places", clock)
-    return reasons, {**counts, **pairs.counts}
+    return reasons
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -915,7 +952,7 @@ class Lookup:
 
     def base(self, file: int) -> Path:
         role = self.files[file].role
-        return self.out_root if role in ("records", "scored") else self.root
+        return self.out_root if role in _STORE_ROLES else self.root
 
     def changed(self, file: int) -> bool:
         """The file is not the one the lookup was built from (a later run rewrote it)."""
@@ -1032,7 +1069,9 @@ def _findings(line: dict[str, Any]) -> list[dict[str, str]]:
     ]
 
 
-def _left_out(stage: str, line: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+def left_out(stage: str, line: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+    """A quarantine line as a trace shows it: the stage, its disposition and reasons, the pair
+    or playbook it is about, and any secret findings by type and field only."""
     item: dict[str, Any] = {
         "stage": stage,
         "status": line.get("disposition", C.DISPOSITION_QUARANTINED),
@@ -1057,7 +1096,7 @@ def _left_out(stage: str, line: dict[str, Any], run_id: str | None) -> dict[str,
     return item
 
 
-def _evidence(lookup: Lookup, where: list[tuple[str, int | None, int]]) -> list[dict[str, Any]]:
+def evidence_of(lookup: Lookup, where: list[tuple[str, int | None, int]]) -> list[dict[str, Any]]:
     """The evidence records of a run (``Lookup.evidence_places``), read where they are."""
     found = []
     for prefix, file, offset in where:
@@ -1116,7 +1155,7 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
         }
         if lookup.changed(file):
             out["verdict"]["note"] = f"{info.path} was rewritten by a later run"
-        out["evidence"] = _evidence(lookup, lookup.evidence_places(row))
+        out["evidence"] = evidence_of(lookup, lookup.evidence_places(row))
         places = run_places(lookup, number) + places
     else:
         out["verdict"] = None
@@ -1164,7 +1203,7 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
                 }
             )
         else:
-            exports.append(_left_out(info.name, line, run_id))
+            exports.append(left_out(info.name, line, run_id))
     order = {stage: n for n, stage in enumerate(S.STAGES)}
     exports.sort(key=lambda e: (order.get(e["stage"], 99), e["status"] != "published"))
     out[C.STAGE_COLLECT] = collect
@@ -1173,11 +1212,16 @@ def _run(lookup: Lookup, run_id: str) -> dict[str, Any]:
     return out
 
 
-def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
-    """What ``ident`` is (a dataset row id, a run id, a task id, an evidence id, a playbook
-    id) and the trace of every run behind it; ``TraceError`` when the lookup knows none."""
-    matched: list[str] = []
-    runs: list[str] = []
+@dataclass
+class _Matches:
+    """What an id was found to be (in the order found) and the runs behind it."""
+
+    matched: list[str] = field(default_factory=list)
+    runs: list[str] = field(default_factory=list)
+
+
+def _dataset_rows(lookup: Lookup, ident: str, found: _Matches) -> list[dict[str, Any]]:
+    """The dataset rows with id ``ident``, read where the lookup says they are."""
     rows: list[dict[str, Any]] = []
     for place in lookup.row_places(ident):
         file, offset = split_place(place)
@@ -1186,7 +1230,7 @@ def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
         if line is None or line.get("id") != ident:
             continue  # the lookup and the file disagree: the file wins
         named = row_runs(line).split(_SEP)
-        matched.append(f"{info.name} row ({info.split})")
+        found.matched.append(f"{info.name} row ({info.split})")
         rows.append(
             {
                 "dataset": info.name,
@@ -1196,24 +1240,34 @@ def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
                 "run_ids": [r for r in named if r],
             }
         )
-        runs += [r for r in named if r]
+        found.runs += [r for r in named if r]
+    return rows
+
+
+def _scored_matches(lookup: Lookup, ident: str, found: _Matches) -> None:
+    """``ident`` as a scored run's id, a task id or an evidence id of a scored run."""
     if lookup.run_numbers(ident):
-        matched.append("run id")
-        runs.append(ident)
+        found.matched.append("run id")
+        found.runs.append(ident)
     of_task = [lookup.run_row(n)["run_id"] for n in lookup.runs_where("task_id", ident)]
     if of_task:
-        matched.append(f"task id ({len(of_task)} scored runs)")
-        runs += sorted(of_task)
+        found.matched.append(f"task id ({len(of_task)} scored runs)")
+        found.runs += sorted(of_task)
     if _EVIDENCE_ID.fullmatch(ident):
         for number in lookup.runs_where("evidence_ids", ident[:16]):
             row = lookup.run_row(number)
-            evidence = _evidence(lookup, lookup.evidence_places(row))
+            evidence = evidence_of(lookup, lookup.evidence_places(row))
             if any(e.get("evidence_id") == ident for e in evidence):
-                matched.append("evidence id")
-                runs.append(row["run_id"])
-    others = [(p,) for p in lookup.ref_places(ident)]
+                found.matched.append("evidence id")
+                found.runs.append(row["run_id"])
+
+
+def _other_lines(lookup: Lookup, ident: str, found: _Matches) -> list[dict[str, Any]]:
+    """The quarantine lines naming ``ident`` as something never scored (a run left out
+    before scoring, an evidence record, a playbook); what the playbook ones left out."""
+    runs, matched = found.runs, found.matched
     unscored: list[dict[str, Any]] = []
-    for (place,) in others:
+    for place in lookup.ref_places(ident):
         file, offset = split_place(place)
         info = lookup.files[file]
         line = lookup.line(file, offset)
@@ -1229,18 +1283,28 @@ def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
         else:
             if "playbook id" not in matched:
                 matched.append("playbook id")
-            unscored.append(_left_out(info.name, line, None))
+            unscored.append(left_out(info.name, line, None))
             runs += [r for r in line.get("source_run_ids") or [] if r not in runs]
-    if not matched:
+    return unscored
+
+
+def trace(lookup: Lookup, ident: str, max_runs: int = 100) -> dict[str, Any]:
+    """What ``ident`` is (a dataset row id, a run id, a task id, an evidence id, a playbook
+    id) and the trace of every run behind it; ``TraceError`` when the lookup knows none."""
+    found = _Matches()
+    rows = _dataset_rows(lookup, ident, found)
+    _scored_matches(lookup, ident, found)
+    unscored = _other_lines(lookup, ident, found)
+    if not found.matched:
         raise TraceError(
             f"unknown id {ident!r}: searched the dataset row ids (sft, preference, kto, rag), "
             "run ids, task ids, evidence ids and playbook ids of the version published by run "
             f"{lookup.run_id} ({lookup.path})"
         )
-    unique = list(dict.fromkeys(runs))
+    unique = list(dict.fromkeys(found.runs))
     return {
         "id": ident,
-        "matched": matched,
+        "matched": found.matched,
         "version": {"run_id": lookup.run_id, "path": layout.relroot(lookup.out_root, lookup.root)},
         "rows": rows,
         "playbook": unscored,
@@ -1285,6 +1349,77 @@ def evidence_detail(item: dict[str, Any]) -> str:
     return detail
 
 
+def _verdict_lines(verdict: dict[str, Any] | None) -> list[str]:
+    """A run's verdict, the scoring policy that gave it and a note when its file changed."""
+    if verdict is None:
+        return ["  not scored"]
+    lines = [
+        f"  verdict {verdict['quality']}  score {verdict['score']}  reasons "
+        + (", ".join(verdict["reasons"]) or "none")
+        + f"  ({verdict['scored_file']}, scored by run {verdict['scored_by_run']})"
+    ]
+    if verdict.get("policy") is not None:
+        policy = "  ".join(f"{k}={v}" for k, v in sorted(verdict["policy"].items()))
+        lines.append(f"  policy {policy}")
+    if verdict.get("note"):
+        lines.append(f"  note: {verdict['note']}")
+    return lines
+
+
+def _evidence_lines(evidence: list[dict[str, Any]]) -> list[str]:
+    """The evidence records a run's verdict used: where each is, its hash, what it said."""
+    lines = ["  evidence used:"] if evidence else []
+    for item in evidence:
+        if "kind" not in item:
+            lines.append(f"    {item['evidence_id']}: {item['problem']}")
+            continue
+        detail = evidence_detail(item)
+        lines.append(
+            f"    {item['kind']:<7} {item['source_path']}:{item['line']}  "
+            f"sha256 {item['sha256']}"
+            + (f"  {detail}" if detail else "")
+            + (f"  PROBLEM: {item['problem']}" if item.get("problem") else "")
+        )
+    return lines
+
+
+def _exports_lines(exports: list[dict[str, Any]], shown: int) -> list[str]:
+    """What the exports did with a run: ``shown`` lines per stage, then how many more."""
+    lines = ["  exports:"] if exports else []
+    per_stage: dict[str, int] = {}
+    hidden: dict[str, int] = {}
+    for item in exports:
+        per_stage[item["stage"]] = per_stage.get(item["stage"], 0) + 1
+        if per_stage[item["stage"]] > shown:
+            hidden[item["stage"]] = hidden.get(item["stage"], 0) + 1
+            continue
+        lines.append("    " + _export_line(item))
+    for stage, n in hidden.items():
+        lines.append(f"    {stage}: {n} more (--json lists them all)")
+    return lines
+
+
+def _run_lines(run: dict[str, Any], shown: int) -> list[str]:
+    """One run's trace: its verdict, evidence, what collect and score left out, its exports."""
+    lines = [
+        "",
+        f"run {run['run_id']}" + (f"  task {run['task_id']}" if run.get("task_id") else ""),
+    ]
+    lines += _verdict_lines(run["verdict"])
+    lines += _evidence_lines(run["evidence"])
+    for item in run[C.STAGE_COLLECT]:
+        lines.append(
+            f"  collect {item['status']}: {item['source_path']}:{item['line']} "
+            f"({item['kind'] or 'unknown kind'}): {', '.join(item['reasons'])}"
+        )
+    for item in run["score"]:
+        lines.append(
+            f"  score {item['status']}: {item['kind']} {item['evidence_id']}: "
+            + ", ".join(item["reasons"])
+        )
+    return lines + _exports_lines(run["exports"], shown)
+
+
 def render_trace(answer: dict[str, Any], shown: int = SHOWN) -> list[str]:
     """The trace as lines of text (no input text: ids, places, hashes, codes, settings)."""
     version = answer["version"]
@@ -1300,59 +1435,7 @@ def render_trace(answer: dict[str, Any], shown: int = SHOWN) -> list[str]:
     for item in answer["playbook"]:
         lines.append(_export_line(item))
     for run in answer["runs"]:
-        lines += [
-            "",
-            f"run {run['run_id']}" + (f"  task {run['task_id']}" if run.get("task_id") else ""),
-        ]
-        verdict = run["verdict"]
-        if verdict is None:
-            lines.append("  not scored")
-        else:
-            lines.append(
-                f"  verdict {verdict['quality']}  score {verdict['score']}  reasons "
-                + (", ".join(verdict["reasons"]) or "none")
-                + f"  ({verdict['scored_file']}, scored by run {verdict['scored_by_run']})"
-            )
-            if verdict.get("policy") is not None:
-                policy = "  ".join(f"{k}={v}" for k, v in sorted(verdict["policy"].items()))
-                lines.append(f"  policy {policy}")
-            if verdict.get("note"):
-                lines.append(f"  note: {verdict['note']}")
-        if run["evidence"]:
-            lines.append("  evidence used:")
-        for item in run["evidence"]:
-            if "kind" not in item:
-                lines.append(f"    {item['evidence_id']}: {item['problem']}")
-                continue
-            detail = evidence_detail(item)
-            lines.append(
-                f"    {item['kind']:<7} {item['source_path']}:{item['line']}  "
-                f"sha256 {item['sha256']}"
-                + (f"  {detail}" if detail else "")
-                + (f"  PROBLEM: {item['problem']}" if item.get("problem") else "")
-            )
-        for item in run[C.STAGE_COLLECT]:
-            lines.append(
-                f"  collect {item['status']}: {item['source_path']}:{item['line']} "
-                f"({item['kind'] or 'unknown kind'}): {', '.join(item['reasons'])}"
-            )
-        for item in run["score"]:
-            lines.append(
-                f"  score {item['status']}: {item['kind']} {item['evidence_id']}: "
-                + ", ".join(item["reasons"])
-            )
-        if run["exports"]:
-            lines.append("  exports:")
-        per_stage: dict[str, int] = {}
-        hidden: dict[str, int] = {}
-        for item in run["exports"]:
-            per_stage[item["stage"]] = per_stage.get(item["stage"], 0) + 1
-            if per_stage[item["stage"]] > shown:
-                hidden[item["stage"]] = hidden.get(item["stage"], 0) + 1
-                continue
-            lines.append("    " + _export_line(item))
-        for stage, n in hidden.items():
-            lines.append(f"    {stage}: {n} more (--json lists them all)")
+        lines += _run_lines(run, shown)
     if answer["runs_not_shown"]:
         lines.append(f"{answer['runs_not_shown']} more runs not traced")
     return lines

@@ -15,7 +15,7 @@ import dagster as dg
 from distill_assets.lib import constants as C
 from distill_assets.lib import stages as S
 from distill_assets.lib.receipts import StageReceipt
-from distill_assets.lib.reports import CheckRecord, record_checks
+from distill_assets.lib.reports import CheckRecord, RunReports, record_checks
 from distill_assets.lib.storage import Workspace
 from distill_assets.runtime.resource import DistillResource
 from distill_assets.runtime.stage import expected_stages, frozen_gc, stage_receipt
@@ -70,10 +70,8 @@ def run_check_step(
             outcomes = run_all(wanted, receipts, workspace.root, distill.worker_count())
         with workspace.reports(run_id):
             record_checks(
-                workspace.root,
-                run_id,
+                RunReports(workspace.root, run_id, expected_stages(context)),
                 [check_record(outcome) for outcome in outcomes],
-                expected_stages(context),
             )
     return [check_result(outcome) for outcome in outcomes]
 

@@ -37,7 +37,7 @@ from distill_assets.lib.receipts import (
     receipt_metadata,
     receipt_relpath,
 )
-from distill_assets.lib.reports import Recorded, record_failure, record_stage
+from distill_assets.lib.reports import Recorded, RunReports, record_failure, record_stage
 from distill_assets.lib.runconfig import asset_config
 from distill_assets.lib.search import IndexSettings
 from distill_assets.lib.storage import Workspace
@@ -154,13 +154,31 @@ def _run_finished(context: dg.AssetExecutionContext) -> Callable[[str], bool]:
     return finished
 
 
+@dataclass(frozen=True)
+class StageStep:
+    """What one Dagster step runs: its stages, the work that does them (``work(out_root,
+    write_root)`` returns each stage's StageResult), the settings each stage's receipt records,
+    and whether the step is a multi-asset (each materialization then names its asset)."""
+
+    stages: list[str]
+    work: Callable[[Path, Path], dict[str, StageResult]]
+    settings: dict[str, dict[str, object] | None]
+    named: bool = False
+
+    @property
+    def label(self) -> str:
+        """The step's name in progress lines."""
+        return C.OP_EXPORTS if self.named else self.stages[0]
+
+
 @dataclass
 class Prepared:
-    """A step ready to work: its workspace, where it writes, and the run's settings."""
+    """A step ready to work: its workspace, where it writes, where the run's reports go (with
+    the stages it was asked for), and the run's settings."""
 
     workspace: Workspace
     write_root: Path
-    expected: list[str]
+    reports: RunReports
     thresholds: DriftThresholds
     skipped_limit: float | None
 
@@ -188,44 +206,38 @@ def run_stage(
     ``work(out_root, write_root)`` does the stage; ``write_root`` is the run's version
     directory for the export and publish stages (see lib/versions.py), else ``out_root``.
     """
-    [(materialized, failure)] = run_stages(
-        context, distill, [stage], lambda out, root: {stage: work(out, root)}, {stage: settings}
-    )
+    step = StageStep([stage], lambda out, root: {stage: work(out, root)}, {stage: settings})
+    [(materialized, failure)] = run_stages(context, distill, step)
     if failure is not None:
         raise failure
     return materialized
 
 
 def run_stages(
-    context: dg.AssetExecutionContext,
-    distill: DistillResource,
-    stages: list[str],
-    work: Callable[[Path, Path], dict[str, StageResult]],
-    settings: dict[str, dict[str, object] | None],
-    named: bool = False,
+    context: dg.AssetExecutionContext, distill: DistillResource, step: StageStep
 ) -> list[tuple[dg.MaterializeResult, dg.Failure | None]]:
     """Run stages that share one step (the export pass) and account for each as if it had run
     alone: its own receipt, ledger entries, drift, metadata and drift check, in stage order.
 
-    ``work(out_root, write_root)`` returns each stage's StageResult; a stage's duration is its
-    own share of the step (``extra["own_ms"]``) when the work says so. Returns, per stage, its
-    materialization (naming its asset when ``named``: a multi-asset) and the failure to raise when
-    its chain of custody is broken or its validation failed: every receipt is recorded first,
-    and the caller reports the stages that passed before raising.
+    ``step.work(out_root, write_root)`` returns each stage's StageResult; a stage's duration is
+    its own share of the step (``extra["own_ms"]``) when the work says so. Returns, per stage,
+    its materialization (naming its asset when ``step.named``: a multi-asset) and the failure to
+    raise when its chain of custody is broken or its validation failed: every receipt is
+    recorded first, and the caller reports the stages that passed before raising.
     """
     started = time.perf_counter()
+    stages = step.stages
     expected = expected_stages(context)
     reads = tuple(dict.fromkeys(g for stage in stages for g in S.STAGE_INPUT_GLOBS[stage]))
     with distill.workspace(reads) as workspace:
         prepared = prepare(context, distill, stages, workspace, expected)
-        label = C.OP_EXPORTS if named else stages[0]
-        results = execute(context, prepared, stages, work, label)
+        results = execute(context, prepared, step)
         accounted = [
-            record(context, prepared, stage, results[stage], settings.get(stage), started)
+            record(prepared, stage, results[stage], step.settings.get(stage), started)
             for stage in stages
         ]
     with frozen_gc():  # the first report loads the table models (pandera, pandas)
-        return [report(context, item, named=named) for item in accounted]
+        return [report(context, item, named=step.named) for item in accounted]
 
 
 def prepare(
@@ -262,27 +274,25 @@ def prepare(
         # nothing is written: the directory belongs to the run that holds it
         raise dg.Failure(description=str(exc)) from exc
     write_root = open_version(out_root, run_id) if versioned else out_root
-    return Prepared(workspace, write_root, expected, thresholds, skipped_limit)
+    reports = RunReports(out_root, run_id, expected)
+    return Prepared(workspace, write_root, reports, thresholds, skipped_limit)
 
 
 def execute(
-    context: dg.AssetExecutionContext,
-    prepared: Prepared,
-    stages: list[str],
-    work: Callable[[Path, Path], dict[str, StageResult]],
-    label: str,
+    context: dg.AssetExecutionContext, prepared: Prepared, step: StageStep
 ) -> dict[str, StageResult]:
-    """Do the stages' work (progress lines under ``label``); a failure is recorded for every
-    stage of the step before it propagates. The data written is pushed to a remote output."""
-    workspace, run_id = prepared.workspace, context.run.run_id
+    """Do the stages' work (progress lines under the step's label); a failure is recorded for
+    every stage of the step before it propagates. The data written is pushed to a remote
+    output."""
+    workspace, run_id = prepared.workspace, prepared.reports.run_id
     out_root = workspace.root
     try:
-        with frozen_gc(), progress.reporting(label, context.log.info, progress_interval()):
-            results = work(out_root, prepared.write_root)
+        with frozen_gc(), progress.reporting(step.label, context.log.info, progress_interval()):
+            results = step.work(out_root, prepared.write_root)
     except Exception as exc:
         with workspace.reports(run_id):
-            for stage in stages:
-                record_failure(out_root, run_id, stage, exc, prepared.expected)
+            for stage in step.stages:
+                record_failure(prepared.reports, stage, exc)
         raise
     release_memory()
     workspace.push_data()
@@ -290,7 +300,6 @@ def execute(
 
 
 def record(
-    context: dg.AssetExecutionContext,
     prepared: Prepared,
     stage: str,
     result: StageResult,
@@ -299,7 +308,7 @@ def record(
 ) -> Accounted:
     """Write one stage's receipt, ledger entries and drift (releasing the lock after the run's
     last stage), and read what its materialization will show while the workspace is at hand."""
-    workspace, run_id = prepared.workspace, context.run.run_id
+    workspace, run_id = prepared.workspace, prepared.reports.run_id
     out_root = workspace.root
     if stage in S.VERSIONED_STAGES:
         result.output_root = version_relroot(run_id)
@@ -309,10 +318,8 @@ def record(
     own_ms = result.extra.get("own_ms")
     began = started if own_ms is None else time.perf_counter() - own_ms / 1000
     with workspace.reports(run_id):
-        recorded = record_stage(
-            out_root, run_id, result, began, prepared.expected, prepared.thresholds
-        )
-        if stage == prepared.expected[-1]:
+        recorded = record_stage(prepared.reports, result, began, prepared.thresholds)
+        if stage == prepared.reports.expected_stages[-1]:
             release(out_root, run_id)
     receipt_at = workspace.location_of(recorded.receipt_path)
     # read while the workspace (a staged copy of a remote output) is still at hand

@@ -76,6 +76,119 @@ def _as_owner(command: list[str], owner: str | None) -> list[str]:
     return ["runuser", "-u", owner, "--", *command] if owner else command
 
 
+def _pg_owner() -> str | None:
+    """Who runs the cluster: PostgreSQL refuses to run as root, so as root the cluster belongs
+    to the postgres user (None: this user)."""
+    if os.geteuid() != 0:
+        return None
+    if shutil.which("runuser") is None:
+        unavailable("running as root and runuser is missing, so postgres cannot be started")
+    try:
+        import pwd
+
+        pwd.getpwnam("postgres")
+    except KeyError:
+        unavailable("running as root and there is no postgres user to own the cluster")
+    return "postgres"
+
+
+class _Cluster:
+    """A PostgreSQL cluster in the fresh directory ``base``, made by initdb with password auth,
+    run by ``owner`` (as root) with the binaries of ``bindir``."""
+
+    password = "distill-test-pw"
+
+    def __init__(self, bindir: Path, owner: str | None, base: Path) -> None:
+        self.bindir = bindir
+        self.owner = owner
+        self.base = base
+        self.data = base / "data"
+        self.log = base / "server.log"
+
+    def init(self) -> None:
+        """initdb, with the password in a file the owner can read."""
+        if self.owner:
+            shutil.chown(self.base, self.owner)
+        pwfile = self.base / "pw"
+        pwfile.write_text(self.password + "\n")
+        if self.owner:
+            shutil.chown(pwfile, self.owner)
+        subprocess.run(
+            _as_owner(
+                [
+                    str(self.bindir / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "distill",
+                    f"--pwfile={pwfile}",
+                    "--auth=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+                self.owner,
+            ),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self, port: int) -> Postgres:
+        """pg_ctl start on ``port``; PortTaken when another process bound it first."""
+        options = (
+            f"-p {port} -c listen_addresses=127.0.0.1 -k {self.base} -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off"
+        )
+        log = self.log
+        log.unlink(missing_ok=True)
+        try:
+            subprocess.run(
+                _as_owner(
+                    [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options]
+                    + ["-l", str(log), "-w", "-t", "60", "start"],
+                    self.owner,
+                ),
+                check=True,
+                capture_output=True,
+                timeout=90,
+            )
+        except subprocess.CalledProcessError as exc:
+            if log.exists() and says_address_in_use(log.read_text()):
+                raise PortTaken(log.read_text()[-500:]) from exc
+            raise self.failed(exc) from exc
+        return Postgres("127.0.0.1", port, "distill", self.password, "distill")
+
+    def create_db(self, server: Postgres) -> None:
+        subprocess.run(
+            [str(self.bindir / "createdb"), "-h", server.host, "-p", str(server.port)]
+            + ["-U", server.user, server.db],
+            check=True,
+            capture_output=True,
+            timeout=60,
+            env={**os.environ, "PGPASSWORD": self.password},
+        )
+
+    def failed(self, exc: subprocess.CalledProcessError) -> RuntimeError:
+        tail = self.log.read_text()[-2000:] if self.log.exists() else ""
+        return RuntimeError(
+            f"starting PostgreSQL failed: {exc.cmd[0]}: {exc.stderr.decode()[-2000:]}\n{tail}"
+        )
+
+    def stop(self) -> None:
+        if (self.data / "postmaster.pid").exists():
+            subprocess.run(
+                _as_owner(
+                    [str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
+                    self.owner,
+                ),
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A PostgreSQL cluster made by initdb in a fresh directory, with password auth."""
@@ -86,112 +199,22 @@ def postgres() -> Iterator[Postgres]:
             "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or under "
             "/usr/lib/postgresql/*/bin: install the Debian package postgresql"
         )
-    # PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user
-    owner = None
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            unavailable("running as root and runuser is missing, so postgres cannot be started")
-        try:
-            import pwd
-
-            pwd.getpwnam("postgres")
-        except KeyError:
-            unavailable("running as root and there is no postgres user to own the cluster")
-        owner = "postgres"
-    base = Path(tempfile.mkdtemp(prefix="distill-pg-"))
-    if owner:
-        shutil.chown(base, owner)
-    data = base / "data"
-    password = "distill-test-pw"
-    pwfile = base / "pw"
-    pwfile.write_text(password + "\n")
-    if owner:
-        shutil.chown(pwfile, owner)
-    log = base / "server.log"
-
-    def stop() -> None:
-        if (data / "postmaster.pid").exists():
-            subprocess.run(
-                _as_owner(
-                    [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"], owner
-                ),
-                capture_output=True,
-                timeout=60,
-                check=False,
-            )
-        shutil.rmtree(base, ignore_errors=True)
-
-    def failed(exc: subprocess.CalledProcessError) -> RuntimeError:
-        tail = log.read_text()[-2000:] if log.exists() else ""
-        return RuntimeError(
-            f"starting PostgreSQL failed: {exc.cmd[0]}: {exc.stderr.decode()[-2000:]}\n{tail}"
-        )
-
-    def start(port: int) -> Postgres:
-        """pg_ctl start on ``port``; PortTaken when another process bound it first."""
-        options = (
-            f"-p {port} -c listen_addresses=127.0.0.1 -k {base} -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off"
-        )
-        log.unlink(missing_ok=True)
-        try:
-            subprocess.run(
-                _as_owner(
-                    [str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log)]
-                    + ["-w", "-t", "60", "start"],
-                    owner,
-                ),
-                check=True,
-                capture_output=True,
-                timeout=90,
-            )
-        except subprocess.CalledProcessError as exc:
-            if log.exists() and says_address_in_use(log.read_text()):
-                raise PortTaken(log.read_text()[-500:]) from exc
-            raise failed(exc) from exc
-        return Postgres("127.0.0.1", port, "distill", password, "distill")
-
+    cluster = _Cluster(bindir, _pg_owner(), Path(tempfile.mkdtemp(prefix="distill-pg-")))
     try:
-        subprocess.run(
-            _as_owner(
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "distill",
-                    f"--pwfile={pwfile}",
-                    "--auth=scram-sha-256",
-                    "-E",
-                    "UTF8",
-                    "--no-sync",
-                ],
-                owner,
-            ),
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-        server = start_on_free_port(start)
-        subprocess.run(
-            [str(bindir / "createdb"), "-h", server.host, "-p", str(server.port)]
-            + ["-U", server.user, server.db],
-            check=True,
-            capture_output=True,
-            timeout=60,
-            env={**os.environ, "PGPASSWORD": password},
-        )
+        cluster.init()
+        server = start_on_free_port(cluster.start)
+        cluster.create_db(server)
     except subprocess.CalledProcessError as exc:
-        error = failed(exc)
-        stop()
+        error = cluster.failed(exc)
+        cluster.stop()
         raise error from exc
     except BaseException:
-        stop()
+        cluster.stop()
         raise
     try:
         yield server
     finally:
-        stop()
+        cluster.stop()
 
 
 @dataclass(frozen=True)
@@ -279,13 +302,11 @@ def materialize_range(
     instance,
     source: Path,
     output: str,
-    first: str = FIRST_DAY,
-    last: str = LAST_DAY,
     staging: Path | None = None,
     assets: list[str] | None = None,
 ):
-    """Materialize the whole graph over ``first...last`` in one in-process run (one backfill),
-    or only the unpartitioned ``assets`` when given."""
+    """Materialize the whole graph over the fixtures' days (``FIRST_DAY...LAST_DAY``) in one
+    in-process run (one backfill), or only the unpartitioned ``assets`` when given."""
     import dagster as dg
 
     from distill_assets.definitions import defs
@@ -304,8 +325,8 @@ def materialize_range(
     return job.execute_in_process(
         instance=instance,
         tags={
-            "dagster/asset_partition_range_start": first,
-            "dagster/asset_partition_range_end": last,
+            "dagster/asset_partition_range_start": FIRST_DAY,
+            "dagster/asset_partition_range_end": LAST_DAY,
         },
         run_config={"resources": {"distill": {"config": config}}},
         raise_on_error=False,

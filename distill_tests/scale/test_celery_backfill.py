@@ -110,7 +110,6 @@ def test_celery_backfill_matches_in_process(
     postgres: Postgres,
     reference: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     recorded_checks: int,
 ) -> None:
     # the reference (conftest): the same range in one in-process run on a throwaway instance
@@ -149,8 +148,15 @@ def test_celery_backfill_matches_in_process(
     assert len(summary["checks"]) == recorded_checks
 
     # every step ran in the Celery worker, as the PostgreSQL event log records
-    for name, value in postgres.env().items():
-        monkeypatch.setenv(name, value)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name, value in postgres.env().items():
+            monkeypatch.setenv(name, value)
+        _assert_steps_ran_in_the_worker(home, run_id)
+
+
+def _assert_steps_ran_in_the_worker(home: Path, run_id: str) -> None:
+    """The run succeeded over the range, and the event log (the instance in ``home``) says
+    every step it started ran in the Celery worker."""
     with dg.DagsterInstance.from_config(str(home)) as instance:
         run = instance.get_run_by_id(run_id)  # the database is shared by the session's tests
         assert run is not None and run.is_success

@@ -20,7 +20,7 @@ from distill_assets.lib.search import build_ahead
 from distill_assets.runtime.config import ExportsConfig
 from distill_assets.runtime.partitions import SINGLE_RUN
 from distill_assets.runtime.resource import DistillResource
-from distill_assets.runtime.stage import index_settings_of, run_stages
+from distill_assets.runtime.stage import StageStep, index_settings_of, run_stages
 
 _DESCRIPTIONS = {
     C.ASSET_EXTRACTED_PLAYBOOKS: "One structured playbook per task: problem, steps, answer, where "
@@ -91,7 +91,7 @@ def exports(
                 )
         return results
 
-    outcomes = run_stages(context, distill, stages, work, settings, named=True)
+    outcomes = run_stages(context, distill, StageStep(stages, work, settings, named=True))
     for materialized, failure in outcomes:
         if failure is None:
             yield materialized
