@@ -13,20 +13,20 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import exports as exports_lib
-from distill_assets.lib import extraction as extraction_lib
-from distill_assets.lib.export_pass import ExportPlan, run_exports
-from distill_assets.lib.exports import ExportSettings
-from distill_assets.lib.extraction import verify_extracted
-from distill_assets.lib.firewall import (
+from distill_assets.lib.datasets import exports as exports_lib
+from distill_assets.lib.datasets.export_pass import ExportPlan, run_exports
+from distill_assets.lib.datasets.exports import ExportSettings
+from distill_assets.lib.infra.io import iter_jsonl
+from distill_assets.lib.playbooks import extraction as extraction_lib
+from distill_assets.lib.playbooks.extraction import verify_extracted
+from distill_assets.lib.playbooks.playbook import PlaybookSettings
+from distill_assets.lib.playbooks.search import published_index, search
+from distill_assets.lib.verify.firewall import (
     verify_kto,
     verify_preference,
     verify_rag,
     verify_sft,
 )
-from distill_assets.lib.io import iter_jsonl
-from distill_assets.lib.playbooks import PlaybookSettings
-from distill_assets.lib.search import published_index, search
 
 DENIED_RUN, DENIED_TASK = "run-013", "T-phish"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import dagster as dg
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.receipts import load_receipt, receipt_relpath
-from distill_assets.lib.reports import load_summary
+from distill_assets.lib.records.receipts import load_receipt, receipt_relpath
+from distill_assets.lib.records.reports import load_summary
 from distill_tests.conftest import FIXTURES, materialize_graph
 
 
@@ -65,7 +65,7 @@ def test_publish_refuses_a_dataset_changed_after_its_export(fixture_run, tmp_pat
     which changes its size and time) is read again, found different, and nothing is swapped in."""
     import shutil
 
-    from distill_assets.lib.publish import publish
+    from distill_assets.lib.publishing.publish import publish
 
     result, source, _ = fixture_run
     out = tmp_path / "out"

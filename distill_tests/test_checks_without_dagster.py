@@ -1,4 +1,5 @@
-"""The asset checks' bodies (lib/checks.py) run in worker processes: they rebuild the settings a
+"""The asset checks' bodies (lib/verify/checks.py) run in worker processes: they rebuild the
+settings a
 run used from its receipt with lib alone, the same settings the run's Dagster config gave, and
 never import Dagster (about half a second of imports in every fresh worker otherwise)."""
 
@@ -11,7 +12,7 @@ import textwrap
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.exports import recorded_settings
+from distill_assets.lib.datasets.exports import recorded_settings
 from distill_assets.runtime.config import ExportConfig, PlaybookConfig
 
 CONFIGS = [
@@ -35,7 +36,7 @@ CONFIGS = [
 @pytest.mark.parametrize("given", CONFIGS)
 def test_recorded_settings_are_the_ones_the_config_gave(given):
     config = ExportConfig(**given)
-    # what a receipt records: every field of the config (lib/receipts via the stage runner)
+    # what a receipt records: every field of the config (lib/records/receipts via the stage runner)
     recorded = config.model_dump()
     assert recorded_settings(recorded) == config.settings()
     # an older receipt without some fields: their defaults, as the config would give them
@@ -43,8 +44,8 @@ def test_recorded_settings_are_the_ones_the_config_gave(given):
 
 
 def test_the_playbook_deny_list_is_the_one_the_config_gave(fixture_run):
-    from distill_assets.lib.checks import playbook_deny_list
-    from distill_assets.lib.receipts import load_receipt
+    from distill_assets.lib.records.receipts import load_receipt
+    from distill_assets.lib.verify.checks import playbook_deny_list
 
     result, out, _ = fixture_run
     receipt = load_receipt(
@@ -64,8 +65,8 @@ def test_dataset_checks_run_without_importing_dagster(fixture_run):
         import sys
         from pathlib import Path
         from distill_assets.lib import constants as C
-        from distill_assets.lib.checks import CHECKS, run_checks
-        from distill_assets.lib.receipts import load_receipt
+        from distill_assets.lib.verify.checks import CHECKS, run_checks
+        from distill_assets.lib.records.receipts import load_receipt
 
         out = Path({str(out)!r})
         ran = 0

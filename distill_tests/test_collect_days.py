@@ -8,9 +8,9 @@ from pathlib import Path
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
-from distill_assets.lib.collect import collect, list_source_files
-from distill_assets.lib.evidence import ParseSettings, Rejected, parse_line
+from distill_assets.lib.evidence.collect import collect, list_source_files
+from distill_assets.lib.evidence.format import ParseSettings, Rejected, parse_line
+from distill_assets.lib.infra import layout
 
 
 def test_too_deep_json_is_named_as_such() -> None:

@@ -11,12 +11,12 @@ import orjson
 import pytest
 
 from distill_assets.devtools.synth import SynthSpec, synthesize
-from distill_assets.lib import collect as collect_module
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
-from distill_assets.lib.collect import CollectOptions, collect, list_source_files
-from distill_assets.lib.digests import DigestTable
-from distill_assets.lib.evidence import ParseSettings
+from distill_assets.lib.evidence import collect as collect_module
+from distill_assets.lib.evidence.collect import CollectOptions, collect, list_source_files
+from distill_assets.lib.evidence.format import ParseSettings
+from distill_assets.lib.infra import layout
+from distill_assets.lib.infra.digests import DigestTable
 
 
 def _run(run_id: str, at: str, text: str = "Fix the bug.") -> bytes:

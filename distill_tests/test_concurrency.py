@@ -13,8 +13,8 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.io import sha256_file
-from distill_assets.lib.locking import LOCK_PATH, OutputLocked, acquire, read_lock, release
+from distill_assets.lib.infra.io import sha256_file
+from distill_assets.lib.infra.locking import LOCK_PATH, OutputLocked, acquire, read_lock, release
 from distill_tests.conftest import REPO_ROOT, copy_fixtures
 from distill_tests.corpus import CorpusSpec, write_corpus
 

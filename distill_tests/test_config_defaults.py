@@ -10,14 +10,14 @@ import dagster as dg
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.drift import DriftThresholds
-from distill_assets.lib.evidence import ParseSettings
-from distill_assets.lib.exports import ExportSettings
-from distill_assets.lib.formats import FormatSettings
+from distill_assets.lib.datasets.exports import ExportSettings
+from distill_assets.lib.datasets.formats import FormatSettings
+from distill_assets.lib.evidence.format import ParseSettings
 from distill_assets.lib.hygiene.curate import HygieneSettings
-from distill_assets.lib.playbooks import PlaybookSettings
+from distill_assets.lib.playbooks.playbook import PlaybookSettings
+from distill_assets.lib.playbooks.search import IndexSettings
+from distill_assets.lib.records.drift import DriftThresholds
 from distill_assets.lib.scoring import ScoringPolicy
-from distill_assets.lib.search import IndexSettings
 from distill_assets.runtime.config import (
     CollectConfig,
     ExportConfig,

@@ -9,8 +9,8 @@ import dagster as dg
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.collect import list_source_files
-from distill_assets.lib.runconfig import run_config_of
+from distill_assets.lib.evidence.collect import list_source_files
+from distill_assets.lib.infra.runconfig import run_config_of
 from distill_tests.conftest import FIXTURES, copy_fixtures, materialize_graph
 
 WRITTEN = (C.EVIDENCE_DIR, C.SCORED_DIR, C.EXPORTS_DIR, C.VERSIONS_DIR, C.REPORTS_DIR)

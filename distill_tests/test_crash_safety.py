@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.io import sha256_file
-from distill_assets.lib.receipts import load_receipt, read_ledger
-from distill_assets.lib.reports import load_summary
+from distill_assets.lib.infra.io import sha256_file
+from distill_assets.lib.records.receipts import load_receipt, read_ledger
+from distill_assets.lib.records.reports import load_summary
 from distill_tests.conftest import REPO_ROOT, copy_fixtures
 from distill_tests.corpus import CorpusSpec, write_corpus
 
@@ -76,7 +76,7 @@ def setup(tmp_path_factory):
     assert done.returncode == 0, err.decode()[-2000:]
     [run_id] = report_dirs(out)
     # new logs arrive in the same source folder: the later runs extend the output's source
-    # (another folder would be refused: sources never mix, lib/sources.py)
+    # (another folder would be refused: sources never mix, lib/evidence/sources.py)
     shutil.copytree(big, small / "april")
     return base, small, env, out, run_id, exports_snapshot(out)
 

@@ -17,16 +17,16 @@ import pytest
 import yaml
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.formats import (
+from distill_assets.lib.datasets.formats import (
     arrow_schema,
     preview_markdown,
     read_parquet_rows,
     write_parquet,
 )
 from distill_assets.lib.hygiene.secrets import redact_text
-from distill_assets.lib.io import sha256_file
-from distill_assets.lib.receipts import aggregate_hash, load_receipt
-from distill_assets.lib.runconfig import run_config_of
+from distill_assets.lib.infra.io import sha256_file
+from distill_assets.lib.infra.runconfig import run_config_of
+from distill_assets.lib.records.receipts import aggregate_hash, load_receipt
 from distill_tests.conftest import FIXTURES, materializations_of, materialize_graph
 
 EXPORT_ASSETS = {

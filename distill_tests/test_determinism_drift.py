@@ -10,9 +10,9 @@ import dagster as dg
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.reports import load_drift
-from distill_assets.lib.runconfig import run_config_of
-from distill_assets.lib.sources import record_sources, source_names
+from distill_assets.lib.evidence.sources import record_sources, source_names
+from distill_assets.lib.infra.runconfig import run_config_of
+from distill_assets.lib.records.reports import load_drift
 from distill_tests.conftest import copy_fixtures, materialize_graph
 
 DATASET_TREES = (C.EVIDENCE_DIR, C.SCORED_DIR, C.EXPORTS_DIR)
@@ -57,7 +57,7 @@ def scenario(tmp_path: Path, baseline) -> tuple[Path, Path]:
     shutil.copytree(source, tmp_path / "src")
     shutil.copytree(out, tmp_path / "out")
     # the copies stand for the baseline's source and output: the output's record of its
-    # sources (lib/sources.py) follows the source to its new path
+    # sources (lib/evidence/sources.py) follows the source to its new path
     record_sources(tmp_path / "out", source_names(tmp_path / "src"))
     return tmp_path / "src", tmp_path / "out"
 
@@ -128,7 +128,7 @@ def test_planted_nondeterminism_is_an_alert(
     source, out = scenario(tmp_path, baseline)
     import itertools
 
-    import distill_assets.lib.exports as exports
+    import distill_assets.lib.datasets.exports as exports
 
     counter = itertools.count()
     real = exports.stable_id

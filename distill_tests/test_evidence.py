@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.evidence import (
+from distill_assets.lib.evidence.format import (
     ParseSettings,
     Record,
     Rejected,

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from distill_assets.devtools.synth import SynthSpec, synthesize
-from distill_assets.lib.evidence import (
+from distill_assets.lib.evidence.format import (
     ParseSettings,
     QuickCheck,
     Record,

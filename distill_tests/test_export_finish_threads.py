@@ -1,4 +1,4 @@
-"""The export pass finishes its exports in two threads (lib/export_pass._finish): the
+"""The export pass finishes its exports in two threads (lib/datasets/export_pass._finish): the
 extraction, export-rag and export-sft in one, the others in the other. A failure in one export
 is raised once both are done, hears of no export after it, and leaves no temporary file
 behind."""
@@ -9,10 +9,10 @@ import shutil
 
 import pytest
 
-import distill_assets.lib.exports as exports
+import distill_assets.lib.datasets.exports as exports
 from distill_assets.lib import constants as C
-from distill_assets.lib.export_pass import ExportPlan, run_exports
-from distill_assets.lib.playbooks import PlaybookSettings
+from distill_assets.lib.datasets.export_pass import ExportPlan, run_exports
+from distill_assets.lib.playbooks.playbook import PlaybookSettings
 
 
 def _tmp_files(root):

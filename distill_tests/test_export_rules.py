@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.exports import (
+from distill_assets.lib.datasets.exports import (
     ExportSettings,
     RunKey,
     candidate_pairs,

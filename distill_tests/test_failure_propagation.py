@@ -6,11 +6,11 @@ from __future__ import annotations
 import orjson
 import polars as pl
 
-import distill_assets.lib.exports as exports
+import distill_assets.lib.datasets.exports as exports
 import distill_assets.lib.scoring as scoring
 from distill_assets.lib import constants as C
-from distill_assets.lib.reports import load_summary
-from distill_assets.lib.schemas import SftExampleSchema, validate_jsonl
+from distill_assets.lib.records.reports import load_summary
+from distill_assets.lib.verify.schemas import SftExampleSchema, validate_jsonl
 from distill_tests.conftest import FIXTURES, materialize_graph
 
 

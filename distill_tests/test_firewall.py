@@ -11,25 +11,25 @@ import pytest
 
 from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
-from distill_assets.lib.collect import collect, list_source_files
-from distill_assets.lib.evidence import ParseSettings
-from distill_assets.lib.exports import (
+from distill_assets.lib.datasets.exports import (
     ExportSettings,
     export_preference,
     export_rag,
     export_sft,
     scored_files,
 )
-from distill_assets.lib.extraction import extract_playbooks
-from distill_assets.lib.firewall import (
+from distill_assets.lib.evidence.collect import collect, list_source_files
+from distill_assets.lib.evidence.format import ParseSettings
+from distill_assets.lib.playbooks.extraction import extract_playbooks
+from distill_assets.lib.playbooks.playbook import PlaybookSettings
+from distill_assets.lib.scoring import ScoringPolicy, score
+from distill_assets.lib.verify.firewall import (
     scored_lookup,
     verify_pair_rules,
     verify_preference,
     verify_rag,
     verify_sft,
 )
-from distill_assets.lib.playbooks import PlaybookSettings
-from distill_assets.lib.scoring import ScoringPolicy, score
 
 
 @pytest.fixture(scope="module")

@@ -11,18 +11,18 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.evidence import normalize_text
-from distill_assets.lib.exports import ExportSettings
-from distill_assets.lib.firewall import (
+from distill_assets.lib.datasets.exports import ExportSettings
+from distill_assets.lib.evidence.format import normalize_text
+from distill_assets.lib.infra.io import sha256_file
+from distill_assets.lib.records.receipts import StageReceipt, aggregate_hash, load_receipt
+from distill_assets.lib.records.reports import load_drift, load_summary
+from distill_assets.lib.verify.firewall import (
     verify_kto,
     verify_pair_rules,
     verify_preference,
     verify_rag,
     verify_sft,
 )
-from distill_assets.lib.io import sha256_file
-from distill_assets.lib.receipts import StageReceipt, aggregate_hash, load_receipt
-from distill_assets.lib.reports import load_drift, load_summary
 from distill_tests.conftest import FIXTURES, materializations_of
 
 

@@ -16,8 +16,8 @@ import pytest
 from distill_assets.cli.inspect import drift_line
 from distill_assets.definitions import defs
 from distill_assets.lib import constants as C
-from distill_assets.lib.layout import run_ids, source_date_range
-from distill_assets.lib.reports import load_drift
+from distill_assets.lib.infra.layout import run_ids, source_date_range
+from distill_assets.lib.records.reports import load_drift
 from distill_assets.runtime.partitions import PER_DAY, SINGLE_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,14 +84,15 @@ def test_materialize_runs_dagster_without_loading_the_stage_libraries(fixture_ru
         "from pathlib import Path\n"
         "from distill_assets.cli.inspect import drift_line\n"
         "from distill_assets.cli.materialize import _configured_imports, partition_range\n"
-        "from distill_assets.lib.layout import run_ids\n"
+        "from distill_assets.lib.infra.layout import run_ids\n"
         "specs, env = _configured_imports([])\n"
         "print(specs, env)\n"
         f"print(partition_range(Path({str(ROOT / 'fixtures' / 'evidence')!r}), specs))\n"
         f"out = Path({str(out)!r})\n"
         "print(drift_line(out, run_ids(out)[-1]).split(':')[1])\n"
-        "heavy = ('numpy', 'polars', 'pydantic', 'detect_secrets', 'distill_assets.lib.collect',\n"
-        "         'distill_assets.lib.importers', 'distill_assets.lib.reports')\n"
+        "heavy = ('numpy', 'polars', 'pydantic', 'detect_secrets',\n"
+        "         'distill_assets.lib.evidence.collect', 'distill_assets.lib.evidence.importers',\n"
+        "         'distill_assets.lib.records.reports')\n"
         "print(sorted(name for name in heavy if name in sys.modules))\n"
     )
     env = {"PATH": "/usr/bin:/bin", C.ENV_PARTITION_END: "2030-01-01"}
@@ -125,7 +126,8 @@ def test_source_date_range_scans_created_at_in_every_jsonl(tmp_path: Path) -> No
 
 
 def _drift_line_from_the_model(out: Path, run_id: str) -> str:
-    """The line as the CLI rendered it through lib/drift.py's model before (the reference)."""
+    """The line as the CLI rendered it through lib/records/drift.py's model before (the
+    reference)."""
     report = load_drift(out, run_id)
     against = (
         f"against run {report.prior_run_id}" if report.prior_run_id else "(baseline established)"

@@ -12,7 +12,7 @@ import pytest
 from detect_secrets.plugins import keyword as kw
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.evidence import ParseSettings, Record, validate_object
+from distill_assets.lib.evidence.format import ParseSettings, Record, validate_object
 from distill_assets.lib.hygiene import secrets as S
 from distill_assets.lib.hygiene.decontam import load_eval_set, resolve_eval_path
 from distill_assets.lib.hygiene.holdout import holdout_point, in_holdout, verify_disjoint

@@ -10,8 +10,8 @@ import pytest
 
 from distill_assets.cli import main as cli_main
 from distill_assets.lib import constants as C
-from distill_assets.lib.receipts import load_receipt
-from distill_assets.lib.runconfig import run_config_of
+from distill_assets.lib.infra.runconfig import run_config_of
+from distill_assets.lib.records.receipts import load_receipt
 from distill_tests.conftest import copy_fixtures, materialize_graph
 
 REFUND_PROMPT = (

@@ -12,11 +12,11 @@ import pytest
 
 from distill_assets import cli
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
-from distill_assets.lib.collect import CollectOptions, collect
-from distill_assets.lib.evidence import ParseSettings
-from distill_assets.lib.importers import left_out_summary, make_spec, run_import
-from distill_assets.lib.io import iter_jsonl
+from distill_assets.lib.evidence.collect import CollectOptions, collect
+from distill_assets.lib.evidence.format import ParseSettings
+from distill_assets.lib.evidence.importers import left_out_summary, make_spec, run_import
+from distill_assets.lib.infra import layout
+from distill_assets.lib.infra.io import iter_jsonl
 
 DAY = "2025-02-03T00:00:00Z"
 # Java instances as SWE-bench-java names them; the dataset has 9, the systems predicted some
@@ -199,7 +199,7 @@ def test_tau_bench_keeps_the_good_trials_and_exits_0(tmp_path: Path, capsys) -> 
 
 
 def test_left_out_summary_ranks_reasons_by_count() -> None:
-    from distill_assets.lib.importers import ImportFailure
+    from distill_assets.lib.evidence.importers import ImportFailure
 
     failures = [
         ImportFailure("p", C.R_IMPORT_MISSING_FILE, "m"),

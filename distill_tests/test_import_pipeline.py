@@ -13,11 +13,11 @@ import pytest
 from distill_assets import cli
 from distill_assets.cli.materialize import partition_range
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
-from distill_assets.lib.collect import CollectOptions, collect, list_source_files
-from distill_assets.lib.evidence import ParseSettings
-from distill_assets.lib.importers import make_spec, run_import
-from distill_assets.lib.io import iter_jsonl
+from distill_assets.lib.evidence.collect import CollectOptions, collect, list_source_files
+from distill_assets.lib.evidence.format import ParseSettings
+from distill_assets.lib.evidence.importers import make_spec, run_import
+from distill_assets.lib.infra import layout
+from distill_assets.lib.infra.io import iter_jsonl
 from distill_assets.runtime.resource import ConfigError, DistillResource, ImportSource
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "fixtures" / "swe_bench" / "experiments"

@@ -11,15 +11,15 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.importers import ImportBatch, make_spec, run_import
-from distill_assets.lib.importers.swe_bench import (
+from distill_assets.lib.evidence.importers import ImportBatch, make_spec, run_import
+from distill_assets.lib.evidence.importers.swe_bench import (
     NEW_COUNTS,
     NEW_LAYOUT,
     OLD_LAYOUT,
     issue_from_history,
     placeholder_instruction,
 )
-from distill_assets.lib.io import sha256_file
+from distill_assets.lib.infra.io import sha256_file
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "fixtures" / "swe_bench" / "experiments"
 DAY = "2024-07-01T00:00:00Z"

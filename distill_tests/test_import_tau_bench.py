@@ -15,10 +15,10 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
-from distill_assets.lib.importers import make_spec, run_import
-from distill_assets.lib.io import iter_jsonl, sha256_file
-from distill_assets.lib.receipts import load_receipt
+from distill_assets.lib.evidence.importers import make_spec, run_import
+from distill_assets.lib.infra import layout
+from distill_assets.lib.infra.io import iter_jsonl, sha256_file
+from distill_assets.lib.records.receipts import load_receipt
 from distill_assets.runtime.resource import DistillResource, ImportSource
 from distill_tests.conftest import need_shared
 

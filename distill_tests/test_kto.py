@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.exports import ExportSettings, RunKey
-from distill_assets.lib.firewall import verify_kto
-from distill_assets.lib.kto import kto_reasons
-from distill_assets.lib.schemas import KtoConversationalSchema, KtoExampleSchema
+from distill_assets.lib.datasets.exports import ExportSettings, RunKey
+from distill_assets.lib.datasets.kto import kto_reasons
+from distill_assets.lib.verify.firewall import verify_kto
+from distill_assets.lib.verify.schemas import KtoConversationalSchema, KtoExampleSchema
 
 
 def key(quality: str, **changes) -> RunKey:

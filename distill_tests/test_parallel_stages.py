@@ -10,11 +10,11 @@ import orjson
 import pytest
 
 from distill_assets.devtools.synth import SynthSpec, synthesize
-from distill_assets.lib import layout
-from distill_assets.lib.collect import collect, list_source_files
-from distill_assets.lib.evidence import ParseSettings
-from distill_assets.lib.schemas import EvidenceIndexSchema, ScoredRunSchema, validate_jsonl
+from distill_assets.lib.evidence.collect import collect, list_source_files
+from distill_assets.lib.evidence.format import ParseSettings
+from distill_assets.lib.infra import layout
 from distill_assets.lib.scoring import ScoringPolicy, score
+from distill_assets.lib.verify.schemas import EvidenceIndexSchema, ScoredRunSchema, validate_jsonl
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -85,7 +85,7 @@ def test_workers_start_from_a_fork_server_when_threads_run(collected, tmp_path: 
     server; the files written are the same."""
     import threading
 
-    from distill_assets.lib.parallel import pool_context
+    from distill_assets.lib.infra.parallel import pool_context
 
     out, days = collected
     stop = threading.Event()
@@ -110,9 +110,9 @@ def test_workers_start_from_a_fork_server_when_threads_run(collected, tmp_path: 
 def test_export_pass_in_workers_writes_the_same_bytes(tmp_path: Path, collected) -> None:
     """Every export of the pass, over task ranges in 1, 2 and 3 worker processes: the same
     datasets, holdouts, quarantines and counts; a run of a task range leaves no file behind."""
-    from distill_assets.lib.export_pass import ExportPlan, run_exports
-    from distill_assets.lib.exports import ExportSettings
-    from distill_assets.lib.playbooks import PlaybookSettings
+    from distill_assets.lib.datasets.export_pass import ExportPlan, run_exports
+    from distill_assets.lib.datasets.exports import ExportSettings
+    from distill_assets.lib.playbooks.playbook import PlaybookSettings
 
     out, days = collected
     scored = tmp_path / "scored"

@@ -16,7 +16,7 @@ import pytest
 from distill_assets.cli import materialize
 from distill_assets.cli.common import UserError
 from distill_assets.lib import constants as C
-from distill_assets.lib.layout import evidence_index
+from distill_assets.lib.infra.layout import evidence_index
 from distill_tests.conftest import REPO_ROOT
 
 WINDOW = (C.ENV_PARTITION_START, C.ENV_PARTITION_END)

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.playbooks import (
+from distill_assets.lib.playbooks.playbook import (
     Call,
     PlaybookSettings,
     clip,

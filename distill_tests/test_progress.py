@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from distill_assets.lib import progress
+from distill_assets.lib.infra import progress
 
 
 class Clock:

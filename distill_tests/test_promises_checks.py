@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
+from distill_assets.lib.infra import layout
 from distill_tests.conftest import FIXTURE_RANGE, FIXTURES
 
 # a realistic fake, planted only in the written export (never in the evidence)

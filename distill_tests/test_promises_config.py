@@ -17,10 +17,10 @@ import pytest
 
 from distill_assets.cli import main
 from distill_assets.lib import constants as C
-from distill_assets.lib.receipts import load_receipt
-from distill_assets.lib.reports import load_drift
-from distill_assets.lib.runconfig import run_config_of
-from distill_assets.lib.sources import record_sources, source_names
+from distill_assets.lib.evidence.sources import record_sources, source_names
+from distill_assets.lib.infra.runconfig import run_config_of
+from distill_assets.lib.records.receipts import load_receipt
+from distill_assets.lib.records.reports import load_drift
 from distill_tests.conftest import FIXTURES, copy_fixtures, materialize_graph
 
 PINNED = "2026-03-10T00:00:00Z"
@@ -213,10 +213,10 @@ def test_drift_thresholds_from_the_environment(
     source, out = drift_baseline
     shutil.copytree(source, tmp_path / "src")
     shutil.copytree(out, tmp_path / "out", symlinks=True)
-    # the copies stand for the baseline's source and output (lib/sources.py)
+    # the copies stand for the baseline's source and output (lib/evidence/sources.py)
     record_sources(tmp_path / "out", source_names(tmp_path / "src"))
     # 16 more runs, copies of one under new ids: more records, the same mix of reasons (garbage
-    # lines would move the mix of reason codes, which warns on its own: lib/drift.py)
+    # lines would move the mix of reason codes, which warns on its own: lib/records/drift.py)
     first = orjson.loads((source / "runs" / "2026-03-01.jsonl").read_bytes().splitlines()[0])
     extra = [orjson.dumps({**first, "run_id": f"{first['run_id']}-more-{n}"}) for n in range(16)]
     (tmp_path / "src" / "runs" / "more.jsonl").write_bytes(b"\n".join(extra) + b"\n")

@@ -10,12 +10,12 @@ from pathlib import Path
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
-from distill_assets.lib.collect import collect, list_source_files
-from distill_assets.lib.evidence import ParseSettings
-from distill_assets.lib.exports import ExportSettings, RunKey, candidate_pairs
-from distill_assets.lib.importers import make_spec, run_import
-from distill_assets.lib.receipts import load_receipt
+from distill_assets.lib.datasets.exports import ExportSettings, RunKey, candidate_pairs
+from distill_assets.lib.evidence.collect import collect, list_source_files
+from distill_assets.lib.evidence.format import ParseSettings
+from distill_assets.lib.evidence.importers import make_spec, run_import
+from distill_assets.lib.infra import layout
+from distill_assets.lib.records.receipts import load_receipt
 from distill_tests.conftest import copy_fixtures, materialize_graph
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.hygiene.secrets import REGEX_DETECTORS
-from distill_assets.lib.receipts import load_receipt
+from distill_assets.lib.records.receipts import load_receipt
 from distill_tests.conftest import FIXTURES, materialize_graph
 
 _RNG = random.Random("distill-secret-types-1")  # seeded: the same fakes on every run

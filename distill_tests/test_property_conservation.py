@@ -18,16 +18,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.collect import collect, list_source_files
-from distill_assets.lib.evidence import ParseSettings
-from distill_assets.lib.exports import ExportSettings, export_preference, export_rag, export_sft
-from distill_assets.lib.extraction import extract_playbooks
+from distill_assets.lib.datasets.exports import (
+    ExportSettings,
+    export_preference,
+    export_rag,
+    export_sft,
+)
+from distill_assets.lib.datasets.kto import export_kto
+from distill_assets.lib.evidence.collect import collect, list_source_files
+from distill_assets.lib.evidence.format import ParseSettings
 from distill_assets.lib.hygiene.review_queue import export_review
-from distill_assets.lib.kto import export_kto
-from distill_assets.lib.layout import day_range
-from distill_assets.lib.playbooks import PlaybookSettings
+from distill_assets.lib.infra.layout import day_range
+from distill_assets.lib.playbooks.extraction import extract_playbooks
+from distill_assets.lib.playbooks.playbook import PlaybookSettings
+from distill_assets.lib.playbooks.search import IndexSettings, build_index
 from distill_assets.lib.scoring import ScoringPolicy, score
-from distill_assets.lib.search import IndexSettings, build_index
 
 LONG = os.environ.get("DISTILL_FUZZ") == "long"
 STATS = {"corpora": 0, "lines": 0, "left_out": 0, "kept": 0}

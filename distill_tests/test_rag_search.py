@@ -17,10 +17,10 @@ import pytest
 
 from distill_assets.cli import main
 from distill_assets.lib import constants as C
-from distill_assets.lib import search as S
-from distill_assets.lib.reports import load_summary
-from distill_assets.lib.runconfig import run_config_of
-from distill_assets.lib.search import published_index, search
+from distill_assets.lib.infra.runconfig import run_config_of
+from distill_assets.lib.playbooks import search as S
+from distill_assets.lib.playbooks.search import published_index, search
+from distill_assets.lib.records.reports import load_summary
 from distill_tests.conftest import FIXTURES, REPO_ROOT, materialize_graph
 
 CORPUS = REPO_ROOT / "fixtures" / "playbooks"
@@ -174,7 +174,7 @@ def test_search_without_an_index(tmp_path, capsys):
 
 def test_a_blocked_index_is_never_published(corpus_run, tmp_path, project_defs, monkeypatch):
     """An index that fails its checks stays in its run's version: readers keep the old one."""
-    import distill_assets.lib.search as search_module
+    import distill_assets.lib.playbooks.search as search_module
 
     _, base_out = corpus_run
     out = tmp_path / "out"
@@ -284,7 +284,7 @@ def test_a_rejected_run_quoted_as_a_playbook_is_stopped(
     nothing is published. (export-rag is made in the same step as the extraction, the export
     pass, so the extraction's check cannot keep it from being written; it renders only the
     trusted sources, and publishing waits for every export's checks.)"""
-    import distill_assets.lib.extraction as extraction
+    import distill_assets.lib.playbooks.extraction as extraction
 
     real = extraction.ExtractExporter._sort_task
 

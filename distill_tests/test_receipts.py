@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from distill_assets.lib.drift import DriftReport
-from distill_assets.lib.receipts import FileEntry, StageReceipt, aggregate_hash
-from distill_assets.lib.reports import RunSummary
+from distill_assets.lib.records.drift import DriftReport
+from distill_assets.lib.records.receipts import FileEntry, StageReceipt, aggregate_hash
+from distill_assets.lib.records.reports import RunSummary
 
 A = FileEntry(path="a.jsonl", sha256="a" * 64, bytes=1, record_count=1)
 B = FileEntry(path="b.jsonl", sha256="b" * 64, bytes=1, record_count=1)

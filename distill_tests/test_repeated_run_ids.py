@@ -1,4 +1,4 @@
-"""Run ids scored more than once across days (lib/exports.repeated_run_ids): read from the
+"""Run ids scored more than once across days (lib/datasets/exports.repeated_run_ids): read from the
 score stage's Arrow lists where they describe the scored files, else from the files, with the
 same answer as counting every scored line."""
 
@@ -10,8 +10,8 @@ from collections import Counter
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import exports as E
-from distill_assets.lib import layout
+from distill_assets.lib.datasets import exports as E
+from distill_assets.lib.infra import layout
 
 
 def _counted(out) -> frozenset[str]:

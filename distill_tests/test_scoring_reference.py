@@ -24,9 +24,10 @@ import pytest
 
 from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout, scoring
-from distill_assets.lib.collect import collect, list_source_files
-from distill_assets.lib.evidence import ParseSettings
+from distill_assets.lib import scoring
+from distill_assets.lib.evidence.collect import collect, list_source_files
+from distill_assets.lib.evidence.format import ParseSettings
+from distill_assets.lib.infra import layout
 from distill_assets.lib.scoring import ScoringPolicy, grade, score, task_entry
 
 POLICIES = {

@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import search as S
-from distill_assets.lib.io import sha256_file, write_jsonl
+from distill_assets.lib.infra.io import sha256_file, write_jsonl
+from distill_assets.lib.playbooks import search as S
 
 SETTINGS = S.IndexSettings()
 

@@ -19,8 +19,8 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.receipts import load_receipt
-from distill_assets.lib.runconfig import run_config_of
+from distill_assets.lib.infra.runconfig import run_config_of
+from distill_assets.lib.records.receipts import load_receipt
 from distill_tests.conftest import REPO_ROOT, copy_fixtures
 
 ALNUM = string.ascii_letters + string.digits

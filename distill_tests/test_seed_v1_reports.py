@@ -14,8 +14,8 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.accounting import Tally, nothing_usable_errors, skipped_share_errors
-from distill_assets.lib.drift import (
+from distill_assets.lib.records.accounting import Tally, nothing_usable_errors, skipped_share_errors
+from distill_assets.lib.records.drift import (
     FLAG_BASELINE,
     FLAG_RUN_HASH_DIFFERS,
     DriftThresholds,
@@ -24,7 +24,7 @@ from distill_assets.lib.drift import (
     compare,
     mix_swings,
 )
-from distill_assets.lib.reports import load_drift, load_summary, run_dir
+from distill_assets.lib.records.reports import load_drift, load_summary, run_dir
 from distill_assets.runtime.resource import ConfigError, DistillResource
 
 SEED = Path(__file__).resolve().parents[1] / "fixtures" / "seed_v1"

@@ -15,7 +15,7 @@ import pytest
 
 from distill_assets.defs.monitoring.sensors import drift_sensor
 from distill_assets.lib import constants as C
-from distill_assets.lib.alerts import OUTBOX_PATH
+from distill_assets.lib.records.alerts import OUTBOX_PATH
 from distill_assets.runtime.resource import DistillResource
 from distill_tests.conftest import copy_fixtures, materialize_graph
 from distill_tests.ports import closed_port

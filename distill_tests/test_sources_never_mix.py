@@ -16,14 +16,14 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.io import iter_jsonl
-from distill_assets.lib.sources import (
+from distill_assets.lib.evidence.sources import (
     record_sources,
     recorded_sources,
     replace_sources,
     source_names,
     sources_conflict,
 )
+from distill_assets.lib.infra.io import iter_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = REPO_ROOT / "fixtures" / "evidence"

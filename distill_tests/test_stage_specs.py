@@ -10,8 +10,8 @@ import pytest
 from distill_assets.definitions import defs
 from distill_assets.lib import constants as C
 from distill_assets.lib import stages
-from distill_assets.lib.checks import CHECKS
-from distill_assets.lib.schemas import SCHEMAS
+from distill_assets.lib.verify.checks import CHECKS
+from distill_assets.lib.verify.schemas import SCHEMAS
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 from distill_assets.cli import main as cli_main
 from distill_assets.devtools.synth import MAX_DAYS, SynthSpec, synthesize
 from distill_assets.lib import constants as C
-from distill_assets.lib.collect import collect, list_source_files
-from distill_assets.lib.evidence import ParseSettings
+from distill_assets.lib.evidence.collect import collect, list_source_files
+from distill_assets.lib.evidence.format import ParseSettings
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -1,4 +1,5 @@
-"""The trace lookup's build streams its sources (lib/trace.py, schema 2): quarantine files are
+"""The trace lookup's build streams its sources (lib/publishing/trace.py, schema 2): quarantine
+files are
 read piece by piece, and the lookup built from small pieces is the one built from whole files."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import polars as pl
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
-from distill_assets.lib import trace as T
+from distill_assets.lib.infra import layout
+from distill_assets.lib.publishing import trace as T
 
 SCHEMA = {"run_id": pl.String, "playbook_id": pl.String, "source_run_ids": pl.List(pl.String)}
 

@@ -20,9 +20,9 @@ from distill_assets.cli import main
 from distill_assets.defs.monitoring.sensors import drift_sensor
 from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
-from distill_assets.lib.diff import diff
-from distill_assets.lib.trace import (
+from distill_assets.lib.infra import layout
+from distill_assets.lib.publishing.diff import diff
+from distill_assets.lib.publishing.trace import (
     TraceError,
     build_lookup,
     left_out,

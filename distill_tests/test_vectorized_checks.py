@@ -17,10 +17,15 @@ import polars as pl
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import schemas as S
-from distill_assets.lib.exports import ExportSettings
-from distill_assets.lib.extraction import verify_extracted
-from distill_assets.lib.firewall import (
+from distill_assets.lib.datasets.exports import ExportSettings
+from distill_assets.lib.hygiene.holdout import (
+    verify_disjoint,
+    verify_disjoint_frame,
+    verify_disjoint_frames,
+)
+from distill_assets.lib.playbooks.extraction import verify_extracted
+from distill_assets.lib.verify import schemas as S
+from distill_assets.lib.verify.firewall import (
     FirewallReport,
     ScoredTable,
     firewall_columns,
@@ -35,11 +40,6 @@ from distill_assets.lib.firewall import (
     verify_rag,
     verify_sft,
     verify_sft_frame,
-)
-from distill_assets.lib.hygiene.holdout import (
-    verify_disjoint,
-    verify_disjoint_frame,
-    verify_disjoint_frames,
 )
 
 Rows = list[dict[str, Any]]

@@ -1,4 +1,4 @@
-"""Reviewers' verdicts read back as review evidence (lib/verdicts.py): the three file shapes
+"""Reviewers' verdicts read back as review evidence (lib/hygiene/verdicts.py): the three file shapes
 and the two item shapes, each field where the format puts it."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.verdicts import verdict_items, verdict_to_review
+from distill_assets.lib.hygiene.verdicts import verdict_items, verdict_to_review
 
 WHEN = "2026-03-01T00:00:00Z"
 

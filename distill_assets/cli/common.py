@@ -29,7 +29,7 @@ def output_setting(arg: str | None) -> str:
 
 def output_root(arg: str | None, reads: tuple[str, ...] = (f"{C.REPORTS_DIR}/*",)) -> Path:
     """The output directory; for a URL, a local copy of the files the command ``reads``."""
-    from distill_assets.lib.storage import (
+    from distill_assets.lib.infra.storage import (
         OutputLocation,
         StorageError,
         default_staging_dir,

@@ -1,5 +1,6 @@
 """The ``distill`` verbs that write evidence JSONL: ``import`` (foreign agent logs through
-lib/importers), ``review import`` (reviewers' verdicts through lib/verdicts.py) and ``synth``
+lib/evidence/importers), ``review import`` (reviewers' verdicts through lib/hygiene/verdicts.py)
+and ``synth``
 (a seeded synthetic corpus, from devtools/). Each writes its file atomically.
 """
 
@@ -14,7 +15,7 @@ import orjson
 
 from distill_assets.cli.common import UserError
 from distill_assets.lib import constants as C
-from distill_assets.lib.verdicts import verdict_items, verdict_to_review
+from distill_assets.lib.hygiene.verdicts import verdict_items, verdict_to_review
 
 # quarantined records of one reason printed one by one by ``distill import``; the rest counted
 IMPORT_SHOWN = 10
@@ -22,9 +23,9 @@ IMPORT_SHOWN = 10
 
 def cmd_import(args: argparse.Namespace) -> int:
     """Convert one foreign source into evidence JSONL: ``OUT/<name>.jsonl``, written atomically."""
-    from distill_assets.lib.evidence import ParseSettings, Record, validate_object
-    from distill_assets.lib.importers import make_spec, run_import
-    from distill_assets.lib.io import AtomicJsonlWriter, canonical_json
+    from distill_assets.lib.evidence.format import ParseSettings, Record, validate_object
+    from distill_assets.lib.evidence.importers import make_spec, run_import
+    from distill_assets.lib.infra.io import AtomicJsonlWriter, canonical_json
 
     try:
         spec = make_spec(
@@ -49,7 +50,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 counts[item.obj["kind"]] += 1
                 if not isinstance(validate_object(item.obj, settings), Record):
                     invalid += 1
-    from distill_assets.lib.importers import left_out_summary
+    from distill_assets.lib.evidence.importers import left_out_summary
 
     shown: dict[tuple[str, str], int] = {}
     for failure in batch.failures:
@@ -83,8 +84,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_review_import(args: argparse.Namespace) -> int:
     """Turn reviewers' verdicts into review evidence: ``OUT/<name>.jsonl``, written atomically."""
-    from distill_assets.lib.evidence import ParseSettings, Record, validate_object
-    from distill_assets.lib.io import AtomicJsonlWriter, canonical_json
+    from distill_assets.lib.evidence.format import ParseSettings, Record, validate_object
+    from distill_assets.lib.infra.io import AtomicJsonlWriter, canonical_json
 
     created_at = args.created_at or datetime.now(UTC).isoformat().replace("+00:00", "Z")
     settings = ParseSettings()

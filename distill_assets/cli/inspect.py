@@ -20,7 +20,7 @@ from distill_assets.cli.common import (
 )
 from distill_assets.lib import constants as C
 from distill_assets.lib import stages as S
-from distill_assets.lib.layout import run_ids
+from distill_assets.lib.infra.layout import run_ids
 
 _GRADE = {C.QUALITY_REVIEW: "needing review", C.QUALITY_PARTIAL: "partially accepted"}
 
@@ -90,7 +90,7 @@ def run_summary_lines(directory: Path) -> list[str]:
 
 def drift_line(out: Path, run_id: str) -> str:
     """The run's drift severity in one line (the last the command prints on success), read from
-    drift.json as written (lib/drift.py DriftReport) without loading the model's library."""
+    drift.json as written (lib/records/drift.py DriftReport) without loading the model's library."""
     path = out / C.REPORTS_DIR / run_id / "drift.json"
     if not path.exists():
         return "distill: drift: not judged (no stage finished)"
@@ -106,7 +106,7 @@ def drift_line(out: Path, run_id: str) -> str:
 
 
 def cmd_receipts_list(args: argparse.Namespace) -> int:
-    from distill_assets.lib.reports import load_summary
+    from distill_assets.lib.records.reports import load_summary
 
     out = output_root(args.output)
     require_reports(out)
@@ -137,7 +137,7 @@ def cmd_receipts_list(args: argparse.Namespace) -> int:
 
 
 def cmd_receipts_show(args: argparse.Namespace) -> int:
-    from distill_assets.lib.receipts import load_receipt
+    from distill_assets.lib.records.receipts import load_receipt
 
     out = output_root(args.output)
     directory = require_run(out, args.run_id)
@@ -257,7 +257,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     """The best playbooks for a question, from the published search index."""
-    from distill_assets.lib.search import SearchError, published_index, search
+    from distill_assets.lib.playbooks.search import SearchError, published_index, search
 
     if not 1 <= args.k <= 1000:
         raise UserError(f"-k must be between 1 and 1000, not {args.k}")
@@ -292,7 +292,7 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 def cmd_trace(args: argparse.Namespace) -> int:
     """Where a row, run, task or evidence record came from and what happened to it."""
-    from distill_assets.lib.trace import TraceError, open_lookup, render_trace, trace
+    from distill_assets.lib.publishing.trace import TraceError, open_lookup, render_trace, trace
 
     out = output_root(args.output, (f"{C.REPORTS_DIR}/*", f"{C.EXPORTS_DIR}/*"))
     require_reports(out)
@@ -313,8 +313,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 def cmd_diff(args: argparse.Namespace) -> int:
     """What changed in the datasets between two runs, and why."""
-    from distill_assets.lib.diff import diff, render_diff
-    from distill_assets.lib.trace import TraceError
+    from distill_assets.lib.publishing.diff import diff, render_diff
+    from distill_assets.lib.publishing.trace import TraceError
 
     out = output_root(args.output, (f"{C.REPORTS_DIR}/*", f"{C.EXPORTS_DIR}/*"))
     require_reports(out)

@@ -34,10 +34,10 @@ from distill_assets.cli.common import (
 from distill_assets.cli.inspect import drift_line, run_summary_lines
 from distill_assets.lib import constants as C
 from distill_assets.lib import stages as S
-from distill_assets.lib.layout import run_ids
+from distill_assets.lib.infra.layout import run_ids
 
 if TYPE_CHECKING:
-    from distill_assets.lib.importers import ImportSpec
+    from distill_assets.lib.evidence.importers import ImportSpec
 
 DEFAULT_UI_PORT = 3000
 
@@ -56,8 +56,8 @@ def ensure_dagster_home() -> Path:
 
 def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
     """First and last created_at date of what the import sources would give."""
-    from distill_assets.lib.evidence import parse_timestamp
-    from distill_assets.lib.importers import run_import
+    from distill_assets.lib.evidence.format import parse_timestamp
+    from distill_assets.lib.evidence.importers import run_import
 
     days = []
     for spec in specs:
@@ -71,7 +71,7 @@ def import_date_range(specs: list[ImportSpec]) -> tuple[date, date] | None:
 def partition_range(source: Path | None, imports: list[ImportSpec] | None = None) -> str:
     """The partition range covering every day in the sources and import sources (a day either
     side for offsets)."""
-    from distill_assets.lib.layout import partition_end, partition_start, source_date_range
+    from distill_assets.lib.infra.layout import partition_end, partition_start, source_date_range
 
     try:
         earliest = partition_start(os.environ.get(C.ENV_PARTITION_START))
@@ -125,7 +125,7 @@ def _configured_imports(config: list[dict]) -> tuple[list[ImportSpec], dict[str,
     if not entries:
         # no import sources: the importers (numpy, detect-secrets: ~0.2 s to load) stay unloaded
         return [], {C.ENV_IMPORTS: "[]"} if given is None and raw else {}
-    from distill_assets.lib.importers import parse_specs
+    from distill_assets.lib.evidence.importers import parse_specs
 
     for entry in entries:
         if isinstance(entry, dict) and isinstance(entry.get("path"), str):
@@ -142,7 +142,7 @@ def cmd_materialize(args: argparse.Namespace) -> int:
     user_env = {name for name in (C.ENV_SOURCE_DIR, C.ENV_OUTPUT_DIR) if os.environ.get(name)}
     config = [orjson.loads(item) for item in args.config or []]
     imports, env = _configured_imports(config)
-    from distill_assets.lib.storage import is_remote
+    from distill_assets.lib.infra.storage import is_remote
 
     raw_out = output_setting(args.output)
     remote = is_remote(raw_out)
@@ -221,7 +221,7 @@ def _config_arguments(config: list[dict], multiprocess: bool) -> list[str]:
     merged: dict = {}
     for item in config:
         _deep_merge(merged, item)
-    from distill_assets.lib.runconfig import upgrade_run_config
+    from distill_assets.lib.infra.runconfig import upgrade_run_config
 
     merged, moved = upgrade_run_config(merged)
     for path in moved:
@@ -370,7 +370,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def ui_output(raw_out: str) -> str:
     """The output setting for the webserver and daemon: a local path made absolute, since they
     run from the instance's folder (a relative one would name a folder there); a URL as is."""
-    from distill_assets.lib.storage import is_remote
+    from distill_assets.lib.infra.storage import is_remote
 
     return raw_out if is_remote(raw_out) else str(Path(raw_out).resolve())
 
@@ -381,8 +381,8 @@ def ui_partitions(raw_out: str) -> tuple[dict[str, str], str]:
     set: the first and last evidence day in the output (the days its runs covered), so a new
     user's graph is not years of "missing" days; nothing on disk yet (or a URL output): the
     defaults. A value the user set always wins, and a bad one stops here, naming it."""
-    from distill_assets.lib.layout import evidence_days, partition_end, partition_start
-    from distill_assets.lib.storage import is_remote
+    from distill_assets.lib.infra.layout import evidence_days, partition_end, partition_start
+    from distill_assets.lib.infra.storage import is_remote
 
     names = (C.ENV_PARTITION_START, C.ENV_PARTITION_END)
     given = {name: os.environ[name] for name in names if os.environ.get(name)}
@@ -414,14 +414,14 @@ def _check_sources(
 ) -> None:
     """Refuse sources that would mix with those the output was built from, or (``--replace``)
     forget the old ones: their evidence and scored runs are removed before the run."""
-    from distill_assets.lib.sources import replace_sources, source_names, sources_conflict
+    from distill_assets.lib.evidence.sources import replace_sources, source_names, sources_conflict
 
     problem = sources_conflict(out, source_names(source, imports))
     if problem is None:
         return
     if not replace:
         raise UserError(problem)
-    from distill_assets.lib.locking import live_holder
+    from distill_assets.lib.infra.locking import live_holder
 
     holder = live_holder(out)
     if holder is not None:

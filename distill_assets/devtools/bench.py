@@ -335,17 +335,17 @@ def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, An
     """CPU seconds of each stage's library function, and of each asset's checks, run alone in
     this process (one worker), and of the floor measured the same way: where the time goes,
     independent of other load."""
-    from distill_assets.lib import layout
-    from distill_assets.lib.checks import CHECKS, run_checks
-    from distill_assets.lib.collect import collect, list_source_files
-    from distill_assets.lib.evidence import ParseSettings
-    from distill_assets.lib.export_pass import ExportPlan, run_exports
-    from distill_assets.lib.exports import ExportSettings
-    from distill_assets.lib.playbooks import PlaybookSettings
-    from distill_assets.lib.publish import publish
-    from distill_assets.lib.receipts import build_receipt, update_ledger, write_receipt
+    from distill_assets.lib.datasets.export_pass import ExportPlan, run_exports
+    from distill_assets.lib.datasets.exports import ExportSettings
+    from distill_assets.lib.evidence.collect import collect, list_source_files
+    from distill_assets.lib.evidence.format import ParseSettings
+    from distill_assets.lib.infra import layout
+    from distill_assets.lib.playbooks.playbook import PlaybookSettings
+    from distill_assets.lib.playbooks.search import IndexSettings, build_index
+    from distill_assets.lib.publishing.publish import publish
+    from distill_assets.lib.records.receipts import build_receipt, update_ledger, write_receipt
     from distill_assets.lib.scoring import ScoringPolicy, score
-    from distill_assets.lib.search import IndexSettings, build_index
+    from distill_assets.lib.verify.checks import CHECKS, run_checks
 
     paths = source_files(source)
     warm(paths)

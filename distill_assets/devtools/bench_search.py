@@ -26,8 +26,14 @@ from pathlib import Path
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.io import AtomicJsonlWriter
-from distill_assets.lib.search import Encoder, IndexSettings, open_index, search, write_index
+from distill_assets.lib.infra.io import AtomicJsonlWriter
+from distill_assets.lib.playbooks.search import (
+    Encoder,
+    IndexSettings,
+    open_index,
+    search,
+    write_index,
+)
 
 _SYLLABLES = [a + b for a in "bcdfghklmnprstvz" for b in ("a", "e", "i", "o", "u", "ai", "ou")]
 _TOOLS = [

@@ -1,0 +1,2 @@
+"""The pure library: everything distill does, as typed functions and no Dagster, by domain
+(docs/architecture.md)."""

@@ -51,7 +51,7 @@ EVIDENCE_DIR: Final = "evidence"
 SCORED_DIR: Final = "scored-runs"
 EXPORTS_DIR: Final = "exports"
 REPORTS_DIR: Final = "reports"
-# the sources the output was built from (lib/sources.py): other sources are refused
+# the sources the output was built from (lib/evidence/sources.py): other sources are refused
 SOURCES_PATH: Final = "sources.json"
 VERSIONS_DIR: Final = ".versions"
 VERSIONS_KEPT: Final = 5
@@ -409,7 +409,7 @@ PARTITION_START: Final = "2020-01-01"
 # the lookup ``distill trace`` and ``distill diff`` read: built by the publish stage in each
 # version's directory, beside its ``exports`` (keys and byte offsets, no texts)
 TRACE_FILE: Final = "trace.sqlite"
-# beside it, the lookup's tables (Arrow IPC, memory-mapped when read; lib/trace.py)
+# beside it, the lookup's tables (Arrow IPC, memory-mapped when read; lib/publishing/trace.py)
 TRACE_TABLES_DIR: Final = "trace"
 TRACE_ROWS_DIR: Final = "exports/.trace"
 # per scored day, the score stage's list of runs for the lookup (Arrow IPC)

@@ -32,11 +32,11 @@ import orjson
 import polars as pl
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout, progress
-from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
-from distill_assets.lib.io import AtomicJsonlWriter, SealedFile, WrittenFile
-from distill_assets.lib.parallel import process_pool
-from distill_assets.lib.trace import scored_trace, write_scored_trace
+from distill_assets.lib.infra import layout, progress
+from distill_assets.lib.infra.io import AtomicJsonlWriter, SealedFile, WrittenFile
+from distill_assets.lib.infra.parallel import process_pool
+from distill_assets.lib.publishing.trace import scored_trace, write_scored_trace
+from distill_assets.lib.records.accounting import StageResult, Tally, conservation_errors
 
 ConflictPolicy = Literal["human_review", "review_wins", "outcome_wins"]
 # below this many bytes of evidence index a second worker is not worth starting

@@ -6,7 +6,7 @@ those), its output paths, its Pandera model, its dataset card, what the CLI call
 They are declared here once, in graph order; the tables the rest of the code uses (``STAGES``,
 ``ASSET_STAGE``, ``STAGE_READS``, ``STAGE_INPUT_GLOBS``, the dataset paths, the card facts, …)
 are computed from ``SPECS``. Adding a stage is a spec here, an asset in ``defs/`` and its checks
-in ``lib/checks.CHECKS``; ``distill_tests/test_stage_specs.py`` holds the three together.
+in ``lib/verify/checks.CHECKS``; ``distill_tests/test_stage_specs.py`` holds the three together.
 
 Names only: nothing here imports the stages' libraries, Dagster or Pandera (the CLI and the
 layout read this module).
@@ -68,7 +68,7 @@ class StageSpec:
     # the directory under exports/ of a published, carded dataset
     card_kind: str | None = None
     card: CardFacts | None = None
-    # the Pandera model of its rows (lib/schemas.SCHEMAS), by class name
+    # the Pandera model of its rows (lib/verify/schemas.SCHEMAS), by class name
     schema: str | None = None
     # what the CLI's summary calls one of its rows: singular, plural (None: add an "s")
     row_noun: tuple[str, str | None] | None = None
@@ -230,7 +230,8 @@ SPECS: Final[tuple[StageSpec, ...]] = (
             C.STAGE_INDEX,
         ),
         input_globs=(
-            # the trace lookup (lib/trace.py) is built from the score stage's lists of runs
+            # the trace lookup (lib/publishing/trace.py) is built from the score stage's lists of
+            # runs
             f"{C.SCORED_DIR}/{_DAY}/{C.SCORED_TRACE_FILE}",
             f"{C.EVIDENCE_DIR}/{_DAY}/{C.PART_QUARANTINE_FILE}",
             f"{C.EVIDENCE_DIR}/{C.UNDATED_BUCKET}/{C.PART_QUARANTINE_FILE}",

@@ -1,7 +1,8 @@
 """The bodies of the check steps declared in ``defs/``: fetch what this run wrote, let lib's
 checks judge it, record the verdicts with the run's reports and hand them to Dagster.
 
-A check's verdict has one shape, lib/checks.py's ``CheckOutcome``; this module only turns it into
+A check's verdict has one shape, lib/verify/checks.py's ``CheckOutcome``; this module only turns it
+into
 the ledger's ``CheckRecord`` and Dagster's ``AssetCheckResult``.
 """
 
@@ -14,19 +15,19 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import stages as S
-from distill_assets.lib.receipts import StageReceipt
-from distill_assets.lib.reports import CheckRecord, RunReports, record_checks
-from distill_assets.lib.storage import Workspace
+from distill_assets.lib.infra.storage import Workspace
+from distill_assets.lib.records.receipts import StageReceipt
+from distill_assets.lib.records.reports import CheckRecord, RunReports, record_checks
 from distill_assets.runtime.resource import DistillResource
 from distill_assets.runtime.stage import expected_stages, frozen_gc, stage_receipt
 
 if TYPE_CHECKING:
-    from distill_assets.lib.checks import CheckOutcome
+    from distill_assets.lib.verify.checks import CheckOutcome
 
 
 def check_specs(assets: Sequence[str]) -> list[dg.AssetCheckSpec]:
-    """The blocking check specs of ``assets`` (lib/checks.CHECKS), for one check step."""
-    from distill_assets.lib.checks import CHECKS
+    """The blocking check specs of ``assets`` (lib/verify/checks.CHECKS), for one check step."""
+    from distill_assets.lib.verify.checks import CHECKS
 
     return [
         dg.AssetCheckSpec(name, asset=asset, blocking=True, description=description)
@@ -37,7 +38,7 @@ def check_specs(assets: Sequence[str]) -> list[dg.AssetCheckSpec]:
 
 def check_step(name: str, assets: Sequence[str], description: str) -> dg.AssetChecksDefinition:
     """The one step (``@dg.multi_asset_check``) that runs every check of ``assets``
-    (lib/checks.CHECKS) on what this run wrote: each ``defs/<domain>/checks.py`` declares its
+    (lib/verify/checks.CHECKS) on what this run wrote: each ``defs/<domain>/checks.py`` declares its
     step with this, so the steps differ only in their name, assets and description."""
 
     @dg.multi_asset_check(
@@ -56,8 +57,8 @@ def run_check_step(
 ) -> list[dg.AssetCheckResult]:
     """Run the selected checks of one check step (a multi-asset check) on what this run wrote:
     per asset, its receipt's files are fetched once and every selected check of it judges them
-    (lib/checks.py); all verdicts are recorded with the run's reports at once."""
-    from distill_assets.lib.checks import run_all
+    (lib/verify/checks.py); all verdicts are recorded with the run's reports at once."""
+    from distill_assets.lib.verify.checks import run_all
 
     run_id = context.run.run_id
     wanted = selected_checks(context)
@@ -78,7 +79,7 @@ def run_check_step(
 
 def selected_checks(context: dg.AssetCheckExecutionContext) -> dict[str, list[str]]:
     """The step's selected checks: per asset (by name), its check names in CHECKS order."""
-    from distill_assets.lib.checks import CHECKS
+    from distill_assets.lib.verify.checks import CHECKS
 
     wanted: dict[str, list[str]] = {}
     for key in sorted(

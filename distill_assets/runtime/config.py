@@ -20,19 +20,19 @@ import dagster as dg
 from pydantic import Field
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.evidence import ParseSettings
-from distill_assets.lib.exports import ExportSettings
-from distill_assets.lib.formats import FormatSettings
+from distill_assets.lib.datasets.exports import ExportSettings
+from distill_assets.lib.datasets.formats import FormatSettings
+from distill_assets.lib.evidence.format import ParseSettings
 from distill_assets.lib.hygiene.curate import HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet, load_eval_set, resolve_eval_path
-from distill_assets.lib.playbooks import PlaybookSettings
+from distill_assets.lib.playbooks.playbook import PlaybookSettings
+from distill_assets.lib.playbooks.search import IndexSettings
 from distill_assets.lib.scoring import ScoringPolicy
-from distill_assets.lib.search import IndexSettings
 from distill_assets.runtime.partitions import FIRST_DAY
 from distill_assets.runtime.resource import ConfigError, DistillResource, recorded_now
 
 if TYPE_CHECKING:
-    from distill_assets.lib.export_pass import ExportPlan
+    from distill_assets.lib.datasets.export_pass import ExportPlan
 
 
 def default_of(settings: type, name: str) -> Any:
@@ -358,7 +358,7 @@ class ExportsConfig(dg.Config):
 
     def plan(self, distill: DistillResource, write_root: Path, selected: set[str]) -> ExportPlan:
         """The export pass of the selected assets with their validated settings."""
-        from distill_assets.lib.export_pass import ExportPlan
+        from distill_assets.lib.datasets.export_pass import ExportPlan
 
         def export(asset: str) -> tuple[ExportSettings, EvalSet | None] | None:
             if asset not in selected:

@@ -18,7 +18,7 @@ from datetime import timedelta
 import dagster as dg
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.layout import partition_end, partition_start
+from distill_assets.lib.infra.layout import partition_end, partition_start
 from distill_assets.runtime.resource import ConfigError
 
 try:

@@ -20,11 +20,11 @@ import dagster as dg
 from pydantic import Field
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import progress
-from distill_assets.lib.drift import DriftThresholds
-from distill_assets.lib.importers import ImportSpec, check_distinct, make_spec, parse_specs
-from distill_assets.lib.parallel import default_workers
-from distill_assets.lib.storage import OutputLocation, Workspace, default_staging_dir
+from distill_assets.lib.evidence.importers import ImportSpec, check_distinct, make_spec, parse_specs
+from distill_assets.lib.infra import progress
+from distill_assets.lib.infra.parallel import default_workers
+from distill_assets.lib.infra.storage import OutputLocation, Workspace, default_staging_dir
+from distill_assets.lib.records.drift import DriftThresholds
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
@@ -64,7 +64,7 @@ class DistillResource(dg.ConfigurableResource):
     DISTILL_IMPORTS, DISTILL_DRIFT_WARN_PCT, DISTILL_DRIFT_ALERT_PCT, DISTILL_WORKERS), then to
     the bundled fixtures (unless import sources are configured), ``out/`` and one worker per
     CPU. The output may be an fsspec URL (``s3://bucket/prefix``): steps then work in a local
-    staging directory synced with it (lib/storage.py, docs/deploy.md).
+    staging directory synced with it (lib/infra/storage.py, docs/deploy.md).
     """
 
     source_dir: str | None = Field(
@@ -171,8 +171,8 @@ class DistillResource(dg.ConfigurableResource):
         return self.source_root(), specs
 
     def source_names(self) -> list[str]:
-        """The run's sources as the output records them (lib/sources.py)."""
-        from distill_assets.lib.sources import source_names
+        """The run's sources as the output records them (lib/evidence/sources.py)."""
+        from distill_assets.lib.evidence.sources import source_names
 
         source, imports = self.evidence_sources()
         return source_names(source, imports)
@@ -180,7 +180,7 @@ class DistillResource(dg.ConfigurableResource):
     def check_sources(self) -> None:
         """Refuse, before anything is written, a run whose sources would mix with the other
         sources a local output was built from (one line naming both, and the ways out)."""
-        from distill_assets.lib.sources import sources_conflict
+        from distill_assets.lib.evidence.sources import sources_conflict
 
         if self.output_location().remote:
             return

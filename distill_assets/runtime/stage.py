@@ -23,25 +23,25 @@ from pathlib import Path
 import dagster as dg
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import progress
 from distill_assets.lib import stages as S
-from distill_assets.lib.accounting import StageResult, skipped_share_errors
-from distill_assets.lib.drift import DriftThresholds
-from distill_assets.lib.formats import preview_markdown
-from distill_assets.lib.layout import version_relroot
-from distill_assets.lib.locking import OutputLocked, acquire, release, sweep_temp_files
-from distill_assets.lib.parallel import release_memory
-from distill_assets.lib.receipts import (
+from distill_assets.lib.datasets.formats import preview_markdown
+from distill_assets.lib.infra import progress
+from distill_assets.lib.infra.layout import version_relroot
+from distill_assets.lib.infra.locking import OutputLocked, acquire, release, sweep_temp_files
+from distill_assets.lib.infra.parallel import release_memory
+from distill_assets.lib.infra.runconfig import asset_config
+from distill_assets.lib.infra.storage import Workspace
+from distill_assets.lib.playbooks.search import IndexSettings
+from distill_assets.lib.publishing.versions import open_version
+from distill_assets.lib.records.accounting import StageResult, skipped_share_errors
+from distill_assets.lib.records.drift import DriftThresholds
+from distill_assets.lib.records.receipts import (
     StageReceipt,
     load_receipt,
     receipt_metadata,
     receipt_relpath,
 )
-from distill_assets.lib.reports import Recorded, RunReports, record_failure, record_stage
-from distill_assets.lib.runconfig import asset_config
-from distill_assets.lib.search import IndexSettings
-from distill_assets.lib.storage import Workspace
-from distill_assets.lib.versions import open_version
+from distill_assets.lib.records.reports import Recorded, RunReports, record_failure, record_stage
 from distill_assets.runtime.config import (
     AGREED_HYGIENE,
     CONFIG_CLASSES,
@@ -204,7 +204,7 @@ def run_stage(
     """Run one stage and account for it: lock, receipt, ledger, drift, summary and metadata.
 
     ``work(out_root, write_root)`` does the stage; ``write_root`` is the run's version
-    directory for the export and publish stages (see lib/versions.py), else ``out_root``.
+    directory for the export and publish stages (see lib/publishing/versions.py), else ``out_root``.
     """
     step = StageStep([stage], lambda out, root: {stage: work(out, root)}, {stage: settings})
     [(materialized, failure)] = run_stages(context, distill, step)
@@ -480,7 +480,7 @@ def dataset_metadata(stage: str, write_root: Path, receipt: StageReceipt) -> dic
 def column_schema(asset: str, fmt: str = "") -> dg.TableSchema | None:
     """The asset's table schema for the UI, from its Pandera model (one definition) for the
     row format it wrote."""
-    from distill_assets.lib.schemas import SCHEMAS, schema_of
+    from distill_assets.lib.verify.schemas import SCHEMAS, schema_of
 
     if asset not in SCHEMAS:
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from distill_assets.lib.storage import RemoteStore
+from distill_assets.lib.infra.storage import RemoteStore
 
 
 def count_under_lock(url: str, staging: str, times: int) -> None:

@@ -16,7 +16,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.storage import OutputLocation, RemoteStore, StorageError, is_remote
+from distill_assets.lib.infra.storage import OutputLocation, RemoteStore, StorageError, is_remote
 
 from .conftest import (
     DATA_TOPS,

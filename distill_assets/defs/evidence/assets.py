@@ -5,16 +5,16 @@ from pathlib import Path
 import dagster as dg
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.accounting import nothing_usable_errors
-from distill_assets.lib.collect import (
+from distill_assets.lib.evidence.collect import (
     CollectOptions,
     collect,
     dated_beyond,
     list_source_files,
 )
-from distill_assets.lib.importers import run_import
-from distill_assets.lib.layout import day_from_key, records_elsewhere
-from distill_assets.lib.sources import record_sources
+from distill_assets.lib.evidence.importers import run_import
+from distill_assets.lib.evidence.sources import record_sources
+from distill_assets.lib.infra.layout import day_from_key, records_elsewhere
+from distill_assets.lib.records.accounting import nothing_usable_errors
 from distill_assets.runtime.config import CollectConfig
 from distill_assets.runtime.partitions import DAILY, SINGLE_RUN
 from distill_assets.runtime.resource import DistillResource

@@ -2,7 +2,8 @@
 datasets (SFT, preference, KTO) and the review queue in one pass over the scored runs.
 
 Three domains share this folder because they share one Dagster step: the pass reads each run's
-record once for all six (lib/export_pass.py, docs/performance.md); each export is still its own
+record once for all six (lib/datasets/export_pass.py, docs/performance.md); each export is still
+its own
 asset in the lineage, with its own receipt, metadata and checks (``checks.py``).
 """
 
@@ -13,10 +14,10 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import stages as S
-from distill_assets.lib.accounting import StageResult
-from distill_assets.lib.cards import package_dataset
-from distill_assets.lib.export_pass import run_exports
-from distill_assets.lib.search import build_ahead
+from distill_assets.lib.datasets.cards import package_dataset
+from distill_assets.lib.datasets.export_pass import run_exports
+from distill_assets.lib.playbooks.search import build_ahead
+from distill_assets.lib.records.accounting import StageResult
 from distill_assets.runtime.config import ExportsConfig
 from distill_assets.runtime.partitions import SINGLE_RUN
 from distill_assets.runtime.resource import DistillResource

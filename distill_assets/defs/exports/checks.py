@@ -1,4 +1,4 @@
-"""The six exports' checks, one step re-reading what the run wrote (lib/checks.py)."""
+"""The six exports' checks, one step re-reading what the run wrote (lib/verify/checks.py)."""
 
 from distill_assets.lib import stages as S
 from distill_assets.runtime.checks import check_step

@@ -5,8 +5,8 @@ import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import stages as S
-from distill_assets.lib.alerts import deliver, judge, make_alert, record_alerts
-from distill_assets.lib.diff import explained_by
+from distill_assets.lib.publishing.diff import explained_by
+from distill_assets.lib.records.alerts import deliver, judge, make_alert, record_alerts
 from distill_assets.runtime.resource import DistillResource
 
 WATCHED = [

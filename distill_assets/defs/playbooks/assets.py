@@ -6,7 +6,7 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import stages as S
-from distill_assets.lib.search import build_index
+from distill_assets.lib.playbooks.search import build_index
 from distill_assets.runtime.config import IndexConfig
 from distill_assets.runtime.partitions import SINGLE_RUN
 from distill_assets.runtime.resource import DistillResource

@@ -6,7 +6,7 @@ import dagster as dg
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import stages as S
-from distill_assets.lib.publish import publish
+from distill_assets.lib.publishing.publish import publish
 from distill_assets.runtime.partitions import SINGLE_RUN
 from distill_assets.runtime.resource import DistillResource
 from distill_assets.runtime.stage import run_stage

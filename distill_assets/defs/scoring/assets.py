@@ -5,7 +5,7 @@ from pathlib import Path
 import dagster as dg
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.layout import day_from_key
+from distill_assets.lib.infra.layout import day_from_key
 from distill_assets.lib.scoring import score
 from distill_assets.runtime.config import ScoringConfig
 from distill_assets.runtime.partitions import DAILY, SINGLE_RUN

@@ -1,4 +1,4 @@
-"""The scored runs' checks, one step re-reading what the run wrote (lib/checks.py)."""
+"""The scored runs' checks, one step re-reading what the run wrote (lib/verify/checks.py)."""
 
 from distill_assets.lib import constants as C
 from distill_assets.runtime.checks import check_step

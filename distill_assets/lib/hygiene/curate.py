@@ -31,19 +31,19 @@ import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib import stages as S
-from distill_assets.lib.accounting import Tally
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.hygiene.holdout import in_holdout
 from distill_assets.lib.hygiene.neardup import BandCache, NearDupIndex
 from distill_assets.lib.hygiene.prefilter import flag_objects, flag_texts
 from distill_assets.lib.hygiene.secrets import Finding, scrub
-from distill_assets.lib.io import (
+from distill_assets.lib.infra.io import (
     AtomicJsonlWriter,
     WrittenFile,
     commit_file,
     copy_ranges,
 )
-from distill_assets.lib.trace import row_runs
+from distill_assets.lib.publishing.trace import row_runs
+from distill_assets.lib.records.accounting import Tally
 
 FINDINGS_PER_ROW = 20
 
@@ -374,7 +374,8 @@ class Curation:
         """Scrub ``row`` and test its prompts against the evaluation set.
 
         ``trusted``: every string of the row is a string of evidence records that collect
-        scanned clean under the same rules (lib/exports.TextStore), or made here from fixed words
+        scanned clean under the same rules (lib/datasets/exports.TextStore), or made here from
+        fixed words
         and ids, except the ``composed`` ones (joined or encoded from such strings), which the
         native prefilter reads. An untrusted row is read whole by the prefilter. Only what the
         prefilter flags is scanned by the exact rules."""
@@ -408,7 +409,7 @@ class Curation:
         self._start.append(side.write(line))
         self._length.append(len(line))
         self._side.append(1 if holdout else 0)
-        # what `distill trace` looks a row up by (lib/trace.py): its id, runs and digest
+        # what `distill trace` looks a row up by (lib/publishing/trace.py): its id, runs and digest
         self._ids.append(row.get("id") or "")
         self._runs.append(row_runs(row))
         self._crc.append(zlib.crc32(line))
@@ -443,7 +444,8 @@ class Curation:
             reps = None
             if self.index is not None:
                 # one export's clusters at a time: the exports of a pass finish in two threads
-                # (lib/export_pass.py), and the band hashes read back are the finish's largest
+                # (lib/datasets/export_pass.py), and the band hashes read back are the finish's
+                # largest
                 # memory (their copying and hashing still overlap)
                 with _CLUSTERING:
                     reps = self.index.representatives()

@@ -155,7 +155,7 @@ def load_eval_set(path: Path, n: int = 13, min_overlap: float = 0.0) -> EvalSet:
                 sizes.append(len(grams))
                 for gram in grams:
                     index.setdefault(gram, []).append(position)
-    from distill_assets.lib.io import sha256_file
+    from distill_assets.lib.infra.io import sha256_file
 
     return EvalSet(
         frozenset(task_ids), frozenset(exact), index, sizes, n, min_overlap, sha256_file(path)

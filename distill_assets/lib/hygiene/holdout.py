@@ -60,7 +60,7 @@ class TaskSides:
         """A frame with ``_file`` and ``task_id`` (a missing task id is the task "None")."""
         import polars as pl
 
-        from distill_assets.lib.schemas import FILE
+        from distill_assets.lib.verify.schemas import FILE
 
         part = frame.select(FILE, pl.col("task_id").cast(pl.String).fill_null("None"))
         for side in self.rows:
@@ -89,7 +89,7 @@ def _disjoint(
 ) -> SplitReport:
     import polars as pl  # not at module level: the exports import in_holdout, not the checks
 
-    from distill_assets.lib.schemas import FILE
+    from distill_assets.lib.verify.schemas import FILE
 
     both = (
         pl.concat(tasks).unique()
@@ -110,6 +110,6 @@ def verify_disjoint(train: Path, holdout: Path) -> SplitReport:
     """No task has rows in both files (read back from disk, the task ids only)."""
     import polars as pl
 
-    from distill_assets.lib.schemas import read_columns
+    from distill_assets.lib.verify.schemas import read_columns
 
     return verify_disjoint_frame(read_columns([train, holdout], {"task_id": pl.String}))

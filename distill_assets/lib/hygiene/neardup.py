@@ -335,7 +335,7 @@ class BandCache:
     def __init__(self, capacity: int = 8192) -> None:
         self.capacity = capacity
         self._columns: dict[tuple[str, tuple[int, ...]], np.ndarray | None] = {}
-        # the exports of a pass finish in two threads (lib/export_pass.py), both may hash
+        # the exports of a pass finish in two threads (lib/datasets/export_pass.py), both may hash
         self._lock = threading.Lock()
 
     def get(self, text: str, params: tuple[int, ...]) -> np.ndarray | None | bool:

@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib import layout
-from distill_assets.lib.accounting import StageResult, Tally, conservation_errors
-from distill_assets.lib.exports import scored_files
+from distill_assets.lib.datasets.exports import scored_files
 from distill_assets.lib.hygiene.secrets import scrub
-from distill_assets.lib.io import AtomicJsonlWriter, WrittenFile
+from distill_assets.lib.infra import layout
+from distill_assets.lib.infra.io import AtomicJsonlWriter, WrittenFile
+from distill_assets.lib.records.accounting import StageResult, Tally, conservation_errors
 
 QUESTION = {"name": "verdict", "options": list(C.VERDICTS)}
 # where an index row's evidence_id sits: {"evidence_id":"<64 hex>",...
@@ -162,7 +162,8 @@ class ReviewExporter:
     records of their reviews and outcomes, found where the score stage said they are kept.
 
     Texts are always scrubbed, except a row made only of records collect scanned clean under
-    the same rules (lib/exports.TextStore), which holds no secret by construction. Scored files
+    the same rules (lib/datasets/exports.TextStore), which holds no secret by construction. Scored
+    files
     from an older version carry no places: the exporter then builds the queue the old way,
     from the scored files and the evidence index (``_export_from_scored``)."""
 
@@ -280,7 +281,7 @@ def export_review(out_root: Path, write_root: Path | None = None) -> StageResult
     Records in = the runs scored needs_human_review; each is queued, or quarantined as
     ``missing_source_run_id`` when its record cannot be read.
     """
-    from distill_assets.lib.export_pass import ExportPlan, run_exports
+    from distill_assets.lib.datasets.export_pass import ExportPlan, run_exports
 
     plan = ExportPlan(write_root=write_root or out_root, review=True)
     return run_exports(out_root, plan)[C.STAGE_EXPORT_REVIEW]

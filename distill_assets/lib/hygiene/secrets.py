@@ -58,7 +58,7 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.evidence import Record
+from distill_assets.lib.evidence.format import Record
 
 # --- plugins of ours, in detect-secrets' plugin interface ----------------------------------
 

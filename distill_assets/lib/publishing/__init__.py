@@ -1,0 +1,2 @@
+"""Publishing a run's datasets: the versions, the manifest, the trace lookup and ``distill
+diff``."""
