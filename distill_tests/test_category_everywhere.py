@@ -13,9 +13,9 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets import exports as exports_lib
+from distill_assets.lib.datasets import exporter as exports_lib
 from distill_assets.lib.datasets.export_pass import ExportPlan, run_exports
-from distill_assets.lib.datasets.exports import ExportSettings
+from distill_assets.lib.datasets.exporter import ExportSettings
 from distill_assets.lib.infra.io import iter_jsonl
 from distill_assets.lib.playbooks import extraction as extraction_lib
 from distill_assets.lib.playbooks.extraction import verify_extracted

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import recorded_settings
+from distill_assets.lib.datasets.exporter import recorded_settings
 from distill_assets.runtime.config import ExportConfig, PlaybookConfig
 
 CONFIGS = [

@@ -10,7 +10,7 @@ import dagster as dg
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import ExportSettings
+from distill_assets.lib.datasets.exporter import ExportSettings
 from distill_assets.lib.datasets.formats import FormatSettings
 from distill_assets.lib.evidence.format import ParseSettings
 from distill_assets.lib.hygiene.curate import HygieneSettings

@@ -128,11 +128,11 @@ def test_planted_nondeterminism_is_an_alert(
     source, out = scenario(tmp_path, baseline)
     import itertools
 
-    import distill_assets.lib.datasets.exports as exports
+    import distill_assets.lib.datasets.sft as sft_lib
 
     counter = itertools.count()
-    real = exports.stable_id
-    monkeypatch.setattr(exports, "stable_id", lambda *a: real(*a, str(next(counter))))
+    real = sft_lib.stable_id
+    monkeypatch.setattr(sft_lib, "stable_id", lambda *a: real(*a, str(next(counter))))
     drift = rerun(project_defs, instance, source, out)
     sft = drift.stage(C.STAGE_EXPORT_SFT)
     assert sft.input_hash_match and not sft.output_hash_match

@@ -9,9 +9,10 @@ import shutil
 
 import pytest
 
-import distill_assets.lib.datasets.exports as exports
 from distill_assets.lib import constants as C
 from distill_assets.lib.datasets.export_pass import ExportPlan, run_exports
+from distill_assets.lib.datasets.exporter import ExportSettings
+from distill_assets.lib.datasets.preference import PreferenceExporter
 from distill_assets.lib.playbooks.playbook import PlaybookSettings
 
 
@@ -27,7 +28,7 @@ def test_a_failing_finish_is_raised_and_cleaned_up(fixture_run, tmp_path, monkey
 
     # every export once, as the graph runs them: all finish, heard in stage order
     first = tmp_path / "first"
-    plan = ExportPlan.every(first, exports.ExportSettings(), PlaybookSettings())
+    plan = ExportPlan.every(first, ExportSettings(), PlaybookSettings())
     results = run_exports(copy, plan, finished=lambda stage, _: heard.append(stage))
     assert heard == list(results) == plan.stages
     assert _tmp_files(first) == []
@@ -35,10 +36,10 @@ def test_a_failing_finish_is_raised_and_cleaned_up(fixture_run, tmp_path, monkey
     def broken(self, stream_inputs):
         raise RuntimeError("disk full while finishing the preference pairs")
 
-    monkeypatch.setattr(exports.PreferenceExporter, "result", broken)
+    monkeypatch.setattr(PreferenceExporter, "result", broken)
     heard.clear()
     second = tmp_path / "second"
-    plan = ExportPlan.every(second, exports.ExportSettings(), PlaybookSettings())
+    plan = ExportPlan.every(second, ExportSettings(), PlaybookSettings())
     with pytest.raises(RuntimeError, match="disk full"):
         run_exports(copy, plan, finished=lambda stage, _: heard.append(stage))
     # heard: the exports before the broken one in stage order (the extraction, export-rag and

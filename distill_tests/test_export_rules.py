@@ -5,13 +5,10 @@ from __future__ import annotations
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import (
-    ExportSettings,
-    RunKey,
-    candidate_pairs,
-    category_reason,
-    sft_messages,
-)
+from distill_assets.lib.datasets.exporter import ExportSettings, category_reason
+from distill_assets.lib.datasets.preference import candidate_pairs
+from distill_assets.lib.datasets.runs import RunKey
+from distill_assets.lib.datasets.sft import sft_messages
 
 
 def key(run_id, quality, score, response_hash=None, **fields):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import orjson
 import polars as pl
 
-import distill_assets.lib.datasets.exports as exports
+import distill_assets.lib.datasets.sft as sft
 import distill_assets.lib.scoring as scoring
 from distill_assets.lib import constants as C
 from distill_assets.lib.records.reports import load_summary
@@ -23,12 +23,12 @@ def _evaluation(result, asset: str, check: str):
 
 
 def test_rejected_run_pushed_into_sft_is_stopped(project_defs, instance, tmp_path, monkeypatch):
-    real = exports._common_reasons
+    real = sft._common_reasons
 
     def buggy(key):  # the bug: rejected runs are no longer kept out
         return None if key.quality == C.QUALITY_REJECTED else real(key)
 
-    monkeypatch.setattr(exports, "_common_reasons", buggy)
+    monkeypatch.setattr(sft, "_common_reasons", buggy)
     out = tmp_path / "out"
     result = materialize_graph(project_defs, instance, FIXTURES, out)
     assert not result.success

@@ -11,13 +11,11 @@ import pytest
 
 from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import (
-    ExportSettings,
-    export_preference,
-    export_rag,
-    export_sft,
-    scored_files,
-)
+from distill_assets.lib.datasets.exporter import ExportSettings
+from distill_assets.lib.datasets.preference import export_preference
+from distill_assets.lib.datasets.rag import export_rag
+from distill_assets.lib.datasets.runs import scored_files
+from distill_assets.lib.datasets.sft import export_sft
 from distill_assets.lib.evidence.collect import collect, list_source_files
 from distill_assets.lib.evidence.format import ParseSettings
 from distill_assets.lib.playbooks.extraction import extract_playbooks

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import ExportSettings
+from distill_assets.lib.datasets.exporter import ExportSettings
 from distill_assets.lib.evidence.format import normalize_text
 from distill_assets.lib.infra.io import sha256_file
 from distill_assets.lib.records.receipts import StageReceipt, aggregate_hash, load_receipt

@@ -11,8 +11,9 @@ import polars as pl
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import ExportSettings, RunKey
+from distill_assets.lib.datasets.exporter import ExportSettings
 from distill_assets.lib.datasets.kto import kto_reasons
+from distill_assets.lib.datasets.runs import RunKey
 from distill_assets.lib.verify.firewall import verify_kto
 from distill_assets.lib.verify.schemas import KtoConversationalSchema, KtoExampleSchema
 

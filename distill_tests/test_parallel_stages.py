@@ -111,7 +111,7 @@ def test_export_pass_in_workers_writes_the_same_bytes(tmp_path: Path, collected)
     """Every export of the pass, over task ranges in 1, 2 and 3 worker processes: the same
     datasets, holdouts, quarantines and counts; a run of a task range leaves no file behind."""
     from distill_assets.lib.datasets.export_pass import ExportPlan, run_exports
-    from distill_assets.lib.datasets.exports import ExportSettings
+    from distill_assets.lib.datasets.exporter import ExportSettings
     from distill_assets.lib.playbooks.playbook import PlaybookSettings
 
     out, days = collected

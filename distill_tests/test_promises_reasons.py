@@ -10,7 +10,9 @@ from pathlib import Path
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import ExportSettings, RunKey, candidate_pairs
+from distill_assets.lib.datasets.exporter import ExportSettings
+from distill_assets.lib.datasets.preference import candidate_pairs
+from distill_assets.lib.datasets.runs import RunKey
 from distill_assets.lib.evidence.collect import collect, list_source_files
 from distill_assets.lib.evidence.format import ParseSettings
 from distill_assets.lib.evidence.importers import make_spec, run_import

@@ -18,13 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import (
-    ExportSettings,
-    export_preference,
-    export_rag,
-    export_sft,
-)
+from distill_assets.lib.datasets.exporter import ExportSettings
 from distill_assets.lib.datasets.kto import export_kto
+from distill_assets.lib.datasets.preference import export_preference
+from distill_assets.lib.datasets.rag import export_rag
+from distill_assets.lib.datasets.sft import export_sft
 from distill_assets.lib.evidence.collect import collect, list_source_files
 from distill_assets.lib.evidence.format import ParseSettings
 from distill_assets.lib.hygiene.review_queue import export_review

@@ -1,4 +1,4 @@
-"""Run ids scored more than once across days (lib/datasets/exports.repeated_run_ids): read from the
+"""Run ids scored more than once across days (lib/datasets/runs.repeated_run_ids): read from the
 score stage's Arrow lists where they describe the scored files, else from the files, with the
 same answer as counting every scored line."""
 
@@ -10,7 +10,7 @@ from collections import Counter
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets import exports as E
+from distill_assets.lib.datasets import runs as E
 from distill_assets.lib.infra import layout
 
 

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import ExportSettings
+from distill_assets.lib.datasets.exporter import ExportSettings
 from distill_assets.lib.hygiene.holdout import (
     verify_disjoint,
     verify_disjoint_frame,

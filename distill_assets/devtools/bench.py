@@ -336,7 +336,7 @@ def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, An
     this process (one worker), and of the floor measured the same way: where the time goes,
     independent of other load."""
     from distill_assets.lib.datasets.export_pass import ExportPlan, run_exports
-    from distill_assets.lib.datasets.exports import ExportSettings
+    from distill_assets.lib.datasets.exporter import ExportSettings
     from distill_assets.lib.evidence.collect import collect, list_source_files
     from distill_assets.lib.evidence.format import ParseSettings
     from distill_assets.lib.infra import layout

@@ -20,7 +20,7 @@ import dagster as dg
 from pydantic import Field
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import ExportSettings
+from distill_assets.lib.datasets.exporter import ExportSettings
 from distill_assets.lib.datasets.formats import FormatSettings
 from distill_assets.lib.evidence.format import ParseSettings
 from distill_assets.lib.hygiene.curate import HygieneSettings

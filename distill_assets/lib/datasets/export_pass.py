@@ -4,9 +4,8 @@
 and ``export-review`` all read the same stream (the scored runs, task by task, best first) and
 the same texts (each run's record in the evidence store). The pass reads that stream once and
 hands each task to every selected export; a run's record is read and parsed once, when the
-first export of the task asks for it, and shared with the others (lib/datasets/exports.TextStore).
-Each
-export keeps its own rules, tally, quarantine, hygiene and files, and ends in its own
+first export of the task asks for it, and shared with the others (lib/datasets/texts.TextStore).
+Each export keeps its own rules, tally, quarantine, hygiene and files, and ends in its own
 StageResult, exactly as if it had run alone: the bytes written do not depend on which other
 exports share the pass (the tests compare them).
 """
@@ -22,15 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import (
-    ExportSettings,
-    PreferenceExporter,
-    RagExporter,
-    SftExporter,
-    TaskStream,
-    TextStore,
-    repeated_run_ids,
-)
+from distill_assets.lib.datasets.exporter import ExportSettings
+from distill_assets.lib.datasets.preference import PreferenceExporter
+from distill_assets.lib.datasets.rag import RagExporter
+from distill_assets.lib.datasets.runs import TaskStream, repeated_run_ids
+from distill_assets.lib.datasets.sft import SftExporter
+from distill_assets.lib.datasets.texts import TextStore
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.infra import progress
 from distill_assets.lib.infra.parallel import process_pool

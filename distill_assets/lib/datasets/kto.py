@@ -15,15 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import (
+from distill_assets.lib.datasets.exporter import (
     ExportSettings,
-    RunKey,
     TrainingExporter,
     category_denied,
     category_reason,
     stable_id,
 )
 from distill_assets.lib.datasets.formats import plain_text, unpaired_columns
+from distill_assets.lib.datasets.runs import RunKey
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.records.accounting import StageResult
 

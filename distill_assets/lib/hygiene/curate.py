@@ -374,7 +374,7 @@ class Curation:
         """Scrub ``row`` and test its prompts against the evaluation set.
 
         ``trusted``: every string of the row is a string of evidence records that collect
-        scanned clean under the same rules (lib/datasets/exports.TextStore), or made here from
+        scanned clean under the same rules (lib/datasets/texts.TextStore), or made here from
         fixed words
         and ids, except the ``composed`` ones (joined or encoded from such strings), which the
         native prefilter reads. An untrusted row is read whole by the prefilter. Only what the

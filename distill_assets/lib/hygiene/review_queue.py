@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import scored_files
+from distill_assets.lib.datasets.runs import scored_files
 from distill_assets.lib.hygiene.secrets import scrub
 from distill_assets.lib.infra import layout
 from distill_assets.lib.infra.io import AtomicJsonlWriter, WrittenFile
@@ -162,7 +162,7 @@ class ReviewExporter:
     records of their reviews and outcomes, found where the score stage said they are kept.
 
     Texts are always scrubbed, except a row made only of records collect scanned clean under
-    the same rules (lib/datasets/exports.TextStore), which holds no secret by construction. Scored
+    the same rules (lib/datasets/texts.TextStore), which holds no secret by construction. Scored
     files
     from an older version carry no places: the exporter then builds the queue the old way,
     from the scored files and the evidence index (``_export_from_scored``)."""

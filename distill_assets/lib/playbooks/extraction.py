@@ -15,14 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import (
-    Exporter,
-    RagExporter,
-    RunKey,
-    TextStore,
-    category_denied,
-    stable_id,
-)
+from distill_assets.lib.datasets.exporter import Exporter, category_denied, stable_id
+from distill_assets.lib.datasets.rag import RagExporter
+from distill_assets.lib.datasets.runs import RunKey
+from distill_assets.lib.datasets.texts import TextStore
 from distill_assets.lib.hygiene.curate import HygieneSettings
 from distill_assets.lib.hygiene.decontam import EvalSet
 from distill_assets.lib.hygiene.holdout import in_holdout

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import playbook_quarantine_row
+from distill_assets.lib.datasets.exporter import playbook_quarantine_row
 from distill_assets.lib.infra import layout
 from distill_assets.lib.infra.io import (
     AtomicJsonlWriter,

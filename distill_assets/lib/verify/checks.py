@@ -239,7 +239,7 @@ def playbook_deny_list(receipt: StageReceipt) -> tuple[str, ...]:
 
 def _settings_used(receipt: StageReceipt) -> Any:
     """The export settings the checked run used, as its receipt recorded them."""
-    from distill_assets.lib.datasets.exports import recorded_settings
+    from distill_assets.lib.datasets.exporter import recorded_settings
 
     return recorded_settings(receipt.extra.get("settings") or {})
 

@@ -27,7 +27,8 @@ from typing import Any, NamedTuple
 import polars as pl
 
 from distill_assets.lib import constants as C
-from distill_assets.lib.datasets.exports import ExportSettings, scored_files
+from distill_assets.lib.datasets.exporter import ExportSettings
+from distill_assets.lib.datasets.runs import scored_files
 from distill_assets.lib.verify.schemas import (
     LINE,
     PIECE_BYTES,
