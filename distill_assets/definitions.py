@@ -2,12 +2,9 @@
 
 import atexit
 import gc
-import os
 from pathlib import Path
 
 import dagster as dg
-
-from distill_assets.lib import constants as C
 
 # One `dagster asset materialize` calls defs() five times (to find the job, to create the run,
 # to plan and execute it); what it returns depends only on the two settings in the key, so a
@@ -25,15 +22,12 @@ def defs() -> dg.Definitions:
         # the process): about 0.4 s of a run on the fixtures (docs/performance.md).
         gc.freeze()
         atexit.register(gc.freeze)
-    from distill_assets.runtime.partitions import (
-        BACKFILL_SINGLE_RUN,
-        backfill_mode,
-        per_day_backfill,
-    )
+    from distill_assets.runtime.partitions import per_day_backfill
+    from distill_assets.runtime.settings import BACKFILL_SINGLE_RUN, backfill_mode, executor_choice
 
     # DISTILL_BACKFILL=per_day makes a backfill launch one run per day (docs/performance.md);
     # DISTILL_EXECUTOR picks the executor (defs/shared/executor.py)
-    key = (backfill_mode(), os.environ.get(C.ENV_EXECUTOR, ""))
+    key = (backfill_mode(), executor_choice())
     if key not in _LOADED:
         loaded = dg.load_from_defs_folder(path_within_project=Path(__file__).parent)
         _LOADED[key] = loaded if key[0] == BACKFILL_SINGLE_RUN else per_day_backfill(loaded)

@@ -343,7 +343,12 @@ def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, An
     from distill_assets.lib.playbooks.playbook import PlaybookSettings
     from distill_assets.lib.playbooks.search import IndexSettings, build_index
     from distill_assets.lib.publishing.publish import publish
-    from distill_assets.lib.records.receipts import build_receipt, update_ledger, write_receipt
+    from distill_assets.lib.records.receipts import (
+        UNPINNED,
+        build_receipt,
+        update_ledger,
+        write_receipt,
+    )
     from distill_assets.lib.scoring import ScoringPolicy, score
     from distill_assets.lib.verify.checks import CHECKS, run_checks
 
@@ -360,8 +365,9 @@ def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, An
 
     def stage(result: Any) -> Any:
         # receipts and the ledger as the graph writes them: the exports trust collect's secret
-        # verdicts through them
-        receipt = receipts[C.STAGE_ASSET[result.stage]] = build_receipt(result, "bench", [], 0)
+        # verdicts through them (stamped unpinned: a scratch directory whose times nobody reads)
+        receipt = build_receipt(result, "bench", [], 0, UNPINNED)
+        receipts[C.STAGE_ASSET[result.stage]] = receipt
         write_receipt(out, receipt)
         update_ledger(out, "bench", result.stage, result.outputs, result.output_root)
         return result

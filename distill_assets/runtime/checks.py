@@ -18,7 +18,7 @@ from distill_assets.lib import stages as S
 from distill_assets.lib.infra.storage import Workspace
 from distill_assets.lib.records.receipts import StageReceipt
 from distill_assets.lib.records.reports import CheckRecord, RunReports, record_checks
-from distill_assets.runtime.resource import DistillResource
+from distill_assets.runtime.resource import DistillResource, provenance
 from distill_assets.runtime.stage import expected_stages, frozen_gc, stage_receipt
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def run_check_step(
             outcomes = run_all(wanted, receipts, workspace.root, distill.worker_count())
         with workspace.reports(run_id):
             record_checks(
-                RunReports(workspace.root, run_id, expected_stages(context)),
+                RunReports(workspace.root, run_id, expected_stages(context), provenance()),
                 [check_record(outcome) for outcome in outcomes],
             )
     return [check_result(outcome) for outcome in outcomes]

@@ -1,29 +1,26 @@
-"""The daily partitions and the backfill policies: the settings that are fixed when the
-definitions load (a partitions definition cannot change during a run).
+"""The daily partitions and the backfill policies: fixed when the definitions load (a partitions
+definition cannot change during a run).
 
 The first and last partitions are settings (DISTILL_PARTITION_START, default 2020-01-01;
-DISTILL_PARTITION_END, inclusive, default none), read once when the definitions load: the UI
-counts every day between them as a partition, materialized or missing (`distill ui` sets both to
-the output's evidence days when the user set neither). The last partition is never later than
-tomorrow (UTC), so records up to the one-day horizon have a home; Dagster's end_date is
-exclusive, and end_offset stops there. DISTILL_BACKFILL splits a backfill into one run over the
-whole range or one run per day.
+DISTILL_PARTITION_END, inclusive, default none), read once when the definitions load
+(settings.py): the UI counts every day between them as a partition, materialized or missing
+(`distill ui` sets both to the output's evidence days when the user set neither). The last
+partition is never later than tomorrow (UTC), so records up to the one-day horizon have a home;
+Dagster's end_date is exclusive, and end_offset stops there. DISTILL_BACKFILL (settings.py
+``backfill_mode``) picks ``SINGLE_RUN`` or ``PER_DAY``: one run over the whole range or one run
+per day.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
 import dagster as dg
 
-from distill_assets.lib import constants as C
-from distill_assets.lib.infra.layout import partition_end, partition_start
-from distill_assets.runtime.resource import ConfigError
+from distill_assets.runtime.settings import partition_bounds
 
 try:
-    FIRST_DAY = partition_start(os.environ.get(C.ENV_PARTITION_START))
-    LAST_DAY = partition_end(os.environ.get(C.ENV_PARTITION_END), FIRST_DAY)
+    FIRST_DAY, LAST_DAY = partition_bounds()
 except ValueError as _exc:
     raise dg.DagsterInvariantViolationError(str(_exc)) from None
 DAILY = dg.DailyPartitionsDefinition(
@@ -33,20 +30,6 @@ DAILY = dg.DailyPartitionsDefinition(
 )
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 PER_DAY = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
-BACKFILL_SINGLE_RUN = "single_run"
-BACKFILL_PER_DAY = "per_day"
-
-
-def backfill_mode() -> str:
-    """How a backfill of the daily assets is split into runs: DISTILL_BACKFILL, ``single_run``
-    (the default: one run over the whole range) or ``per_day`` (one run per day). The datasets
-    are byte-identical either way."""
-    mode = os.environ.get(C.ENV_BACKFILL) or BACKFILL_SINGLE_RUN
-    if mode not in (BACKFILL_SINGLE_RUN, BACKFILL_PER_DAY):
-        raise ConfigError(
-            C.ENV_BACKFILL, mode, f"must be {BACKFILL_SINGLE_RUN} or {BACKFILL_PER_DAY}"
-        )
-    return mode
 
 
 def per_day_backfill(loaded: dg.Definitions) -> dg.Definitions:

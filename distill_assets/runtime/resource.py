@@ -1,10 +1,13 @@
 """The ``distill`` resource (where evidence is read from and datasets are written to, the drift
-thresholds, the workers) and the one reader of the environment while a run works.
+thresholds, the workers) and the one reader of the environment while a run works (and while
+the drift sensor ticks): paths, thresholds, the progress interval and the pins records are
+stamped with (``provenance``: DISTILL_RECORDED_AT, DISTILL_GIT_COMMIT), which lib/ takes as
+arguments.
 
-Nothing here reads the environment at import time (the partition bounds, fixed when the
-definitions load, are read in partitions.py): paths and thresholds are resolved when a run
-starts, and a bad setting fails the run before anything is written, naming the setting
-(``ConfigError``).
+Nothing here reads the environment at import time (the settings fixed when the definitions
+load, the executor, the backfill mode and the partition bounds, are read in settings.py):
+paths and thresholds are resolved when a run starts, and a bad setting fails the run before
+anything is written, naming the setting (``ConfigError``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from distill_assets.lib.infra import progress
 from distill_assets.lib.infra.parallel import default_workers
 from distill_assets.lib.infra.storage import OutputLocation, Workspace, default_staging_dir
 from distill_assets.lib.records.drift import DriftThresholds
+from distill_assets.lib.records.receipts import Provenance
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SOURCE_DIR = PROJECT_ROOT / "fixtures" / "evidence"
@@ -289,9 +293,19 @@ def run_tags(distill: DistillResource) -> dict[str, str]:
     return {C.TAG_SOURCE: ", ".join(sources), C.TAG_OUTPUT: output}
 
 
+def provenance() -> Provenance:
+    """What this process stamps its records with (receipts, summaries, failures, alerts, the
+    run lock): DISTILL_RECORDED_AT and DISTILL_GIT_COMMIT when pinned (tests pin the time for
+    byte-identical reports), else the wall clock and the checkout's commit."""
+    return Provenance(
+        pinned_at=os.environ.get(C.ENV_RECORDED_AT) or None,
+        pinned_commit=os.environ.get(C.ENV_GIT_COMMIT) or None,
+    )
+
+
 def recorded_now() -> datetime:
     """The moment future timestamps are judged against: DISTILL_RECORDED_AT when pinned."""
-    pinned = os.environ.get(C.ENV_RECORDED_AT)
+    pinned = provenance().pinned_at
     if not pinned:
         return datetime.now(UTC)
     try:

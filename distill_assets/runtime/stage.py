@@ -53,6 +53,7 @@ from distill_assets.runtime.resource import (
     ConfigError,
     DistillResource,
     progress_interval,
+    provenance,
     run_tags,
 )
 
@@ -253,6 +254,7 @@ def prepare(
     run_id = context.run.run_id
     out_root = workspace.root
     versioned = any(stage in S.VERSIONED_STAGES for stage in stages)
+    stamps = provenance()
     try:
         for stage in stages:
             preflight(context, distill, stage)
@@ -260,7 +262,7 @@ def prepare(
         thresholds = distill.thresholds()
         skipped_limit = distill.skipped_limit()
         with workspace.reports(run_id):
-            taken = acquire(out_root, run_id, _run_finished(context), context.log.warning)
+            taken = acquire(out_root, run_id, _run_finished(context), context.log.warning, stamps)
             if versioned and workspace.remote:
                 # the run's version is seeded once, under the store's lock
                 workspace.pull_versions(run_id)
@@ -274,7 +276,7 @@ def prepare(
         # nothing is written: the directory belongs to the run that holds it
         raise dg.Failure(description=str(exc)) from exc
     write_root = open_version(out_root, run_id) if versioned else out_root
-    reports = RunReports(out_root, run_id, expected)
+    reports = RunReports(out_root, run_id, expected, stamps)
     return Prepared(workspace, write_root, reports, thresholds, skipped_limit)
 
 

@@ -7,7 +7,7 @@ from distill_assets.lib import constants as C
 from distill_assets.lib import stages as S
 from distill_assets.lib.publishing.diff import explained_by
 from distill_assets.lib.records.alerts import deliver, judge, make_alert, record_alerts
-from distill_assets.runtime.resource import DistillResource
+from distill_assets.runtime.resource import DistillResource, provenance
 
 WATCHED = [
     C.ASSET_EVIDENCE_INDEX,
@@ -61,6 +61,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, distill: DistillResource):
     cursor = orjson.loads(context.cursor) if context.cursor else {}
     thresholds = distill.thresholds()
     out_root = distill.output_root()
+    stamps = provenance()
     evaluations: list[dg.AssetCheckEvaluation] = []
     alerts = []
     judged = 0
@@ -87,7 +88,7 @@ def drift_sensor(context: dg.SensorEvaluationContext, distill: DistillResource):
             drift, partitions = judge(S.ASSET_STAGE[asset], run_id, pairs, thresholds)
             if drift is None or drift.severity == C.SEVERITY_OK:
                 continue
-            alert = make_alert(asset, drift, run_id, partitions)
+            alert = make_alert(asset, drift, run_id, partitions, stamps)
             alerts.append(alert)
             evaluations.append(
                 dg.AssetCheckEvaluation(

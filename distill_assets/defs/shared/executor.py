@@ -1,10 +1,9 @@
 """The executor the graph runs on: in-process by default, or one DISTILL_EXECUTOR names."""
 
-import os
-
 import dagster as dg
 
 from distill_assets.lib import constants as C
+from distill_assets.runtime.settings import executor_choice
 
 
 def in_process_first() -> dg.ExecutorDefinition:
@@ -37,7 +36,7 @@ def executor() -> dg.Definitions:
     executor (dagster-k8s) runs each step as a Kubernetes Job, configured in run config or the
     Helm chart (docs/deploy.md).
     """
-    choice = os.environ.get(C.ENV_EXECUTOR, "")
+    choice = executor_choice()
     if not choice:
         return dg.Definitions(executor=in_process_first())
     if choice not in C.EXECUTORS:

@@ -20,7 +20,7 @@ import orjson
 
 from distill_assets.lib import constants as C
 from distill_assets.lib.infra.io import write_bytes_atomic
-from distill_assets.lib.records.receipts import recorded_at, reports_lock
+from distill_assets.lib.records.receipts import UNPINNED, Provenance, reports_lock
 
 LOCK_PATH = f"{C.REPORTS_DIR}/run.lock"
 
@@ -70,11 +70,13 @@ def acquire(
     run_id: str,
     run_finished: Callable[[str], bool] = lambda _run: False,
     log: Callable[[str], None] = lambda _msg: None,
+    provenance: Provenance = UNPINNED,
 ) -> bool:
     """Take the output directory for ``run_id`` or raise OutputLocked naming the holder.
 
-    Returns True when the lock was newly taken (the run's first stage), False when the run
-    already held it.
+    The lock says since when it is held, stamped by ``provenance`` (unpinned: the wall
+    clock). Returns True when the lock was newly taken (the run's first stage), False when the
+    run already held it.
     """
     with reports_lock(out_root):
         holder = read_lock(out_root)
@@ -99,7 +101,7 @@ def acquire(
                     "run_id": run_id,
                     "pid": coordinator_pid(),
                     "host": socket.gethostname(),
-                    "since": recorded_at(),
+                    "since": provenance.recorded_at(),
                 }
             ),
         )

@@ -27,7 +27,7 @@ from distill_assets.lib.records.drift import (
     snapshot_from_metadata,
     worst,
 )
-from distill_assets.lib.records.receipts import recorded_at, reports_lock
+from distill_assets.lib.records.receipts import Provenance, reports_lock
 
 OUTBOX_PATH = "reports/alerts-outbox.jsonl"
 
@@ -74,7 +74,10 @@ def judge(
     return worst_drift, flagged
 
 
-def make_alert(asset: str, drift: StageDrift, run_id: str, partitions: list[str]) -> Alert:
+def make_alert(
+    asset: str, drift: StageDrift, run_id: str, partitions: list[str], provenance: Provenance
+) -> Alert:
+    """The alert for an asset's drift in a run, stamped by ``provenance``."""
     return Alert(
         alert_id=sha256_bytes(f"{asset}\x1f{run_id}".encode())[:24],
         asset=asset,
@@ -84,7 +87,7 @@ def make_alert(asset: str, drift: StageDrift, run_id: str, partitions: list[str]
         severity=drift.severity,
         flags=drift.flags,
         partitions=partitions,
-        detected_at=recorded_at(),
+        detected_at=provenance.recorded_at(),
     )
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import fcntl
 import functools
 import hashlib
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -92,14 +92,6 @@ def aggregate_hash(files: list[FileEntry] | list[WrittenFile]) -> str:
     return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
-def recorded_at() -> str:
-    """The timestamp receipts carry: DISTILL_RECORDED_AT when pinned, else now (UTC)."""
-    pinned = os.environ.get(C.ENV_RECORDED_AT)
-    if pinned:
-        return pinned
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
 @functools.cache
 def code_version() -> str:
     """The package version plus a digest of its source, so any code change shows."""
@@ -111,10 +103,8 @@ def code_version() -> str:
 
 
 @functools.cache
-def git_commit() -> str | None:
-    pinned = os.environ.get(C.ENV_GIT_COMMIT)
-    if pinned:
-        return pinned
+def checkout_commit() -> str | None:
+    """The commit of the checkout the package runs from (None: not a git checkout)."""
     try:
         done = subprocess.run(
             ["git", "-C", str(_PACKAGE_ROOT), "rev-parse", "HEAD"],
@@ -127,6 +117,31 @@ def git_commit() -> str | None:
         return None
     commit = done.stdout.strip()
     return commit if done.returncode == 0 and len(commit) == 40 else None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """When and from which commit records are stamped (receipts, summaries, failures, alerts,
+    the run lock): the pins the edge read (DISTILL_RECORDED_AT, DISTILL_GIT_COMMIT; see
+    runtime/resource.py ``provenance``), or, unpinned, the wall clock and the checkout's commit.
+    A value, so it travels as an argument, into worker processes too."""
+
+    pinned_at: str | None = None
+    pinned_commit: str | None = None
+
+    def recorded_at(self) -> str:
+        """The timestamp a record carries: the pinned one, else now (UTC)."""
+        if self.pinned_at:
+            return self.pinned_at
+        return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+    def git_commit(self) -> str | None:
+        """The commit a receipt names: the pinned one, else the checkout's."""
+        return self.pinned_commit or checkout_commit()
+
+
+# nothing pinned: the wall clock and the checkout's commit
+UNPINNED = Provenance()
 
 
 # --- the output ledger: who wrote each file last ------------------------------------------
@@ -239,17 +254,17 @@ def build_receipt(
     run_id: str,
     input_entries: list[FileEntry],
     duration_ms: int,
-    extra_errors: list[str] | None = None,
+    provenance: Provenance,
 ) -> StageReceipt:
-    """The one place a StageReceipt is made."""
+    """The one place a StageReceipt is made; ``provenance`` stamps its time and commit."""
     tally = result.tally
-    errors = list(result.errors) + list(extra_errors or [])
+    errors = list(result.errors)
     return StageReceipt(
         schema_version=C.RECEIPT_SCHEMA_VERSION,
         run_id=run_id,
         stage=result.stage,
-        timestamp=recorded_at(),
-        git_commit=git_commit(),
+        timestamp=provenance.recorded_at(),
+        git_commit=provenance.git_commit(),
         code_version=code_version(),
         partitions=result.partitions,
         inputs=_file_set(input_entries, result.extra.get("settings")),

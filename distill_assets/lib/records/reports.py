@@ -34,12 +34,12 @@ from distill_assets.lib.records.drift import (
 )
 from distill_assets.lib.records.receipts import (
     FileEntry,
+    Provenance,
     StageReceipt,
     aggregate_hash,
     build_receipt,
     load_receipt,
     receipt_relpath,
-    recorded_at,
     reports_lock,
     resolve_inputs,
     update_ledger,
@@ -188,12 +188,14 @@ def _note_plan(out_root: Path, run_id: str, expected: list[str]) -> list[str]:
 
 @dataclass(frozen=True)
 class RunReports:
-    """Where a run's reports are recorded: the output root, the run, and the stages it was
-    asked to materialize (its plan, which the summary lists as not run until they are)."""
+    """Where a run's reports are recorded: the output root, the run, the stages it was asked
+    to materialize (its plan, which the summary lists as not run until they are), and what its
+    records are stamped with (the edge's pins, runtime/resource.py)."""
 
     out_root: Path
     run_id: str
     expected_stages: list[str]
+    provenance: Provenance
 
 
 def record_stage(
@@ -208,7 +210,7 @@ def record_stage(
     if result.output_root:
         result.extra["root"] = result.output_root
     duration_ms = int((time.perf_counter() - started) * 1000)
-    receipt = build_receipt(result, run_id, inputs, duration_ms)
+    receipt = build_receipt(result, run_id, inputs, duration_ms, run.provenance)
     path = write_receipt(out_root, receipt)
     update_ledger(out_root, run_id, result.stage, result.outputs, result.output_root)
     with reports_lock(out_root):
@@ -229,7 +231,7 @@ def record_stage(
             thresholds,
         )
         _write_drift(out_root, run_id, drift, thresholds)
-        summary = _write_summary_locked(out_root, run_id)
+        summary = _write_summary_locked(out_root, run_id, run.provenance)
     return Recorded(receipt, path, drift, summary)
 
 
@@ -280,7 +282,7 @@ def record_checks(run: RunReports, checks: list[CheckRecord]) -> RunSummary | No
         for check in checks:
             path = run_dir(out_root, run_id) / "checks" / f"{check.asset}.{check.check}.json"
             write_json_atomic(path, check.model_dump(mode="json"))
-        return _write_summary_locked(out_root, run_id)
+        return _write_summary_locked(out_root, run_id, run.provenance)
 
 
 def record_failure(
@@ -298,10 +300,10 @@ def record_failure(
                 "stage": stage,
                 "error_type": type(error).__name__,
                 "message": message,
-                "timestamp": recorded_at(),
+                "timestamp": run.provenance.recorded_at(),
             },
         )
-        return _write_summary_locked(out_root, run_id)
+        return _write_summary_locked(out_root, run_id, run.provenance)
 
 
 # --- summary ------------------------------------------------------------------------------
@@ -418,7 +420,7 @@ def _not_run_reason(
     return "not run (yet): no receipt was recorded for this stage in this run"
 
 
-def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
+def _write_summary_locked(out_root: Path, run_id: str, provenance: Provenance) -> RunSummary:
     directory = run_dir(out_root, run_id)
     plan = directory / "plan.json"
     expected = orjson.loads(plan.read_bytes())["expected_stages"] if plan.exists() else []
@@ -497,7 +499,7 @@ def _write_summary_locked(out_root: Path, run_id: str) -> RunSummary:
     summary = RunSummary(
         schema_version=C.SUMMARY_SCHEMA_VERSION,
         run_id=run_id,
-        timestamp=recorded_at(),
+        timestamp=provenance.recorded_at(),
         total_records_in=totals["records_in"],
         total_records_out=totals["records_out"],
         total_accepted=totals["accepted"],
