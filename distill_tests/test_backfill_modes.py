@@ -12,13 +12,14 @@ import pytest
 from distill_assets.definitions import defs
 from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.runtime.partitions import PER_DAY, SINGLE_RUN
 from distill_assets.runtime.resource import ConfigError, DistillResource
 
 DATASET_DIRS = (C.EXPORTS_DIR, C.EVIDENCE_DIR, C.SCORED_DIR)
 # everything downstream of the daily assets (extraction, exports, index, publish)
 UNPARTITIONED = tuple(
-    asset for asset in C.ASSET_STAGE if asset not in (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS)
+    asset for asset in S.ASSET_STAGE if asset not in (C.ASSET_EVIDENCE_INDEX, C.ASSET_SCORED_RUNS)
 )
 
 
@@ -103,7 +104,7 @@ def test_single_run_and_per_day_write_the_same_datasets(tmp_path: Path, corpus) 
     expected = _datasets(single, single_run.run_id)
     assert any(path.startswith("evidence/undated/") for path in expected)
     # the published datasets (through the ``exports`` link), their holdouts and quarantines
-    for rel in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH, *C.HOLDOUT_PATHS.values()):
+    for rel in (C.RAG_PATH, C.SFT_PATH, C.PREFERENCE_PATH, *S.HOLDOUT_PATHS.values()):
         assert rel in expected
     assert sum(path.endswith("/records.jsonl") for path in expected) == len(days)
     assert _datasets(per_day, last_run.run_id) == expected

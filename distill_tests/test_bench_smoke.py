@@ -14,7 +14,7 @@ import pytest
 
 from distill_assets.devtools.bench import ensure_corpus
 from distill_assets.devtools.synth import SynthSpec
-from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ def test_bench_prints_one_json_line(tmp_path: Path) -> None:
     assert figures["source_bytes"] > 2000 * 1000
     assert figures["floor_s"] > 0 and figures["total_s"] > 0 and figures["peak_rss_mib"] > 0
     assert figures["ratio"] == pytest.approx(figures["total_s"] / figures["floor_s"], rel=0.02)
-    assert set(figures["stages"]) == set(C.STAGES)
+    assert set(figures["stages"]) == set(S.STAGES)
     for stage in figures["stages"].values():
         assert stage["records_in"] > 0 and stage["seconds"] >= 0
     # the corpus is cached: the next run reuses it instead of generating it again

@@ -70,7 +70,7 @@ def test_dataset_checks_run_without_importing_dagster(fixture_run):
 
         out = Path({str(out)!r})
         ran = 0
-        for stage, asset in C.STAGE_ASSET.items():
+        for stage, asset in S.STAGE_ASSET.items():
             path = out / C.REPORTS_DIR / {result.run_id!r} / f"{{stage}}.json"
             if asset not in CHECKS or not path.exists():
                 continue

@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from distill_assets.cli import main
-from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_receipts_show_one_stage(reports, capsys):
     assert receipt["stats"]["records_out"] == 9
     assert main(["receipts", "show", run_id, "--output", str(out)]) == 0
     text = capsys.readouterr().out
-    for stage in C.STAGES:
+    for stage in S.STAGES:
         assert f"[{stage}]" in text
 
 

@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.infra.io import sha256_file
 from distill_assets.lib.records.receipts import load_receipt, read_ledger
 from distill_assets.lib.records.reports import load_summary
@@ -50,9 +51,9 @@ def assert_previous_state_intact(out: Path, snapshot: dict[str, bytes], run_id: 
     manifest = orjson.loads((out / C.MANIFEST_PATH).read_bytes())
     for entry in manifest["files"]:
         assert sha256_file(out / entry["path"]) == entry["sha256"], entry["path"]
-    for stage in C.STAGES:
+    for stage in S.STAGES:
         receipt = load_receipt(out / C.REPORTS_DIR / run_id / f"{stage}.json")
-        if stage in (*C.EXPORT_STAGES, C.STAGE_EXTRACT_PLAYBOOKS, C.STAGE_INDEX):
+        if stage in (*S.EXPORT_STAGES, C.STAGE_EXTRACT_PLAYBOOKS, C.STAGE_INDEX):
             for entry in receipt.outputs.files:
                 assert sha256_file(out / entry.path) == entry.sha256
     assert load_summary(out, run_id).overall_passed

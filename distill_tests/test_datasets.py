@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.datasets.formats import (
     arrow_schema,
     preview_markdown,
@@ -63,7 +64,7 @@ def dtypes(features) -> dict[str, str]:
 def receipts_of(out: Path, run_id: str) -> dict:
     return {
         stage: load_receipt(out / C.REPORTS_DIR / run_id / f"{stage}.json")
-        for stage in C.DATASET_STAGES
+        for stage in S.DATASET_STAGES
     }
 
 
@@ -191,17 +192,17 @@ def card_header(path: Path) -> tuple[dict, str]:
     return yaml.safe_load(header), body
 
 
-@pytest.mark.parametrize("kind", list(C.DATASET_KINDS))
+@pytest.mark.parametrize("kind", list(S.DATASET_KINDS))
 def test_card_header_body_and_receipt(default_run, kind):
     result, out, _ = default_run
-    stage = C.DATASET_KINDS[kind]
+    stage = S.DATASET_KINDS[kind]
     receipt = receipts_of(out, result.run_id)[stage]
     header, body = card_header(out / C.card_path(kind))
     assert header["license"] == C.DEFAULT_LICENSE
     assert header["task_categories"] and header["size_categories"] == ["n<1K"]
     [config] = header["configs"]
     splits = {entry["split"]: entry["path"] for entry in config["data_files"]}
-    train, holdout = out / C.TRAIN_PATHS[stage], out / C.HOLDOUT_PATHS[stage]
+    train, holdout = out / S.TRAIN_PATHS[stage], out / S.HOLDOUT_PATHS[stage]
     assert splits["train"] == train.name
     # the preference holdout is empty on the fixtures: listed only when it has rows
     assert ("holdout" in splits) == bool(rows(holdout))
@@ -219,30 +220,30 @@ def test_card_header_body_and_receipt(default_run, kind):
     )
 
 
-@pytest.mark.parametrize("kind", list(C.DATASET_KINDS))
+@pytest.mark.parametrize("kind", list(S.DATASET_KINDS))
 def test_datasets_reads_the_card_configs(default_run, kind, tmp_path):
     _, out, _ = default_run
-    stage = C.DATASET_KINDS[kind]
+    stage = S.DATASET_KINDS[kind]
     # a cache of its own: the user-wide one may hold another build of a folder of this name
     # (seen: a stale 10-row rag split served for a 9-row file)
     loaded = datasets.load_dataset(str(out / C.EXPORTS_DIR / kind), cache_dir=str(tmp_path))
-    expected = {"train": len(rows(out / C.TRAIN_PATHS[stage]))}
-    if rows(out / C.HOLDOUT_PATHS[stage]):
-        expected["holdout"] = len(rows(out / C.HOLDOUT_PATHS[stage]))
+    expected = {"train": len(rows(out / S.TRAIN_PATHS[stage]))}
+    if rows(out / S.HOLDOUT_PATHS[stage]):
+        expected["holdout"] = len(rows(out / S.HOLDOUT_PATHS[stage]))
     assert {split: len(ds) for split, ds in loaded.items()} == expected
 
 
 def test_cards_are_listed_in_receipts_but_not_in_the_output_hash(default_run):
     result, out, _ = default_run
     for stage, receipt in receipts_of(out, result.run_id).items():
-        kind = {v: k for k, v in C.DATASET_KINDS.items()}[stage]
+        kind = {v: k for k, v in S.DATASET_KINDS.items()}[stage]
         paths = [f.path for f in receipt.outputs.files]
         assert C.card_path(kind) in paths
         data = [f for f in receipt.outputs.files if not C.is_card(f.path)]
         assert receipt.outputs.hash == aggregate_hash(data)
         assert receipt.outputs.hash != aggregate_hash(receipt.outputs.files)
     manifest = orjson.loads((out / C.MANIFEST_PATH).read_bytes())
-    assert manifest["cards"] == {kind: C.card_path(kind) for kind in C.DATASET_KINDS}
+    assert manifest["cards"] == {kind: C.card_path(kind) for kind in S.DATASET_KINDS}
     assert result.run_id.encode() not in (out / C.MANIFEST_PATH).read_bytes()
 
 
@@ -273,9 +274,9 @@ def test_parquet_copies_hold_the_same_rows_in_the_same_order(alt_run, tmp_path):
     result, out, _ = alt_run
     receipts = receipts_of(out, result.run_id)
     compared = 0
-    for stage in C.DATASET_STAGES:
+    for stage in S.DATASET_STAGES:
         listed = {f.path: f for f in receipts[stage].outputs.files}
-        for relpath in (C.TRAIN_PATHS[stage], C.HOLDOUT_PATHS[stage]):
+        for relpath in (S.TRAIN_PATHS[stage], S.HOLDOUT_PATHS[stage]):
             parquet = C.parquet_path(relpath)
             assert listed[parquet].sha256 == sha256_file(out / parquet)
             assert read_parquet_rows(out / parquet) == rows(out / relpath), parquet
@@ -307,7 +308,7 @@ def test_parquet_is_removed_when_no_longer_configured(alt_run, project_defs, tmp
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
         result = materialize_graph(project_defs, instance, FIXTURES, copy)
     assert result.success
-    for relpath in C.TRAIN_PATHS.values():
+    for relpath in S.TRAIN_PATHS.values():
         assert not (copy / C.parquet_path(relpath)).exists()
     header, _ = card_header(copy / C.card_path("sft"))
     assert header["license"] == C.DEFAULT_LICENSE
@@ -315,7 +316,7 @@ def test_parquet_is_removed_when_no_longer_configured(alt_run, project_defs, tmp
 
 def test_alt_cards_declare_the_configured_license(alt_run):
     _, out, _ = alt_run
-    for kind in C.DATASET_KINDS:
+    for kind in S.DATASET_KINDS:
         header, body = card_header(out / C.card_path(kind))
         assert header["license"] == "cc-by-4.0"
     assert "Row format: `prompt_completion`" in card_header(out / C.card_path("sft"))[1]
@@ -324,7 +325,7 @@ def test_alt_cards_declare_the_configured_license(alt_run):
 # --- the UI: previews and progress ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("stage", C.DATASET_STAGES)
+@pytest.mark.parametrize("stage", S.DATASET_STAGES)
 def test_materializations_carry_a_short_preview(default_run, stage):
     result, out, _ = default_run
     metadata = materializations_of(result, EXPORT_ASSETS[stage])[-1].metadata
@@ -332,7 +333,7 @@ def test_materializations_carry_a_short_preview(default_run, stage):
     lines = preview.splitlines()
     assert lines[0].startswith("| id | task_id |")
     assert 3 <= len(lines) <= 2 + 3  # header, rule, at most three rows
-    first = rows(out / C.TRAIN_PATHS[stage])[0]
+    first = rows(out / S.TRAIN_PATHS[stage])[0]
     assert first["id"] in lines[2]
     for line in lines[2:]:
         for cell in line.strip("|").split(" | "):
@@ -381,7 +382,7 @@ def test_parquet_of_the_default_formats(default_run, tmp_path):
         (C.STAGE_EXPORT_RAG, ""),
     ]
     for stage, fmt in cases:
-        relpath = C.TRAIN_PATHS[stage]
+        relpath = S.TRAIN_PATHS[stage]
         (tmp_path / relpath).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relpath).write_bytes((out / relpath).read_bytes())
         written = write_parquet(tmp_path, relpath, arrow_schema(stage, fmt))

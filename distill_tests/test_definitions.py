@@ -5,13 +5,14 @@ from __future__ import annotations
 import dagster as dg
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 
 
 def test_assets_checks_and_lineage(project_defs):
     graph = project_defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
-    assert keys == set(C.ASSET_STAGE)
-    assert len(keys) == len(C.STAGES) == 10
+    assert keys == set(S.ASSET_STAGE)
+    assert len(keys) == len(S.STAGES) == 10
 
     def parents(name: str) -> set[str]:
         return {k.to_user_string() for k in graph.get(dg.AssetKey(name)).parent_keys}
@@ -28,9 +29,9 @@ def test_assets_checks_and_lineage(project_defs):
     assert parents(C.ASSET_PLAYBOOK_INDEX) == {C.ASSET_RAG_PLAYBOOKS}
     assert C.ASSET_PLAYBOOK_INDEX in parents(C.ASSET_DATASET_MANIFEST)
     # every parent edge is a stage read the run summary knows about
-    for asset, stage in C.ASSET_STAGE.items():
+    for asset, stage in S.ASSET_STAGE.items():
         for parent in parents(asset):
-            assert C.ASSET_STAGE[parent] in C.STAGE_READS[stage], (asset, parent)
+            assert S.ASSET_STAGE[parent] in S.STAGE_READS[stage], (asset, parent)
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert parents(C.ASSET_REVIEW_QUEUE) == {C.ASSET_SCORED_RUNS}
     assert C.ASSET_REVIEW_QUEUE in parents(C.ASSET_DATASET_MANIFEST)

@@ -10,6 +10,7 @@ import dagster as dg
 import pytest
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.evidence.sources import record_sources, source_names
 from distill_assets.lib.infra.runconfig import run_config_of
 from distill_assets.lib.records.reports import load_drift
@@ -76,7 +77,7 @@ def test_identical_inputs_give_identical_bytes_and_ok_drift(
     drift = rerun(project_defs, instance, source, out)
     assert snapshot(out, drift.run_id) == before
     assert drift.severity == C.SEVERITY_OK and drift.prior_run_id == baseline[2]
-    for stage in C.STAGES:
+    for stage in S.STAGES:
         assert drift.stage(stage).output_hash_match is True
         assert drift.stage(stage).input_hash_match is True
         assert not drift.stage(stage).deterministic_violation

@@ -9,6 +9,7 @@ import polars as pl
 import distill_assets.lib.datasets.sft as sft
 import distill_assets.lib.scoring as scoring
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.records.reports import load_summary
 from distill_assets.lib.verify.schemas import SftExampleSchema, validate_jsonl
 from distill_tests.conftest import FIXTURES, materialize_graph
@@ -78,7 +79,7 @@ def test_corrupted_scores_fail_the_schema_check_and_stop_the_exports(
         assert not (out / path).exists()
     summary = load_summary(out, result.run_id)
     reasons = {item.stage: item.reason for item in summary.not_run}
-    for stage in C.EXPORT_STAGES:
+    for stage in S.EXPORT_STAGES:
         assert reasons[stage] == "blocked: blocking check scored_runs.schema_valid failed upstream"
 
 

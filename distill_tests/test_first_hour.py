@@ -15,6 +15,7 @@ from distill_assets.cli import main
 from distill_assets.cli.common import plural
 from distill_assets.cli.inspect import drift_lines, run_summary_lines
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_tests.conftest import REPO_ROOT
 
 
@@ -32,16 +33,16 @@ def test_terminal_summary_columns_add_up_and_say_where_holdout_rows_went(reports
     rows = {}
     for line in lines:
         cells = line.split()
-        if cells and cells[0] in C.STAGES:
+        if cells and cells[0] in S.STAGES:
             rows[cells[0]] = (cells[1:5], " ".join(cells[5:]))
-    assert set(rows) == set(C.STAGES)
+    assert set(rows) == set(S.STAGES)
     for stage, (numbers, _) in rows.items():
         records_in, records_out, quarantined, skipped = (int(n.replace(",", "")) for n in numbers)
         assert records_in == records_out + quarantined + skipped, stage
     # export-sft: the runs out are the train file's rows plus the held-out ones
     receipt = orjson.loads((directory / "export-sft.json").read_bytes())
     train = sum(1 for _ in open(out / C.SFT_PATH, "rb"))
-    held = sum(1 for _ in open(out / C.HOLDOUT_PATHS[C.STAGE_EXPORT_SFT], "rb"))
+    held = sum(1 for _ in open(out / S.HOLDOUT_PATHS[C.STAGE_EXPORT_SFT], "rb"))
     assert receipt["stats"]["records_out"] == train + held
     assert (
         rows[C.STAGE_EXPORT_SFT][1]

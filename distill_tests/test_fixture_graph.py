@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.datasets.exporter import ExportSettings
 from distill_assets.lib.evidence.format import normalize_text
 from distill_assets.lib.infra.io import sha256_file
@@ -44,7 +45,7 @@ def out(run) -> Path:
 def receipts(run) -> dict[str, StageReceipt]:
     result, out, _ = run
     directory = out / C.REPORTS_DIR / result.run_id
-    return {stage: load_receipt(directory / f"{stage}.json") for stage in C.STAGES}
+    return {stage: load_receipt(directory / f"{stage}.json") for stage in S.STAGES}
 
 
 def test_run_succeeds_and_every_check_passes(run):
@@ -167,7 +168,7 @@ EXPECTED_REASONS = {
 }
 
 
-@pytest.mark.parametrize("stage", C.STAGES)
+@pytest.mark.parametrize("stage", S.STAGES)
 def test_exact_counts_per_stage(receipts, stage):
     stats = receipts[stage].stats
     for name, value in EXPECTED[stage].items():
@@ -175,7 +176,7 @@ def test_exact_counts_per_stage(receipts, stage):
     assert stats.reasons == EXPECTED_REASONS[stage]
 
 
-@pytest.mark.parametrize("stage", C.STAGES)
+@pytest.mark.parametrize("stage", S.STAGES)
 def test_conservation(receipts, stage):
     s = receipts[stage].stats
     assert s.records_in == s.records_out + s.quarantined + s.skipped
@@ -245,7 +246,7 @@ def test_quarantine_rows_name_the_record(out):
         "run-ghost",
         "run-ghost-2",
     }
-    for stage in C.PUBLISHED_QUARANTINES:
+    for stage in S.PUBLISHED_QUARANTINES:
         for row in rows(out / C.quarantine_path(stage)):
             assert row["reasons"] and (
                 row["run_id"] or row["record_type"] == "pair" or row["playbook_id"]
@@ -400,7 +401,7 @@ def test_chain_of_custody_links_every_input_to_its_producer(out, receipts):
 def test_summary_and_drift_files(out, receipts):
     run_id = receipts[C.STAGE_COLLECT].run_id
     summary = load_summary(out, run_id)
-    assert [row.stage for row in summary.stages] == list(C.STAGES)
+    assert [row.stage for row in summary.stages] == list(S.STAGES)
     assert summary.datasets["sft"] == 8  # the train file; run-009 is in the holdout
     assert summary.totals["records_in"] == sum(r.stats.records_in for r in receipts.values())
     drift = load_drift(out, run_id)
@@ -444,7 +445,7 @@ def test_manifest_lists_checked_datasets(out):
         C.SFT_PATH,
         C.PREFERENCE_PATH,
         C.KTO_PATH,
-        *C.HOLDOUT_PATHS.values(),
+        *S.HOLDOUT_PATHS.values(),
     ):
         assert listed[path]["sha256"] == sha256_file(out / path)
     assert listed[C.REVIEW_QUEUE_PATH]["rows"] == 3
@@ -456,7 +457,7 @@ def test_manifest_lists_checked_datasets(out):
 def test_one_step_makes_every_export_and_the_index_is_built_ahead(receipts):
     """The export pass made every export in one step (one pass over the scored runs), and
     the index stage adopted the index built while the other exports finished."""
-    exports = [receipts[C.ASSET_STAGE[asset]] for asset in C.EXPORT_ASSETS]
+    exports = [receipts[S.ASSET_STAGE[asset]] for asset in S.EXPORT_ASSETS]
     assert {r.extra["pass_ms"] for r in exports} == {exports[0].extra["pass_ms"]}
-    assert exports[0].extra["pass_stages"] == [C.ASSET_STAGE[a] for a in C.EXPORT_ASSETS]
+    assert exports[0].extra["pass_stages"] == [S.ASSET_STAGE[a] for a in S.EXPORT_ASSETS]
     assert receipts[C.STAGE_INDEX].extra["built_ahead"] is True

@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.records.accounting import Tally, nothing_usable_errors, skipped_share_errors
 from distill_assets.lib.records.drift import (
     FLAG_BASELINE,
@@ -80,7 +81,7 @@ def test_summary_json_has_the_seed_v1_fields(reports) -> None:
 def test_drift_json_has_the_seed_v1_fields(reports) -> None:
     out, run_id, _, drift = reports
     _assert_shape(orjson.loads((SEED / "drift_report.json").read_bytes()), drift, "drift")
-    assert [d["stage"] for d in drift["stages"]] == list(C.STAGES)
+    assert [d["stage"] for d in drift["stages"]] == list(S.STAGES)
     # the first run into this output: a baseline, said in words
     assert drift["flags"][0] == FLAG_BASELINE
     assert load_drift(out, run_id).stage(C.STAGE_COLLECT).notes
@@ -93,7 +94,7 @@ def test_summary_md_ends_with_the_drift_section(reports) -> None:
     assert section.startswith("## Drift")
     assert f"Severity: **{drift['severity'].upper()}**" in section
     assert FLAG_BASELINE in section
-    for stage in C.STAGES:
+    for stage in S.STAGES:
         assert f"\n| {stage} | " in section
 
 

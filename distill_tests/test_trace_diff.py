@@ -20,6 +20,7 @@ from distill_assets.cli import main
 from distill_assets.defs.monitoring.sensors import drift_sensor
 from distill_assets.devtools.synth import SynthSpec, synthesize
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.infra import layout
 from distill_assets.lib.publishing.diff import diff
 from distill_assets.lib.publishing.trace import (
@@ -103,7 +104,7 @@ def check_run_against_files(out: Path, run: dict) -> None:
     for item in published:
         ids = {r["id"] for r in rows(out / item["file"])}
         assert item["row_id"] in ids
-        expected = C.HOLDOUT_PATHS[item["stage"]] if item["split"] == "holdout" else None
+        expected = S.HOLDOUT_PATHS[item["stage"]] if item["split"] == "holdout" else None
         assert expected is None or item["file"] == expected
     for stage in (C.STAGE_EXPORT_SFT, C.STAGE_EXPORT_KTO, C.STAGE_EXPORT_PREFERENCE):
         wanted = sorted(tuple(line["reasons"]) for line in quarantine_lines(out, stage, run_id))

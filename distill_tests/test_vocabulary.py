@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 
 PACKAGE = Path(__file__).resolve().parent.parent / "distill_assets"
 
@@ -66,7 +67,7 @@ def test_each_vocabulary_is_closed_and_unambiguous() -> None:
     assert C.Stage.EXPORT_KTO == C.STAGE_EXPORT_KTO
     assert C.Reason.SECRET_DETECTED == C.R_SECRET_DETECTED
     assert set(C.Severity) == set(C.SEVERITY_ORDER)
-    assert set(C.Stage) == set(C.STAGES)
+    assert set(C.Stage) == set(S.STAGES)
 
 
 def test_the_scan_finds_a_stray_literal() -> None:

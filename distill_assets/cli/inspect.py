@@ -58,7 +58,7 @@ def run_summary_lines(directory: Path) -> list[str]:
     header = ("stage", "in", "out", "quarantined", "skipped", "output written")
     rows = []
     errors: list[str] = []  # why the stages that failed did (a few per stage)
-    for stage in C.STAGES:
+    for stage in S.STAGES:
         try:
             receipt = orjson.loads((directory / f"{stage}.json").read_bytes())
         except (OSError, orjson.JSONDecodeError):
@@ -142,10 +142,10 @@ def cmd_receipts_show(args: argparse.Namespace) -> int:
     out = output_root(args.output)
     directory = require_run(out, args.run_id)
     stages = (
-        [args.stage] if args.stage else [s for s in C.STAGES if (directory / f"{s}.json").exists()]
+        [args.stage] if args.stage else [s for s in S.STAGES if (directory / f"{s}.json").exists()]
     )
-    if args.stage and args.stage not in C.STAGES:
-        raise UserError(f"unknown stage {args.stage!r}; stages: {', '.join(C.STAGES)}")
+    if args.stage and args.stage not in S.STAGES:
+        raise UserError(f"unknown stage {args.stage!r}; stages: {', '.join(S.STAGES)}")
     receipts = []
     for stage in stages:
         path = directory / f"{stage}.json"
@@ -206,7 +206,7 @@ def drift_lines(report: dict) -> list[str]:
         if isinstance(stages, dict)
         else [(s.get("stage", "?"), s) for s in stages if isinstance(s, dict)]
     )
-    order = {stage: n for n, stage in enumerate(C.STAGES)}
+    order = {stage: n for n, stage in enumerate(S.STAGES)}
     items.sort(key=lambda item: (order.get(item[0], len(order)), str(item[0])))
     for stage, d in items:
         parts = [str(d.get("severity") or "?")]

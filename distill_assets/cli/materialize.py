@@ -248,7 +248,7 @@ def _print_outcome(out: Path, shown: str, remote: bool, runs: list[str], equival
         C.SFT_PATH,
         C.PREFERENCE_PATH,
         C.KTO_PATH,
-        *C.HOLDOUT_PATHS.values(),
+        *S.HOLDOUT_PATHS.values(),
     ):
         path = out / rel
         state = plural(line_count(path), "row") if path.exists() else "not written"

@@ -37,6 +37,7 @@ import psutil
 
 from distill_assets.devtools.synth import SynthSpec
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CACHE = PROJECT_ROOT / ".cache" / "bench"
@@ -229,7 +230,7 @@ def materialize(
 
 def stage_figures(out: Path, run_id: str) -> dict[str, dict[str, Any]]:
     figures: dict[str, dict[str, Any]] = {}
-    for stage in C.STAGES:
+    for stage in S.STAGES:
         path = out / C.REPORTS_DIR / run_id / f"{stage}.json"
         if not path.exists():
             continue
@@ -302,7 +303,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             else:
                 shutil.rmtree(work, ignore_errors=True)
     self_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    stage_steps = {C.STAGE_ASSET[s] for s in C.STAGES} | {C.OP_EXPORTS}
+    stage_steps = {S.STAGE_ASSET[s] for s in S.STAGES} | {C.OP_EXPORTS}
     check_steps = {k: v for k, v in steps.items() if k not in stage_steps}
     return {
         "runs": spec.runs,
@@ -367,7 +368,7 @@ def stage_cpu(source: Path, summary: dict[str, Any], work: Path) -> dict[str, An
         # receipts and the ledger as the graph writes them: the exports trust collect's secret
         # verdicts through them (stamped unpinned: a scratch directory whose times nobody reads)
         receipt = build_receipt(result, "bench", [], 0, UNPINNED)
-        receipts[C.STAGE_ASSET[result.stage]] = receipt
+        receipts[S.STAGE_ASSET[result.stage]] = receipt
         write_receipt(out, receipt)
         update_ledger(out, "bench", result.stage, result.outputs, result.output_root)
         return result

@@ -421,35 +421,6 @@ def trace_rows_path(stage: str) -> str:
     return f"{TRACE_ROWS_DIR}/{stage}.arrow"
 
 
-# --- tables derived from the stage registry ------------------------------------------------
-# lib/stages.py declares each stage once (StageSpec) and derives these; they are read through
-# this module too while callers move to lib/stages (issue 17)
-_FROM_STAGES = frozenset(
-    {
-        "STAGES",
-        "DATASET_STAGES",
-        "EXPORT_STAGES",
-        "VERSIONED_STAGES",
-        "PUBLISHED_QUARANTINES",
-        "STAGE_READS",
-        "ASSET_STAGE",
-        "STAGE_ASSET",
-        "EXPORT_ASSETS",
-        "HOLDOUT_PATHS",
-        "TRAIN_PATHS",
-        "DATASET_KINDS",
-    }
-)
-
-
-def __getattr__(name: str) -> object:
-    if name in _FROM_STAGES:
-        from distill_assets.lib import stages
-
-        return getattr(stages, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # --- the closed vocabularies as enums ------------------------------------------------------
 # Each is made from the constants above (each value written once) and closed: a test
 # (distill_tests/test_vocabulary.py) finds any stage name, reason code, severity or violation

@@ -16,6 +16,7 @@ import orjson
 import pytest
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 
 from .conftest import (
     FIRST_DAY,
@@ -141,7 +142,7 @@ def test_celery_backfill_matches_in_process(
     }
     assert set(ledger) == set(produced) - trace_lists
     runs = [orjson.loads(line) for line in (store / C.RUN_INDEX_PATH).read_bytes().splitlines()]
-    assert sorted(row["stage"] for row in runs) == sorted(C.STAGES)
+    assert sorted(row["stage"] for row in runs) == sorted(S.STAGES)
     run_id = runs[0]["run_id"]
     summary = orjson.loads((store / C.REPORTS_DIR / run_id / "summary.json").read_bytes())
     assert summary["overall_passed"] and summary["chain_ok"]

@@ -16,6 +16,7 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
 from distill_assets.lib import constants as C
+from distill_assets.lib import stages as S
 from distill_assets.lib.infra.storage import OutputLocation, RemoteStore, StorageError, is_remote
 
 from .conftest import (
@@ -125,7 +126,7 @@ def test_another_machine_continues_from_the_store(reference: Path, tmp_path: Pat
     fs, base = fsspec.core.url_to_fs(url)
     drift = orjson.loads(fs.cat_file(f"{base}/{C.REPORTS_DIR}/{second.run_id}/drift.json"))
     # drift compared each export with the first machine's receipts, found in the store
-    assert {d["stage"] for d in drift["stages"]} == {*C.EXPORT_STAGES, C.STAGE_PUBLISH}
+    assert {d["stage"] for d in drift["stages"]} == {*S.EXPORT_STAGES, C.STAGE_PUBLISH}
     assert {d["prior_run_id"] for d in drift["stages"]} == {first.run_id}
     # the second run's version is published; the first is kept (VERSIONS_KEPT) until it ages
     pointer = orjson.loads(fs.cat_file(f"{base}/{C.PUBLISHED_POINTER_PATH}"))
