@@ -65,6 +65,7 @@ def test_dataset_checks_run_without_importing_dagster(fixture_run):
         import sys
         from pathlib import Path
         from distill_assets.lib import constants as C
+        from distill_assets.lib import stages as S
         from distill_assets.lib.verify.checks import CHECKS, run_checks
         from distill_assets.lib.records.receipts import load_receipt
 
