@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -51,3 +53,15 @@ def test_models_are_strict(fixture_run):
         DriftReport.model_validate_json(
             (directory / "drift.json").read_text().replace('"severity": "ok"', '"severity": "meh"')
         )
+
+
+def test_code_version_covers_the_whole_package():
+    # a receipt's code_version must change with any module of the package, not only lib/'s
+    # (receipts.py sits two levels down: its root is computed, and a move once got it wrong)
+    import distill_assets
+    from distill_assets.lib.records import receipts
+
+    package = Path(distill_assets.__file__).resolve().parent
+    assert receipts.PACKAGE_ROOT == package
+    hashed = {p.relative_to(package).as_posix() for p in receipts.PACKAGE_ROOT.rglob("*.py")}
+    assert {"definitions.py", "runtime/stage.py", "cli/main.py", "lib/scoring.py"} <= hashed

@@ -32,7 +32,8 @@ from distill_assets.lib.infra.io import (
 from distill_assets.lib.records.accounting import StageResult
 
 PACKAGE_VERSION = "0.1.0"
-_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+# the distill_assets package: code_version hashes every module of it
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 class _Strict(BaseModel):
@@ -96,8 +97,8 @@ def aggregate_hash(files: list[FileEntry] | list[WrittenFile]) -> str:
 def code_version() -> str:
     """The package version plus a digest of its source, so any code change shows."""
     digest = hashlib.sha256()
-    for path in sorted(_PACKAGE_ROOT.rglob("*.py")):
-        digest.update(path.relative_to(_PACKAGE_ROOT).as_posix().encode())
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode())
         digest.update(path.read_bytes())
     return f"{PACKAGE_VERSION}+{digest.hexdigest()[:12]}"
 
@@ -107,7 +108,7 @@ def checkout_commit() -> str | None:
     """The commit of the checkout the package runs from (None: not a git checkout)."""
     try:
         done = subprocess.run(
-            ["git", "-C", str(_PACKAGE_ROOT), "rev-parse", "HEAD"],
+            ["git", "-C", str(PACKAGE_ROOT), "rev-parse", "HEAD"],
             capture_output=True,
             text=True,
             timeout=5,
